@@ -1,0 +1,249 @@
+//! What the master is told to do: the program, its addresses, timeouts and policies.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::error::{Error, Result};
+use crate::State;
+
+/// The program function run in each worker.
+pub type ProgramFn = dyn Fn(State) + Send + Sync + 'static;
+
+/// What each worker runs.
+#[derive(Clone)]
+pub enum Program {
+    /// Library mode: the current binary re-executed, calling this function.
+    Function(Arc<ProgramFn>),
+    /// Any executable (the CLI's mode): receives sockets by socket activation.
+    Command {
+        /// The executable to run (looked up in `PATH` when it has no slash).
+        path: PathBuf,
+        /// Its arguments.
+        args: Vec<OsString>,
+    },
+}
+
+impl fmt::Debug for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Program::Function(_) => f.write_str("Program::Function(..)"),
+            Program::Command { path, args } => f
+                .debug_struct("Program::Command")
+                .field("path", path)
+                .field("args", args)
+                .finish(),
+        }
+    }
+}
+
+/// When a new worker counts as ready, so that the old one may drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// Ready as soon as the program starts: in library mode just before the
+    /// program function is called (the listeners are already open, so early
+    /// connections wait in the kernel backlog); in command mode once the
+    /// process is running. The default, and what the Go reference does.
+    #[default]
+    Started,
+    /// Ready when the worker says so: [`State::ready`] in library mode, an
+    /// sd_notify `READY=1` datagram in command mode. `ready_timeout` applies.
+    Notify,
+}
+
+/// The master's configuration. Build it with [`Config::new`] (library mode)
+/// or [`Config::command`] (any program) and the chained setters.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// overseer::run(
+///     overseer::Config::new(|state| { /* serve state.listeners */ })
+///         .address(":3000")
+///         .terminate_timeout(Duration::from_secs(10)),
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) program: Program,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) names: Vec<Option<String>>,
+    pub(crate) backlog: i32,
+    pub(crate) restart_signal: i32,
+    pub(crate) terminate_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) readiness: Readiness,
+    pub(crate) required: bool,
+    pub(crate) no_restart: bool,
+    pub(crate) debug: bool,
+    pub(crate) no_warn: bool,
+    pub(crate) version: Option<String>,
+}
+
+/// Defaults shared by both constructors.
+const DEFAULT_BACKLOG: i32 = 1024;
+const DEFAULT_TERMINATE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Config {
+    /// Library mode: every worker is this binary, re-executed, running `program`.
+    pub fn new(program: impl Fn(State) + Send + Sync + 'static) -> Self {
+        Self::with_program(Program::Function(Arc::new(program)))
+    }
+
+    /// Command mode: every worker runs `path` (any program that reads
+    /// `LISTEN_FDS`, e.g. with systemd's `sd_listen_fds` or the `listenfd` crate).
+    pub fn command(path: impl Into<PathBuf>) -> Self {
+        Self::with_program(Program::Command {
+            path: path.into(),
+            args: Vec::new(),
+        })
+    }
+
+    fn with_program(program: Program) -> Self {
+        Config {
+            program,
+            addresses: Vec::new(),
+            names: Vec::new(),
+            backlog: DEFAULT_BACKLOG,
+            restart_signal: crate::SIGUSR2,
+            terminate_timeout: DEFAULT_TERMINATE_TIMEOUT,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            readiness: Readiness::Started,
+            required: false,
+            no_restart: false,
+            debug: false,
+            no_warn: false,
+            version: None,
+        }
+    }
+
+    /// Adds an argument for a [`Config::command`] program (ignored in library mode).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        if let Program::Command { args, .. } = &mut self.program {
+            args.push(arg.into());
+        }
+        self
+    }
+
+    /// Adds a listening address (see [`crate::address`] for the forms).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.addresses.push(address.into());
+        self.names.push(None);
+        self
+    }
+
+    /// Adds several listening addresses, in order.
+    pub fn addresses<I, S>(mut self, addresses: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for a in addresses {
+            self = self.address(a);
+        }
+        self
+    }
+
+    /// Adds a listening address with a name for `LISTEN_FDNAMES` (no `:` allowed).
+    pub fn named_address(mut self, name: impl Into<String>, address: impl Into<String>) -> Self {
+        self.addresses.push(address.into());
+        self.names.push(Some(name.into()));
+        self
+    }
+
+    /// The listen backlog for stream sockets (default 1024). Connections that
+    /// arrive while no worker is accepting wait here.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// The signal that triggers a graceful restart (default `SIGUSR2`).
+    pub fn restart_signal(mut self, signal: i32) -> Self {
+        self.restart_signal = signal;
+        self
+    }
+
+    /// How long a draining worker may take before SIGKILL (default 30 s).
+    pub fn terminate_timeout(mut self, timeout: Duration) -> Self {
+        self.terminate_timeout = timeout;
+        self
+    }
+
+    /// How long a new worker may take to become ready (default 30 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// When a new worker counts as ready (default [`Readiness::Started`]).
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Never fall back to running the program directly: `run` exits with an
+    /// error instead.
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+
+    /// Turns restarts off: the restart signal then stops the service gracefully.
+    pub fn no_restart(mut self, no_restart: bool) -> Self {
+        self.no_restart = no_restart;
+        self
+    }
+
+    /// Prints overseer's debug messages (when no `tracing` subscriber is set).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
+    }
+
+    /// Silences overseer's warnings (when no `tracing` subscriber is set).
+    pub fn no_warn(mut self, no_warn: bool) -> Self {
+        self.no_warn = no_warn;
+        self
+    }
+
+    /// The program's version, passed to workers as `State::version`.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Checks the configuration and parses its addresses.
+    pub(crate) fn validate(&self) -> Result<Vec<Address>> {
+        if self.terminate_timeout.is_zero() {
+            return Err(Error::Config("terminate_timeout must be above zero".into()));
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(Error::Config("ready_timeout must be above zero".into()));
+        }
+        if self.backlog <= 0 {
+            return Err(Error::Config("backlog must be above zero".into()));
+        }
+        for name in self.names.iter().flatten() {
+            if name.is_empty() || name.contains(':') || name.len() > 255 {
+                return Err(Error::Config(format!(
+                    "listener name {name:?} must be 1-255 characters without ':'"
+                )));
+            }
+        }
+        self.addresses.iter().map(|a| Address::parse(a)).collect()
+    }
+
+    /// The `LISTEN_FDNAMES` entry for each address.
+    pub(crate) fn listener_names(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.clone().unwrap_or_else(|| format!("listener{i}")))
+            .collect()
+    }
+}

@@ -1,0 +1,224 @@
+//! # overseer
+//!
+//! Monitorable, gracefully restarting, self-upgrading network services.
+//!
+//! ```text
+//!  process manager (systemd / docker / shell)
+//!         │  stable PID, signals in, exit status out
+//!         ▼
+//!  ┌──────────────── master ────────────────┐
+//!  │ binds + holds listening sockets        │
+//!  │ forwards signals, proxies exit status  │
+//!  └───┬──────────────────────────────┬─────┘
+//!      │ fds 3.. + env (LISTEN_FDS…)  │ same fds, new env
+//!      ▼                              ▼
+//!   worker N (draining)           worker N+1 (serving)
+//! ```
+//!
+//! The process you start becomes the **master**: it binds every configured
+//! address once and keeps those sockets for its whole life, then re-executes
+//! its own binary as a **worker** that runs your program. On a restart (the
+//! restart signal, `SIGUSR2` by default, or [`restart`]) the master starts a
+//! new worker with the same sockets, waits until it is ready, and only then
+//! tells the old one to drain. Both accept from the same socket meanwhile, and
+//! while no worker accepts, connections wait in the kernel backlog: none is
+//! refused. The master forwards signals to the serving worker, exits with its
+//! exit status (or dies by the same signal), and keeps one PID for the
+//! process manager.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//!
+//! fn main() {
+//!     overseer::run(overseer::Config::new(program).address("127.0.0.1:3000"));
+//! }
+//!
+//! // Runs in each worker.
+//! fn program(state: overseer::State) {
+//!     let listener = state.tcp_listener().expect("a TCP address");
+//!     listener.set_nonblocking(false).ok();
+//!     for stream in listener.incoming() {
+//!         if state.shutdown.is_triggered() {
+//!             break;
+//!         }
+//!         let Ok(mut stream) = stream else { continue };
+//!         let mut buf = [0; 1024];
+//!         let _ = stream.read(&mut buf);
+//!         let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n");
+//!     }
+//! }
+//! ```
+//!
+//! ## The worker protocol
+//!
+//! Workers speak only standard protocols, so any program can be one (see
+//! [`protocol`]): sockets arrive by **systemd socket activation** (fds 3..,
+//! `LISTEN_FDS`, `LISTEN_PID` set to the worker's own pid, `LISTEN_FDNAMES`);
+//! readiness and status go back by **sd_notify** datagrams on a private
+//! `NOTIFY_SOCKET`; stop means **SIGTERM**, then SIGKILL after
+//! `terminate_timeout`. Workers die with the master (Linux parent-death
+//! signal; elsewhere a watcher thread notices the master is gone).
+//!
+//! ## Readiness
+//!
+//! By default ([`Readiness::Started`]) a library worker is ready the moment
+//! your program function is called: the sockets already listen, so early
+//! connections queue in the backlog. A program with slow start-up should use
+//! [`Readiness::Notify`] and call [`State::ready`] once it can serve; the old
+//! worker keeps serving until then, and a worker not ready within
+//! `ready_timeout` is killed while the old one carries on.
+//!
+//! ## Draining keep-alive connections
+//!
+//! When [`State::shutdown`] fires, stop accepting, answer each open
+//! connection's next request with `Connection: close`, and close connections
+//! that stay idle only after a short grace period. Closing an idle keep-alive
+//! connection at once races with a client reusing it, which is where
+//! restarts usually lose requests. The `http_std` and `http_axum` examples
+//! show the pattern.
+//!
+//! ## Logging
+//!
+//! Through `tracing` when a subscriber is installed; otherwise info, warnings
+//! and errors go to stderr prefixed `[overseer PID]` ([`Config::debug`] adds
+//! debug lines, [`Config::no_warn`] drops warnings).
+//!
+//! ## Dependencies
+//!
+//! `nix` and `libc` for process and descriptor calls (libc only where the
+//! forked child must avoid allocation), `signal-hook` to receive signals on a
+//! thread with their origin, `socket2` to bind with a chosen backlog and
+//! dual-stack control, `sha2` for the binary's ID, `tempfile` for the
+//! master's private socket directory, `tracing` as the logging facade.
+#![deny(missing_docs)]
+
+pub mod address;
+mod config;
+mod error;
+mod listener;
+mod log;
+pub mod protocol;
+mod shutdown;
+mod state;
+
+#[cfg(unix)]
+mod fallback;
+#[cfg(unix)]
+mod master;
+#[cfg(unix)]
+mod notify;
+#[cfg(unix)]
+mod sys;
+#[cfg(unix)]
+mod worker;
+
+pub use config::{Config, Program, ProgramFn, Readiness};
+pub use error::{Error, Result};
+pub use listener::Listener;
+pub use shutdown::{Notified, Shutdown};
+pub use state::State;
+
+#[cfg(unix)]
+pub(crate) use master::sha256_file;
+
+/// `SIGUSR1`, for [`Config::restart_signal`].
+#[cfg(unix)]
+pub const SIGUSR1: i32 = libc::SIGUSR1;
+/// `SIGUSR2`, the default restart signal.
+#[cfg(unix)]
+pub const SIGUSR2: i32 = libc::SIGUSR2;
+#[cfg(not(unix))]
+pub(crate) const SIGUSR2: i32 = 0;
+
+/// Whether this platform can run a master and workers (Unix: Linux, macOS,
+/// the BSDs). Elsewhere [`run`] runs the program directly.
+pub fn is_supported() -> bool {
+    cfg!(unix)
+}
+
+/// Runs the service under overseer.
+///
+/// In the process you started, this becomes the master and does not return:
+/// it ends the process the way the last serving worker ended. In a worker it
+/// runs the program and exits when the program returns. If overseer is
+/// unsupported or cannot start (say, an address cannot be bound) it logs why
+/// and runs the program directly with its listeners bound in-process, then
+/// returns — unless [`Config::required`] is set, in which case it exits with
+/// status 1.
+pub fn run(config: Config) {
+    let Err(e) = start(&config) else { return };
+    if config.required {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
+    log::warning!("{e}; running the program directly");
+    #[cfg(unix)]
+    if let Err(e) = fallback::run(&config) {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
+    #[cfg(not(unix))]
+    {
+        log::error!("fallback mode is not available on this platform yet");
+        std::process::exit(1);
+    }
+}
+
+/// Like [`run`], but returns the error instead of falling back.
+pub fn run_err(config: Config) -> Result<()> {
+    start(&config)
+}
+
+fn start(config: &Config) -> Result<()> {
+    sanity_check();
+    log::configure(config.debug, config.no_warn);
+    if !is_supported() {
+        return Err(Error::Unsupported);
+    }
+    #[cfg(unix)]
+    {
+        if let Program::Function(program) = &config.program {
+            if worker::is_worker() {
+                worker::run(config, program.as_ref());
+            }
+        }
+        match master::run(config) {
+            Ok(never) => match never {},
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    Err(Error::Unsupported)
+}
+
+/// Triggers a graceful restart, from the master or from a worker.
+///
+/// In a worker it asks the master over the notify socket; in the master it
+/// wakes the supervisor directly. Returns [`Error::NotRunning`] elsewhere.
+/// With [`Config::no_restart`] this stops the service gracefully instead.
+pub fn restart() -> Result<()> {
+    #[cfg(unix)]
+    {
+        if master::is_master() {
+            return master::request_restart();
+        }
+        worker::request_restart()
+    }
+    #[cfg(not(unix))]
+    Err(Error::NotRunning)
+}
+
+/// Answers the master's sanity check: when this process runs with
+/// `OVERSEER_BIN_CHECK` set, prints its value on a line of its own and exits 0.
+///
+/// [`run`] calls this first; call it earlier in `main` to skip expensive
+/// set-up when a new build is only being checked.
+pub fn sanity_check() {
+    if let Some(token) = std::env::var_os(protocol::OVERSEER_BIN_CHECK) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\n{}", token.to_string_lossy());
+        let _ = out.flush();
+        std::process::exit(0);
+    }
+}

@@ -1,0 +1,217 @@
+//! Binding the configured addresses (in the master, or in-process in fallback
+//! mode) and rebuilding typed listeners from inherited descriptors (in a worker).
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+#[cfg(unix)]
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::address::{Address, Bind};
+use crate::error::{Error, Result};
+
+/// A listening socket handed to the program, in the order of the configured addresses.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A bound UDP socket.
+    Udp(UdpSocket),
+    /// A Unix stream listener.
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The TCP listener, if this is one.
+    pub fn as_tcp(&self) -> Option<&TcpListener> {
+        match self {
+            Listener::Tcp(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The UDP socket, if this is one.
+    pub fn as_udp(&self) -> Option<&UdpSocket> {
+        match self {
+            Listener::Udp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Unix listener, if this is one.
+    #[cfg(unix)]
+    pub fn as_unix(&self) -> Option<&UnixListener> {
+        match self {
+            Listener::Unix(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The bound address as text: `127.0.0.1:8080`, `udp:[::]:53`, `unix:/run/app.sock`.
+    pub fn local_addr_string(&self) -> String {
+        let shown = |r: io::Result<SocketAddr>| r.map_or_else(|e| format!("?({e})"), |a| a.to_string());
+        match self {
+            Listener::Tcp(l) => shown(l.local_addr()),
+            Listener::Udp(s) => format!("udp:{}", shown(s.local_addr())),
+            #[cfg(unix)]
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => match a.as_pathname() {
+                    Some(p) => format!("unix:{}", p.display()),
+                    None => "unix:(unnamed)".to_string(),
+                },
+                Err(e) => format!("unix:?({e})"),
+            },
+        }
+    }
+
+    /// Rebuilds a typed listener from an inherited socket descriptor.
+    #[cfg(unix)]
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let ty = socket.r#type()?;
+        let family = socket.local_addr()?.family();
+        let fd = OwnedFd::from(socket);
+        let is_unix = family == libc::AF_UNIX as libc::sa_family_t;
+        if ty == Type::STREAM && is_unix {
+            Ok(Listener::Unix(UnixListener::from(fd)))
+        } else if ty == Type::STREAM {
+            Ok(Listener::Tcp(TcpListener::from(fd)))
+        } else if ty == Type::DGRAM && !is_unix {
+            Ok(Listener::Udp(UdpSocket::from(fd)))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "inherited descriptor is neither a stream nor a UDP socket",
+            ))
+        }
+    }
+
+    /// Borrows the descriptor, to pass it to a worker.
+    #[cfg(unix)]
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Udp(s) => s.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+/// A socket the master bound, and what to clean up when it exits.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub listener: Listener,
+    /// A Unix socket file this process created and must remove on exit.
+    pub unix_path: Option<PathBuf>,
+}
+
+/// Binds every address, in order; on error nothing stays bound.
+pub(crate) fn bind_all(addresses: &[Address], backlog: i32) -> Result<Vec<Bound>> {
+    let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        match bind_one(address, backlog) {
+            Ok(b) => bound.push(b),
+            Err(e) => {
+                remove_socket_files(&bound);
+                return Err(e);
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Removes the Unix socket files this process created.
+pub(crate) fn remove_socket_files(bound: &[Bound]) {
+    for path in bound.iter().filter_map(|b| b.unix_path.as_ref()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
+    let err = |source: io::Error| Error::Bind {
+        address: address.text.clone(),
+        source,
+    };
+    let tcp = |addr: SocketAddr| -> io::Result<Listener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(!addr.ip().is_unspecified())?;
+        }
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(backlog)?;
+        Ok(Listener::Tcp(socket.into()))
+    };
+    let udp = |addr: SocketAddr| -> io::Result<Listener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(!addr.ip().is_unspecified())?;
+        }
+        socket.bind(&SockAddr::from(addr))?;
+        Ok(Listener::Udp(socket.into()))
+    };
+    // `:port` means every interface: dual-stack IPv6 where the host has IPv6, else IPv4.
+    let any = |port: u16, f: &dyn Fn(SocketAddr) -> io::Result<Listener>| {
+        f(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+            .or_else(|_| f(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))
+    };
+    let listener = match &address.bind {
+        Bind::Tcp(addr) => tcp(*addr).map_err(err)?,
+        Bind::TcpAny(port) => any(*port, &tcp).map_err(err)?,
+        Bind::Udp(addr) => udp(*addr).map_err(err)?,
+        Bind::UdpAny(port) => any(*port, &udp).map_err(err)?,
+        Bind::Unix(path) => return bind_unix(address, path, backlog),
+    };
+    Ok(Bound {
+        listener,
+        unix_path: None,
+    })
+}
+
+#[cfg(unix)]
+fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<Bound> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::UnixStream;
+    let err = |source: io::Error| Error::Bind {
+        address: address.text.clone(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::PathInUse {
+                path: path.to_path_buf(),
+            });
+        }
+        // A socket file nobody answers on is left over from a dead process.
+        match UnixStream::connect(path) {
+            Ok(_) => return Err(err(io::Error::from(io::ErrorKind::AddrInUse))),
+            Err(_) => std::fs::remove_file(path).map_err(err)?,
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+    socket
+        .bind(&SockAddr::unix(path).map_err(err)?)
+        .map_err(err)?;
+    if let Err(e) = socket.listen(backlog) {
+        let _ = std::fs::remove_file(path);
+        return Err(err(e));
+    }
+    Ok(Bound {
+        listener: Listener::Unix(UnixListener::from(OwnedFd::from(socket))),
+        unix_path: Some(path.to_path_buf()),
+    })
+}
+
+#[cfg(not(unix))]
+fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Result<Bound> {
+    Err(Error::InvalidAddress {
+        address: address.text.clone(),
+        reason: "Unix sockets are not available on this platform".into(),
+    })
+}

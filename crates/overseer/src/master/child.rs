@@ -1,0 +1,221 @@
+//! One worker process as the master sees it: its pid, its private notify
+//! socket, and where it is in its life.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::Event;
+use crate::error::{Error, Result};
+use crate::listener::Listener;
+use crate::notify::NotifyReceiver;
+use crate::protocol::*;
+use crate::sys::{self, ChildSpec};
+
+/// How to start a worker: fixed for the master's life except the binary's ID.
+#[derive(Debug)]
+pub(crate) struct LaunchSpec {
+    pub program: PathBuf,
+    pub arg0: OsString,
+    pub args: Vec<OsString>,
+    /// The master's environment without the variables it sets itself.
+    pub base_env: Vec<(OsString, OsString)>,
+    pub fds: Vec<RawFd>,
+    pub names: Vec<String>,
+    pub addresses: Vec<String>,
+    pub version: Option<String>,
+}
+
+impl LaunchSpec {
+    pub fn new(
+        program: PathBuf,
+        arg0: OsString,
+        args: Vec<OsString>,
+        listeners: &[&Listener],
+        names: Vec<String>,
+        addresses: Vec<String>,
+        version: Option<String>,
+    ) -> Self {
+        let base_env = std::env::vars_os()
+            .filter(|(k, _)| !WORKER_VARS.iter().any(|v| k == v))
+            .collect();
+        LaunchSpec {
+            program,
+            arg0,
+            args,
+            base_env,
+            fds: listeners.iter().map(|l| l.as_fd().as_raw_fd()).collect(),
+            names,
+            addresses,
+            version,
+        }
+    }
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Started, not yet ready; `ready_deadline` applies.
+    Starting,
+    /// Ready and serving.
+    Serving,
+    /// Told to drain (SIGTERM); `kill_deadline` applies.
+    Draining,
+}
+
+/// A worker process.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub number: u64,
+    pub pid: Pid,
+    pub phase: Phase,
+    pub started: Instant,
+    pub ready_deadline: Instant,
+    pub kill_deadline: Option<Instant>,
+    /// Set once SIGKILL was sent, with the reason to report.
+    pub killed: Option<String>,
+    stop_notify: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Starts worker `number`. Must run on the master's long-lived thread
+    /// (the parent-death signal is tied to the spawning thread).
+    pub fn spawn(
+        spec: &LaunchSpec,
+        number: u64,
+        bin_id: &str,
+        run_dir: &Path,
+        ready_timeout: Duration,
+        tx: &Sender<Event>,
+    ) -> Result<Worker> {
+        let notify_path = run_dir.join(format!("worker-{number}.sock"));
+        let receiver = NotifyReceiver::bind(&notify_path)
+            .map_err(|e| Error::io(format!("binding {}", notify_path.display()), e))?;
+        let mut env = spec.base_env.clone();
+        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+        set(LISTEN_FDS, spec.fds.len().to_string());
+        set(LISTEN_FDNAMES, spec.names.join(":"));
+        set(
+            crate::notify::NOTIFY_SOCKET,
+            notify_path.to_string_lossy().into_owned(),
+        );
+        set(OVERSEER_MASTER_PID, std::process::id().to_string());
+        set(OVERSEER_WORKER, number.to_string());
+        set(OVERSEER_BIN_ID, bin_id.to_string());
+        set(OVERSEER_BIN_PATH, spec.program.to_string_lossy().into_owned());
+        set(OVERSEER_ADDRESSES, spec.addresses.join("\n"));
+        if let Some(v) = &spec.version {
+            set(OVERSEER_VERSION, v.clone());
+        }
+        let child = ChildSpec {
+            program: spec.program.clone(),
+            arg0: spec.arg0.clone(),
+            args: spec.args.clone(),
+            env,
+            fds: spec.fds.clone(),
+            listen_pid: true,
+            die_with_parent: true,
+        };
+        let pid = sys::spawn(&child).map_err(|source| Error::Spawn {
+            program: spec.program.clone(),
+            source,
+        })?;
+        let stop_notify = Arc::new(AtomicBool::new(false));
+        relay_notifications(receiver, number, stop_notify.clone(), tx.clone())?;
+        let started = Instant::now();
+        Ok(Worker {
+            number,
+            pid: Pid::from_raw(pid as i32),
+            phase: Phase::Starting,
+            started,
+            ready_deadline: started + ready_timeout,
+            kill_deadline: None,
+            killed: None,
+            stop_notify,
+        })
+    }
+
+    /// Sends a signal; a worker that is already gone is not an error.
+    pub fn signal(&self, signal: i32) {
+        if let Ok(sig) = Signal::try_from(signal) {
+            let _ = kill(self.pid, sig);
+        }
+    }
+
+    /// Tells the worker to drain, with `timeout` before SIGKILL.
+    pub fn drain(&mut self, timeout: Duration) {
+        self.phase = Phase::Draining;
+        self.kill_deadline = Some(Instant::now() + timeout);
+        self.signal(libc::SIGTERM);
+    }
+
+    /// SIGKILLs the worker once, remembering why.
+    pub fn kill(&mut self, reason: String) {
+        if self.killed.is_none() {
+            self.signal(libc::SIGKILL);
+            self.killed = Some(reason);
+        }
+    }
+
+    /// The earliest time this worker needs attention.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.killed.is_some() {
+            return None;
+        }
+        match self.phase {
+            Phase::Starting => Some(self.ready_deadline),
+            _ => self.kill_deadline,
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop_notify.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Forwards a worker's notify datagrams to the master's loop until stopped.
+fn relay_notifications(
+    receiver: NotifyReceiver,
+    number: u64,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Event>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("overseer-notify-{number}"))
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match receiver.recv(Duration::from_millis(250)) {
+                    Ok(Some(message)) => {
+                        if tx.send(Event::Notify { worker: number, message }).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting a notify thread", e))?;
+    Ok(())
+}
+
+/// Describes how a process ended.
+pub(crate) fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, sig, core) => {
+            format!("signal {sig}{}", if *core { " (core dumped)" } else { "" })
+        }
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,203 @@
+//! The master: binds the sockets once, starts workers, hands over between
+//! them, forwards signals and proxies the exit status.
+//!
+//! The master never serves traffic. Its listening sockets stay open for its
+//! whole life, so a connection that arrives while no worker accepts waits in
+//! the kernel backlog instead of being refused.
+
+mod child;
+mod signals;
+mod supervisor;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Program, Readiness};
+use crate::error::{Error, Result};
+use crate::listener::{self, Listener};
+use crate::log;
+use crate::sys;
+use child::LaunchSpec;
+use supervisor::{Outcome, Settings, Supervisor};
+
+/// What the master's loop reacts to.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A signal other than SIGCHLD.
+    Signal { signal: i32, from_terminal: bool },
+    /// SIGCHLD: some child changed state.
+    Child,
+    /// An sd_notify datagram from a worker.
+    Notify { worker: u64, message: String },
+    /// `restart()` called in the master process.
+    Restart,
+}
+
+/// The channel into the running master's loop, for `restart()`.
+static MASTER: OnceLock<Sender<Event>> = OnceLock::new();
+
+/// Asks the master running in this process for a restart.
+pub(crate) fn request_restart() -> Result<()> {
+    let tx = MASTER.get().ok_or(Error::NotRunning)?;
+    tx.send(Event::Restart).map_err(|_| Error::NotRunning)
+}
+
+/// Whether this process is running a master.
+pub(crate) fn is_master() -> bool {
+    MASTER.get().is_some()
+}
+
+/// The SHA-256 of the worker binary, recomputed only when the file changes.
+#[derive(Debug)]
+pub(crate) struct BinaryId {
+    path: PathBuf,
+    fingerprint: Option<(u64, u64, u64, i64, i64)>,
+    id: String,
+}
+
+impl BinaryId {
+    fn new(path: PathBuf) -> Self {
+        let mut b = BinaryId {
+            path,
+            fingerprint: None,
+            id: String::new(),
+        };
+        b.current();
+        b
+    }
+
+    /// The ID of the file now at the path (hashing again if it changed).
+    pub fn current(&mut self) -> String {
+        let fingerprint = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        if fingerprint.is_none() || fingerprint != self.fingerprint {
+            match sha256_file(&self.path) {
+                Ok(id) => self.id = id,
+                Err(e) => log::warning!("cannot hash {}: {e}", self.path.display()),
+            }
+            self.fingerprint = fingerprint;
+        }
+        self.id.clone()
+    }
+}
+
+/// The hex SHA-256 of a file.
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Finds a command the way a shell would: as given when it has a slash,
+/// otherwise in `PATH`.
+fn resolve_command(path: &Path) -> Result<PathBuf> {
+    let not_found = || Error::Spawn {
+        program: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no such executable"),
+    };
+    if path.components().count() > 1 || path.is_absolute() {
+        return path.is_file().then(|| path.to_path_buf()).ok_or_else(not_found);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(path))
+        .find(|p| p.is_file())
+        .ok_or_else(not_found)
+}
+
+/// Runs the master until the service ends, then ends this process the way
+/// the last serving worker ended. Returns only on a set-up error, before any
+/// worker was started.
+pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
+    let addresses = config.validate()?;
+    let (program, arg0, args) = match &config.program {
+        Program::Function(_) => {
+            let exe = std::env::current_exe().map_err(Error::BinaryPath)?;
+            let mut argv = std::env::args_os();
+            let arg0 = argv.next().unwrap_or_else(|| exe.clone().into_os_string());
+            (exe, arg0, argv.collect::<Vec<OsString>>())
+        }
+        Program::Command { path, args } => {
+            let resolved = resolve_command(path)?;
+            (resolved, path.clone().into_os_string(), args.clone())
+        }
+    };
+    let run_dir = runtime_dir()?;
+    let bound = listener::bind_all(&addresses, config.backlog)?;
+    for (a, b) in addresses.iter().zip(&bound) {
+        log::info!("listening on {a} ({})", b.listener.local_addr_string());
+    }
+    let listeners: Vec<&Listener> = bound.iter().map(|b| &b.listener).collect();
+    let spec = LaunchSpec::new(
+        program.clone(),
+        arg0,
+        args,
+        &listeners,
+        config.listener_names(),
+        addresses.iter().map(|a| a.text.clone()).collect(),
+        config.version.clone(),
+    );
+    let (tx, rx) = mpsc::channel();
+    signals::spawn(config.restart_signal, tx.clone())?;
+    let _ = MASTER.set(tx.clone());
+    let settings = Settings {
+        restart_signal: config.restart_signal,
+        terminate_timeout: config.terminate_timeout,
+        ready_timeout: config.ready_timeout,
+        ready_on_spawn: matches!(config.program, Program::Command { .. })
+            && config.readiness == Readiness::Started,
+        no_restart: config.no_restart,
+    };
+    let outcome = Supervisor::new(
+        settings,
+        spec,
+        BinaryId::new(program),
+        run_dir.path().to_path_buf(),
+        tx,
+        rx,
+    )
+    .run();
+    listener::remove_socket_files(&bound);
+    let _ = run_dir.close();
+    match outcome {
+        Outcome::Exit(code) => std::process::exit(code),
+        Outcome::Signal(signal) => {
+            log::debug!("ending by {} like the worker", signals::name(signal));
+            sys::disable_core_dumps();
+            sys::die_by_signal(signal)
+        }
+    }
+}
+
+/// A private (0700) directory for the workers' notify sockets.
+fn runtime_dir() -> Result<tempfile::TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("overseer-")
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(format!("creating a runtime directory in {}", base.display()), e))
+}

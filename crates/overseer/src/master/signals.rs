@@ -1,0 +1,61 @@
+//! The master's signal thread: every signal of interest becomes an [`Event`].
+
+use std::sync::mpsc::Sender;
+
+use signal_hook::consts::*;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::low_level::siginfo::Cause;
+
+use super::Event;
+use crate::error::{Error, Result};
+
+/// Signals the master forwards to the serving worker (the restart signal is
+/// taken out of this set and handled by the master).
+pub(crate) const FORWARDED: &[i32] = &[
+    SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGALRM,
+];
+
+/// Signals a terminal sends to its whole foreground process group, which the
+/// workers are part of: these already reached them and are not forwarded again.
+const FROM_TERMINAL: &[i32] = &[SIGINT, SIGQUIT, SIGWINCH, SIGHUP];
+
+/// Starts the signal thread.
+pub(crate) fn spawn(restart_signal: i32, tx: Sender<Event>) -> Result<()> {
+    let mut wanted: Vec<i32> = FORWARDED.to_vec();
+    wanted.push(SIGCHLD);
+    if !wanted.contains(&restart_signal) {
+        wanted.push(restart_signal);
+    }
+    let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)
+        .map_err(|e| Error::io("installing signal handlers", e))?;
+    std::thread::Builder::new()
+        .name("overseer-signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                let signal = origin.signal;
+                let event = if signal == SIGCHLD {
+                    Event::Child
+                } else {
+                    let from_terminal =
+                        matches!(origin.cause, Cause::Kernel) && FROM_TERMINAL.contains(&signal);
+                    Event::Signal {
+                        signal,
+                        from_terminal,
+                    }
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the signal thread", e))?;
+    Ok(())
+}
+
+/// A signal's name for logs.
+pub(crate) fn name(signal: i32) -> String {
+    signal_hook::low_level::signal_name(signal)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("signal {signal}"))
+}

@@ -1,0 +1,378 @@
+//! The master's event loop: the handover state machine of SPEC §3 and the
+//! signal and exit-status rules of §4.
+//!
+//! All state lives on one thread (the one that called `run`), which is also
+//! the thread that spawns workers, so Linux's parent-death signal — tied to
+//! the spawning thread — fires only when the master itself dies.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::child::{describe, LaunchSpec, Phase, Worker};
+use super::signals;
+use super::{BinaryId, Event};
+use crate::log;
+use crate::notify;
+use crate::protocol::NOTIFY_RESTART;
+
+/// The parts of the configuration the loop needs.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub restart_signal: i32,
+    pub terminate_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// Command mode with `Readiness::Started`: ready as soon as spawned.
+    pub ready_on_spawn: bool,
+    pub no_restart: bool,
+}
+
+/// How the master will end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Exit(i32),
+    Signal(i32),
+}
+
+impl Outcome {
+    fn from_status(status: &WaitStatus) -> Outcome {
+        match status {
+            WaitStatus::Exited(_, code) => Outcome::Exit(*code),
+            WaitStatus::Signaled(_, sig, _) => Outcome::Signal(*sig as i32),
+            _ => Outcome::Exit(1),
+        }
+    }
+}
+
+pub(crate) struct Supervisor {
+    settings: Settings,
+    spec: LaunchSpec,
+    binary: BinaryId,
+    run_dir: std::path::PathBuf,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    next_number: u64,
+    serving: Option<Worker>,
+    starting: Option<Worker>,
+    draining: Vec<Worker>,
+    restart_queued: bool,
+    /// Set once the master is on its way out, with the status to exit with
+    /// (unknown until the serving worker has ended).
+    stopping: bool,
+    outcome: Option<Outcome>,
+    reap_all: bool,
+}
+
+impl Supervisor {
+    pub fn new(
+        settings: Settings,
+        spec: LaunchSpec,
+        binary: BinaryId,
+        run_dir: std::path::PathBuf,
+        tx: Sender<Event>,
+        rx: Receiver<Event>,
+    ) -> Self {
+        Supervisor {
+            settings,
+            spec,
+            binary,
+            run_dir,
+            tx,
+            rx,
+            next_number: 1,
+            serving: None,
+            starting: None,
+            draining: Vec::new(),
+            restart_queued: false,
+            stopping: false,
+            outcome: None,
+            // As PID 1 (a container's init) the master also reaps orphans.
+            reap_all: std::process::id() == 1,
+        }
+    }
+
+    /// Runs until the service ends; returns how the master should end.
+    pub fn run(mut self) -> Outcome {
+        if !self.start_worker() {
+            return self.outcome.unwrap_or(Outcome::Exit(1));
+        }
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            match self.rx.recv_timeout(timeout) {
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+            // Exits can coalesce into one SIGCHLD, and a SIGCHLD can precede
+            // the event that explains it: reap on every turn.
+            self.reap();
+            self.check_deadlines();
+            if self.stopping && self.workers().next().is_none() {
+                return self.outcome.unwrap_or(Outcome::Exit(0));
+            }
+        }
+    }
+
+    fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.serving
+            .iter()
+            .chain(self.starting.iter())
+            .chain(self.draining.iter())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.workers().filter_map(Worker::deadline).min()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Child => {}
+            Event::Restart => self.request_restart("restart()"),
+            Event::Signal { signal, .. } if signal == self.settings.restart_signal => {
+                self.request_restart(&signals::name(signal));
+            }
+            Event::Signal { signal, from_terminal } => self.on_signal(signal, from_terminal),
+            Event::Notify { worker, message } => self.on_notify(worker, &message),
+        }
+    }
+
+    fn on_signal(&mut self, signal: i32, from_terminal: bool) {
+        if signal == libc::SIGTERM {
+            log::info!("SIGTERM: stopping (workers get {:?} to drain)", self.settings.terminate_timeout);
+            self.stop();
+            return;
+        }
+        if from_terminal {
+            // The terminal signalled the whole process group, workers included.
+            log::debug!("{} from the terminal already reached the workers", signals::name(signal));
+            return;
+        }
+        match self.serving.as_ref().or(self.starting.as_ref()) {
+            Some(w) => {
+                log::debug!("forwarding {} to worker {}", signals::name(signal), w.number);
+                w.signal(signal);
+            }
+            None => log::debug!("{} with no worker to forward to", signals::name(signal)),
+        }
+    }
+
+    fn on_notify(&mut self, number: u64, message: &str) {
+        for (key, value) in notify::parse(message) {
+            match (key, value) {
+                ("READY", "1") => self.on_ready(number),
+                ("STATUS", status) => log::debug!("worker {number} status: {status}"),
+                (NOTIFY_RESTART, "1") => self.request_restart(&format!("worker {number}")),
+                _ => {}
+            }
+        }
+    }
+
+    fn request_restart(&mut self, source: &str) {
+        if self.stopping {
+            log::debug!("restart requested by {source} while stopping: ignored");
+            return;
+        }
+        if self.settings.no_restart {
+            log::info!("restart requested by {source}, restarts are off: stopping");
+            self.stop();
+            return;
+        }
+        if self.starting.is_some() {
+            if !self.restart_queued {
+                log::info!("restart requested by {source} during a handover: queued");
+            }
+            self.restart_queued = true;
+            return;
+        }
+        log::info!("restart requested by {source}");
+        self.start_worker();
+    }
+
+    /// Starts the next worker; false when it could not be started (and, for
+    /// the first worker, the outcome is set).
+    fn start_worker(&mut self) -> bool {
+        let number = self.next_number;
+        self.next_number += 1;
+        let id = self.binary.current();
+        match Worker::spawn(
+            &self.spec,
+            number,
+            &id,
+            &self.run_dir,
+            self.settings.ready_timeout,
+            &self.tx,
+        ) {
+            Ok(worker) => {
+                log::info!("worker {number} started (pid {})", worker.pid);
+                self.starting = Some(worker);
+                if self.settings.ready_on_spawn {
+                    self.on_ready(number);
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                if self.serving.is_none() {
+                    self.stopping = true;
+                    self.outcome = Some(Outcome::Exit(1));
+                } else {
+                    log::error!("restart failed; the current worker keeps serving");
+                }
+                false
+            }
+        }
+    }
+
+    fn on_ready(&mut self, number: u64) {
+        let Some(mut new) = self.starting.take_if(|w| {
+            w.number == number && w.killed.is_none() && w.phase == Phase::Starting
+        }) else {
+            return;
+        };
+        log::info!("worker {number} ready after {} ms", new.started.elapsed().as_millis());
+        new.phase = Phase::Serving;
+        if let Some(mut old) = self.serving.replace(new) {
+            log::info!("worker {} draining (pid {})", old.number, old.pid);
+            old.drain(self.settings.terminate_timeout);
+            self.draining.push(old);
+        }
+        if self.stopping {
+            // A stop arrived while this worker was starting.
+            if let Some(w) = self.serving.as_mut() {
+                w.drain(self.settings.terminate_timeout);
+            }
+        } else if std::mem::take(&mut self.restart_queued) {
+            self.request_restart("a queued request");
+        }
+    }
+
+    /// Graceful stop: every worker drains, then the master exits with the
+    /// serving worker's status.
+    fn stop(&mut self) {
+        self.stopping = true;
+        self.restart_queued = false;
+        let timeout = self.settings.terminate_timeout;
+        for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
+            if w.phase != Phase::Draining {
+                w.drain(timeout);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        if self.reap_all {
+            loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(status) => {
+                        if let Some(pid) = status.pid() {
+                            self.on_exit(pid, status);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let pids: Vec<Pid> = self.workers().map(|w| w.pid).collect();
+        for pid in pids {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    self.on_exit(pid, status)
+                }
+                Ok(_) => {}
+                // Already reaped (cannot happen unless someone else waits on
+                // our children): treat as gone.
+                Err(_) => self.on_exit(pid, WaitStatus::Exited(pid, 1)),
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        let how = describe(&status);
+        if let Some(w) = self.starting.take_if(|w| w.pid == pid) {
+            let reason = w
+                .killed
+                .clone()
+                .unwrap_or_else(|| format!("exited with {how} before becoming ready"));
+            match &self.serving {
+                Some(s) if !self.stopping => {
+                    log::error!(
+                        "restart failed: worker {} {reason}; worker {} keeps serving",
+                        w.number,
+                        s.number
+                    );
+                }
+                Some(_) => log::info!("worker {} ended while stopping ({how})", w.number),
+                None => {
+                    log::error!("worker {} {reason}; nothing is serving, exiting", w.number);
+                    self.stopping = true;
+                    if self.outcome.is_none() {
+                        self.outcome = Some(if w.killed.is_some() {
+                            Outcome::Exit(1)
+                        } else {
+                            Outcome::from_status(&status)
+                        });
+                    }
+                    for d in &mut self.draining {
+                        d.kill_deadline.get_or_insert(Instant::now());
+                    }
+                }
+            }
+            if !self.stopping && std::mem::take(&mut self.restart_queued) {
+                self.request_restart("a queued request");
+            }
+            return;
+        }
+        if let Some(w) = self.serving.take_if(|w| w.pid == pid) {
+            let outcome = Outcome::from_status(&status);
+            if self.stopping {
+                log::info!("worker {} stopped ({how})", w.number);
+            } else if self.starting.is_some() {
+                // It died mid-handover: the new worker may still take over; if
+                // it does not, the master ends with this status.
+                log::warning!("worker {} exited during a handover ({how})", w.number);
+            } else {
+                log::info!("worker {} exited ({how}); exiting with it", w.number);
+                self.stopping = true;
+            }
+            self.outcome = Some(outcome);
+            return;
+        }
+        if let Some(i) = self.draining.iter().position(|w| w.pid == pid) {
+            let w = self.draining.swap_remove(i);
+            match &w.killed {
+                Some(reason) => log::warning!("worker {} {reason}", w.number),
+                None => log::info!("worker {} drained ({how})", w.number),
+            }
+            return;
+        }
+        log::debug!("reaped orphan pid {pid} ({how})");
+    }
+
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let ready_timeout = self.settings.ready_timeout;
+        let terminate_timeout = self.settings.terminate_timeout;
+        if let Some(w) = self.starting.as_mut() {
+            if w.phase == Phase::Starting && now >= w.ready_deadline {
+                w.kill(format!("was not ready within {ready_timeout:?}"));
+            }
+        }
+        for w in self
+            .draining
+            .iter_mut()
+            .chain(self.serving.iter_mut())
+            .chain(self.starting.iter_mut())
+        {
+            if w.phase == Phase::Draining && w.kill_deadline.is_some_and(|d| now >= d) {
+                w.kill(format!("was killed: still running {terminate_timeout:?} after SIGTERM"));
+            }
+        }
+    }
+}

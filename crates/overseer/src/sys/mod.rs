@@ -1,0 +1,240 @@
+//! Every `unsafe` operation of the crate, each with the reason it is sound.
+//!
+//! The rest of the crate denies `unsafe_code`. What lives here: starting a
+//! worker (fork, fd placement and `execve` in the child, where only
+//! async-signal-safe calls are allowed), adopting inherited descriptors, and
+//! dying by a signal to proxy a worker's death.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Everything needed to start one worker, prepared before the fork.
+pub(crate) struct ChildSpec {
+    /// The executable.
+    pub program: PathBuf,
+    /// `argv[0]`.
+    pub arg0: OsString,
+    /// `argv[1..]`.
+    pub args: Vec<OsString>,
+    /// The complete environment, without `LISTEN_PID` (filled in by the child).
+    pub env: Vec<(OsString, OsString)>,
+    /// Descriptors to place at 3, 4, … in order.
+    pub fds: Vec<RawFd>,
+    /// Whether to set `LISTEN_PID` to the child's own pid.
+    pub listen_pid: bool,
+    /// Kill the child if the spawning thread dies (Linux parent-death signal).
+    pub die_with_parent: bool,
+}
+
+/// Raw pointers into buffers the closure owns; only read in the forked child.
+struct ExecData {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` followed by room for the digits and a NUL.
+    pid_entry: Vec<u8>,
+    pid_slot: Option<usize>,
+    fds: Vec<RawFd>,
+    tmp_fds: Vec<RawFd>,
+    die_with_parent: bool,
+    parent: libc::pid_t,
+}
+
+// SAFETY: the pointers point into heap buffers owned by the same struct, which
+// is moved as a whole into the `pre_exec` closure and only dereferenced in the
+// forked child, which has its own copy of the address space.
+unsafe impl Send for ExecData {}
+// SAFETY: as above; the parent never dereferences the pointers.
+unsafe impl Sync for ExecData {}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument or environment"))
+}
+
+/// Starts a worker and returns its pid. Must be called from a thread that lives
+/// as long as the master when `die_with_parent` is set: Linux delivers the
+/// parent-death signal when the *thread* that forked exits.
+pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
+    let path = cstring(spec.program.as_os_str().as_bytes())?;
+    let mut argv = vec![cstring(spec.arg0.as_bytes())?];
+    for a in &spec.args {
+        argv.push(cstring(a.as_bytes())?);
+    }
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        let mut entry = k.as_bytes().to_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(v.as_bytes());
+        env.push(cstring(&entry)?);
+    }
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
+    let mut pid_entry = LISTEN_PID_PREFIX.to_vec();
+    pid_entry.resize(LISTEN_PID_PREFIX.len() + 24, 0);
+    let pid_slot = if spec.listen_pid {
+        env_ptrs.push(std::ptr::null());
+        Some(env_ptrs.len() - 1)
+    } else {
+        None
+    };
+    env_ptrs.push(std::ptr::null());
+    let mut data = ExecData {
+        path,
+        _argv: argv,
+        argv_ptrs,
+        _env: env,
+        env_ptrs,
+        pid_entry,
+        pid_slot,
+        fds: spec.fds.clone(),
+        tmp_fds: vec![-1; spec.fds.len()],
+        die_with_parent: spec.die_with_parent,
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+    };
+    let mut cmd = Command::new(&spec.program);
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (fcntl, dup2, prctl, getppid, getpid, execve)
+    // on memory prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || child_exec(&mut data));
+    }
+    let child = cmd.spawn()?;
+    // The master reaps its children itself (waitpid by pid), so the handle is
+    // not needed; dropping it neither waits nor kills.
+    Ok(child.id())
+}
+
+/// Runs in the forked child. Never returns on success.
+fn child_exec(d: &mut ExecData) -> io::Result<()> {
+    let n = d.fds.len() as libc::c_int;
+    // Move the sockets to 3..3+n without clobbering a source that sits in
+    // that range: first copy each above the range, then into place.
+    for (i, &fd) in d.fds.iter().enumerate() {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) is async-signal-safe; an invalid fd is reported as an error.
+        let tmp = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + n) };
+        if tmp < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        d.tmp_fds[i] = tmp;
+    }
+    for (i, &tmp) in d.tmp_fds.iter().enumerate() {
+        // SAFETY: dup2 is async-signal-safe; the target loses FD_CLOEXEC, the
+        // temporary copies keep it and vanish at exec.
+        if unsafe { libc::dup2(tmp, 3 + i as libc::c_int) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if d.die_with_parent {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and takes plain integers.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The master may have died between fork and prctl.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != d.parent {
+            return Err(io::Error::new(io::ErrorKind::Other, "master exited"));
+        }
+    }
+    if let Some(slot) = d.pid_slot {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        write_decimal(&mut d.pid_entry[LISTEN_PID_PREFIX.len()..], pid as u64);
+        d.env_ptrs[slot] = d.pid_entry.as_ptr().cast();
+    }
+    // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated
+    // arrays, all alive in this process image until exec replaces it.
+    unsafe { libc::execve(d.path.as_ptr(), d.argv_ptrs.as_ptr(), d.env_ptrs.as_ptr()) };
+    Err(io::Error::last_os_error())
+}
+
+/// Writes `value` as decimal digits followed by NUL, without allocating.
+fn write_decimal(buf: &mut [u8], mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (value % 10) as u8;
+        len += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[i] = digits[len - 1 - i];
+    }
+    buf[len] = 0;
+}
+
+/// Takes ownership of an inherited descriptor (socket activation passes
+/// ownership of fds 3.. to the process named by `LISTEN_PID`) and marks it
+/// close-on-exec so the program's own children do not inherit it.
+pub(crate) fn adopt_fd(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD on any integer is harmless; it reports EBADF when closed.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open, and the protocol hands it to this process
+    // alone; the caller adopts each number at most once (guarded by a flag).
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: F_SETFD on a descriptor we own.
+    if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Ends this process the way a child ended: by the same signal.
+///
+/// Restores the default action, unblocks it and raises it. When that does not
+/// end the process (a signal whose default is to ignore, or PID 1, which the
+/// kernel shields from default actions), exits with 128 + signal like a shell.
+pub(crate) fn die_by_signal(signal: i32) -> ! {
+    // SAFETY: installing SIG_DFL is always valid; no handler code is involved.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+    // SAFETY: a zeroed sigset is then initialised by sigemptyset/sigaddset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
+}
+
+/// Turns off core dumps for this process (used before proxying a crash signal
+/// when the worker already dumped core, so one crash leaves one core).
+pub(crate) fn disable_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid struct; lowering a limit cannot fail harmfully.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal() {
+        let mut buf = [0xffu8; 24];
+        super::write_decimal(&mut buf, 4194304);
+        assert_eq!(&buf[..8], b"4194304\0");
+        super::write_decimal(&mut buf, 0);
+        assert_eq!(&buf[..2], b"0\0");
+    }
+}
