@@ -92,6 +92,7 @@
 //! master's private socket directory, `tracing` as the logging facade.
 #![deny(missing_docs)]
 
+mod accept;
 pub mod address;
 mod config;
 mod error;
@@ -115,6 +116,7 @@ mod worker;
 pub use config::{Config, Program, ProgramFn, Readiness};
 pub use error::{Error, Result};
 pub use listener::Listener;
+pub use accept::Incoming;
 pub use shutdown::{Notified, Shutdown};
 pub use state::State;
 

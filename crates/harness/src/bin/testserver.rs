@@ -1,0 +1,105 @@
+//! The server the integration tests run under overseer: the `http_std`
+//! example's HTTP code, plus misbehaviours switched on by environment
+//! variables (each names the worker number it applies to, so a test can make
+//! only the *new* worker misbehave):
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `TS_ADDR` | address to listen on (default `127.0.0.1:0`) |
+//! | `TS_READY_MS`, `TS_TERMINATE_MS` | the master's ready and terminate timeouts |
+//! | `TS_START_DELAY_MS` | sleep before reporting ready |
+//! | `TS_EXIT_AT_START=N` | worker N exits with status 7 before becoming ready |
+//! | `TS_NEVER_READY=N` | worker N never becomes ready and never accepts |
+//! | `TS_IGNORE_TERM=N` | worker N keeps running after SIGTERM |
+//! | `TS_HUP_EXIT=C` | on SIGHUP, the worker exits with status C |
+//!
+//! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
+//! calls `overseer::restart()` from the worker.
+
+#[path = "../../../overseer/examples/http_std.rs"]
+mod http_std;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use overseer::{Config, Readiness, State};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn millis(name: &str, default: u64) -> Duration {
+    Duration::from_millis(var(name).and_then(|v| v.parse().ok()).unwrap_or(default))
+}
+
+fn applies(name: &str, worker: u64) -> bool {
+    var(name).and_then(|v| v.parse::<u64>().ok()) == Some(worker)
+}
+
+fn main() {
+    overseer::run(
+        Config::new(program)
+            .address(var("TS_ADDR").unwrap_or_else(|| "127.0.0.1:0".into()))
+            .readiness(Readiness::Notify)
+            .ready_timeout(millis("TS_READY_MS", 10_000))
+            .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
+            .version("test"),
+    );
+}
+
+fn program(state: State) {
+    let n = state.worker;
+    let tag = format!(
+        "worker={n} pid={} id={} version={}",
+        std::process::id(),
+        state.id.get(..12).unwrap_or("none"),
+        state.version.as_deref().unwrap_or("none"),
+    );
+    eprintln!("{tag} starting");
+    if applies("TS_EXIT_AT_START", n) {
+        eprintln!("worker={n} exiting at start as asked");
+        std::process::exit(7);
+    }
+    if applies("TS_NEVER_READY", n) {
+        eprintln!("worker={n} hanging before ready as asked");
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    if let Some(code) = var("TS_HUP_EXIT").and_then(|c| c.parse::<i32>().ok()) {
+        exit_on_hup(n, code);
+    }
+    std::thread::sleep(millis("TS_START_DELAY_MS", 0));
+    let listener = state.tcp_listener().expect("a TCP address");
+    state.ready().expect("readiness reported");
+    let handler: http_std::Handler = Arc::new(move |path: &str| {
+        if let Some(ms) = path.strip_prefix("/slow?ms=") {
+            let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
+            std::thread::sleep(Duration::from_millis(ms));
+        } else if path == "/restart" {
+            if let Err(e) = overseer::restart() {
+                return (500, format!("restart failed: {e}\n"));
+            }
+        }
+        (200, format!("{tag}\n"))
+    });
+    if applies("TS_IGNORE_TERM", n) {
+        let shutdown = overseer::Shutdown::new();
+        std::thread::spawn(move || http_std::serve(&listener, &shutdown, handler));
+        state.shutdown.wait();
+        eprintln!("worker={n} ignoring SIGTERM as asked");
+        std::thread::sleep(Duration::from_secs(3600));
+        std::process::exit(1);
+    }
+    http_std::serve(&listener, &state.shutdown, handler);
+    eprintln!("worker={n} drained");
+}
+
+fn exit_on_hup(n: u64, code: i32) {
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]).expect("SIGHUP handler");
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("worker={n} got SIGHUP, exiting with {code}");
+            std::process::exit(code);
+        }
+    });
+}

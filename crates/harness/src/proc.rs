@@ -1,0 +1,162 @@
+//! Starting a master under test, reading its output, signalling it, and
+//! always ending it (and its workers) by pid.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running master in its own process group, with its output collected.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    /// The master's pid.
+    pub pid: i32,
+    lines: Arc<Mutex<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, tag: &'static str) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{tag} {line}");
+            if let Ok(mut l) = lines.lock() {
+                l.push(line);
+            }
+        }
+    });
+}
+
+impl Proc {
+    /// Starts `cmd` in a new process group with stdout and stderr collected.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            collect(out, lines.clone(), "  |");
+        }
+        if let Some(err) = child.stderr.take() {
+            collect(err, lines.clone(), "  !");
+        }
+        Proc {
+            pid: child.id() as i32,
+            child,
+            lines,
+            status: None,
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// How many printed lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits up to `timeout` for the `nth` (0-based) line containing `needle`.
+    pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.output().into_iter().filter(|l| l.contains(needle)).nth(nth) {
+                return Some(l);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Waits for a line containing `needle`, or panics with the output so far.
+    pub fn expect_line(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth(needle, 0, timeout)
+            .unwrap_or_else(|| panic!("no line with {needle:?} within {timeout:?}"))
+    }
+
+    /// Waits for the `nth` line containing `needle`, or panics.
+    pub fn expect_nth(&self, needle: &str, nth: usize, timeout: Duration) -> String {
+        self.wait_for_nth(needle, nth, timeout)
+            .unwrap_or_else(|| panic!("no line #{nth} with {needle:?} within {timeout:?}"))
+    }
+
+    /// The address the master bound first, read from its `listening on` log line.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let line = self.expect_line("listening on", Duration::from_secs(20));
+        let inner = line
+            .rsplit_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        inner.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    }
+
+    /// Sends `signal` to the master.
+    pub fn signal(&self, signal: i32) {
+        send_signal(self.pid, signal);
+    }
+
+    /// Waits up to `timeout` for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+                return self.status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Waits for the master to exit, or panics.
+    pub fn expect_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.wait_exit(timeout)
+            .unwrap_or_else(|| panic!("master {} still running after {timeout:?}", self.pid))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The master and every worker share the process group we created.
+        send_signal(-self.pid, nix::libc::SIGKILL);
+        if self.status.is_none() {
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal to a pid (or, negative, a process group).
+pub fn send_signal(pid: i32, signal: i32) {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Describes an exit status for assertions.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (_, Some(s)) => format!("signal {s}"),
+        _ => format!("{status:?}"),
+    }
+}

@@ -1,0 +1,86 @@
+//! Graceful restarts under load: nothing refused, reset or cut, ever.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use support::*;
+
+const SIGUSR2: i32 = 12;
+
+#[test]
+fn twenty_handovers_under_keepalive_and_per_request_load_lose_nothing() {
+    let (p, addr) = start_ready(&[]);
+    let keep_alive = load(addr, 4, true);
+    let per_request = load(addr, 4, false);
+    for n in 2..=21u64 {
+        p.signal(SIGUSR2);
+        p.expect_line(&format!("worker {n} ready"), T);
+        p.expect_line(&format!("worker {} drained", n - 1), T);
+        // Both kinds of client must have reached the new worker.
+        let deadline = Instant::now() + T;
+        while (keep_alive.latest_worker() < n || per_request.latest_worker() < n)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let ka = keep_alive.stop();
+    let pr = per_request.stop();
+    for (mode, stats) in [("keep-alive", &ka), ("per-request", &pr)] {
+        assert!(
+            stats.failures.is_empty(),
+            "{mode}: {} failures: {:?}",
+            stats.failures.len(),
+            stats.failures.iter().take(10).collect::<Vec<_>>()
+        );
+        assert!(stats.ok > 100, "{mode}: only {} requests", stats.ok);
+        let workers: Vec<u64> = stats.by_worker.keys().copied().collect();
+        assert_eq!(workers, (1..=21).collect::<Vec<_>>(), "{mode}: every handover switched worker");
+    }
+    assert_eq!(p.count("restart failed"), 0);
+}
+
+#[test]
+fn slow_request_finishes_on_old_worker_while_new_requests_reach_new_one() {
+    let (p, addr) = start_ready(&[]);
+    let slow = std::thread::spawn(move || {
+        Client::new(addr, false)
+            .get("/slow?ms=3000")
+            .map(|r| r.field("worker").map(str::to_string))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker 1 draining", T);
+    assert_eq!(answering(addr), 2, "new requests reach the new worker");
+    let served_by = slow.join().expect("slow client");
+    assert_eq!(served_by, Ok(Some("1".to_string())), "the slow request completes on worker 1");
+    p.expect_line("worker 1 drained", T);
+}
+
+#[test]
+fn restart_requested_by_the_worker_itself() {
+    let (p, addr) = start_ready(&[]);
+    get(addr, "/restart");
+    p.expect_line("restart requested by worker 1", T);
+    p.expect_line("worker 2 ready", T);
+    assert_eq!(answering(addr), 2);
+}
+
+#[test]
+fn triggers_during_a_handover_coalesce_into_one_follow_up() {
+    let (p, addr) = start_ready(&[("TS_START_DELAY_MS", "1500")]);
+    for _ in 0..20 {
+        p.signal(SIGUSR2);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker 3 ready", T);
+    // No further generation: give a third one ample time to appear.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(p.count("worker 4 started"), 0, "at most one queued restart");
+    assert_eq!(answering(addr), 3);
+    assert!(p.count("during a handover: queued") >= 1);
+}

@@ -1,0 +1,63 @@
+//! Shared by the integration tests: starting the test server under overseer.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use overseer_harness::client::{Client, Response};
+use overseer_harness::load::{Load, LoadSpec};
+use overseer_harness::proc::Proc;
+
+/// A generous bound for anything that should take milliseconds.
+pub const T: Duration = Duration::from_secs(20);
+
+/// Starts the test server's master with extra environment variables.
+pub fn start(envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.envs(envs.iter().copied());
+    Proc::spawn(cmd)
+}
+
+/// Starts it and waits for the first worker to be ready; returns the address.
+pub fn start_ready(envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let p = start(envs);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    (p, addr)
+}
+
+/// One request that must succeed.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    Client::new(addr, false)
+        .get(path)
+        .unwrap_or_else(|f| panic!("GET {path}: {f}"))
+}
+
+/// The worker number that answers `/` now.
+pub fn answering(addr: SocketAddr) -> u64 {
+    get(addr, "/")
+        .field("worker")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid of worker `n`, from the master's log.
+pub fn worker_pid(p: &Proc, n: u64) -> i32 {
+    let line = p.expect_line(&format!("worker {n} started (pid "), T);
+    line.rsplit_once("(pid ")
+        .and_then(|(_, r)| r.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Load from `clients` threads, bounded to two minutes whatever happens.
+pub fn load(addr: SocketAddr, clients: usize, keep_alive: bool) -> Load {
+    Load::start(LoadSpec {
+        addr,
+        clients,
+        keep_alive,
+        path: "/".into(),
+        max_duration: Duration::from_secs(120),
+        pause: Duration::ZERO,
+    })
+}
