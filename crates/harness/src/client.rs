@@ -137,9 +137,15 @@ impl Client {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Other("no connection".into()));
         };
-        let connection = if self.keep_alive { "keep-alive" } else { "close" };
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\n\r\n", self.addr);
+        let connection = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\n\r\n",
+            self.addr
+        );
         conn.get_mut()
             .write_all(request.as_bytes())
             .map_err(|e| Failure::from_io(&e))?;
@@ -185,7 +191,8 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Result<Response, Failure> {
     }
     let length = length.ok_or_else(|| Failure::Other("no Content-Length".into()))?;
     let mut body = vec![0u8; length];
-    conn.read_exact(&mut body).map_err(|e| Failure::from_io(&e))?;
+    conn.read_exact(&mut body)
+        .map_err(|e| Failure::from_io(&e))?;
     if !(200..300).contains(&status) {
         return Err(Failure::Status(status));
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ pub struct Load {
     threads: Vec<JoinHandle<Stats>>,
     /// The latest worker number seen by any thread.
     latest: Arc<Mutex<u64>>,
+    /// Live counts of successful and failed requests.
+    progress: Arc<(AtomicU64, AtomicU64)>,
 }
 
 /// How to load a server.
@@ -73,11 +75,13 @@ impl Load {
     pub fn start(spec: LoadSpec) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let latest = Arc::new(Mutex::new(0));
+        let progress = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let origin = Instant::now();
         let threads = (0..spec.clients)
             .map(|_| {
                 let stop = stop.clone();
                 let latest = latest.clone();
+                let progress = progress.clone();
                 let spec = spec.clone();
                 std::thread::spawn(move || {
                     let mut stats = Stats::default();
@@ -87,6 +91,7 @@ impl Load {
                         match client.get(&spec.path) {
                             Ok(r) => {
                                 stats.ok += 1;
+                                progress.0.fetch_add(1, Ordering::Relaxed);
                                 stats
                                     .latencies
                                     .push((start.duration_since(origin), start.elapsed()));
@@ -97,7 +102,10 @@ impl Load {
                                     }
                                 }
                             }
-                            Err(f) => stats.failures.push((origin.elapsed(), f)),
+                            Err(f) => {
+                                progress.1.fetch_add(1, Ordering::Relaxed);
+                                stats.failures.push((origin.elapsed(), f));
+                            }
                         }
                         if !spec.pause.is_zero() {
                             std::thread::sleep(spec.pause);
@@ -111,12 +119,18 @@ impl Load {
             stop,
             threads,
             latest,
+            progress,
         }
     }
 
     /// The highest worker number any response came from so far.
     pub fn latest_worker(&self) -> u64 {
         self.latest.lock().map(|l| *l).unwrap_or(0)
+    }
+
+    /// Live counts so far: (successful, failed) requests.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.progress.0.load(Ordering::Relaxed), self.progress.1.load(Ordering::Relaxed))
     }
 
     /// Stops the threads and returns the combined figures.
@@ -126,9 +140,10 @@ impl Load {
         for t in self.threads {
             match t.join() {
                 Ok(s) => total.merge(s),
-                Err(_) => total
-                    .failures
-                    .push((Duration::ZERO, Failure::Other("load thread panicked".into()))),
+                Err(_) => total.failures.push((
+                    Duration::ZERO,
+                    Failure::Other("load thread panicked".into()),
+                )),
             }
         }
         total

@@ -37,7 +37,11 @@ fn twenty_handovers_under_keepalive_and_per_request_load_lose_nothing() {
         );
         assert!(stats.ok > 100, "{mode}: only {} requests", stats.ok);
         let workers: Vec<u64> = stats.by_worker.keys().copied().collect();
-        assert_eq!(workers, (1..=21).collect::<Vec<_>>(), "{mode}: every handover switched worker");
+        assert_eq!(
+            workers,
+            (1..=21).collect::<Vec<_>>(),
+            "{mode}: every handover switched worker"
+        );
     }
     assert_eq!(p.count("restart failed"), 0);
 }
@@ -56,7 +60,11 @@ fn slow_request_finishes_on_old_worker_while_new_requests_reach_new_one() {
     p.expect_line("worker 1 draining", T);
     assert_eq!(answering(addr), 2, "new requests reach the new worker");
     let served_by = slow.join().expect("slow client");
-    assert_eq!(served_by, Ok(Some("1".to_string())), "the slow request completes on worker 1");
+    assert_eq!(
+        served_by,
+        Ok(Some("1".to_string())),
+        "the slow request completes on worker 1"
+    );
     p.expect_line("worker 1 drained", T);
 }
 

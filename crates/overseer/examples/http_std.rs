@@ -114,7 +114,9 @@ fn connection(stream: TcpStream, shutdown: &Shutdown, handler: &Handler) -> io::
                 IDLE_TIMEOUT
             }
         };
-        if !read_line(&mut reader, &mut line, || idle_since.elapsed() < idle_limit())? {
+        if !read_line(&mut reader, &mut line, || {
+            idle_since.elapsed() < idle_limit()
+        })? {
             return Ok(());
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -123,7 +125,9 @@ fn connection(stream: TcpStream, shutdown: &Shutdown, handler: &Handler) -> io::
         let started = Instant::now();
         loop {
             let mut header = String::new();
-            if !read_line(&mut reader, &mut header, || started.elapsed() < IDLE_TIMEOUT)? {
+            if !read_line(&mut reader, &mut header, || {
+                started.elapsed() < IDLE_TIMEOUT
+            })? {
                 return Ok(());
             }
             let header = header.trim_end();
@@ -170,7 +174,12 @@ fn read_line(
             Ok(0) => return Ok(false),
             Ok(_) if line.ends_with('\n') => return Ok(true),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 // A partial line stays in `line`: keep waiting for the rest.
                 if line.is_empty() && !keep_waiting() {
                     return Ok(false);
@@ -192,7 +201,11 @@ fn linger(writer: TcpStream, mut reader: BufReader<TcpStream>) -> io::Result<()>
         match reader.read(&mut sink) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }

@@ -116,20 +116,29 @@ fn parse_port(text: &str) -> std::result::Result<u16, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn bind(text: &str) -> Bind {
-        Address::parse(text).map(|a| a.bind).unwrap_or_else(|e| panic!("{e}"))
+        Address::parse(text)
+            .map(|a| a.bind)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn forms() {
         assert_eq!(bind(":3000"), Bind::TcpAny(3000));
         assert_eq!(bind("tcp::3000"), Bind::TcpAny(3000));
-        assert_eq!(bind("127.0.0.1:80"), Bind::Tcp("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(
+            bind("127.0.0.1:80"),
+            Bind::Tcp("127.0.0.1:80".parse().unwrap())
+        );
         assert_eq!(bind("[::1]:80"), Bind::Tcp("[::1]:80".parse().unwrap()));
-        assert_eq!(bind("udp:127.0.0.1:53"), Bind::Udp("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(
+            bind("udp:127.0.0.1:53"),
+            Bind::Udp("127.0.0.1:53".parse().unwrap())
+        );
         assert_eq!(bind("udp::53"), Bind::UdpAny(53));
         assert_eq!(bind("unix:/tmp/x.sock"), Bind::Unix("/tmp/x.sock".into()));
         assert!(matches!(bind("localhost:1"), Bind::Tcp(a) if a.ip().is_loopback()));

@@ -113,10 +113,10 @@ mod sys;
 #[cfg(unix)]
 mod worker;
 
+pub use accept::Incoming;
 pub use config::{Config, Program, ProgramFn, Readiness};
 pub use error::{Error, Result};
 pub use listener::Listener;
-pub use accept::Incoming;
 pub use shutdown::{Notified, Shutdown};
 pub use state::State;
 

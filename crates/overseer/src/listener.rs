@@ -55,7 +55,8 @@ impl Listener {
 
     /// The bound address as text: `127.0.0.1:8080`, `udp:[::]:53`, `unix:/run/app.sock`.
     pub fn local_addr_string(&self) -> String {
-        let shown = |r: io::Result<SocketAddr>| r.map_or_else(|e| format!("?({e})"), |a| a.to_string());
+        let shown =
+            |r: io::Result<SocketAddr>| r.map_or_else(|e| format!("?({e})"), |a| a.to_string());
         match self {
             Listener::Tcp(l) => shown(l.local_addr()),
             Listener::Udp(s) => format!("udp:{}", shown(s.local_addr())),

@@ -83,7 +83,14 @@ impl NotifyReceiver {
         let mut buf = [0u8; 4096];
         match self.socket.recv(&mut buf) {
             Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -101,6 +108,7 @@ pub(crate) fn parse(message: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

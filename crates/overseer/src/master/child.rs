@@ -110,7 +110,10 @@ impl Worker {
         set(OVERSEER_MASTER_PID, std::process::id().to_string());
         set(OVERSEER_WORKER, number.to_string());
         set(OVERSEER_BIN_ID, bin_id.to_string());
-        set(OVERSEER_BIN_PATH, spec.program.to_string_lossy().into_owned());
+        set(
+            OVERSEER_BIN_PATH,
+            spec.program.to_string_lossy().into_owned(),
+        );
         set(OVERSEER_ADDRESSES, spec.addresses.join("\n"));
         if let Some(v) = &spec.version {
             set(OVERSEER_VERSION, v.clone());
@@ -196,7 +199,13 @@ fn relay_notifications(
             while !stop.load(Ordering::SeqCst) {
                 match receiver.recv(Duration::from_millis(250)) {
                     Ok(Some(message)) => {
-                        if tx.send(Event::Notify { worker: number, message }).is_err() {
+                        if tx
+                            .send(Event::Notify {
+                                worker: number,
+                                message,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }

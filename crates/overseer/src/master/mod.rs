@@ -116,7 +116,10 @@ fn resolve_command(path: &Path) -> Result<PathBuf> {
         source: io::Error::new(io::ErrorKind::NotFound, "no such executable"),
     };
     if path.components().count() > 1 || path.is_absolute() {
-        return path.is_file().then(|| path.to_path_buf()).ok_or_else(not_found);
+        return path
+            .is_file()
+            .then(|| path.to_path_buf())
+            .ok_or_else(not_found);
     }
     std::env::var_os("PATH")
         .iter()
@@ -199,5 +202,10 @@ fn runtime_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("overseer-")
         .tempdir_in(&base)
-        .map_err(|e| Error::io(format!("creating a runtime directory in {}", base.display()), e))
+        .map_err(|e| {
+            Error::io(
+                format!("creating a runtime directory in {}", base.display()),
+                e,
+            )
+        })
 }

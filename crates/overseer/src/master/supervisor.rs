@@ -136,25 +136,38 @@ impl Supervisor {
             Event::Signal { signal, .. } if signal == self.settings.restart_signal => {
                 self.request_restart(&signals::name(signal));
             }
-            Event::Signal { signal, from_terminal } => self.on_signal(signal, from_terminal),
+            Event::Signal {
+                signal,
+                from_terminal,
+            } => self.on_signal(signal, from_terminal),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
         }
     }
 
     fn on_signal(&mut self, signal: i32, from_terminal: bool) {
         if signal == libc::SIGTERM {
-            log::info!("SIGTERM: stopping (workers get {:?} to drain)", self.settings.terminate_timeout);
+            log::info!(
+                "SIGTERM: stopping (workers get {:?} to drain)",
+                self.settings.terminate_timeout
+            );
             self.stop();
             return;
         }
         if from_terminal {
             // The terminal signalled the whole process group, workers included.
-            log::debug!("{} from the terminal already reached the workers", signals::name(signal));
+            log::debug!(
+                "{} from the terminal already reached the workers",
+                signals::name(signal)
+            );
             return;
         }
         match self.serving.as_ref().or(self.starting.as_ref()) {
             Some(w) => {
-                log::debug!("forwarding {} to worker {}", signals::name(signal), w.number);
+                log::debug!(
+                    "forwarding {} to worker {}",
+                    signals::name(signal),
+                    w.number
+                );
                 w.signal(signal);
             }
             None => log::debug!("{} with no worker to forward to", signals::name(signal)),
@@ -229,12 +242,16 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, number: u64) {
-        let Some(mut new) = self.starting.take_if(|w| {
-            w.number == number && w.killed.is_none() && w.phase == Phase::Starting
-        }) else {
+        let Some(mut new) = self
+            .starting
+            .take_if(|w| w.number == number && w.killed.is_none() && w.phase == Phase::Starting)
+        else {
             return;
         };
-        log::info!("worker {number} ready after {} ms", new.started.elapsed().as_millis());
+        log::info!(
+            "worker {number} ready after {} ms",
+            new.started.elapsed().as_millis()
+        );
         new.phase = Phase::Serving;
         if let Some(mut old) = self.serving.replace(new) {
             log::info!("worker {} draining (pid {})", old.number, old.pid);
@@ -371,7 +388,9 @@ impl Supervisor {
             .chain(self.starting.iter_mut())
         {
             if w.phase == Phase::Draining && w.kill_deadline.is_some_and(|d| now >= d) {
-                w.kill(format!("was killed: still running {terminate_timeout:?} after SIGTERM"));
+                w.kill(format!(
+                    "was killed: still running {terminate_timeout:?} after SIGTERM"
+                ));
             }
         }
     }

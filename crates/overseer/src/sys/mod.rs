@@ -58,7 +58,12 @@ unsafe impl Sync for ExecData {}
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument or environment"))
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL byte in argument or environment",
+        )
+    })
 }
 
 /// Starts a worker and returns its pid. Must be called from a thread that lives
@@ -104,7 +109,9 @@ pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
         parent: unsafe { libc::getpid() },
     };
     let mut cmd = Command::new(&spec.program);
-    cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (fcntl, dup2, prctl, getppid, getpid, execve)
     // on memory prepared before the fork; it allocates nothing.
@@ -146,7 +153,7 @@ fn child_exec(d: &mut ExecData) -> io::Result<()> {
         // The master may have died between fork and prctl.
         // SAFETY: getppid has no preconditions.
         if unsafe { libc::getppid() } != d.parent {
-            return Err(io::Error::new(io::ErrorKind::Other, "master exited"));
+            return Err(io::Error::other("master exited"));
         }
     }
     if let Some(slot) = d.pid_slot {

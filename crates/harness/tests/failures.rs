@@ -1,0 +1,66 @@
+//! Failed restarts never take the service down.
+
+mod support;
+
+use std::time::Duration;
+
+use overseer_harness::proc::alive;
+use support::*;
+
+const SIGUSR2: i32 = 12;
+
+#[test]
+fn new_worker_that_exits_at_start_leaves_old_one_serving() {
+    let (p, addr) = start_ready(&[("TS_EXIT_AT_START", "2")]);
+    let load = load(addr, 4, true);
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(SIGUSR2);
+    let line = p.expect_line("restart failed", T);
+    assert!(
+        line.contains("worker 2 exited with exit status 7 before becoming ready"),
+        "{line}"
+    );
+    assert!(line.contains("worker 1 keeps serving"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
+    assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(answering(addr), 1);
+    // The master is up and restarts work again.
+    p.signal(SIGUSR2);
+    p.expect_line("worker 3 ready", T);
+    assert_eq!(answering(addr), 3);
+}
+
+#[test]
+fn new_worker_never_ready_is_killed_and_old_one_keeps_serving() {
+    let (p, addr) = start_ready(&[("TS_NEVER_READY", "2"), ("TS_READY_MS", "1000")]);
+    let load = load(addr, 4, false);
+    p.signal(SIGUSR2);
+    let pid = worker_pid(&p, 2);
+    let line = p.expect_line("restart failed", T);
+    assert!(line.contains("worker 2 was not ready within 1s"), "{line}");
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
+    assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
+    assert!(!alive(pid), "the unready worker {pid} was killed");
+    assert_eq!(answering(addr), 1);
+}
+
+#[test]
+fn worker_ignoring_sigterm_is_killed_after_terminate_timeout() {
+    let (p, addr) = start_ready(&[("TS_IGNORE_TERM", "1"), ("TS_TERMINATE_MS", "1000")]);
+    let old = worker_pid(&p, 1);
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker=1 ignoring SIGTERM", T);
+    assert!(alive(old), "still alive before the timeout");
+    let line = p.expect_line("worker 1 was killed", T);
+    assert!(line.contains("still running 1s after SIGTERM"), "{line}");
+    let deadline = std::time::Instant::now() + T;
+    while alive(old) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(old));
+    assert_eq!(answering(addr), 2);
+}

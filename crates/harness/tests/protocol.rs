@@ -1,0 +1,92 @@
+//! Workers speak standard protocols; overseer degrades to running directly.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use overseer_harness::proc::{describe, Proc};
+use support::*;
+
+#[test]
+fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_command-master"));
+    cmd.args(["127.0.0.1:0", env!("CARGO_BIN_EXE_listenfd-worker")]);
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    let r = get(addr, "/");
+    assert_eq!(r.field("listenfd"), Some("ok"), "{}", r.body);
+    assert_eq!(r.field("names"), Some("web"), "LISTEN_FDNAMES arrives");
+    assert_eq!(r.field("worker"), Some("1"));
+    p.signal(12);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker 1 drained", T);
+    assert_eq!(answering(addr), 2);
+}
+
+#[test]
+fn fallback_serves_on_the_configured_address_when_the_master_cannot_start() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // The master needs a private runtime directory; make that impossible.
+    let p = start(&[("TS_ADDR", &addr), ("TMPDIR", "/nonexistent/overseer-test")]);
+    p.expect_line("running the program directly", T);
+    p.expect_line("worker=0", T);
+    let r = get(addr.parse().expect("address"), "/");
+    assert_eq!(r.field("worker"), Some("0"), "{}", r.body);
+    assert_eq!(p.count("worker 1 started"), 0);
+}
+
+#[test]
+fn sanity_check_token_is_printed_on_its_own_line_and_nothing_starts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_testserver"))
+        .env("OVERSEER_BIN_CHECK", "token-5f3a")
+        .output()
+        .expect("testserver runs");
+    assert!(out.status.success(), "{}", describe(out.status));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l == "token-5f3a"), "{stdout:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("listening"));
+}
+
+#[test]
+fn unix_socket_address_is_served_and_its_file_removed_on_exit() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = std::env::temp_dir().join(format!("overseer-unix-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("app.sock");
+    // A stale socket file from a dead process is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_command-master"));
+    cmd.args([
+        &format!("unix:{}", path.display()),
+        env!("CARGO_BIN_EXE_listenfd-worker"),
+    ]);
+    let mut p = Proc::spawn(cmd);
+    p.expect_line("worker 1 ready", T);
+    p.expect_line("serving unix", T);
+    let mut stream = UnixStream::connect(&path).expect("connect to the socket file");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.contains("kind=unix"), "{response}");
+    p.signal(15);
+    let status = p.expect_exit(T);
+    assert!(
+        !path.exists(),
+        "socket file removed on exit ({})",
+        describe(status)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
