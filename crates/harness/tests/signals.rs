@@ -91,3 +91,78 @@ fn master_killed_with_sigkill_leaves_no_worker_alive() {
 }
 
 const SIGUSR2_FOR_TWO_WORKERS: i32 = 12;
+
+/// Children of `pid` as (pid, state letter), from /proc.
+fn children(pid: i32) -> Vec<(i32, char)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let child: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid: i32 = fields.next()?.parse().ok()?;
+            (ppid == pid).then_some((child, state))
+        })
+        .collect()
+}
+
+#[test]
+fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
+    if Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        eprintln!("skipped: cannot create a PID namespace here (needs root and unshare)");
+        return;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        env!("CARGO_BIN_EXE_testserver"),
+    ])
+    .env("TS_ORPHANS", "1")
+    .env("TS_DEBUG", "1");
+    let mut p = Proc::spawn(cmd);
+    p.expect_line("worker 1 ready", T);
+    // unshare's only child is the master, PID 1 in its namespace.
+    let master = children(p.pid)
+        .first()
+        .map(|&(pid, _)| pid)
+        .expect("the master under unshare");
+    send_signal(master, SIGUSR2_FOR_TWO_WORKERS);
+    p.expect_line("worker 2 ready", T);
+    p.expect_nth("left orphans behind", 1, T);
+    // Four orphans were reparented to the master and exited after 0.3 s; as
+    // PID 1 it must reap them, leaving no zombie among its children.
+    let deadline = Instant::now() + T;
+    while p.count("reaped orphan pid") < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        p.count("reaped orphan pid") >= 4,
+        "the orphans were reaped by the master"
+    );
+    let zombies: Vec<_> = children(master)
+        .into_iter()
+        .filter(|&(_, state)| state == 'Z')
+        .collect();
+    assert!(zombies.is_empty(), "zombies left under PID 1: {zombies:?}");
+    // Signals still work for PID 1, which the kernel shields from default actions.
+    send_signal(master, SIGTERM);
+    let status = p.expect_exit(T);
+    assert!(
+        status.code().is_some() || status.signal().is_some(),
+        "{}",
+        describe(status)
+    );
+    assert!(!alive(master));
+}

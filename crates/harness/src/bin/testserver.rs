@@ -12,6 +12,8 @@
 //! | `TS_NEVER_READY=N` | worker N never becomes ready and never accepts |
 //! | `TS_IGNORE_TERM=N` | worker N keeps running after SIGTERM |
 //! | `TS_HUP_EXIT=C` | on SIGHUP, the worker exits with status C |
+//! | `TS_DEBUG=1` | the master prints its debug lines |
+//! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
 //! calls `overseer::restart()` from the worker.
@@ -43,7 +45,8 @@ fn main() {
             .readiness(Readiness::Notify)
             .ready_timeout(millis("TS_READY_MS", 10_000))
             .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
-            .version("test"),
+            .version("test")
+            .debug(var("TS_DEBUG").is_some()),
     );
 }
 
@@ -66,6 +69,14 @@ fn program(state: State) {
     }
     if let Some(code) = var("TS_HUP_EXIT").and_then(|c| c.parse::<i32>().ok()) {
         exit_on_hup(n, code);
+    }
+    if var("TS_ORPHANS").is_some() {
+        // The shell exits at once; its two children are reparented to the
+        // nearest reaper (the master, when it is PID 1) and exit shortly after.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3 & sleep 0.3 & exit 0"])
+            .status();
+        eprintln!("worker={n} left orphans behind: {status:?}");
     }
     std::thread::sleep(millis("TS_START_DELAY_MS", 0));
     let listener = state.tcp_listener().expect("a TCP address");
