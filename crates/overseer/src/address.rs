@@ -87,6 +87,9 @@ enum Inet {
 }
 
 fn parse_inet(text: &str) -> std::result::Result<Inet, String> {
+    if !text.starts_with('[') && text.matches(':').count() > 1 {
+        return Err("IPv6 addresses need brackets, e.g. [::1]:8080".into());
+    }
     if let Some(port) = text.strip_prefix(':') {
         return parse_port(port).map(Inet::Any);
     }
@@ -96,9 +99,6 @@ fn parse_inet(text: &str) -> std::result::Result<Inet, String> {
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err("expected host:port, :port, unix:/path or udp:host:port".into());
     };
-    if host.contains(':') && !host.starts_with('[') {
-        return Err("IPv6 addresses need brackets, e.g. [::1]:8080".into());
-    }
     let port = parse_port(port)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let mut resolved = (host, port)

@@ -14,8 +14,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 struct Inner {
     triggered: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Wakers>,
     cond: Condvar,
+}
+
+/// Wakers of pending futures, each under the id of its future, so a dropped
+/// future takes its waker out (a server may create one per connection).
+#[derive(Debug, Default)]
+struct Wakers {
+    next_id: u64,
+    waiting: Vec<(u64, Waker)>,
 }
 
 /// A cloneable, one-shot "time to drain" notification.
@@ -44,7 +52,7 @@ impl Shutdown {
         Self::default()
     }
 
-    fn wakers(&self) -> MutexGuard<'_, Vec<Waker>> {
+    fn wakers(&self) -> MutexGuard<'_, Wakers> {
         self.inner
             .wakers
             .lock()
@@ -55,7 +63,7 @@ impl Shutdown {
     pub fn trigger(&self) {
         let mut wakers = self.wakers();
         self.inner.triggered.store(true, Ordering::SeqCst);
-        for waker in wakers.drain(..) {
+        for (_, waker) in wakers.waiting.drain(..) {
             waker.wake();
         }
         self.inner.cond.notify_all();
@@ -104,33 +112,58 @@ impl Shutdown {
     pub fn notified(&self) -> Notified {
         Notified {
             shutdown: self.clone(),
+            id: None,
         }
     }
 }
 
 /// The future returned by [`Shutdown::notified`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Notified {
     shutdown: Shutdown,
+    /// The id under which this future's waker is registered, once polled.
+    id: Option<u64>,
 }
 
 impl Future for Notified {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shutdown.is_triggered() {
+        let this = self.get_mut();
+        if this.shutdown.is_triggered() {
             return Poll::Ready(());
         }
-        let mut wakers = self.shutdown.wakers();
+        let mut wakers = this.shutdown.wakers();
         // Checked again under the lock: `trigger` sets the flag while holding it.
-        if self.shutdown.is_triggered() {
+        if this.shutdown.is_triggered() {
             return Poll::Ready(());
         }
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let registered = this
+            .id
+            .and_then(|id| wakers.waiting.iter_mut().find(|(i, _)| *i == id));
+        match registered {
+            Some((_, waker)) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+            }
+            None => {
+                let id = wakers.next_id;
+                wakers.next_id += 1;
+                wakers.waiting.push((id, cx.waker().clone()));
+                this.id = Some(id);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.shutdown.wakers().waiting.retain(|(i, _)| *i != id);
+        }
     }
 }
 
@@ -160,6 +193,18 @@ mod tests {
         shutdown.trigger();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn dropped_futures_leave_no_waker_behind() {
+        let shutdown = Shutdown::new();
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            let mut fut = shutdown.notified();
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        }
+        assert!(shutdown.wakers().waiting.is_empty());
     }
 
     #[test]
