@@ -130,7 +130,10 @@ impl Load {
 
     /// Live counts so far: (successful, failed) requests.
     pub fn progress(&self) -> (u64, u64) {
-        (self.progress.0.load(Ordering::Relaxed), self.progress.1.load(Ordering::Relaxed))
+        (
+            self.progress.0.load(Ordering::Relaxed),
+            self.progress.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops the threads and returns the combined figures.

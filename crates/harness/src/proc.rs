@@ -18,11 +18,17 @@ pub struct Proc {
     status: Option<ExitStatus>,
 }
 
-fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, tag: &'static str) {
+fn collect(
+    stream: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    tag: Option<&'static str>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            eprintln!("{tag} {line}");
+            if let Some(tag) = tag {
+                eprintln!("{tag} {line}");
+            }
             if let Ok(mut l) = lines.lock() {
                 l.push(line);
             }
@@ -31,19 +37,31 @@ fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, t
 }
 
 impl Proc {
-    /// Starts `cmd` in a new process group with stdout and stderr collected.
-    pub fn spawn(mut cmd: Command) -> Proc {
+    /// Starts `cmd` in a new process group with stdout and stderr collected
+    /// (and echoed to our stderr, prefixed `  |` and `  !`).
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::spawn_with(cmd, true)
+    }
+
+    /// Like [`Proc::spawn`], but collects the output without echoing it.
+    pub fn spawn_quiet(cmd: Command) -> Proc {
+        Proc::spawn_with(cmd, false)
+    }
+
+    fn spawn_with(mut cmd: Command, echo: bool) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
-            collect(out, lines.clone(), "  |");
+            collect(out, lines.clone(), echo.then_some("  |"));
         }
         if let Some(err) = child.stderr.take() {
-            collect(err, lines.clone(), "  !");
+            collect(err, lines.clone(), echo.then_some("  !"));
         }
         Proc {
             pid: child.id() as i32,
@@ -67,7 +85,12 @@ impl Proc {
     pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(l) = self.output().into_iter().filter(|l| l.contains(needle)).nth(nth) {
+            if let Some(l) = self
+                .output()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .nth(nth)
+            {
                 return Some(l);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -94,7 +117,9 @@ impl Proc {
             .rsplit_once('(')
             .and_then(|(_, rest)| rest.strip_suffix(')'))
             .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        inner.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+        inner
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
     }
 
     /// Sends `signal` to the master.
@@ -159,4 +184,16 @@ pub fn describe(status: ExitStatus) -> String {
         (_, Some(s)) => format!("signal {s}"),
         _ => format!("{status:?}"),
     }
+}
+
+/// A process's resident memory in kB (`VmRSS` in `/proc/PID/status`; Linux only).
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many descriptors a process has open (entries of `/proc/PID/fd`; Linux only).
+pub fn open_fds(pid: i32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }

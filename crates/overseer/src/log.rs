@@ -43,7 +43,10 @@ pub(crate) fn emit(level: Level, args: std::fmt::Arguments<'_>) {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        eprintln!("[overseer {}] {tag}: {args}", std::process::id());
+        // One write per line: master and workers share stderr, and a line
+        // written piecemeal would interleave with theirs.
+        let line = format!("[overseer {}] {tag}: {args}\n", std::process::id());
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 }
 
