@@ -25,11 +25,11 @@ fn new_worker_that_exits_at_start_leaves_old_one_serving() {
     let stats = load.stop();
     assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
     assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
-    assert_eq!(answering(addr), 1);
+    expect_answering(addr, 1);
     // The master is up and restarts work again.
     p.signal(SIGUSR2);
     p.expect_line("worker 3 ready", T);
-    assert_eq!(answering(addr), 3);
+    expect_answering(addr, 3);
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn new_worker_never_ready_is_killed_and_old_one_keeps_serving() {
     assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
     assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
     assert!(!alive(pid), "the unready worker {pid} was killed");
-    assert_eq!(answering(addr), 1);
+    expect_answering(addr, 1);
 }
 
 #[test]
@@ -62,5 +62,5 @@ fn worker_ignoring_sigterm_is_killed_after_terminate_timeout() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!alive(old));
-    assert_eq!(answering(addr), 2);
+    expect_answering(addr, 2);
 }

@@ -23,7 +23,7 @@ fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
     p.signal(12);
     p.expect_line("worker 2 ready", T);
     p.expect_line("worker 1 drained", T);
-    assert_eq!(answering(addr), 2);
+    expect_answering(addr, 2);
 }
 
 #[test]

@@ -42,6 +42,21 @@ pub fn answering(addr: SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until worker `n` answers `/` (the draining worker may still accept
+/// for a moment after the new one is ready: both serve, nothing is lost).
+pub fn expect_answering(addr: SocketAddr, n: u64) {
+    let deadline = std::time::Instant::now() + T;
+    let mut last = 0;
+    while std::time::Instant::now() < deadline {
+        last = answering(addr);
+        if last == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("worker {n} never answered (last: worker {last})");
+}
+
 /// The pid of worker `n`, from the master's log.
 pub fn worker_pid(p: &Proc, n: u64) -> i32 {
     let line = p.expect_line(&format!("worker {n} started (pid "), T);
