@@ -96,3 +96,25 @@ fn triggers_during_a_handover_coalesce_into_one_follow_up() {
     expect_answering(addr, 3);
     assert!(p.count("during a handover: queued") >= 1);
 }
+
+#[test]
+fn default_readiness_hands_over_without_failures() {
+    let (p, addr) = start_ready(&[("TS_READINESS", "started")]);
+    let load = load(addr, 4, true);
+    for n in 2..=4u64 {
+        p.signal(SIGUSR2);
+        p.expect_line(&format!("worker {n} ready"), T);
+        p.expect_line(&format!("worker {} drained", n - 1), T);
+    }
+    expect_answering(addr, 4);
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
+}
+
+#[test]
+fn restart_called_in_the_master() {
+    let (p, addr) = start_ready(&[("TS_MASTER_RESTART_MS", "300")]);
+    p.expect_line("restart requested by restart()", T);
+    p.expect_line("worker 2 ready", T);
+    expect_answering(addr, 2);
+}

@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -165,4 +165,68 @@ fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
         describe(status)
     );
     assert!(!alive(master));
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_reaches_each_worker_once() {
+    use std::io::Write;
+    // `script` gives the master a pseudo-terminal; ^C typed there makes the
+    // kernel signal the whole foreground process group, workers included.
+    let Ok(mut child) = Command::new("script")
+        .args(["-qfec", env!("CARGO_BIN_EXE_testserver"), "/dev/null"])
+        .env("TS_COUNT_INT", "1")
+        .env("TS_DEBUG", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+    else {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    };
+    let pid = child.id() as i32;
+    let mut out = child.stdout.take().expect("stdout");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    let text = || lines.lock().map(|s| s.clone()).unwrap_or_default();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + T;
+        while !text().contains(needle) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        text().contains(needle)
+    };
+    assert!(wait_for("worker 1 ready"), "{}", text());
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").expect("typing ^C");
+    stdin.flush().expect("flush");
+    // The worker exits 0 half a second after its first SIGINT; the master follows.
+    let exited = wait_for("exiting with it");
+    send_signal(-pid, SIGKILL);
+    let _ = child.wait();
+    let out = text();
+    assert!(exited, "{out}");
+    assert_eq!(out.matches("got SIGINT #1").count(), 1, "{out}");
+    assert_eq!(
+        out.matches("got SIGINT #2").count(),
+        0,
+        "received twice: {out}"
+    );
+    assert!(
+        out.contains("from the terminal already reached the workers")
+            || !out.contains("forwarding SIGINT"),
+        "{out}"
+    );
 }

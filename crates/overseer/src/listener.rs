@@ -216,3 +216,85 @@ fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Resul
         reason: "Unix sockets are not available on this platform".into(),
     })
 }
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    fn bind(texts: &[&str]) -> Result<Vec<Bound>> {
+        let addresses: Vec<Address> = texts.iter().map(|t| Address::parse(t).unwrap()).collect();
+        bind_all(&addresses, 16)
+    }
+
+    #[test]
+    fn every_form_binds_with_its_type() {
+        let bound = bind(&[":0", "127.0.0.1:0", "[::1]:0", "udp:127.0.0.1:0", "udp::0"]).unwrap();
+        let kinds: Vec<&str> = bound
+            .iter()
+            .map(|b| match &b.listener {
+                Listener::Tcp(_) => "tcp",
+                Listener::Udp(_) => "udp",
+                Listener::Unix(_) => "unix",
+            })
+            .collect();
+        assert_eq!(kinds, ["tcp", "tcp", "tcp", "udp", "udp"]);
+        // `:port` is every interface: IPv4 loopback reaches it too.
+        let any = bound[0].listener.as_tcp().unwrap().local_addr().unwrap();
+        assert!(any.ip().is_unspecified());
+        TcpStream::connect(("127.0.0.1", any.port())).unwrap();
+        let v6 = bound[2].listener.as_tcp().unwrap().local_addr().unwrap();
+        assert!(v6.is_ipv6() && v6.ip().is_loopback());
+        assert!(bound[3]
+            .listener
+            .local_addr_string()
+            .starts_with("udp:127.0.0.1:"));
+    }
+
+    #[test]
+    fn unix_sockets_replace_stale_files_and_refuse_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let text = format!("unix:{}", path.display());
+        // Stale: a socket file nobody listens on.
+        drop(UnixListener::bind(&path).unwrap());
+        let bound = bind(&[&text]).unwrap();
+        assert_eq!(bound[0].unix_path.as_deref(), Some(path.as_path()));
+        // Live: somebody answers, so it is in use.
+        let err = bind(&[&text]).unwrap_err();
+        assert!(matches!(err, Error::Bind { .. }), "{err}");
+        remove_socket_files(&bound);
+        assert!(!path.exists());
+        // Not a socket: left alone.
+        std::fs::write(&path, b"data").unwrap();
+        let err = bind(&[&text]).unwrap_err();
+        assert!(matches!(err, Error::PathInUse { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_failed_bind_leaves_nothing_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("first.sock");
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
+        let err = bind(&[&format!("unix:{}", path.display()), &busy]).unwrap_err();
+        assert!(err.to_string().contains(&busy), "{err}");
+        assert!(!path.exists(), "the first socket file was removed again");
+    }
+
+    #[test]
+    fn listeners_round_trip_through_a_descriptor() {
+        let bound = bind(&["127.0.0.1:0", "udp:127.0.0.1:0"]).unwrap();
+        for b in bound {
+            let before = b.listener.local_addr_string();
+            let fd = match b.listener {
+                Listener::Tcp(l) => OwnedFd::from(l),
+                Listener::Udp(s) => OwnedFd::from(s),
+                Listener::Unix(l) => OwnedFd::from(l),
+            };
+            assert_eq!(Listener::from_fd(fd).unwrap().local_addr_string(), before);
+        }
+    }
+}

@@ -12,6 +12,9 @@
 //! | `TS_NEVER_READY=N` | worker N never becomes ready and never accepts |
 //! | `TS_IGNORE_TERM=N` | worker N keeps running after SIGTERM |
 //! | `TS_HUP_EXIT=C` | on SIGHUP, the worker exits with status C |
+//! | `TS_READINESS=started` | ready when the program starts (the default of the library) instead of `state.ready()` |
+//! | `TS_MASTER_RESTART_MS=M` | the master calls `overseer::restart()` itself after M ms |
+//! | `TS_COUNT_INT=1` | workers log each SIGINT and exit 0 half a second after the first |
 //! | `TS_DEBUG=1` | the master prints its debug lines |
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
 //!
@@ -39,10 +42,25 @@ fn applies(name: &str, worker: u64) -> bool {
 }
 
 fn main() {
+    if let Some(delay) = var("TS_MASTER_RESTART_MS").and_then(|v| v.parse().ok()) {
+        // Only in the master: workers carry OVERSEER_WORKER.
+        if var("OVERSEER_WORKER").is_none() {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(delay));
+                if let Err(e) = overseer::restart() {
+                    eprintln!("restart() in the master failed: {e}");
+                }
+            });
+        }
+    }
+    let readiness = match var("TS_READINESS").as_deref() {
+        Some("started") => Readiness::Started,
+        _ => Readiness::Notify,
+    };
     overseer::run(
         Config::new(program)
             .address(var("TS_ADDR").unwrap_or_else(|| "127.0.0.1:0".into()))
-            .readiness(Readiness::Notify)
+            .readiness(readiness)
             .ready_timeout(millis("TS_READY_MS", 10_000))
             .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
             .version("test")
@@ -70,6 +88,9 @@ fn program(state: State) {
     if let Some(code) = var("TS_HUP_EXIT").and_then(|c| c.parse::<i32>().ok()) {
         exit_on_hup(n, code);
     }
+    if var("TS_COUNT_INT").is_some() {
+        count_sigint(n);
+    }
     if var("TS_ORPHANS").is_some() {
         // The shell exits at once; its two children are reparented to the
         // nearest reaper (the master, when it is PID 1) and exit shortly after.
@@ -80,7 +101,9 @@ fn program(state: State) {
     }
     std::thread::sleep(millis("TS_START_DELAY_MS", 0));
     let listener = state.tcp_listener().expect("a TCP address");
-    state.ready().expect("readiness reported");
+    if var("TS_READINESS").as_deref() != Some("started") {
+        state.ready().expect("readiness reported");
+    }
     let handler: http_std::Handler = Arc::new(move |path: &str| {
         if let Some(ms) = path.strip_prefix("/slow?ms=") {
             let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
@@ -111,6 +134,24 @@ fn exit_on_hup(n: u64, code: i32) {
         if signals.forever().next().is_some() {
             eprintln!("worker={n} got SIGHUP, exiting with {code}");
             std::process::exit(code);
+        }
+    });
+}
+
+fn count_sigint(n: u64) {
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]).expect("SIGINT handler");
+    std::thread::spawn(move || {
+        let mut count = 0;
+        for _ in signals.forever() {
+            count += 1;
+            eprintln!("worker={n} got SIGINT #{count}");
+            if count == 1 {
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(500));
+                    std::process::exit(0);
+                });
+            }
         }
     });
 }
