@@ -131,12 +131,18 @@ impl Worker {
             program: spec.program.clone(),
             source,
         })?;
+        let pid = Pid::from_raw(pid as i32);
         let stop_notify = Arc::new(AtomicBool::new(false));
-        relay_notifications(receiver, number, stop_notify.clone(), tx.clone())?;
+        if let Err(e) = relay_notifications(receiver, number, stop_notify.clone(), tx.clone()) {
+            // Without its notify relay the worker could never become ready.
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(e);
+        }
         let started = Instant::now();
         Ok(Worker {
             number,
-            pid: Pid::from_raw(pid as i32),
+            pid,
             phase: Phase::Starting,
             started,
             ready_deadline: started + ready_timeout,
