@@ -30,7 +30,7 @@ pub(crate) fn run(config: &Config) -> Result<()> {
         enabled: false,
         id: std::env::current_exe()
             .ok()
-            .and_then(|p| crate::sha256_file(&p).ok())
+            .and_then(|p| crate::binary_id::sha256_file(&p).ok())
             .unwrap_or_default(),
         started_at: SystemTime::now(),
         listeners,

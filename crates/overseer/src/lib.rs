@@ -94,6 +94,7 @@
 
 mod accept;
 pub mod address;
+mod binary_id;
 mod config;
 mod error;
 mod listener;
@@ -102,7 +103,6 @@ pub mod protocol;
 mod shutdown;
 mod state;
 
-#[cfg(unix)]
 mod fallback;
 #[cfg(unix)]
 mod master;
@@ -119,9 +119,6 @@ pub use error::{Error, Result};
 pub use listener::Listener;
 pub use shutdown::{Notified, Shutdown};
 pub use state::State;
-
-#[cfg(unix)]
-pub(crate) use master::sha256_file;
 
 /// `SIGUSR1`, for [`Config::restart_signal`].
 #[cfg(unix)]
@@ -154,14 +151,8 @@ pub fn run(config: Config) {
         std::process::exit(1);
     }
     log::warning!("{e}; running the program directly");
-    #[cfg(unix)]
     if let Err(e) = fallback::run(&config) {
         log::error!("{e}");
-        std::process::exit(1);
-    }
-    #[cfg(not(unix))]
-    {
-        log::error!("fallback mode is not available on this platform yet");
         std::process::exit(1);
     }
 }

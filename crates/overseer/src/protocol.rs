@@ -42,6 +42,7 @@ pub const LISTEN_FDS_START: i32 = 3;
 pub const NOTIFY_RESTART: &str = "OVERSEER_RESTART";
 
 /// Variables the master sets for its workers and never passes on from its own environment.
+#[cfg(unix)]
 pub(crate) const WORKER_VARS: &[&str] = &[
     LISTEN_FDS,
     LISTEN_PID,

@@ -10,15 +10,13 @@ mod signals;
 mod supervisor;
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
-
+use crate::binary_id::sha256_file;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::listener::{self, Listener};
@@ -87,25 +85,6 @@ impl BinaryId {
         }
         self.id.clone()
     }
-}
-
-/// The hex SHA-256 of a file.
-pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// Finds a command the way a shell would: as given when it has a slash,
