@@ -13,6 +13,7 @@ const SIGHUP: i32 = 1;
 const SIGKILL: i32 = 9;
 const SIGSEGV: i32 = 11;
 const SIGTERM: i32 = 15;
+const SIGUSR2: i32 = 12;
 
 #[test]
 fn sighup_reaches_the_worker_and_its_exit_status_becomes_the_masters() {
@@ -76,7 +77,7 @@ fn worker_killed_by_sigsegv_makes_the_master_die_by_sigsegv() {
 #[test]
 fn master_killed_with_sigkill_leaves_no_worker_alive() {
     let (mut p, _addr) = start_ready(&[]);
-    p.signal(SIGUSR2_FOR_TWO_WORKERS);
+    p.signal(SIGUSR2);
     p.expect_line("worker 2 ready", T);
     let workers = [worker_pid(&p, 1), worker_pid(&p, 2)];
     p.signal(SIGKILL);
@@ -89,8 +90,6 @@ fn master_killed_with_sigkill_leaves_no_worker_alive() {
         assert!(!alive(w), "worker {w} outlived its master");
     }
 }
-
-const SIGUSR2_FOR_TWO_WORKERS: i32 = 12;
 
 /// Children of `pid` as (pid, state letter), from /proc.
 fn children(pid: i32) -> Vec<(i32, char)> {
@@ -138,7 +137,7 @@ fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
         .first()
         .map(|&(pid, _)| pid)
         .expect("the master under unshare");
-    send_signal(master, SIGUSR2_FOR_TWO_WORKERS);
+    send_signal(master, SIGUSR2);
     p.expect_line("worker 2 ready", T);
     p.expect_nth("left orphans behind", 1, T);
     // Four orphans were reparented to the master and exited after 0.3 s; as

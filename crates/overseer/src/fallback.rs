@@ -6,7 +6,6 @@ use std::time::SystemTime;
 use crate::config::{Config, Program};
 use crate::error::Result;
 use crate::listener;
-use crate::log;
 use crate::shutdown::Shutdown;
 use crate::state::State;
 
@@ -24,19 +23,17 @@ pub(crate) fn run(config: &Config) -> Result<()> {
     let shutdown = Shutdown::new();
     #[cfg(unix)]
     if let Err(e) = crate::worker::watch_signals(shutdown.clone()) {
-        log::warning!("cannot watch SIGTERM: {e}");
+        crate::log::warning!("cannot watch SIGTERM: {e}");
     }
+    let bin_path = std::env::current_exe().unwrap_or_default();
     let state = State {
         enabled: false,
-        id: std::env::current_exe()
-            .ok()
-            .and_then(|p| crate::binary_id::sha256_file(&p).ok())
-            .unwrap_or_default(),
+        id: crate::binary_id::sha256_file(&bin_path).unwrap_or_default(),
         started_at: SystemTime::now(),
         listeners,
         addresses: addresses.iter().map(|a| a.text.clone()).collect(),
         names: config.listener_names(),
-        bin_path: std::env::current_exe().unwrap_or_default(),
+        bin_path,
         worker: 0,
         version: config.version.clone(),
         shutdown,
