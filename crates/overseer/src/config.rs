@@ -3,12 +3,18 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::{Error, Result};
+use crate::fetcher::Fetcher;
 use crate::State;
+
+/// A `pre_upgrade` hook: gets the path of the verified new binary (still in
+/// its staging place) and may veto the upgrade by returning an error.
+pub type PreUpgradeFn = dyn Fn(&Path) -> std::result::Result<(), String> + Send + Sync + 'static;
 
 /// The program function run in each worker.
 pub type ProgramFn = dyn Fn(State) + Send + Sync + 'static;
@@ -81,6 +87,62 @@ pub struct Config {
     pub(crate) debug: bool,
     pub(crate) no_warn: bool,
     pub(crate) version: Option<String>,
+    pub(crate) upgrade: UpgradeConfig,
+}
+
+/// The self-upgrade settings (SPEC §5), filled by `Config`'s setters.
+#[derive(Clone)]
+pub(crate) struct UpgradeConfig {
+    pub fetcher: Option<Arc<Mutex<Box<dyn Fetcher>>>>,
+    pub min_fetch_interval: Duration,
+    pub pre_upgrade: Option<Arc<PreUpgradeFn>>,
+    pub public_keys: Vec<String>,
+    pub allow_downgrade: bool,
+    pub no_restart_after_fetch: bool,
+    pub probation: Duration,
+    pub max_download_size: u64,
+    pub download_timeout: Duration,
+    pub sanity_check: bool,
+    pub sanity_timeout: Duration,
+    pub executable_name: Option<String>,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig {
+            fetcher: None,
+            min_fetch_interval: Duration::from_secs(1),
+            pre_upgrade: None,
+            public_keys: Vec::new(),
+            allow_downgrade: false,
+            no_restart_after_fetch: false,
+            probation: Duration::from_secs(10),
+            max_download_size: 512 << 20,
+            download_timeout: Duration::from_secs(300),
+            sanity_check: true,
+            sanity_timeout: Duration::from_secs(10),
+            executable_name: None,
+        }
+    }
+}
+
+impl fmt::Debug for UpgradeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpgradeConfig")
+            .field("fetcher", &self.fetcher.is_some())
+            .field("min_fetch_interval", &self.min_fetch_interval)
+            .field("pre_upgrade", &self.pre_upgrade.is_some())
+            .field("public_keys", &self.public_keys)
+            .field("allow_downgrade", &self.allow_downgrade)
+            .field("no_restart_after_fetch", &self.no_restart_after_fetch)
+            .field("probation", &self.probation)
+            .field("max_download_size", &self.max_download_size)
+            .field("download_timeout", &self.download_timeout)
+            .field("sanity_check", &self.sanity_check)
+            .field("sanity_timeout", &self.sanity_timeout)
+            .field("executable_name", &self.executable_name)
+            .finish()
+    }
 }
 
 /// Defaults shared by both constructors.
@@ -104,7 +166,13 @@ impl Config {
     }
 
     fn with_program(program: Program) -> Self {
+        let upgrade = UpgradeConfig {
+            // A program that is not built with overseer cannot answer the token.
+            sanity_check: matches!(program, Program::Function(_)),
+            ..UpgradeConfig::default()
+        };
         Config {
+            upgrade,
             program,
             addresses: Vec::new(),
             names: Vec::new(),
@@ -217,6 +285,98 @@ impl Config {
         self
     }
 
+    /// Polls `fetcher` for new releases and upgrades the binary (SPEC §5):
+    /// each release is downloaded, verified, swapped in atomically and
+    /// restarted into, and rolled back if the new worker fails.
+    pub fn fetcher(mut self, fetcher: impl Fetcher) -> Self {
+        self.upgrade.fetcher = Some(Arc::new(Mutex::new(Box::new(fetcher))));
+        self
+    }
+
+    /// The shortest time between two polls, whatever the fetcher asks
+    /// (default 1 s).
+    pub fn min_fetch_interval(mut self, interval: Duration) -> Self {
+        self.upgrade.min_fetch_interval = interval;
+        self
+    }
+
+    /// A last check on a verified new binary before it is swapped in; an
+    /// error vetoes the upgrade (it is logged and the release remembered as
+    /// rejected).
+    pub fn pre_upgrade(
+        mut self,
+        hook: impl Fn(&Path) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.upgrade.pre_upgrade = Some(Arc::new(hook));
+        self
+    }
+
+    /// Trusts releases signed by this minisign public key (the base64 line
+    /// of a `minisign.pub` file, or the whole file). Call it again to trust
+    /// several keys, e.g. while rotating. With at least one key, an unsigned
+    /// release, or one signed for another target or an older version, is
+    /// refused.
+    pub fn public_key(mut self, key: impl Into<String>) -> Self {
+        self.upgrade.public_keys.push(key.into());
+        self
+    }
+
+    /// Accepts signed releases whose version is not newer than the installed
+    /// one (default: refused, so an old signed build cannot be replayed).
+    pub fn allow_downgrade(mut self, allow: bool) -> Self {
+        self.upgrade.allow_downgrade = allow;
+        self
+    }
+
+    /// Installs new releases without restarting into them; the next restart
+    /// (signal or [`crate::restart`]) runs the new binary.
+    pub fn no_restart_after_fetch(mut self, no_restart: bool) -> Self {
+        self.upgrade.no_restart_after_fetch = no_restart;
+        self
+    }
+
+    /// How long a worker started from a new release must keep running after
+    /// becoming ready; if it ends with a failure within this window the
+    /// previous binary is restored and served again (default 10 s).
+    pub fn probation(mut self, probation: Duration) -> Self {
+        self.upgrade.probation = probation;
+        self
+    }
+
+    /// The largest release accepted, compressed or not (default 512 MiB).
+    pub fn max_download_size(mut self, bytes: u64) -> Self {
+        self.upgrade.max_download_size = bytes;
+        self
+    }
+
+    /// How long a download may take before it is abandoned (default 5 min).
+    pub fn download_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade.download_timeout = timeout;
+        self
+    }
+
+    /// Whether a new binary must pass the sanity check (run with a token in
+    /// `OVERSEER_BIN_CHECK`, it must print it and exit 0) before it is
+    /// swapped in. On by default in library mode; off in command mode, where
+    /// the program is not built with overseer.
+    pub fn sanity_check(mut self, check: bool) -> Self {
+        self.upgrade.sanity_check = check;
+        self
+    }
+
+    /// How long the sanity check may take (default 10 s).
+    pub fn sanity_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade.sanity_timeout = timeout;
+        self
+    }
+
+    /// The executable's name inside release archives (default: the running
+    /// binary's file name).
+    pub fn executable_name(mut self, name: impl Into<String>) -> Self {
+        self.upgrade.executable_name = Some(name.into());
+        self
+    }
+
     /// Checks the configuration and parses its addresses.
     pub(crate) fn validate(&self) -> Result<Vec<Address>> {
         if self.terminate_timeout.is_zero() {
@@ -227,6 +387,17 @@ impl Config {
         }
         if self.backlog <= 0 {
             return Err(Error::Config("backlog must be above zero".into()));
+        }
+        let u = &self.upgrade;
+        if u.fetcher.is_some() {
+            if u.download_timeout.is_zero() || u.sanity_timeout.is_zero() {
+                return Err(Error::Config(
+                    "download_timeout and sanity_timeout must be above zero".into(),
+                ));
+            }
+            if u.max_download_size == 0 {
+                return Err(Error::Config("max_download_size must be above zero".into()));
+            }
         }
         for name in self.names.iter().flatten() {
             if name.is_empty() || name.contains(':') || name.len() > 255 {

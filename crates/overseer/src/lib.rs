@@ -97,6 +97,7 @@ pub mod address;
 mod binary_id;
 mod config;
 mod error;
+pub mod fetcher;
 mod listener;
 mod log;
 pub mod protocol;
@@ -111,10 +112,12 @@ mod notify;
 #[cfg(unix)]
 mod sys;
 #[cfg(unix)]
+mod upgrade;
+#[cfg(unix)]
 mod worker;
 
 pub use accept::Incoming;
-pub use config::{Config, Program, ProgramFn, Readiness};
+pub use config::{Config, PreUpgradeFn, Program, ProgramFn, Readiness};
 pub use error::{Error, Result};
 pub use listener::Listener;
 pub use shutdown::{Notified, Shutdown};

@@ -1,0 +1,115 @@
+//! A release published as a file on a local (or mounted) filesystem.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{FetchError, Fetcher, Release};
+
+/// Watches a path and takes the file there once it has stopped changing.
+///
+/// A publisher may write the file in place: a change is taken only after two
+/// polls `settle` apart see the same size and modification time. Beside the
+/// file, `NAME.minisig` (a minisign signature) and `NAME.sha256` (a checksum,
+/// `sha256sum` format) are read when present; write them before the binary
+/// (or rename the binary into place last).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let fetcher = overseer::fetcher::File::new("/srv/releases/myapp")
+///     .interval(Duration::from_secs(2));
+/// overseer::run(overseer::Config::new(|_| {}).fetcher(fetcher));
+/// ```
+#[derive(Debug, Clone)]
+pub struct File {
+    path: PathBuf,
+    interval: Duration,
+    settle: Duration,
+    /// Size and mtime of the last file returned (or skipped as unchanged).
+    taken: Option<(u64, SystemTime)>,
+    /// Size and mtime seen at the previous poll, and when.
+    seen: Option<((u64, SystemTime), std::time::Instant)>,
+}
+
+impl File {
+    /// Watches `path`, polling every second by default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        File {
+            path: path.into(),
+            interval: Duration::from_secs(1),
+            settle: Duration::from_millis(500),
+            taken: None,
+            seen: None,
+        }
+    }
+
+    /// How often to look at the file (default 1 s).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How long the file must stay unchanged before it is taken (default
+    /// 500 ms; the master also waits for at least one poll interval).
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    fn sidecar(path: &Path, ext: &str) -> Option<String> {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        std::fs::read_to_string(PathBuf::from(p)).ok()
+    }
+}
+
+impl Fetcher for File {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            // Not published yet (or being replaced): nothing new.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", self.path.display()).into()),
+        };
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", self.path.display()).into());
+        }
+        let stamp = (meta.len(), meta.modified()?);
+        if self.taken == Some(stamp) {
+            return Ok(None);
+        }
+        let now = std::time::Instant::now();
+        match self.seen {
+            Some((s, since)) if s == stamp => {
+                if now.duration_since(since) < self.settle {
+                    return Ok(None);
+                }
+            }
+            _ => {
+                self.seen = Some((stamp, now));
+                return Ok(None);
+            }
+        }
+        self.taken = Some(stamp);
+        let body = std::fs::File::open(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mut release = Release::new(body, self.path.display().to_string())
+            .tag(format!("{}@{:?}", stamp.0, stamp.1))
+            .size(stamp.0);
+        if let Some(name) = self.path.file_name() {
+            release = release.name(name.to_string_lossy());
+        }
+        if let Some(sig) = Self::sidecar(&self.path, ".minisig") {
+            release = release.signature(sig);
+        }
+        if let Some(sum) = Self::sidecar(&self.path, ".sha256") {
+            if let Some(hex) = sum.split_whitespace().next() {
+                release = release.sha256(hex);
+            }
+        }
+        Ok(Some(release))
+    }
+}

@@ -1,0 +1,219 @@
+//! Where new releases come from (SPEC §6).
+//!
+//! A [`Fetcher`] is polled by the master on a thread of its own. When it finds
+//! a release it returns a [`Release`]: a byte stream plus what the source says
+//! about it (name, size, expected checksum, signature). The master does
+//! everything else — download limits, unpacking, verification, the swap and
+//! the restart — so a fetcher only has to know its source.
+//!
+//! Built-in fetchers, each behind its own cargo feature:
+//!
+//! | fetcher | feature | change detection |
+//! |---|---|---|
+//! | [`File`] | `fetch-file` (default) | size and mtime, taken once stable |
+//! | `Http` | `fetch-http` | ETag / Last-Modified conditional GET |
+//! | `S3` | `fetch-s3` | ETag (`If-None-Match`) |
+//! | `GitHub` | `fetch-github` | release ETag, asset id |
+//!
+//! Writing one is a matter of implementing [`Fetcher`], or wrapping a closure
+//! with [`from_fn`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use overseer::fetcher::{self, Release};
+//!
+//! let mut seen = false;
+//! let f = fetcher::from_fn(Duration::from_secs(60), move || {
+//!     if seen {
+//!         return Ok(None); // nothing new
+//!     }
+//!     seen = true;
+//!     let body = std::fs::File::open("/srv/releases/app")?;
+//!     Ok(Some(Release::new(body, "/srv/releases/app")))
+//! });
+//! # let _ = f;
+//! ```
+
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+#[cfg(feature = "fetch-file")]
+mod file;
+#[cfg(feature = "fetch-file")]
+pub use file::File;
+
+/// The error a fetcher returns: anything that explains what went wrong.
+/// It is logged (once per distinct message) and the next poll tries again.
+pub type FetchError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A release found by a fetcher: its bytes and what the source says about it.
+///
+/// Only `body` and `source` are required; every other field makes the
+/// pipeline stricter or cheaper when the source can provide it.
+#[non_exhaustive]
+pub struct Release {
+    /// The bytes as published: the executable itself, or a compressed file
+    /// or archive holding it (gzip, xz, zstd, tar, zip; recognised by content).
+    pub body: Box<dyn Read + Send>,
+    /// Where it came from, for log lines (a URL, a path, `s3://bucket/key`).
+    pub source: String,
+    /// A stable identifier of this release at its source (an ETag, an asset
+    /// id, size and mtime). A release rejected once is not downloaded again
+    /// while its identifier stays the same.
+    pub tag: Option<String>,
+    /// The published file name; picks the executable inside an archive when
+    /// the binary's own name is not found there.
+    pub name: Option<String>,
+    /// The size announced by the source, when known: a download that ends
+    /// short of it, or runs past it, is refused.
+    pub size: Option<u64>,
+    /// The expected SHA-256 (hex) of the bytes as published, or of the
+    /// executable inside.
+    pub sha256: Option<String>,
+    /// A minisign signature (the text of a `.minisig` file).
+    pub signature: Option<String>,
+    /// The version as the source names it (for log lines; with signatures
+    /// on, only the signed version counts).
+    pub version: Option<String>,
+}
+
+impl Release {
+    /// A release with just a body and a description of where it came from.
+    pub fn new(body: impl Read + Send + 'static, source: impl Into<String>) -> Self {
+        Release {
+            body: Box::new(body),
+            source: source.into(),
+            tag: None,
+            name: None,
+            size: None,
+            sha256: None,
+            signature: None,
+            version: None,
+        }
+    }
+
+    /// Sets [`Release::tag`].
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Sets [`Release::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets [`Release::size`].
+    pub fn size(mut self, size: u64) -> Self {
+        self.size = Some(size);
+        self
+    }
+
+    /// Sets [`Release::sha256`] (hex; a `sha256:` prefix is accepted).
+    pub fn sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into());
+        self
+    }
+
+    /// Sets [`Release::signature`] (the text of a `.minisig` file).
+    pub fn signature(mut self, minisig: impl Into<String>) -> Self {
+        self.signature = Some(minisig.into());
+        self
+    }
+
+    /// Sets [`Release::version`].
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+}
+
+impl fmt::Debug for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Release")
+            .field("source", &self.source)
+            .field("tag", &self.tag)
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("sha256", &self.sha256)
+            .field("signature", &self.signature.as_ref().map(|_| ".."))
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a fetcher may want to know about the binary it upgrades.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Context {
+    /// The binary that an upgrade replaces (after resolving symlinks).
+    pub bin_path: std::path::PathBuf,
+    /// The Rust target triple this binary was built for, e.g.
+    /// `x86_64-unknown-linux-gnu`.
+    pub target: &'static str,
+    /// The installed version, when known.
+    pub version: Option<String>,
+}
+
+/// A source of new releases, polled by the master.
+///
+/// `fetch` runs on the master's upgrade thread, never on its main loop, so it
+/// may block (it should still bound its own network calls with timeouts).
+pub trait Fetcher: Send + 'static {
+    /// How long to wait between polls (the master never polls more often
+    /// than its `min_fetch_interval`).
+    fn interval(&self) -> Duration;
+
+    /// Called once before the first poll.
+    fn init(&mut self, _context: &Context) -> Result<(), FetchError> {
+        Ok(())
+    }
+
+    /// Looks for a release: `Ok(None)` when there is nothing new since the
+    /// last call. Returning the release the binary already runs is harmless
+    /// (it is recognised by its hash and skipped), but costs a download.
+    fn fetch(&mut self) -> Result<Option<Release>, FetchError>;
+}
+
+impl fmt::Debug for dyn Fetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fetcher(every {:?})", self.interval())
+    }
+}
+
+/// A fetcher made of a closure, polled every `interval`.
+pub fn from_fn<F>(interval: Duration, fetch: F) -> FnFetcher<F>
+where
+    F: FnMut() -> Result<Option<Release>, FetchError> + Send + 'static,
+{
+    FnFetcher { interval, fetch }
+}
+
+/// The fetcher returned by [`from_fn`].
+pub struct FnFetcher<F> {
+    interval: Duration,
+    fetch: F,
+}
+
+impl<F> fmt::Debug for FnFetcher<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnFetcher")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Fetcher for FnFetcher<F>
+where
+    F: FnMut() -> Result<Option<Release>, FetchError> + Send + 'static,
+{
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
+        (self.fetch)()
+    }
+}

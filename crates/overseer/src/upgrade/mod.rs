@@ -1,0 +1,1 @@
+//! Self-upgrade pipeline (SPEC §5).
