@@ -389,6 +389,8 @@ impl Config {
             return Err(Error::Config("backlog must be above zero".into()));
         }
         let u = &self.upgrade;
+        #[cfg(unix)]
+        crate::upgrade::check_keys(&u.public_keys).map_err(Error::Config)?;
         if u.fetcher.is_some() {
             if u.download_timeout.is_zero() || u.sanity_timeout.is_zero() {
                 return Err(Error::Config(

@@ -100,7 +100,8 @@ fn state_from_env(config: &Config) -> Result<State> {
         worker: env(OVERSEER_WORKER)
             .and_then(|w| w.parse().ok())
             .unwrap_or(0),
-        version: env(OVERSEER_VERSION).or_else(|| config.version.clone()),
+        // The binary's own version wins: after an upgrade the master still runs the old one.
+        version: config.version.clone().or_else(|| env(OVERSEER_VERSION)),
         shutdown: Shutdown::new(),
         notifier: Notifier::from_env(),
     })

@@ -6,6 +6,7 @@
 //! the kernel backlog instead of being refused.
 
 mod child;
+pub(crate) mod others;
 mod signals;
 mod supervisor;
 
@@ -36,6 +37,8 @@ pub(crate) enum Event {
     Notify { worker: u64, message: String },
     /// `restart()` called in the master process.
     Restart,
+    /// The upgrade thread swapped a new release in.
+    Upgrade(crate::upgrade::Installed),
 }
 
 /// The channel into the running master's loop, for `restart()`.
@@ -61,7 +64,7 @@ pub(crate) struct BinaryId {
 }
 
 impl BinaryId {
-    fn new(path: PathBuf) -> Self {
+    pub fn new(path: PathBuf) -> Self {
         let mut b = BinaryId {
             path,
             fingerprint: None,
@@ -150,16 +153,25 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
         ready_on_spawn: matches!(config.program, Program::Command { .. })
             && config.readiness == Readiness::Started,
         no_restart: config.no_restart,
+        probation: config.upgrade.probation,
+        no_restart_after_fetch: config.upgrade.no_restart_after_fetch,
     };
-    let outcome = Supervisor::new(
+    let supervisor = Supervisor::new(
         settings,
         spec,
-        BinaryId::new(program),
+        BinaryId::new(program.clone()),
         run_dir.path().to_path_buf(),
-        tx,
+        tx.clone(),
         rx,
-    )
-    .run();
+    );
+    crate::upgrade::start(
+        &config.upgrade,
+        &program,
+        config.version.clone(),
+        tx,
+        supervisor.stop_flag(),
+    )?;
+    let outcome = supervisor.run();
     listener::remove_socket_files(&bound);
     let _ = run_dir.close();
     match outcome {

@@ -14,6 +14,9 @@ use nix::unistd::Pid;
 use super::child::{describe, LaunchSpec, Phase, Worker};
 use super::signals;
 use super::{BinaryId, Event};
+use crate::upgrade::{swap, Installed, Verdict};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
@@ -27,6 +30,19 @@ pub(crate) struct Settings {
     /// Command mode with `Readiness::Started`: ready as soon as spawned.
     pub ready_on_spawn: bool,
     pub no_restart: bool,
+    /// How long a worker of a new release must run after becoming ready.
+    pub probation: Duration,
+    pub no_restart_after_fetch: bool,
+}
+
+/// A release just installed, watched through its first worker's start.
+#[derive(Debug)]
+struct Probation {
+    installed: Installed,
+    /// The worker started from it.
+    number: u64,
+    /// Set when that worker became ready; probation ends `probation` later.
+    ready_at: Option<Instant>,
 }
 
 /// How the master will end.
@@ -63,6 +79,9 @@ pub(crate) struct Supervisor {
     stopping: bool,
     outcome: Option<Outcome>,
     reap_all: bool,
+    probation: Option<Probation>,
+    /// Shared with the upgrade thread: set once the master is stopping.
+    stop_flag: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -90,7 +109,14 @@ impl Supervisor {
             outcome: None,
             // As PID 1 (a container's init) the master also reaps orphans.
             reap_all: std::process::id() == 1,
+            probation: None,
+            stop_flag: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag the upgrade thread watches to stop polling.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop_flag.clone()
     }
 
     /// Runs until the service ends; returns how the master should end.
@@ -112,6 +138,13 @@ impl Supervisor {
             // the event that explains it: reap on every turn.
             self.reap();
             self.check_deadlines();
+            if self.stopping {
+                self.stop_flag.store(true, Ordering::Relaxed);
+                if let Some(p) = self.probation.take() {
+                    // Stopping is not the release's fault; it stays installed.
+                    let _ = p.installed.reply.send(Verdict::Kept);
+                }
+            }
             if self.stopping && self.workers().next().is_none() {
                 return self.outcome.unwrap_or(Outcome::Exit(0));
             }
@@ -126,7 +159,15 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.workers().filter_map(Worker::deadline).min()
+        let probation_end = self
+            .probation
+            .as_ref()
+            .and_then(|p| p.ready_at)
+            .map(|t| t + self.settings.probation);
+        self.workers()
+            .filter_map(Worker::deadline)
+            .chain(probation_end)
+            .min()
     }
 
     fn handle(&mut self, event: Event) {
@@ -141,6 +182,7 @@ impl Supervisor {
                 from_terminal,
             } => self.on_signal(signal, from_terminal),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
+            Event::Upgrade(installed) => self.on_upgrade(installed),
         }
     }
 
@@ -183,6 +225,64 @@ impl Supervisor {
                 _ => {}
             }
         }
+    }
+
+    fn on_upgrade(&mut self, installed: Installed) {
+        let what = installed
+            .version
+            .as_ref()
+            .map(|v| format!("version {v}"))
+            .unwrap_or_else(|| format!("release {}", &installed.sha256[..12]));
+        if self.stopping {
+            let _ = installed.reply.send(Verdict::Kept);
+            return;
+        }
+        if self.settings.no_restart_after_fetch || self.settings.no_restart {
+            if let Some(v) = &installed.version {
+                self.spec.version = Some(v.clone());
+            }
+            let _ = installed.reply.send(Verdict::Kept);
+            if self.settings.no_restart {
+                self.request_restart(&format!("the upgrade to {what}"));
+            } else {
+                log::info!("{what} installed; it runs from the next restart");
+            }
+            return;
+        }
+        self.probation = Some(Probation {
+            installed,
+            number: self.next_number,
+            ready_at: None,
+        });
+        self.request_restart(&format!("the upgrade to {what}"));
+    }
+
+    /// Restores the previous binary after a release's worker failed.
+    fn roll_back(&mut self, reason: &str) {
+        let Some(p) = self.probation.take() else {
+            return;
+        };
+        let what = p
+            .installed
+            .version
+            .as_ref()
+            .map(|v| format!("version {v}"))
+            .unwrap_or_else(|| format!("release {}", &p.installed.sha256[..12]));
+        match swap::restore(&p.installed.target) {
+            Ok(()) => log::error!(
+                "upgrade to {what} rolled back: {reason}; the previous binary is back at {}",
+                p.installed.target.path.display()
+            ),
+            Err(e) => log::error!(
+                "upgrade to {what} failed ({reason}) and the previous binary cannot be restored from {}: {e}",
+                p.installed.target.rollback_path().display()
+            ),
+        }
+        let _ = p.installed.reply.send(Verdict::RolledBack(reason.to_string()));
+    }
+
+    fn in_probation(&self, number: u64) -> bool {
+        self.probation.as_ref().is_some_and(|p| p.number == number)
     }
 
     fn request_restart(&mut self, source: &str) {
@@ -230,6 +330,9 @@ impl Supervisor {
             }
             Err(e) => {
                 log::error!("{e}");
+                if self.in_probation(number) {
+                    self.roll_back(&format!("its worker could not be started: {e}"));
+                }
                 if self.serving.is_none() {
                     self.stopping = true;
                     self.outcome = Some(Outcome::Exit(1));
@@ -253,7 +356,15 @@ impl Supervisor {
             new.started.elapsed().as_millis()
         );
         new.phase = Phase::Serving;
+        if let Some(p) = self.probation.as_mut().filter(|p| p.number == number) {
+            p.ready_at = Some(Instant::now());
+        }
         if let Some(mut old) = self.serving.replace(new) {
+            if self.in_probation(old.number) {
+                // Replaced by a newer worker before probation ended: the
+                // release served until then, so it stays.
+                self.pass_probation();
+            }
             log::info!("worker {} draining (pid {})", old.number, old.pid);
             old.drain(self.settings.terminate_timeout);
             self.draining.push(old);
@@ -283,15 +394,10 @@ impl Supervisor {
 
     fn reap(&mut self) {
         if self.reap_all {
-            loop {
-                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(status) => {
-                        if let Some(pid) = status.pid() {
-                            self.on_exit(pid, status);
-                        }
-                    }
-                }
+            let mut ended = Vec::new();
+            super::others::reap_all(|pid, status| ended.push((pid, status)));
+            for (pid, status) in ended {
+                self.on_exit(pid, status);
             }
             return;
         }
@@ -317,7 +423,17 @@ impl Supervisor {
                 .killed
                 .clone()
                 .unwrap_or_else(|| format!("exited with {how} before becoming ready"));
+            let failed_release = self.in_probation(w.number);
+            if failed_release {
+                self.roll_back(&format!("its worker {} {reason}", w.number));
+            }
             match &self.serving {
+                None if failed_release && !self.stopping => {
+                    log::error!(
+                        "the previous worker ended meanwhile: starting one from the restored binary"
+                    );
+                    self.start_worker();
+                }
                 Some(s) if !self.stopping => {
                     log::error!(
                         "restart failed: worker {} {reason}; worker {} keeps serving",
@@ -348,6 +464,15 @@ impl Supervisor {
         }
         if let Some(w) = self.serving.take_if(|w| w.pid == pid) {
             let outcome = Outcome::from_status(&status);
+            let clean = matches!(status, WaitStatus::Exited(_, 0));
+            if self.in_probation(w.number) && !self.stopping && !clean {
+                self.roll_back(&format!(
+                    "its worker {} failed within the {:?} probation ({how})",
+                    w.number, self.settings.probation
+                ));
+                self.start_worker();
+                return;
+            }
             if self.stopping {
                 log::info!("worker {} stopped ({how})", w.number);
             } else if self.starting.is_some() {
@@ -372,8 +497,31 @@ impl Supervisor {
         log::debug!("reaped orphan pid {pid} ({how})");
     }
 
+    /// A release's worker passed probation: the release stays.
+    fn pass_probation(&mut self) {
+        let Some(p) = self.probation.take() else {
+            return;
+        };
+        if let Some(v) = &p.installed.version {
+            self.spec.version = Some(v.clone());
+            log::info!("version {v} passed probation");
+        } else {
+            log::info!("release {} passed probation", &p.installed.sha256[..12]);
+        }
+        let _ = p.installed.reply.send(Verdict::Kept);
+    }
+
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        let probation = self.settings.probation;
+        if self
+            .probation
+            .as_ref()
+            .and_then(|p| p.ready_at)
+            .is_some_and(|t| now >= t + probation)
+        {
+            self.pass_probation();
+        }
         let ready_timeout = self.settings.ready_timeout;
         let terminate_timeout = self.settings.terminate_timeout;
         if let Some(w) = self.starting.as_mut() {

@@ -1,1 +1,412 @@
-//! Self-upgrade pipeline (SPEC §5).
+//! The self-upgrade pipeline (SPEC §5), run on a thread of the master.
+//!
+//! ```text
+//! fetcher ─► download ─► unpack ─► same hash? ─► checksum ─► signature
+//!   (poll)   (staging,             (skip)                  (version, target)
+//!            cap, deadline)
+//!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
+//!        ─► Event::Upgrade to the supervisor: restart + probation
+//!             └─ failure: restore the previous binary, remember the release
+//! ```
+//!
+//! Every step before the swap works on a private staging file in the
+//! binary's directory; the running binary is untouched until the one
+//! `rename`, and the staging file is removed on any failure.
+
+mod ledger;
+mod sanity;
+mod stage;
+pub(crate) mod swap;
+mod verify;
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::UpgradeConfig;
+use crate::fetcher::{Context, Release};
+use crate::log;
+use crate::master::{BinaryId, Event};
+use ledger::Ledger;
+use swap::Target;
+
+pub(crate) use verify::{check_keys, TARGET};
+
+/// Why a release was not installed.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    pub reason: String,
+    /// About the release itself (remembered, not tried again) rather than a
+    /// passing failure (network, disk) that the next poll may not meet.
+    pub of_release: bool,
+}
+
+impl Rejection {
+    /// A passing failure: the next poll tries again.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Rejection {
+            reason: reason.into(),
+            of_release: false,
+        }
+    }
+
+    /// A fault of the release: remembered and not tried again.
+    pub fn release(reason: impl Into<String>) -> Self {
+        Rejection {
+            reason: reason.into(),
+            of_release: true,
+        }
+    }
+
+    pub fn io(context: &str, e: io::Error) -> Self {
+        Rejection::new(format!("{context}: {e}"))
+    }
+}
+
+/// A release installed at the binary path, waiting for its first worker.
+#[derive(Debug)]
+pub(crate) struct Installed {
+    pub target: Target,
+    pub sha256: String,
+    pub version: Option<String>,
+    pub reply: Sender<Verdict>,
+}
+
+/// The supervisor's answer about an installed release.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Its worker passed probation (or no restart was made).
+    Kept,
+    /// Its worker failed; the previous binary is back in place.
+    RolledBack(String),
+}
+
+/// Prepares the upgrade thread: `Ok(None)` without a fetcher; an error only
+/// for a configuration that cannot work.
+pub(crate) fn start(
+    config: &UpgradeConfig,
+    bin_path: &Path,
+    installed_version: Option<String>,
+    tx: Sender<Event>,
+    stopping: Arc<AtomicBool>,
+) -> crate::Result<()> {
+    let Some(fetcher) = config.fetcher.clone() else {
+        return Ok(());
+    };
+    let target = match Target::resolve(bin_path) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!(
+                "upgrades are off: cannot resolve the binary {}: {e}",
+                bin_path.display()
+            );
+            return Ok(());
+        }
+    };
+    if let Err(e) = target.check_writable() {
+        log::error!(
+            "upgrades are off: cannot write beside the binary in {} ({e}); give the service's user write access to that directory, or install the binary in a writable place",
+            target.dir.display()
+        );
+        return Ok(());
+    }
+    target.remove_stale_staging();
+    let ledger = Ledger::load(&target);
+    let version = installed_version.as_deref().and_then(verify::parse_version);
+    if !config.public_keys.is_empty() && version.is_none() && ledger.highest.is_none() {
+        log::warning!(
+            "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
+        );
+    }
+    let context = Context {
+        bin_path: target.path.clone(),
+        target: TARGET,
+        version: installed_version,
+    };
+    let mut upgrader = Upgrader {
+        config: config.clone(),
+        binary: BinaryId::new(target.path.clone()),
+        target,
+        ledger,
+        version,
+        tx,
+        stopping,
+        rejected_tags: HashSet::new(),
+        last_failure: None,
+    };
+    std::thread::Builder::new()
+        .name("overseer-upgrade".into())
+        .spawn(move || {
+            let mut fetcher = match fetcher.lock() {
+                Ok(f) => f,
+                Err(e) => e.into_inner(),
+            };
+            if let Err(e) = fetcher.init(&context) {
+                log::error!("upgrades are off: the fetcher cannot start: {e}");
+                return;
+            }
+            upgrader.poll_loop(&mut **fetcher);
+        })
+        .map_err(|e| crate::Error::io("starting the upgrade thread", e))?;
+    Ok(())
+}
+
+struct Upgrader {
+    config: UpgradeConfig,
+    target: Target,
+    binary: BinaryId,
+    ledger: Ledger,
+    /// The installed version (signed, or configured).
+    version: Option<semver::Version>,
+    tx: Sender<Event>,
+    stopping: Arc<AtomicBool>,
+    /// Source tags of releases rejected for what they are.
+    rejected_tags: HashSet<String>,
+    /// The last passing failure, so a repeated one is logged once.
+    last_failure: Option<String>,
+}
+
+impl Upgrader {
+    fn poll_loop(&mut self, fetcher: &mut dyn crate::fetcher::Fetcher) {
+        loop {
+            let wait = fetcher.interval().max(self.config.min_fetch_interval);
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let release = match fetcher.fetch() {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.passing_failure(format!("fetching failed: {e}"));
+                    continue;
+                }
+            };
+            if !self.consider(release) {
+                return;
+            }
+        }
+    }
+
+    /// Logs a passing failure, once while it repeats.
+    fn passing_failure(&mut self, reason: String) {
+        let key: String = reason.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.last_failure.as_deref() != Some(key.as_str()) {
+            log::error!("{reason}; trying again at the next poll");
+            self.last_failure = Some(key);
+        } else {
+            log::debug!("{reason} (again)");
+        }
+    }
+
+    /// Runs the pipeline on one release; false once the master is gone.
+    fn consider(&mut self, release: Release) -> bool {
+        let source = release.source.clone();
+        let tag = release.tag.clone();
+        if let Some(t) = &tag {
+            if self.rejected_tags.contains(t) {
+                log::debug!("{source}: release {t} was rejected before; skipped");
+                return true;
+            }
+        }
+        let named = describe(&release);
+        match self.pipeline(release, &named) {
+            Ok(Step::Same) => {
+                self.last_failure = None;
+                log::debug!("{source}: same binary as the running one; nothing to do");
+            }
+            Ok(Step::KnownBad(hash)) => {
+                log::debug!("{source}: release {hash} failed before; skipped");
+                if let Some(t) = tag {
+                    self.rejected_tags.insert(t);
+                }
+            }
+            Ok(Step::Installed(installed)) => {
+                self.last_failure = None;
+                let sha = installed.sha256.clone();
+                let version = installed.version.clone();
+                let (reply_tx, reply_rx) = mpsc::channel();
+                let event = Event::Upgrade(Installed {
+                    reply: reply_tx,
+                    ..installed
+                });
+                if self.tx.send(event).is_err() {
+                    return false;
+                }
+                match reply_rx.recv() {
+                    Ok(Verdict::Kept) => {
+                        if let Some(v) = version.as_deref().and_then(verify::parse_version) {
+                            self.version = Some(v);
+                        }
+                    }
+                    Ok(Verdict::RolledBack(reason)) => {
+                        log::debug!("remembering release {sha} as bad: {reason}");
+                        self.remember_bad(&sha, tag.as_deref());
+                    }
+                    Err(_) => return false,
+                }
+            }
+            Err(r) if r.of_release => {
+                self.last_failure = None;
+                log::error!("release {named} rejected: {}; the running binary is unchanged", r.reason);
+                if let Some(t) = tag {
+                    self.rejected_tags.insert(t);
+                }
+            }
+            Err(r) => self.passing_failure(format!(
+                "release {named} not installed: {}; the running binary is unchanged",
+                r.reason
+            )),
+        }
+        true
+    }
+
+    fn remember_bad(&mut self, sha256: &str, tag: Option<&str>) {
+        if let Some(t) = tag {
+            self.rejected_tags.insert(t.to_string());
+        }
+        self.ledger.bad.insert(sha256.to_string());
+        if let Err(e) = self.ledger.save() {
+            log::warning!("cannot record the failed release in {}: {e}", self.target.state_path().display());
+        }
+    }
+
+    fn pipeline(&mut self, release: Release, named: &str) -> Result<Step, Rejection> {
+        let cfg = &self.config;
+        let t = &self.target;
+        // 1. Download into a private staging file beside the binary.
+        let out = stage::staging_file(&t.dir, &t.name)
+            .map_err(|e| Rejection::io(&format!("creating a staging file in {}", t.dir.display()), e))?;
+        let Release {
+            body,
+            size,
+            name,
+            sha256,
+            signature,
+            version,
+            ..
+        } = release;
+        log::info!("downloading release {named}");
+        let raw = stage::download(body, out, size, cfg.max_download_size, cfg.download_timeout)?;
+        let raw_sha = raw.sha256.clone();
+        log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
+        // 2. Unpack.
+        let mut wanted = vec![cfg.executable_name.clone().unwrap_or_else(|| t.name.clone())];
+        if let Some(n) = &name {
+            let stem = n.split('.').next().unwrap_or(n).to_string();
+            wanted.push(stem);
+        }
+        let unpack = stage::Unpack {
+            dir: &t.dir,
+            bin_name: &t.name,
+            wanted: &wanted,
+            max_size: cfg.max_download_size,
+        };
+        // The download is kept, when it differs, for a checksum or signature over it.
+        let mut raw = raw;
+        let (mut bin, mut download) = match stage::unpack(&mut raw, &unpack)? {
+            Some(unpacked) => (unpacked, Some(raw)),
+            None => (raw, None),
+        };
+        // 3. Same binary as the one installed?
+        if bin.sha256 == self.binary.current() {
+            return Ok(Step::Same);
+        }
+        if self.ledger.bad.contains(&bin.sha256) || self.ledger.bad.contains(&raw_sha) {
+            return Ok(Step::KnownBad(bin.sha256));
+        }
+        // 4. Checksum.
+        if let Some(expected) = &sha256 {
+            verify::checksum(expected, &raw_sha, &bin.sha256)?;
+        }
+        // 5. Signature, version, target.
+        let mut signed_version = None;
+        if !cfg.public_keys.is_empty() {
+            let signed = verify::signature(
+                &cfg.public_keys,
+                signature.as_deref(),
+                bin.file.as_file_mut(),
+                download.as_mut().map(|d| d.file.as_file_mut()),
+            )?;
+            let floor = match (&self.version, &self.ledger.highest) {
+                (Some(a), Some(b)) => Some(a.max(b).clone()),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            };
+            if let Some(floor) = floor {
+                if signed.version <= floor && !cfg.allow_downgrade {
+                    return Err(Rejection::release(format!(
+                        "signed version {} is not newer than {floor} (installed or seen before); set allow_downgrade to accept it",
+                        signed.version
+                    )));
+                }
+            }
+            self.ledger.saw(&signed.version);
+            if let Err(e) = self.ledger.save() {
+                return Err(Rejection::io("recording the version seen", e));
+            }
+            signed_version = Some(signed.version.to_string());
+        }
+        drop(download);
+        // 6. A native executable?
+        verify::native_executable(bin.file.as_file())?;
+        swap::match_permissions(t, bin.file.as_file())
+            .map_err(|e| Rejection::io("setting the new binary's permissions", e))?;
+        bin.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| Rejection::io("writing the staging file", e))?;
+        // Close the writable handle before running it (ETXTBSY otherwise).
+        let staged_path = bin.file.path().to_path_buf();
+        let temp_path = bin.file.into_temp_path();
+        // 7. Sanity check.
+        if cfg.sanity_check {
+            sanity::check(&staged_path, cfg.sanity_timeout)?;
+        }
+        // 8. pre_upgrade veto.
+        if let Some(hook) = &cfg.pre_upgrade {
+            hook(&staged_path).map_err(|e| Rejection::release(format!("vetoed by pre_upgrade: {e}")))?;
+        }
+        // 9. Swap.
+        swap::install(t, temp_path)
+            .map_err(|e| Rejection::io(&format!("swapping the new binary in at {}", t.path.display()), e))?;
+        let version = signed_version.or(version);
+        log::info!(
+            "installed {} at {} (sha256 {}); the previous binary is kept as {}",
+            version.as_deref().map(|v| format!("version {v}")).unwrap_or_else(|| "a new release".into()),
+            t.path.display(),
+            &bin.sha256[..12],
+            t.rollback_path().display()
+        );
+        Ok(Step::Installed(Installed {
+            target: t.clone(),
+            sha256: bin.sha256,
+            version,
+            reply: mpsc::channel().0,
+        }))
+    }
+}
+
+/// Where the pipeline stopped short of installing.
+enum Step {
+    Same,
+    KnownBad(String),
+    Installed(Installed),
+}
+
+fn describe(r: &Release) -> String {
+    match (&r.version, &r.tag) {
+        (Some(v), _) => format!("{v} from {}", r.source),
+        (None, Some(t)) => format!("{} ({t})", r.source),
+        (None, None) => r.source.clone(),
+    }
+}

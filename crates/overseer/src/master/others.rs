@@ -1,0 +1,83 @@
+//! Children of the master that are not workers (the sanity check of a new
+//! binary). As PID 1 the master reaps every child with `waitpid(-1)`; a child
+//! registered here has its status kept for its owner instead of lost.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Registered pids, with their status once reaped by the master (an exit
+/// code, or minus the signal number).
+static OTHERS: Mutex<BTreeMap<i32, Option<i32>>> = Mutex::new(BTreeMap::new());
+
+fn lock() -> MutexGuard<'static, BTreeMap<i32, Option<i32>>> {
+    OTHERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spawns `cmd`, registered before anyone can reap it.
+pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
+    let mut others = lock();
+    let child = cmd.spawn()?;
+    others.insert(child.id() as i32, None);
+    Ok(child)
+}
+
+/// `Some(status)` once the child has ended (`status` is `None` when unknown).
+pub(crate) fn try_wait(child: &mut Child, pid: i32) -> Option<Option<i32>> {
+    match child.try_wait() {
+        Ok(Some(status)) => Some(status.code().or(status.signal().map(|s| -s))),
+        Ok(None) => None,
+        // Reaped by the master (as PID 1): the status was kept here.
+        Err(_) => match lock().get(&pid) {
+            Some(Some(status)) => Some(Some(*status)),
+            Some(None) => None,
+            None => Some(None),
+        },
+    }
+}
+
+/// Waits (bounded) for a child that was just killed.
+pub(crate) fn wait(child: &mut Child, pid: i32) -> Option<Option<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Some(s) = try_wait(child, pid) {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Drops a child's registration.
+pub(crate) fn forget(pid: i32) {
+    lock().remove(&pid);
+}
+
+/// Reaps every ended child (PID 1 mode): registered ones have their status
+/// kept, the rest go to `on_exit`.
+pub(crate) fn reap_all(mut on_exit: impl FnMut(Pid, WaitStatus)) {
+    let mut others = lock();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(status) => {
+                let Some(pid) = status.pid() else { continue };
+                if let Some(slot) = others.get_mut(&pid.as_raw()) {
+                    *slot = match status {
+                        WaitStatus::Exited(_, code) => Some(code),
+                        WaitStatus::Signaled(_, sig, _) => Some(-(sig as i32)),
+                        _ => continue,
+                    };
+                    continue;
+                }
+                on_exit(pid, status);
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Steps 4–6 of the pipeline: checksum, signature with its signed version
+//! and target, and the native-executable check.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use super::Rejection;
+
+/// The target triple this binary was built for.
+pub(crate) const TARGET: &str = env!("OVERSEER_TARGET");
+
+/// Normalises a published SHA-256: hex, lowercase, without a `sha256:` prefix.
+pub(crate) fn normalise_sha256(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
+}
+
+/// Step 4: the published checksum must match the download as published or
+/// the executable unpacked from it.
+pub(crate) fn checksum(expected: &str, download: &str, binary: &str) -> Result<(), Rejection> {
+    let Some(expected) = normalise_sha256(expected) else {
+        return Err(Rejection::release(format!(
+            "the published checksum {expected:?} is not a SHA-256 in hex"
+        )));
+    };
+    if expected == download || expected == binary {
+        return Ok(());
+    }
+    Err(Rejection::release(format!(
+        "checksum mismatch: the source publishes {expected}, the download hashes to {download}"
+    )))
+}
+
+/// What a valid signature vouches for, from its trusted comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Signed {
+    pub version: semver::Version,
+    pub target: String,
+}
+
+/// Parses a version leniently: `v1.2.3`, `1.2`, `1` are accepted.
+pub(crate) fn parse_version(s: &str) -> Option<semver::Version> {
+    let s = s.trim();
+    let s = s.strip_prefix('v').or_else(|| s.strip_prefix('V')).unwrap_or(s);
+    if let Ok(v) = semver::Version::parse(s) {
+        return Some(v);
+    }
+    // Pad a short numeric core (`1.2` → `1.2.0`) and try again.
+    let (core, rest) = match s.find(['-', '+']) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let dots = core.matches('.').count();
+    if dots < 2 && !core.is_empty() {
+        let padded = format!("{core}{}{rest}", ".0".repeat(2 - dots));
+        return semver::Version::parse(&padded).ok();
+    }
+    None
+}
+
+/// Reads `key:value` or `key=value` pairs, separated by tabs or spaces, from
+/// a trusted comment (minisign's own `timestamp:… file:…` included).
+pub(crate) fn metadata(comment: &str, key: &str) -> Option<String> {
+    comment.split(['\t', ' ']).find_map(|field| {
+        let (k, v) = field.split_once([':', '='])?;
+        (k == key && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// Whether a signed target names this build: its exact triple, or the
+/// `os-arch` forms release tools use (`linux-amd64`, `linux-x86_64`).
+pub(crate) fn target_matches(signed: &str) -> bool {
+    if signed == TARGET {
+        return true;
+    }
+    let os = std::env::consts::OS;
+    let arch = std::env::consts::ARCH;
+    let go_arch = match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    let signed = signed.to_ascii_lowercase();
+    [format!("{os}-{arch}"), format!("{os}-{go_arch}"), format!("{os}_{arch}"), format!("{os}_{go_arch}")]
+        .iter()
+        .any(|alias| *alias == signed)
+}
+
+/// Step 5: checks a minisign signature over the executable (or, for an
+/// archive, over the file as published) by one of the trusted keys, and
+/// returns what it vouches for.
+#[cfg(feature = "signatures")]
+pub(crate) fn signature(
+    keys: &[String],
+    signature: Option<&str>,
+    binary: &mut File,
+    download: Option<&mut File>,
+) -> Result<Signed, Rejection> {
+    use minisign_verify::{Error as MsError, Signature};
+    let Some(text) = signature else {
+        return Err(Rejection::release(
+            "the release is not signed, and public keys are configured: publish a .minisig beside it",
+        ));
+    };
+    let sig = Signature::decode(text).map_err(|e| {
+        Rejection::release(format!("the release's signature cannot be read: {e}"))
+    })?;
+    let mut files: Vec<&mut File> = vec![binary];
+    files.extend(download);
+    let mut key_known = false;
+    let mut last_error = None;
+    for key in keys {
+        let pk = match parse_public_key(key) {
+            Ok(pk) => pk,
+            Err(e) => return Err(Rejection::release(e)),
+        };
+        for file in files.iter_mut() {
+            let mut verifier = match pk.verify_stream(&sig) {
+                Ok(v) => v,
+                Err(MsError::UnexpectedKeyId) => break,
+                Err(MsError::UnsupportedLegacyMode) => {
+                    return Err(Rejection::release(
+                        "legacy (not pre-hashed) signature: sign with minisign 0.10 or later",
+                    ))
+                }
+                Err(e) => return Err(Rejection::release(format!("bad signature: {e}"))),
+            };
+            key_known = true;
+            stream(file, |chunk| verifier.update(chunk))
+                .map_err(|e| Rejection::io("reading the staging file", e))?;
+            match verifier.finalize() {
+                Ok(()) => return signed_metadata(sig.trusted_comment()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+    }
+    if !key_known {
+        return Err(Rejection::release(
+            "signed by an unknown key: none of the configured public keys made this signature",
+        ));
+    }
+    Err(Rejection::release(format!(
+        "bad signature: {}",
+        last_error.map_or_else(|| "verification failed".into(), |e| e.to_string())
+    )))
+}
+
+#[cfg(feature = "signatures")]
+fn parse_public_key(key: &str) -> Result<minisign_verify::PublicKey, String> {
+    use minisign_verify::PublicKey;
+    let key = key.trim();
+    let parsed = if key.contains('\n') {
+        PublicKey::decode(key)
+    } else {
+        PublicKey::from_base64(key)
+    };
+    parsed.map_err(|e| format!("configured public key {key:?} cannot be read: {e}"))
+}
+
+/// Checks that every configured key can be read (reported at start).
+pub(crate) fn check_keys(keys: &[String]) -> Result<(), String> {
+    #[cfg(feature = "signatures")]
+    for key in keys {
+        parse_public_key(key)?;
+    }
+    #[cfg(not(feature = "signatures"))]
+    if !keys.is_empty() {
+        return Err(
+            "public keys are configured but signature support is not compiled in (enable the `signatures` feature)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The version and target a verified trusted comment carries.
+fn signed_metadata(comment: &str) -> Result<Signed, Rejection> {
+    let hint = "sign with a trusted comment like 'version:1.2.3 target:x86_64-unknown-linux-gnu'";
+    let version = metadata(comment, "version")
+        .ok_or_else(|| Rejection::release(format!("the signature names no version: {hint}")))?;
+    let version = parse_version(&version).ok_or_else(|| {
+        Rejection::release(format!("the signed version {version:?} is not a semantic version"))
+    })?;
+    let target = metadata(comment, "target")
+        .ok_or_else(|| Rejection::release(format!("the signature names no target: {hint}")))?;
+    if !target_matches(&target) {
+        return Err(Rejection::release(format!(
+            "signed for target {target}, this binary runs on {TARGET}"
+        )));
+    }
+    Ok(Signed { version, target })
+}
+
+#[cfg(not(feature = "signatures"))]
+pub(crate) fn signature(
+    _keys: &[String],
+    _signature: Option<&str>,
+    _binary: &mut File,
+    _download: Option<&mut File>,
+) -> Result<Signed, Rejection> {
+    Err(Rejection::release(
+        "signature support is not compiled in (enable the `signatures` feature)",
+    ))
+}
+
+/// Reads a file from the start in chunks.
+pub(crate) fn stream(file: &mut File, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(()),
+            n => f(&buf[..n]),
+        }
+    }
+}
+
+/// Step 6: the file is an executable for this OS and CPU.
+pub(crate) fn native_executable(file: &File) -> Result<(), Rejection> {
+    use object::{Architecture, BinaryFormat, Object, ObjectKind};
+    let cache = object::ReadCache::new(file);
+    let parsed = object::File::parse(&cache).map_err(|e| {
+        Rejection::release(format!("not an executable program for this system ({e})"))
+    })?;
+    let format = match std::env::consts::OS {
+        "macos" | "ios" => BinaryFormat::MachO,
+        "windows" => BinaryFormat::Pe,
+        _ => BinaryFormat::Elf,
+    };
+    if parsed.format() != format {
+        return Err(Rejection::release(format!(
+            "a {:?} file, this system runs {format:?} executables",
+            parsed.format()
+        )));
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => Architecture::X86_64,
+        "x86" => Architecture::I386,
+        "aarch64" => Architecture::Aarch64,
+        "arm" => Architecture::Arm,
+        "riscv64" => Architecture::Riscv64,
+        "powerpc64" => Architecture::PowerPc64,
+        "s390x" => Architecture::S390x,
+        "loongarch64" => Architecture::LoongArch64,
+        _ => Architecture::Unknown,
+    };
+    if arch != Architecture::Unknown && parsed.architecture() != arch {
+        return Err(Rejection::release(format!(
+            "built for {:?}, this CPU is {}",
+            parsed.architecture(),
+            std::env::consts::ARCH
+        )));
+    }
+    if !matches!(parsed.kind(), ObjectKind::Executable | ObjectKind::Dynamic) {
+        return Err(Rejection::release(format!(
+            "not an executable program ({:?} object file)",
+            parsed.kind()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_leniently() {
+        assert_eq!(parse_version("v1.2.3"), semver::Version::parse("1.2.3").ok());
+        assert_eq!(parse_version("1.2"), semver::Version::parse("1.2.0").ok());
+        assert_eq!(parse_version("3"), semver::Version::parse("3.0.0").ok());
+        assert_eq!(
+            parse_version("1.2-rc.1"),
+            semver::Version::parse("1.2.0-rc.1").ok()
+        );
+        assert_eq!(parse_version("banana"), None);
+    }
+
+    #[test]
+    fn metadata_reads_minisign_style_comments() {
+        let c = "timestamp:1700000000\tfile:app\tversion:2.0.1 target=x86_64-unknown-linux-gnu";
+        assert_eq!(metadata(c, "version").as_deref(), Some("2.0.1"));
+        assert_eq!(metadata(c, "target").as_deref(), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(metadata(c, "file").as_deref(), Some("app"));
+        assert_eq!(metadata(c, "missing"), None);
+    }
+
+    #[test]
+    fn targets_match_triples_and_aliases() {
+        assert!(target_matches(TARGET));
+        let os = std::env::consts::OS;
+        assert!(target_matches(&format!("{os}-{}", std::env::consts::ARCH)));
+        assert!(!target_matches("sparc64-unknown-netbsd"));
+        assert!(!target_matches(&format!("{os}-mips")));
+    }
+
+    #[test]
+    fn checksums_accept_prefix_and_case() {
+        let h = "ab".repeat(32);
+        assert!(checksum(&format!("sha256:{}", h.to_uppercase()), &h, "x").is_ok());
+        assert!(checksum(&h, "y", &h).is_ok());
+        assert!(checksum(&h, "y", "z").is_err());
+        assert!(checksum("nothex", &h, &h).is_err());
+    }
+
+    #[test]
+    fn this_test_binary_is_native() {
+        let exe = std::env::current_exe().expect("test exe");
+        let f = File::open(exe).expect("open");
+        assert!(native_executable(&f).is_ok());
+        let sh = File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("open");
+        assert!(native_executable(&sh).is_err());
+    }
+}
