@@ -1,7 +1,8 @@
 //! Tools shared by overseer's integration tests, benchmark and demo: a strict
-//! HTTP client, a load generator that counts every failure, and process
-//! control for masters under test.
+//! HTTP client, a load generator that counts every failure, process control
+//! for masters under test, and releases to upgrade them with.
 
 pub mod client;
 pub mod load;
 pub mod proc;
+pub mod release;

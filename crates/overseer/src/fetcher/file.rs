@@ -94,8 +94,8 @@ impl Fetcher for File {
             }
         }
         self.taken = Some(stamp);
-        let body = std::fs::File::open(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let body =
+            std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut release = Release::new(body, self.path.display().to_string())
             .tag(format!("{}@{:?}", stamp.0, stamp.1))
             .size(stamp.0);

@@ -12,8 +12,8 @@
 //! |---|---|---|
 //! | [`File`] | `fetch-file` (default) | size and mtime, taken once stable |
 //! | `Http` | `fetch-http` | ETag / Last-Modified conditional GET |
-//! | `S3` | `fetch-s3` | ETag (`If-None-Match`) |
-//! | `GitHub` | `fetch-github` | release ETag, asset id |
+//! | `S3` | `fetch-s3` | ETag (`If-None-Match`, or compared when the store ignores it) |
+//! | `GitHub` | `fetch-github` | release ETag, asset id and date |
 //!
 //! Writing one is a matter of implementing [`Fetcher`], or wrapping a closure
 //! with [`from_fn`]:
@@ -42,6 +42,19 @@ use std::time::Duration;
 mod file;
 #[cfg(feature = "fetch-file")]
 pub use file::File;
+#[cfg(feature = "fetch-s3")]
+mod s3;
+#[cfg(feature = "fetch-s3")]
+pub use s3::S3;
+// The HTTP client is shared: the GitHub fetcher downloads through it too.
+#[cfg(feature = "fetch-github")]
+mod github;
+#[cfg(any(feature = "fetch-http", feature = "fetch-github"))]
+mod http;
+#[cfg(feature = "fetch-github")]
+pub use github::GitHub;
+#[cfg(feature = "fetch-http")]
+pub use http::Http;
 
 /// The error a fetcher returns: anything that explains what went wrong.
 /// It is logged (once per distinct message) and the next poll tries again.

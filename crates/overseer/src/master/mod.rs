@@ -64,14 +64,13 @@ pub(crate) struct BinaryId {
 }
 
 impl BinaryId {
+    /// Hashes lazily, at the first `current()`.
     pub fn new(path: PathBuf) -> Self {
-        let mut b = BinaryId {
+        BinaryId {
             path,
             fingerprint: None,
             id: String::new(),
-        };
-        b.current();
-        b
+        }
     }
 
     /// The ID of the file now at the path (hashing again if it changed).

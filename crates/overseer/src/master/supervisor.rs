@@ -14,12 +14,12 @@ use nix::unistd::Pid;
 use super::child::{describe, LaunchSpec, Phase, Worker};
 use super::signals;
 use super::{BinaryId, Event};
-use crate::upgrade::{swap, Installed, Verdict};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
+use crate::upgrade::{swap, Installed, Verdict};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
@@ -278,7 +278,10 @@ impl Supervisor {
                 p.installed.target.rollback_path().display()
             ),
         }
-        let _ = p.installed.reply.send(Verdict::RolledBack(reason.to_string()));
+        let _ = p
+            .installed
+            .reply
+            .send(Verdict::RolledBack(reason.to_string()));
     }
 
     fn in_probation(&self, number: u64) -> bool {

@@ -32,7 +32,9 @@ impl Ledger {
         if let Ok(text) = fs::read_to_string(&ledger.path) {
             for line in text.lines() {
                 match line.split_once(' ') {
-                    Some(("highest-version", v)) => ledger.highest = super::verify::parse_version(v),
+                    Some(("highest-version", v)) => {
+                        ledger.highest = super::verify::parse_version(v)
+                    }
                     Some(("bad", h)) => {
                         ledger.bad.insert(h.trim().to_string());
                     }

@@ -179,7 +179,11 @@ impl Upgrader {
                 if self.stopping.load(Ordering::Relaxed) {
                     return;
                 }
-                std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+                std::thread::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                );
             }
             if self.stopping.load(Ordering::Relaxed) {
                 return;
@@ -258,7 +262,10 @@ impl Upgrader {
             }
             Err(r) if r.of_release => {
                 self.last_failure = None;
-                log::error!("release {named} rejected: {}; the running binary is unchanged", r.reason);
+                log::error!(
+                    "release {named} rejected: {}; the running binary is unchanged",
+                    r.reason
+                );
                 if let Some(t) = tag {
                     self.rejected_tags.insert(t);
                 }
@@ -277,7 +284,10 @@ impl Upgrader {
         }
         self.ledger.bad.insert(sha256.to_string());
         if let Err(e) = self.ledger.save() {
-            log::warning!("cannot record the failed release in {}: {e}", self.target.state_path().display());
+            log::warning!(
+                "cannot record the failed release in {}: {e}",
+                self.target.state_path().display()
+            );
         }
     }
 
@@ -285,8 +295,12 @@ impl Upgrader {
         let cfg = &self.config;
         let t = &self.target;
         // 1. Download into a private staging file beside the binary.
-        let out = stage::staging_file(&t.dir, &t.name)
-            .map_err(|e| Rejection::io(&format!("creating a staging file in {}", t.dir.display()), e))?;
+        let out = stage::staging_file(&t.dir, &t.name).map_err(|e| {
+            Rejection::io(
+                &format!("creating a staging file in {}", t.dir.display()),
+                e,
+            )
+        })?;
         let Release {
             body,
             size,
@@ -301,7 +315,10 @@ impl Upgrader {
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
         // 2. Unpack.
-        let mut wanted = vec![cfg.executable_name.clone().unwrap_or_else(|| t.name.clone())];
+        let mut wanted = vec![cfg
+            .executable_name
+            .clone()
+            .unwrap_or_else(|| t.name.clone())];
         if let Some(n) = &name {
             let stem = n.split('.').next().unwrap_or(n).to_string();
             wanted.push(stem);
@@ -374,15 +391,23 @@ impl Upgrader {
         }
         // 8. pre_upgrade veto.
         if let Some(hook) = &cfg.pre_upgrade {
-            hook(&staged_path).map_err(|e| Rejection::release(format!("vetoed by pre_upgrade: {e}")))?;
+            hook(&staged_path)
+                .map_err(|e| Rejection::release(format!("vetoed by pre_upgrade: {e}")))?;
         }
         // 9. Swap.
-        swap::install(t, temp_path)
-            .map_err(|e| Rejection::io(&format!("swapping the new binary in at {}", t.path.display()), e))?;
+        swap::install(t, temp_path).map_err(|e| {
+            Rejection::io(
+                &format!("swapping the new binary in at {}", t.path.display()),
+                e,
+            )
+        })?;
         let version = signed_version.or(version);
         log::info!(
             "installed {} at {} (sha256 {}); the previous binary is kept as {}",
-            version.as_deref().map(|v| format!("version {v}")).unwrap_or_else(|| "a new release".into()),
+            version
+                .as_deref()
+                .map(|v| format!("version {v}"))
+                .unwrap_or_else(|| "a new release".into()),
             t.path.display(),
             &bin.sha256[..12],
             t.rollback_path().display()

@@ -57,10 +57,7 @@ pub(crate) fn check(path: &Path, timeout: Duration) -> Result<(), Rejection> {
         std::thread::sleep(Duration::from_millis(5));
     };
     others::forget(pid);
-    let [out, err] = readers.map(|r| {
-        r.and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    });
+    let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
     let Some(status) = status else {
         return Err(Rejection::release(format!(
             "sanity check: the new binary did not finish within {timeout:?}"
@@ -75,7 +72,12 @@ pub(crate) fn check(path: &Path, timeout: Duration) -> Result<(), Rejection> {
         .chain(out.lines())
         .rev()
         .find(|l| !l.trim().is_empty())
-        .map(|l| format!(" (its last words: {:?})", l.chars().take(200).collect::<String>()))
+        .map(|l| {
+            format!(
+                " (its last words: {:?})",
+                l.chars().take(200).collect::<String>()
+            )
+        })
         .unwrap_or_default();
     let how = match status {
         Some(0) => "exited 0 without printing the token".to_string(),

@@ -97,9 +97,10 @@ pub(crate) fn download(
                     .map_err(|e| Rejection::io("writing the staging file", e))?;
             }
             Ok(Err(e)) => {
-                return Err(Rejection::new(format!(
-                    "download failed after {size} bytes: {e}"
-                )))
+                return Err(Rejection::new(match expected_size {
+                    Some(s) => format!("download truncated at {size} of {s} bytes: {e}"),
+                    None => format!("download failed after {size} bytes: {e}"),
+                }))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -256,7 +257,9 @@ pub(crate) fn unpack(raw: &mut Staged, how: &Unpack<'_>) -> Result<Option<Staged
             size: w.size,
         });
     }
-    Err(Rejection::release("the release is packed more than three layers deep"))
+    Err(Rejection::release(
+        "the release is packed more than three layers deep",
+    ))
 }
 
 fn unsupported(format: Format) -> io::Error {
@@ -344,7 +347,9 @@ fn choose(entries: &[(String, bool)], wanted: &[String]) -> io::Result<usize> {
             return Ok(i);
         }
     }
-    let files: Vec<usize> = (0..entries.len()).filter(|&i| !entries[i].0.is_empty()).collect();
+    let files: Vec<usize> = (0..entries.len())
+        .filter(|&i| !entries[i].0.is_empty())
+        .collect();
     let executables: Vec<usize> = files.iter().copied().filter(|&i| entries[i].1).collect();
     match (executables.as_slice(), files.as_slice()) {
         ([only], _) | ([], [only]) => Ok(*only),

@@ -54,7 +54,8 @@ impl Target {
 
     /// A private temporary name in the binary's directory.
     pub fn tmp_path(&self, purpose: &str) -> PathBuf {
-        self.dir.join(format!(".{}.{purpose}.overseer-tmp", self.name))
+        self.dir
+            .join(format!(".{}.{purpose}.overseer-tmp", self.name))
     }
 
     /// Checks, by creating and removing a staging file, that a swap can work.

@@ -42,7 +42,10 @@ pub(crate) struct Signed {
 /// Parses a version leniently: `v1.2.3`, `1.2`, `1` are accepted.
 pub(crate) fn parse_version(s: &str) -> Option<semver::Version> {
     let s = s.trim();
-    let s = s.strip_prefix('v').or_else(|| s.strip_prefix('V')).unwrap_or(s);
+    let s = s
+        .strip_prefix('v')
+        .or_else(|| s.strip_prefix('V'))
+        .unwrap_or(s);
     if let Ok(v) = semver::Version::parse(s) {
         return Some(v);
     }
@@ -83,9 +86,13 @@ pub(crate) fn target_matches(signed: &str) -> bool {
         other => other,
     };
     let signed = signed.to_ascii_lowercase();
-    [format!("{os}-{arch}"), format!("{os}-{go_arch}"), format!("{os}_{arch}"), format!("{os}_{go_arch}")]
-        .iter()
-        .any(|alias| *alias == signed)
+    [
+        format!("{os}-{arch}"),
+        format!("{os}-{go_arch}"),
+        format!("{os}_{arch}"),
+        format!("{os}_{go_arch}"),
+    ]
+    .contains(&signed)
 }
 
 /// Step 5: checks a minisign signature over the executable (or, for an
@@ -104,9 +111,8 @@ pub(crate) fn signature(
             "the release is not signed, and public keys are configured: publish a .minisig beside it",
         ));
     };
-    let sig = Signature::decode(text).map_err(|e| {
-        Rejection::release(format!("the release's signature cannot be read: {e}"))
-    })?;
+    let sig = Signature::decode(text)
+        .map_err(|e| Rejection::release(format!("the release's signature cannot be read: {e}")))?;
     let mut files: Vec<&mut File> = vec![binary];
     files.extend(download);
     let mut key_known = false;
@@ -180,7 +186,9 @@ fn signed_metadata(comment: &str) -> Result<Signed, Rejection> {
     let version = metadata(comment, "version")
         .ok_or_else(|| Rejection::release(format!("the signature names no version: {hint}")))?;
     let version = parse_version(&version).ok_or_else(|| {
-        Rejection::release(format!("the signed version {version:?} is not a semantic version"))
+        Rejection::release(format!(
+            "the signed version {version:?} is not a semantic version"
+        ))
     })?;
     let target = metadata(comment, "target")
         .ok_or_else(|| Rejection::release(format!("the signature names no target: {hint}")))?;
@@ -267,7 +275,10 @@ mod tests {
 
     #[test]
     fn versions_parse_leniently() {
-        assert_eq!(parse_version("v1.2.3"), semver::Version::parse("1.2.3").ok());
+        assert_eq!(
+            parse_version("v1.2.3"),
+            semver::Version::parse("1.2.3").ok()
+        );
         assert_eq!(parse_version("1.2"), semver::Version::parse("1.2.0").ok());
         assert_eq!(parse_version("3"), semver::Version::parse("3.0.0").ok());
         assert_eq!(
@@ -281,7 +292,10 @@ mod tests {
     fn metadata_reads_minisign_style_comments() {
         let c = "timestamp:1700000000\tfile:app\tversion:2.0.1 target=x86_64-unknown-linux-gnu";
         assert_eq!(metadata(c, "version").as_deref(), Some("2.0.1"));
-        assert_eq!(metadata(c, "target").as_deref(), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(
+            metadata(c, "target").as_deref(),
+            Some("x86_64-unknown-linux-gnu")
+        );
         assert_eq!(metadata(c, "file").as_deref(), Some("app"));
         assert_eq!(metadata(c, "missing"), None);
     }

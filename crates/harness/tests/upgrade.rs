@@ -1,0 +1,350 @@
+//! Self-upgrade (SPEC §5): good releases are installed and served with zero
+//! failed requests; every kind of bad release leaves the binary on disk and
+//! the serving worker untouched (or restored), reported once.
+//!
+//! Each test runs `upgrade-app` from its own temporary directory, polling a
+//! real HTTP release server on loopback that publishes stamped, signed
+//! copies of the same binary.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overseer_harness::proc::Proc;
+use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
+use support::{get, load, T};
+
+const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
+
+/// A master under test with its release source.
+struct Rig {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    server: ReleaseServer,
+    proc: Proc,
+    addr: std::net::SocketAddr,
+    original: Vec<u8>,
+}
+
+impl Rig {
+    fn start(env: &[(&str, &str)]) -> Rig {
+        Rig::start_with(env, |cmd| cmd)
+    }
+
+    fn start_with(env: &[(&str, &str)], wrap: impl FnOnce(Command) -> Command) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("app");
+        stamp(Path::new(APP), &bin, "version=1.0.0").expect("install v1");
+        let original = std::fs::read(&bin).expect("read v1");
+        let keys = Keys::generate();
+        let server = ReleaseServer::start();
+        let mut cmd = wrap(Command::new(&bin));
+        cmd.env("UA_FETCH_URL", server.url("app"))
+            .env("UA_PUBKEYS", &keys.public)
+            .env("UA_INTERVAL_MS", "100")
+            .envs(env.iter().copied());
+        let mut proc = Proc::spawn(cmd);
+        if let Some(status) = proc.wait_exit(Duration::from_millis(300)) {
+            panic!("the master ended at once: {status:?}: {:?}", proc.output());
+        }
+        let addr = proc.listen_addr();
+        proc.expect_line("worker 1 ready", T);
+        Rig {
+            dir,
+            keys,
+            server,
+            proc,
+            addr,
+            original,
+        }
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("app")
+    }
+
+    /// A stamped copy of the app, as bytes.
+    fn build(&self, fields: &str) -> Vec<u8> {
+        let tmp = self.dir.path().join("build.tmp");
+        stamp(Path::new(APP), &tmp, fields).expect("stamp");
+        let bytes = std::fs::read(&tmp).expect("read build");
+        let _ = std::fs::remove_file(&tmp);
+        bytes
+    }
+
+    /// Publishes `bytes` signed for `version` (signature first, so a poll
+    /// never sees the new binary with the old signature).
+    fn publish_signed(&self, bytes: Vec<u8>, version: &str) {
+        let sig = self.keys.sign(&bytes, version, &this_target());
+        self.server.publish("app.minisig", sig.into_bytes());
+        self.server.publish("app", bytes);
+    }
+
+    fn publish_version(&self, version: &str, extra: &str) {
+        let bytes = self.build(&format!("version={version} {extra}"));
+        self.publish_signed(bytes, version);
+    }
+
+    /// The version that answers `/`.
+    fn serving_version(&self) -> String {
+        get(self.addr, "/")
+            .field("version")
+            .unwrap_or("none")
+            .to_string()
+    }
+
+    fn expect_version(&self, version: &str) {
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            if self.serving_version() == version {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("version {version} never served");
+    }
+
+    /// Waits for a log line, then a few more polls, and checks it was
+    /// reported exactly once; the binary on disk and worker 1 are untouched.
+    fn expect_rejected_once(&self, needle: &str) {
+        self.proc.expect_line(needle, T);
+        // Ten more polls: the same release must not be reported again.
+        std::thread::sleep(Duration::from_millis(1_000));
+        assert_eq!(
+            self.proc.count(needle),
+            1,
+            "reported more than once: {needle}"
+        );
+        self.expect_untouched();
+    }
+
+    fn expect_untouched(&self) {
+        assert!(
+            std::fs::read(self.bin()).expect("read binary") == self.original,
+            "the binary on disk changed"
+        );
+        let r = get(self.addr, "/");
+        assert_eq!(r.field("version"), Some("1.0.0"), "{}", r.body);
+    }
+}
+
+#[test]
+fn upgrades_under_load_with_zero_failures_and_a_slow_request_finishing() {
+    let rig = Rig::start(&[]);
+    let l1 = load(rig.addr, 3, true);
+    let l2 = load(rig.addr, 2, false);
+    rig.publish_version("2.0.0", "");
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+    // A slow request on version 2 spans the upgrade to version 3.
+    let addr = rig.addr;
+    let slow = std::thread::spawn(move || get(addr, "/slow?ms=1500"));
+    std::thread::sleep(Duration::from_millis(300));
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+    let slow = slow.join().expect("slow request");
+    assert_eq!(slow.field("version"), Some("2.0.0"), "{}", slow.body);
+    rig.proc.expect_line("version 3.0.0 passed probation", T);
+    let (s1, s2) = (l1.stop(), l2.stop());
+    for s in [&s1, &s2] {
+        assert!(
+            s.failures.is_empty(),
+            "failed requests: {:?}",
+            s.failure_kinds()
+        );
+        assert!(s.ok > 0);
+    }
+    assert_eq!(rig.serving_version(), "3.0.0");
+    let installed = std::fs::read(rig.bin()).expect("read");
+    assert!(installed != rig.original);
+    assert!(rig.proc.count("rolled back") == 0 && rig.proc.count("rejected") == 0);
+}
+
+#[test]
+fn truncated_download_is_refused() {
+    let rig = Rig::start(&[]);
+    rig.server.set_mode(Mode::Truncate);
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("download truncated");
+}
+
+#[test]
+fn wrong_checksum_is_refused() {
+    let rig = Rig::start(&[]);
+    rig.server.publish(
+        "app.sha256",
+        format!("{}  app\n", "0".repeat(64)).into_bytes(),
+    );
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("checksum mismatch");
+}
+
+#[test]
+fn missing_signature_is_refused() {
+    let rig = Rig::start(&[]);
+    rig.server.publish("app", rig.build("version=2.0.0"));
+    rig.expect_rejected_once("is not signed");
+}
+
+#[test]
+fn bad_signature_is_refused() {
+    let rig = Rig::start(&[]);
+    let other = rig.build("version=2.0.0 other=1");
+    let sig = rig.keys.sign(&other, "2.0.0", &this_target());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", rig.build("version=2.0.0"));
+    rig.expect_rejected_once("bad signature");
+}
+
+#[test]
+fn signature_by_an_unknown_key_is_refused() {
+    let rig = Rig::start(&[]);
+    let stranger = Keys::generate();
+    let bytes = rig.build("version=2.0.0");
+    let sig = stranger.sign(&bytes, "2.0.0", &this_target());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", bytes);
+    rig.expect_rejected_once("unknown key");
+}
+
+#[test]
+fn validly_signed_older_version_is_refused() {
+    let rig = Rig::start(&[]);
+    rig.publish_version("0.9.0", "");
+    rig.expect_rejected_once("signed version 0.9.0 is not newer than 1.0.0");
+}
+
+#[test]
+fn build_for_another_cpu_is_refused() {
+    let rig = Rig::start(&[]);
+    let mut bytes = rig.build("version=2.0.0");
+    // ELF e_machine (offset 18, little-endian): pretend to be another CPU.
+    let foreign: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
+    bytes[18..20].copy_from_slice(&foreign.to_le_bytes());
+    rig.publish_signed(bytes, "2.0.0");
+    rig.expect_rejected_once("built for");
+}
+
+#[test]
+fn program_that_is_not_an_overseer_binary_is_refused() {
+    let rig = Rig::start(&[]);
+    let bytes = std::fs::read("/bin/true").expect("/bin/true");
+    rig.publish_signed(bytes, "2.0.0");
+    rig.expect_rejected_once("sanity check");
+}
+
+#[test]
+fn build_that_crashes_at_start_is_rolled_back() {
+    let rig = Rig::start(&[]);
+    rig.publish_version("2.0.0", "exit_at_start=1");
+    rig.expect_rejected_once("rolled back");
+    rig.proc.expect_line(
+        "worker 2 exited with exit status 7 before becoming ready",
+        T,
+    );
+}
+
+#[test]
+fn build_that_never_becomes_ready_is_rolled_back() {
+    let rig = Rig::start(&[("UA_READY_MS", "1500")]);
+    rig.publish_version("2.0.0", "never_ready=1");
+    rig.expect_rejected_once("rolled back");
+    rig.proc.expect_line("was not ready within", T);
+}
+
+#[test]
+fn build_that_crashes_within_probation_is_rolled_back_and_the_old_one_serves() {
+    let rig = Rig::start(&[("UA_PROBATION_MS", "3000")]);
+    rig.publish_version("2.0.0", "crash_after_ms=300");
+    rig.proc.expect_line("rolled back", T);
+    // A worker from the restored binary takes over.
+    rig.proc.expect_line("worker 3 ready", T);
+    rig.expect_rejected_once("rolled back");
+    assert!(rig.proc.count("failed within the") == 1);
+}
+
+#[test]
+fn endless_stream_is_abandoned_at_the_size_cap() {
+    let max = (std::fs::metadata(APP).expect("app").len() * 2).to_string();
+    let rig = Rig::start(&[("UA_MAX_DOWNLOAD", &max)]);
+    rig.server.set_mode(Mode::Endless);
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("exceeds max_download_size");
+}
+
+#[test]
+fn trickling_stream_is_abandoned_at_the_deadline() {
+    let rig = Rig::start(&[("UA_DOWNLOAD_TIMEOUT_MS", "1000")]);
+    rig.server.set_mode(Mode::Trickle);
+    rig.publish_version("2.0.0", "");
+    rig.proc.expect_line("download_timeout", T);
+    // Passing failures are tried again, but reported only once while they repeat.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(rig.proc.count("download_timeout"), 1);
+    rig.expect_untouched();
+}
+
+#[test]
+fn changed_etag_with_identical_binary_changes_nothing() {
+    let rig = Rig::start(&[]);
+    rig.publish_signed(rig.original.clone(), "1.0.0");
+    let deadline = Instant::now() + T;
+    while rig.server.downloads("app") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig.server.touch("app");
+    let seen = rig.server.downloads("app");
+    while rig.server.downloads("app") == seen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rig.server.downloads("app") >= 2);
+    assert_eq!(
+        rig.proc.count("worker 2 started"),
+        0,
+        "restarted for an identical binary"
+    );
+    for word in ["rejected", "not installed", "rolled back"] {
+        assert_eq!(rig.proc.count(word), 0, "{word}: {:?}", rig.proc.output());
+    }
+    rig.expect_untouched();
+}
+
+#[test]
+fn read_only_binary_directory_is_reported_at_start() {
+    // A read-only bind mount in a private mount namespace (the test runs as
+    // root in CI, where permissions alone would not stop writes).
+    let rig = Rig::start_with(&[], |cmd| {
+        let bin = cmd.get_program().to_string_lossy().into_owned();
+        let dir = Path::new(&bin)
+            .parent()
+            .expect("dir")
+            .to_string_lossy()
+            .into_owned();
+        let mut wrapped = Command::new("unshare");
+        wrapped.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && exec "$2""#,
+            "sh",
+            &dir,
+            &bin,
+        ]);
+        wrapped
+    });
+    rig.proc
+        .expect_line("upgrades are off: cannot write beside the binary", T);
+    rig.publish_version("2.0.0", "");
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(rig.server.downloads("app"), 0);
+    rig.expect_untouched();
+}

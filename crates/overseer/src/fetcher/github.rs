@@ -1,0 +1,807 @@
+//! Releases published on GitHub Releases (or GitHub Enterprise Server).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use ureq::http::{header, StatusCode};
+
+use super::http::{
+    named_checksum, parse_checksum, parse_url, shown, status_error, Client, Fetched, Get,
+    SIDECAR_LIMIT,
+};
+use super::{Context, FetchError, Fetcher, Release};
+
+/// The version of the REST API the requests are written for.
+const API_VERSION: &str = "2022-11-28";
+
+/// The largest release JSON read (a release with hundreds of assets is ~1 MB).
+const JSON_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The limit on one API request (the download has its own, [`GitHub::timeout`]).
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls a GitHub repository's latest release and downloads the asset built
+/// for this OS and CPU.
+///
+/// Each poll is one conditional request for the latest release
+/// (`If-None-Match` with the last ETag); an unchanged release is answered
+/// `304 Not Modified`, which GitHub does not count against the rate limit of
+/// an authenticated client. The download happens only when the chosen asset
+/// changed (its id and upload date, and those of its signature and checksum).
+///
+/// **Rate limits.** Without a token GitHub allows 60 API requests per hour per
+/// IP address — shared by every process behind the same address — so the
+/// default interval is 5 minutes (12 requests an hour). With a
+/// [`token`](GitHub::token) the limit is 5,000 an hour. When it is exhausted
+/// the poll fails with a message saying so, and later polls try again.
+///
+/// **Which asset.** Unless [`asset`](GitHub::asset) names one, the asset is
+/// chosen by name: this binary's Rust target triple
+/// (`x86_64-unknown-linux-gnu`), or its OS and CPU in the common spellings
+/// (`linux-amd64`, `Linux_x86_64`, `darwin-arm64`, `macos-aarch64`,
+/// `windows-x64`, `macos-universal`…), case-insensitive. Checksums,
+/// signatures, text files and installers (`.deb`, `.msi`…) are never chosen.
+/// Among several matches an archive this build can unpack is preferred, in
+/// the order `.tar.gz`, `.tar.xz`, `.tar.zst`, `.zip`, `.gz`, `.xz`, `.zst`,
+/// `.tar`, then a bare executable.
+///
+/// **Checksum and signature.** GitHub's own `digest` of the asset is the
+/// expected SHA-256; for older assets without one, an asset `NAME.sha256` or a
+/// checksums file (`SHA256SUMS`, `*checksums.txt`) is read. An asset
+/// `NAME.minisig` is the release's signature. Upload them *before* publishing
+/// the release (or publish a draft and undraft it last), so a poll never sees
+/// the binary without them.
+///
+/// ```no_run
+/// let fetcher = overseer::fetcher::GitHub::new("owner/myapp")
+///     .token(std::env::var("GITHUB_TOKEN").unwrap_or_default());
+/// overseer::run(overseer::Config::new(|_| {}).fetcher(fetcher));
+/// ```
+pub struct GitHub {
+    repo: String,
+    api: String,
+    token: Option<String>,
+    interval: Duration,
+    timeout: Duration,
+    asset: Option<String>,
+    prereleases: bool,
+    target: String,
+    bin_name: Option<String>,
+    /// The ETag of the release JSON last seen unchanged or returned.
+    etag: Option<String>,
+    /// The tag of the last release returned.
+    returned: Option<String>,
+    client: Option<Client>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiRelease {
+    tag_name: String,
+    #[serde(default)]
+    draft: bool,
+    #[serde(default)]
+    assets: Vec<Asset>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Asset {
+    id: u64,
+    name: String,
+    /// The API URL (`Accept: application/octet-stream` downloads it).
+    url: String,
+    browser_download_url: String,
+    #[serde(default)]
+    size: Option<u64>,
+    /// `sha256:<hex>`, on assets uploaded since mid-2025.
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    /// `uploaded`, or `open` while an upload is in progress.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+impl GitHub {
+    /// Polls the latest release of `repo` (`"owner/name"`) every 5 minutes.
+    /// A malformed name is reported by [`Fetcher::init`] and every poll.
+    pub fn new(repo: impl Into<String>) -> Self {
+        GitHub {
+            repo: repo.into(),
+            api: "https://api.github.com".into(),
+            token: None,
+            interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(300),
+            asset: None,
+            prereleases: false,
+            target: env!("OVERSEER_TARGET").into(),
+            bin_name: None,
+            etag: None,
+            returned: None,
+            client: None,
+        }
+    }
+
+    /// A token (`Authorization: Bearer`), for private repositories and the
+    /// higher rate limit; it needs read access to the repository's contents.
+    /// It is sent to the API host only, never to the storage host downloads
+    /// are redirected to. An empty token is ignored.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token = (!token.trim().is_empty()).then(|| token.trim().to_string());
+        self
+    }
+
+    /// The API base URL (default `https://api.github.com`); for GitHub
+    /// Enterprise Server, `https://HOST/api/v3`.
+    pub fn api_url(mut self, base: impl Into<String>) -> Self {
+        self.api = base.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// How often to poll (default 5 minutes; see the rate limits above).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The limit on downloading the asset, redirects included (default 5
+    /// minutes).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Chooses the asset by name instead of by platform: the asset with
+    /// exactly this name, else the assets whose name contains it
+    /// (case-insensitive; among several, the one for this platform).
+    pub fn asset(mut self, pattern: impl Into<String>) -> Self {
+        self.asset = Some(pattern.into());
+        self
+    }
+
+    /// Also takes pre-releases (default false: only the release GitHub marks
+    /// "latest"). Drafts are never taken.
+    pub fn include_prereleases(mut self, yes: bool) -> Self {
+        self.prereleases = yes;
+        self
+    }
+
+    fn check_repo(&self) -> Result<(), FetchError> {
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match self.repo.split_once('/') {
+            Some((owner, name)) if valid(owner) && valid(name) => Ok(()),
+            _ => Err(format!(
+                "invalid GitHub repository '{}': expected 'owner/name', as in github.com/owner/name",
+                self.repo
+            )
+            .into()),
+        }
+    }
+
+    /// GETs a URL with the token sent to the API's origin only.
+    fn get(
+        &mut self,
+        url: &str,
+        accept: &str,
+        etag: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
+        let client = self
+            .client
+            .get_or_insert_with(|| Client::new(Duration::from_secs(10)));
+        let mut public = vec![("Accept", accept.to_string())];
+        public.push(("X-GitHub-Api-Version", API_VERSION.to_string()));
+        if let Some(etag) = etag {
+            public.push(("If-None-Match", etag.to_string()));
+        }
+        let private: Vec<(String, String)> = self
+            .token
+            .iter()
+            .map(|t| ("Authorization".to_string(), format!("Bearer {t}")))
+            .collect();
+        client.get(&Get {
+            url,
+            public: &public,
+            private: &private,
+            trusted: &self.api,
+            deadline,
+        })
+    }
+
+    /// Explains an API error status, with the fix.
+    fn api_error(&self, fetched: &Fetched) -> FetchError {
+        let status = fetched.status();
+        let repo = &self.repo;
+        let exhausted =
+            fetched.header(header::HeaderName::from_static("x-ratelimit-remaining")) == Some("0");
+        let msg = match status.as_u16() {
+            403 | 429 if exhausted => {
+                let reset = fetched
+                    .header(header::HeaderName::from_static("x-ratelimit-reset"))
+                    .map(|t| format!(" (it resets at Unix time {t})"))
+                    .unwrap_or_default();
+                let fix = if self.token.is_some() {
+                    "raise the interval"
+                } else {
+                    "set a token (5,000 requests an hour instead of 60) or raise the interval"
+                };
+                format!("GitHub API rate limit exhausted polling {repo}{reset}: {fix}")
+            }
+            403 | 429 if fetched.header(header::RETRY_AFTER).is_some() => format!(
+                "GitHub's secondary rate limit hit polling {repo}: raise the interval"
+            ),
+            401 => format!(
+                "GitHub rejected the token for {repo} (401): check it has not expired or been revoked"
+            ),
+            403 => format!(
+                "GitHub API refused access to {repo} (403): check the token can read the repository's contents"
+            ),
+            404 if self.prereleases => format!(
+                "GitHub API returned 404 for {repo}: check the repository name, \
+                 or set a token for a private repository"
+            ),
+            404 => format!(
+                "GitHub API returned 404 for {repo}'s latest release: check the repository name, \
+                 set a token for a private repository, or publish a release \
+                 (pre-releases and drafts are not 'latest'; see include_prereleases)"
+            ),
+            _ => return status_error("GitHub API", &fetched.shown_url(), status),
+        };
+        msg.into()
+    }
+
+    /// Reads a small asset (a signature or a checksum file).
+    fn read_asset(&mut self, asset: &Asset, deadline: Instant) -> Result<String, FetchError> {
+        let fetched = self.download(asset, deadline)?;
+        fetched.text(SIDECAR_LIMIT)
+    }
+
+    /// Starts downloading an asset: through the API with a token (the only
+    /// way for a private repository), else from its public download URL.
+    fn download(&mut self, asset: &Asset, deadline: Instant) -> Result<Fetched, FetchError> {
+        let url = if self.token.is_some() {
+            &asset.url
+        } else {
+            &asset.browser_download_url
+        };
+        let fetched = self.get(url, "application/octet-stream", None, deadline)?;
+        let status = fetched.status();
+        if !status.is_success() {
+            let what = format!("downloading {} from", asset.name);
+            return Err(status_error(&what, &fetched.shown_url(), status));
+        }
+        Ok(fetched)
+    }
+
+    /// The expected SHA-256 of `asset`: GitHub's digest, else a checksum
+    /// asset beside it.
+    fn checksum(
+        &mut self,
+        asset: &Asset,
+        assets: &[Asset],
+        deadline: Instant,
+    ) -> Result<Option<String>, FetchError> {
+        if let Some(hex) = asset
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+        {
+            return Ok(Some(hex.to_string()));
+        }
+        let Some(sums) = checksum_asset(asset, assets) else {
+            return Ok(None);
+        };
+        let text = self.read_asset(sums, deadline)?;
+        // A file for this asset alone may hold just the digest; a shared
+        // one must name the asset.
+        let own = sums.name.starts_with(&asset.name);
+        if !own {
+            return Ok(named_checksum(&text, &asset.name));
+        }
+        match parse_checksum(&text, Some(&asset.name)) {
+            Some(hex) => Ok(Some(hex)),
+            None => Err(format!(
+                "{} holds no SHA-256 digest: publish `sha256sum` output",
+                sums.name
+            )
+            .into()),
+        }
+    }
+}
+
+impl fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHub")
+            .field("repo", &self.repo)
+            .field("api", &self.api)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("interval", &self.interval)
+            .field("asset", &self.asset)
+            .field("prereleases", &self.prereleases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher for GitHub {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn init(&mut self, context: &Context) -> Result<(), FetchError> {
+        self.check_repo()?;
+        parse_url(&self.api)?;
+        self.target = context.target.to_string();
+        self.bin_name = context
+            .bin_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        Ok(())
+    }
+
+    fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
+        self.check_repo()?;
+        let url = if self.prereleases {
+            format!("{}/repos/{}/releases?per_page=10", self.api, self.repo)
+        } else {
+            format!("{}/repos/{}/releases/latest", self.api, self.repo)
+        };
+        let api_deadline = Instant::now() + API_TIMEOUT.min(self.timeout);
+        let etag = self.etag.clone();
+        let fetched = self.get(
+            &url,
+            "application/vnd.github+json",
+            etag.as_deref(),
+            api_deadline,
+        )?;
+        let status = fetched.status();
+        if status == StatusCode::NOT_MODIFIED && etag.is_some() {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.api_error(&fetched));
+        }
+        let new_etag = fetched.header(header::ETAG).map(str::to_string);
+        let shown_url = fetched.shown_url();
+        let json = fetched.text(JSON_LIMIT)?;
+        let bad_json = |e: serde_json::Error| {
+            format!("{shown_url} is not a GitHub release ({e}): check the API URL")
+        };
+        let release = if self.prereleases {
+            let list: Vec<ApiRelease> = serde_json::from_str(&json).map_err(bad_json)?;
+            list.into_iter().find(|r| !r.draft).ok_or_else(|| {
+                format!(
+                    "{} has no published release: publish one (drafts are not taken)",
+                    self.repo
+                )
+            })?
+        } else {
+            serde_json::from_str(&json).map_err(bad_json)?
+        };
+        let assets: Vec<Asset> = release
+            .assets
+            .into_iter()
+            .filter(|a| a.state.as_deref().is_none_or(|s| s == "uploaded"))
+            .collect();
+        let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+        let platform = Platform::new(&self.target, os, arch, self.bin_name.as_deref());
+        let asset = choose(&assets, &platform, self.asset.as_deref())
+            .map_err(|e| format!("{} release {}: {e}", self.repo, release.tag_name))?
+            .clone();
+        let signature = assets
+            .iter()
+            .find(|a| a.name == format!("{}.minisig", asset.name));
+        let sums = checksum_asset(&asset, &assets);
+        let mut tag = format!("{}@{}", asset.id, asset.updated_at.as_deref().unwrap_or(""));
+        for extra in [signature, sums].into_iter().flatten() {
+            tag.push_str(&format!(
+                "+{}@{}",
+                extra.id,
+                extra.updated_at.as_deref().unwrap_or("")
+            ));
+        }
+        if self.returned.as_deref() == Some(tag.as_str()) {
+            // The JSON changed (download counts do), the asset did not.
+            self.etag = new_etag;
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let signature = match signature.cloned() {
+            Some(sig) => Some(self.read_asset(&sig, deadline)?),
+            None => None,
+        };
+        let sha256 = self.checksum(&asset, &assets, deadline)?;
+        let fetched = self.download(&asset, deadline)?;
+        let size = asset
+            .size
+            .or_else(|| fetched.response.body().content_length());
+        let source = parse_url(&asset.browser_download_url)
+            .map_or(asset.browser_download_url.clone(), |u| shown(&u));
+        let mut out = Release::new(fetched.response.into_body().into_reader(), source)
+            .name(&asset.name)
+            .version(&release.tag_name)
+            .tag(&tag);
+        out.size = size;
+        out.sha256 = sha256;
+        out.signature = signature;
+        self.returned = Some(tag);
+        self.etag = new_etag;
+        Ok(Some(out))
+    }
+}
+
+/// The checksum asset for `asset`: `NAME.sha256`, else a shared checksums file.
+fn checksum_asset<'a>(asset: &Asset, assets: &'a [Asset]) -> Option<&'a Asset> {
+    let own = [
+        format!("{}.sha256", asset.name),
+        format!("{}.sha256sum", asset.name),
+    ];
+    assets.iter().find(|a| own.contains(&a.name)).or_else(|| {
+        assets.iter().find(|a| {
+            let n = a.name.to_ascii_lowercase();
+            n.contains("sha256sums")
+                || (n.contains("checksums")
+                    && !n.ends_with(".sig")
+                    && !n.ends_with(".minisig")
+                    && !n.ends_with(".asc")
+                    && !n.ends_with(".pem"))
+        })
+    })
+}
+
+/// What this binary runs on, as asset names spell it.
+#[derive(Debug)]
+struct Platform {
+    triple: String,
+    /// The spellings of this OS (a line of [`OSES`]).
+    os: String,
+    /// The spellings of this CPU (a line of [`ARCHES`]).
+    arch: String,
+    env: Option<String>,
+    bin_name: Option<String>,
+}
+
+/// Operating systems and their spellings in asset names; the first word is
+/// `std::env::consts::OS`.
+const OSES: &[&str] = &[
+    "linux",
+    "macos darwin apple osx mac macosx",
+    "windows win win64 win32",
+    "freebsd",
+    "netbsd",
+    "openbsd",
+    "dragonfly",
+    "illumos",
+    "solaris sunos",
+    "android",
+    "ios",
+];
+
+/// CPUs and their spellings; the first word is `std::env::consts::ARCH`.
+/// `x86_64` and `x86-64` are rewritten `amd64` before matching.
+const ARCHES: &[&str] = &[
+    "x86_64 amd64 x64",
+    "aarch64 arm64 armv8",
+    "x86 i386 i486 i586 i686 386 ia32",
+    "arm armv6 armv6l armv7 armv7l armv7a armhf armel",
+    "riscv64 riscv64gc",
+    "powerpc64 ppc64 ppc64le powerpc64le",
+    "powerpc ppc",
+    "s390x",
+    "loongarch64 loong64",
+    "mips64 mips64el",
+    "mips mipsel",
+    "sparc64",
+];
+
+/// The C library / ABI part of target triples.
+const ENVS: &str = "gnu musl msvc gnueabihf musleabihf gnueabi musleabi androideabi";
+
+/// Builds that run on any CPU of their OS (macOS universal binaries).
+const ANY_ARCH: &str = "universal universal2 fat";
+
+/// Endings of names never chosen as the release: checksums, signatures,
+/// documents, scripts, installers and archive formats the pipeline cannot read.
+const SKIPPED: &str = "\
+    .sha256 .sha256sum .sha512 .sha512sum .sha1 .md5 .minisig .sig .asc .gpg .pem .crt .cert \
+    .pub .key .sbom .spdx .cdx .sigstore .bundle .intoto .jsonl .att .txt .md .json .yaml .yml \
+    .toml .xml .html .pdf .sh .ps1 .bat .cmd .deb .rpm .apk .msi .msix .dmg .pkg .snap \
+    .flatpak .appx .7z .rar .bz2 .tbz .tbz2 .lz .lz4 .jar .whl .nupkg .vsix .zsync";
+
+const TAR_GZ: bool = cfg!(all(feature = "gzip", feature = "tar"));
+const TAR_XZ: bool = cfg!(all(feature = "xz", feature = "tar"));
+const TAR_ZST: bool = cfg!(all(feature = "zstd", feature = "tar"));
+
+/// Archive formats in order of preference, whether this build unpacks them,
+/// and the features that would.
+const FORMATS: &[(&str, bool, &str)] = &[
+    (".tar.gz", TAR_GZ, "gzip, tar"),
+    (".tgz", TAR_GZ, "gzip, tar"),
+    (".tar.xz", TAR_XZ, "xz, tar"),
+    (".txz", TAR_XZ, "xz, tar"),
+    (".tar.zst", TAR_ZST, "zstd, tar"),
+    (".zip", cfg!(feature = "zip"), "zip"),
+    (".gz", cfg!(feature = "gzip"), "gzip"),
+    (".xz", cfg!(feature = "xz"), "xz"),
+    (".zst", cfg!(feature = "zstd"), "zstd"),
+    (".tar", cfg!(feature = "tar"), "tar"),
+];
+
+impl Platform {
+    /// The platform of `target`, running on `os` and `arch` (as
+    /// `std::env::consts` names them).
+    fn new(target: &str, os: &str, arch: &str, bin_name: Option<&str>) -> Platform {
+        let line = |table: &[&str], name: &str| {
+            let first = |l: &&str| l.split_whitespace().next() == Some(name);
+            table
+                .iter()
+                .copied()
+                .find(first)
+                .unwrap_or(name)
+                .to_string()
+        };
+        let parts: Vec<&str> = target.split('-').collect();
+        let env = parts
+            .get(3)
+            .or_else(|| parts.get(2).filter(|e| words(ENVS).any(|v| v == **e)))
+            .map(|e| e.to_string());
+        Platform {
+            triple: target.to_ascii_lowercase(),
+            os: line(OSES, os),
+            arch: line(ARCHES, arch),
+            env,
+            bin_name: bin_name.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// How well an asset name fits this platform; `None` when it is for
+    /// another OS or CPU.
+    fn score(&self, name: &str) -> Option<i32> {
+        let lower = name.to_ascii_lowercase();
+        let mut score = if lower.contains(&self.triple) {
+            100
+        } else {
+            let name = lower.replace("x86_64", "amd64").replace("x86-64", "amd64");
+            let has = |w: &str| has_word(&name, w);
+            let windows = self.os.starts_with("windows");
+            let exe = lower.ends_with(".exe");
+            let os = words(&self.os).any(has) || (exe && windows);
+            let other_os = OSES.iter().any(|l| words(l).any(has)) || exe;
+            let universal = self.os.starts_with("macos") && words(ANY_ARCH).any(has);
+            let arch = words(&self.arch).any(has) || universal;
+            let other_arch = ARCHES.iter().any(|l| words(l).any(has));
+            if (other_os && !os) || (other_arch && !arch) {
+                return None;
+            }
+            match (os, arch) {
+                (true, true) => 40,
+                (true, false) => 20,
+                (false, true) => 10,
+                (false, false) => 1,
+            }
+        };
+        if let Some(found) = words(ENVS).find(|e| has_word(&lower, e)) {
+            score += match self.env.as_deref() {
+                Some(env) if env == found => 2,
+                // A glibc build does not run on a musl system.
+                Some(env) if env.starts_with("musl") => -10,
+                _ => -2,
+            };
+        }
+        if let Some(bin) = &self.bin_name {
+            score += i32::from(lower.starts_with(bin.as_str()));
+        }
+        Some(score)
+    }
+}
+
+fn words(line: &str) -> std::str::SplitWhitespace<'_> {
+    line.split_whitespace()
+}
+
+/// Whether `word` occurs in `name` between non-alphanumeric characters.
+fn has_word(name: &str, word: &str) -> bool {
+    name.match_indices(word).any(|(i, _)| {
+        let before = name[..i].chars().next_back();
+        let after = name[i + word.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+fn skipped(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    words(SKIPPED).any(|ext| lower.ends_with(ext))
+        || ["checksums", "sha256sums", "sha512sums"]
+            .iter()
+            .any(|w| lower.contains(w))
+}
+
+/// The archive format of a name: its rank and whether this build unpacks
+/// it (a bare executable ranks last).
+fn archive_format(name: &str) -> (usize, bool, &'static str) {
+    let lower = name.to_ascii_lowercase();
+    FORMATS
+        .iter()
+        .enumerate()
+        .find(|(_, (ext, ..))| lower.ends_with(ext))
+        .map_or((FORMATS.len(), true, ""), |(i, (_, ok, features))| {
+            (i, *ok, *features)
+        })
+}
+
+/// Picks the asset for `platform`, or the one `pattern` names.
+fn choose<'a>(
+    assets: &'a [Asset],
+    platform: &Platform,
+    pattern: Option<&str>,
+) -> Result<&'a Asset, String> {
+    let names = || {
+        let list: Vec<&str> = assets.iter().map(|a| a.name.as_str()).collect();
+        if list.is_empty() {
+            "it has no assets (yet)".to_string()
+        } else {
+            format!("its assets are {}", list.join(", "))
+        }
+    };
+    let mut candidates: Vec<&Asset> = assets.iter().filter(|a| !skipped(&a.name)).collect();
+    if let Some(pattern) = pattern {
+        if let Some(exact) = assets.iter().find(|a| a.name == pattern) {
+            return Ok(exact);
+        }
+        let p = pattern.to_ascii_lowercase();
+        candidates.retain(|a| a.name.to_ascii_lowercase().contains(&p));
+        match candidates.as_slice() {
+            [] => return Err(format!("no asset matches '{pattern}': {}", names())),
+            [one] => return Ok(one),
+            _ => {}
+        }
+    }
+    let mut scored: Vec<(i32, &Asset)> = candidates
+        .iter()
+        .filter_map(|a| platform.score(&a.name).map(|s| (s, *a)))
+        .collect();
+    let unreadable: Vec<(&str, &str)> = scored
+        .iter()
+        .map(|(_, a)| (a.name.as_str(), archive_format(&a.name)))
+        .filter(|(_, (_, ok, _))| !ok)
+        .map(|(n, (_, _, f))| (n, f))
+        .collect();
+    scored.retain(|(_, a)| archive_format(&a.name).1);
+    let best = scored.iter().max_by(|(sa, a), (sb, b)| {
+        sa.cmp(sb)
+            .then(archive_format(&b.name).0.cmp(&archive_format(&a.name).0))
+    });
+    if let Some((_, asset)) = best {
+        return Ok(asset);
+    }
+    let wanted = format!(
+        "{} ({} {})",
+        platform.triple,
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    if let Some((name, features)) = unreadable.first() {
+        return Err(format!(
+            "the asset for {wanted} is {name}, which this build cannot unpack: \
+             enable overseer's cargo features {features}"
+        ));
+    }
+    let fix = "name one with .asset(\"NAME\"), or publish one with the target triple in its name";
+    match pattern {
+        Some(p) => Err(format!(
+            "several assets match '{p}' but none is for {wanted}: {}; {fix}",
+            names()
+        )),
+        None => Err(format!("no asset is for {wanted}: {}; {fix}", names())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The asset `choose` picks for a platform among space-separated names.
+    fn pick(platform: &str, names: &str) -> Result<String, String> {
+        let mut parts = platform.split(' ');
+        let (target, os, arch) = (parts.next(), parts.next(), parts.next());
+        let (target, os, arch) = (target.unwrap_or(""), os.unwrap_or(""), arch.unwrap_or(""));
+        let platform = Platform::new(target, os, arch, Some("app"));
+        let assets: Vec<Asset> = names
+            .split_whitespace()
+            .zip(1..)
+            .map(|(name, id)| Asset {
+                id,
+                name: name.to_string(),
+                url: String::new(),
+                browser_download_url: String::new(),
+                size: None,
+                digest: None,
+                updated_at: None,
+                state: None,
+            })
+            .collect();
+        choose(&assets, &platform, None).map(|a| a.name.clone())
+    }
+
+    #[test]
+    fn common_spellings() {
+        let cases = [
+            (
+                "app-linux-amd64.tar.gz app-darwin-amd64.tar.gz app-linux-arm64.tar.gz",
+                0,
+            ),
+            (
+                "app_Linux_x86_64.tar.gz app_Darwin_x86_64.tar.gz app_Linux_arm64.tar.gz",
+                0,
+            ),
+            (
+                "app-x86_64-apple-darwin.tar.gz app-x86_64-unknown-linux-gnu.tar.gz",
+                1,
+            ),
+            (
+                "app-x86_64-unknown-linux-musl.zip app-x86_64-unknown-linux-gnu.zip",
+                1,
+            ),
+            ("app-win-x64.exe app-linux-x64", 1),
+            ("app-linux-x86.tar.gz app-linux-x86-64.tar.gz", 1),
+            (
+                "app-linux-amd64.tar.gz.sha256 checksums.txt app-linux-amd64.tar.gz",
+                2,
+            ),
+            ("app-linux-amd64 app-linux-amd64.tar.gz", 1),
+            ("app-linux-amd64.deb app-linux.tar.gz", 1),
+            ("app.exe app", 1),
+            ("app-darwin-arm64.tgz app-amd64.tar.gz", 1),
+        ];
+        for (names, want) in cases {
+            let want = names.split(' ').nth(want).unwrap_or_default();
+            let got = pick("x86_64-unknown-linux-gnu linux x86_64", names);
+            assert_eq!(got.as_deref(), Ok(want), "{names}");
+        }
+        let mac = "aarch64-apple-darwin macos aarch64";
+        let names = "app-macos-x86_64.zip app-linux-arm64.tar.gz app-macos-aarch64.tar.gz";
+        assert_eq!(pick(mac, names).as_deref(), Ok("app-macos-aarch64.tar.gz"));
+        let names = "app-linux-arm64.tar.gz app-darwin-universal.tar.gz";
+        assert_eq!(
+            pick(mac, names).as_deref(),
+            Ok("app-darwin-universal.tar.gz")
+        );
+        let win = "i686-pc-windows-msvc windows x86";
+        let names = "app-windows-x64.exe app-darwin-386 app-win32-x86.exe";
+        assert_eq!(pick(win, names).as_deref(), Ok("app-win32-x86.exe"));
+    }
+
+    #[test]
+    fn musl_prefers_musl() {
+        let names = "app-x86_64-linux-gnu.tar.gz app-x86_64-linux-musl.tar.gz";
+        let musl = "x86_64-unknown-linux-musl linux x86_64";
+        assert_eq!(
+            pick(musl, names).as_deref(),
+            Ok("app-x86_64-linux-musl.tar.gz")
+        );
+    }
+
+    #[test]
+    fn no_match_lists_assets() {
+        let names = "app-darwin-arm64.tar.gz app.sha256";
+        let err = pick("x86_64-unknown-linux-gnu linux x86_64", names).expect_err("no match");
+        assert!(err.contains("app-darwin-arm64.tar.gz, app.sha256"), "{err}");
+        assert!(err.contains(".asset("), "{err}");
+    }
+
+    #[test]
+    fn words_respect_boundaries() {
+        assert!(has_word("app-darwin-arm64", "darwin"));
+        assert!(!has_word("app-darwin-arm64", "win"));
+        assert!(!has_word("app-arm64", "arm"));
+        assert!(has_word("app_linux_amd64.tar.gz", "amd64"));
+    }
+}

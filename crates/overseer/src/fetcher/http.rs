@@ -1,0 +1,758 @@
+//! A release published at an HTTP(S) URL, and the small HTTP client it shares
+//! with the GitHub fetcher.
+//!
+//! The client follows redirects itself rather than letting ureq do it, for
+//! one reason: credentials. ureq drops only `Authorization` on a redirect, but
+//! a token may travel in any header (`PRIVATE-TOKEN`, `X-Api-Key`), and a
+//! release URL commonly redirects to a storage host that must not see it. So
+//! each request has *private* headers, sent only to the origin (scheme, host
+//! and port) they were meant for, and *public* ones (conditional requests,
+//! `Accept`) sent on every hop.
+
+#[cfg(feature = "fetch-http")]
+use std::fmt;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use ureq::http::{header, Response, StatusCode, Uri};
+use ureq::{Agent, Body};
+
+use super::FetchError;
+#[cfg(feature = "fetch-http")]
+use super::{Fetcher, Release};
+
+/// Redirects followed before giving up (curl's default is 50, browsers ~20).
+const MAX_REDIRECTS: usize = 10;
+
+/// The largest checksum or signature file read (they are a few hundred bytes).
+pub(super) const SIDECAR_LIMIT: u64 = 64 * 1024;
+
+/// Sent on every request, so a server's logs say who polls it.
+const USER_AGENT: &str = concat!("overseer/", env!("CARGO_PKG_VERSION"));
+
+/// A blocking HTTP client that follows redirects without leaking credentials.
+#[derive(Debug)]
+pub(super) struct Client {
+    agent: Agent,
+}
+
+/// One GET request: where to, with which headers, and until when.
+pub(super) struct Get<'a> {
+    /// The URL asked for.
+    pub url: &'a str,
+    /// Headers sent on every hop (conditional requests, `Accept`).
+    pub public: &'a [(&'a str, String)],
+    /// Headers that may carry credentials: sent only to `trusted`'s origin.
+    pub private: &'a [(String, String)],
+    /// The URL whose origin may see `private` headers.
+    pub trusted: &'a str,
+    /// When the whole exchange, body included, must be over.
+    pub deadline: Instant,
+}
+
+/// A response, and the URL it finally came from (after redirects).
+pub(super) struct Fetched {
+    pub url: Uri,
+    pub response: Response<Body>,
+}
+
+impl Fetched {
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The URL for messages: without any `user:password@`.
+    pub fn shown_url(&self) -> String {
+        shown(&self.url)
+    }
+
+    /// Reads a small text body (a checksum, a signature, API JSON).
+    pub fn text(self, limit: u64) -> Result<String, FetchError> {
+        let url = self.shown_url();
+        let mut text = String::new();
+        self.response
+            .into_body()
+            .into_reader()
+            .take(limit + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        if text.len() as u64 > limit {
+            return Err(format!("{url} is larger than {limit} bytes: is it the right URL?").into());
+        }
+        Ok(text)
+    }
+}
+
+impl Client {
+    /// A client giving up on connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Client {
+        let agent = Agent::config_builder()
+            // Statuses are ours to explain (with the URL and a fix).
+            .http_status_as_error(false)
+            // Redirects are ours to follow (see the module docs).
+            .max_redirects(0)
+            .timeout_resolve(Some(connect_timeout))
+            .timeout_connect(Some(connect_timeout))
+            .user_agent(USER_AGENT)
+            .build()
+            .into();
+        Client { agent }
+    }
+
+    /// Sends a GET, following redirects (at most [`MAX_REDIRECTS`]), and
+    /// returns the first response that is not a redirect, whatever its status.
+    pub fn get(&self, get: &Get<'_>) -> Result<Fetched, FetchError> {
+        let trusted = origin(&parse_url(get.trusted)?);
+        let mut url = parse_url(get.url)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let remaining = get.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(format!("GET {}: timed out (raise the timeout)", shown(&url)).into());
+            }
+            // The bytes as published: no transport compression to undo (and
+            // no Content-Length that counts compressed bytes).
+            let mut request = self.agent.get(&url).header("Accept-Encoding", "identity");
+            for (name, value) in get.public {
+                request = request.header(*name, value);
+            }
+            if origin(&url) == trusted {
+                for (name, value) in get.private {
+                    request = request.header(name, value);
+                }
+            }
+            let response = request
+                .config()
+                .timeout_global(Some(remaining))
+                .build()
+                .call()
+                .map_err(|e| request_error(&url, &e))?;
+            if !is_redirect(response.status()) {
+                return Ok(Fetched { url, response });
+            }
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{} redirected ({}) without a usable Location header: \
+                         fix the server, or use the final URL",
+                        shown(&url),
+                        response.status()
+                    )
+                })?;
+            let next = resolve(&url, location)?;
+            if url.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                return Err(format!(
+                    "{} redirected from https to plain http ({}): refused; \
+                     serve releases over https",
+                    shown(&url),
+                    shown(&next)
+                )
+                .into());
+            }
+            url = next;
+        }
+        Err(format!(
+            "GET {}: more than {MAX_REDIRECTS} redirects: is there a redirect loop?",
+            get.url
+        )
+        .into())
+    }
+}
+
+fn request_error(url: &Uri, e: &ureq::Error) -> String {
+    let hint = match e {
+        ureq::Error::Timeout(_) => "raise the timeout, or check the server",
+        ureq::Error::HostNotFound => "check the host name in the URL",
+        ureq::Error::Io(_) | ureq::Error::ConnectionFailed => {
+            "check the URL and that the server is reachable"
+        }
+        _ => "check the URL and the configured headers",
+    };
+    format!("GET {}: {e}: {hint}", shown(url))
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Parses an absolute http(s) URL.
+pub(super) fn parse_url(url: &str) -> Result<Uri, FetchError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL '{url}': {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => {
+            Err(format!("invalid URL '{url}': expected http://HOST/... or https://HOST/...").into())
+        }
+    }
+}
+
+/// The origin of a URL: scheme, host and port (credentials are scoped to it).
+fn origin(uri: &Uri) -> (String, String, u16) {
+    let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+    let host = uri.host().unwrap_or("").to_ascii_lowercase();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    (scheme, host, port)
+}
+
+/// A URL as shown in messages and `Release::source`: without `user:pass@`.
+pub(super) fn shown(uri: &Uri) -> String {
+    let Some(authority) = uri.authority() else {
+        return uri.to_string();
+    };
+    let host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{}://{host}{path}", uri.scheme_str().unwrap_or("http"))
+}
+
+/// Resolves a `Location` header against the URL that sent it (RFC 3986 §5,
+/// without dot-segment removal: servers normalise paths themselves).
+fn resolve(base: &Uri, location: &str) -> Result<Uri, FetchError> {
+    let location = location.split('#').next().unwrap_or_default().trim();
+    let scheme = base.scheme_str().unwrap_or("http");
+    let authority = base.authority().map_or("", |a| a.as_str());
+    let has_scheme = location.split_once(':').is_some_and(|(s, _)| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    let full = if has_scheme {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else if location.starts_with('?') {
+        format!("{scheme}://{authority}{}{location}", base.path())
+    } else {
+        let path = base.path();
+        let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+        format!("{scheme}://{authority}{dir}{location}")
+    };
+    parse_url(&full)
+        .map_err(|e| format!("{} redirected to an unusable location: {e}", shown(base)).into())
+}
+
+/// The hex digest for `name` in a `sha256sum`-style file: the line naming the
+/// file, else the file's only digest (a file listing several others has none).
+pub(super) fn parse_checksum(text: &str, name: Option<&str>) -> Option<String> {
+    if let Some(hex) = name.and_then(|n| named_checksum(text, n)) {
+        return Some(hex);
+    }
+    let mut digests = checksum_lines(text);
+    match (digests.next(), digests.next()) {
+        (Some((hex, _)), None) => Some(hex.to_string()),
+        _ => None,
+    }
+}
+
+/// The hex digest on the line of a `sha256sum`-style file naming `name`.
+pub(super) fn named_checksum(text: &str, name: &str) -> Option<String> {
+    checksum_lines(text)
+        .find(|(_, file)| *file == Some(name))
+        .map(|(hex, _)| hex.to_string())
+}
+
+/// The lines of a `sha256sum`-style file that start with a SHA-256 digest,
+/// with the file name they give (binary-mode `*` and directories removed).
+fn checksum_lines(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    text.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        let hex = words.next()?;
+        let bare = hex.strip_prefix("sha256:").unwrap_or(hex);
+        if bare.len() != 64 || !bare.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let file = words
+            .next()
+            .map(|f| f.trim_start_matches('*'))
+            .map(|f| f.rsplit('/').next().unwrap_or(f));
+        Some((hex, file))
+    })
+}
+
+/// Explains a status that is neither a success nor a redirect.
+pub(super) fn status_error(what: &str, url: &str, status: StatusCode) -> FetchError {
+    let hint = match status.as_u16() {
+        401 | 403 => "check the credentials (the token or headers set on the fetcher)",
+        404 | 410 => "check the URL: nothing is published there",
+        408 | 429 => "the server is busy; raise the poll interval",
+        500..=599 => "the server failed; the next poll tries again",
+        _ => "check the URL and the server",
+    };
+    format!("{what} {url} returned HTTP {status}: {hint}").into()
+}
+
+/// The validators of a response, kept to make the next request conditional.
+#[cfg(feature = "fetch-http")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    length: Option<u64>,
+}
+
+#[cfg(feature = "fetch-http")]
+impl Validators {
+    fn of(fetched: &Fetched) -> Validators {
+        Validators {
+            etag: fetched.header(header::ETAG).map(str::to_string),
+            last_modified: fetched.header(header::LAST_MODIFIED).map(str::to_string),
+            length: fetched
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    /// Whether a full response is the release already returned: for a server
+    /// that ignores conditional requests but still sends validators.
+    fn same_release(&self, other: &Validators) -> bool {
+        match (&self.etag, &other.etag) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.last_modified.is_some() && self == other,
+            _ => false,
+        }
+    }
+}
+
+/// Where a checksum or signature file is, and whether it must exist.
+#[cfg(feature = "fetch-http")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sidecar {
+    None,
+    /// Set by [`Http::sidecars`]: absent when the server says 404 (or 403,
+    /// which S3-style stores answer for a missing key).
+    Optional(String),
+    /// Set explicitly: a 404 is an error.
+    Required(String),
+}
+
+/// Polls an HTTP(S) URL for a release, downloading it only when it changed.
+///
+/// Each poll is a conditional `GET` (`If-None-Match` with the last ETag,
+/// `If-Modified-Since` with the last `Last-Modified`), so an unchanged release
+/// costs one small request answered `304 Not Modified`. The validators are
+/// remembered only once a release is returned; a release the pipeline then
+/// rejects is recognised by its [`tag`](Release::tag) (the ETag, else the
+/// `Last-Modified` date) and not downloaded again.
+///
+/// A server that ignores conditional requests but sends an ETag (or a
+/// `Last-Modified` date) is still cheap: a response with the same ETag is
+/// closed without reading its body. A server that sends neither has no way
+/// to say "unchanged": the release is returned, and downloaded in full, at
+/// every poll. That is harmless — the pipeline recognises the running binary
+/// by its hash and skips it — but costly, so raise the interval for such a
+/// server.
+///
+/// Redirects are followed (up to 10; never from https to plain http). The
+/// headers set with [`header`](Http::header) may carry credentials, so they
+/// are sent only to the origin (scheme, host, port) of the configured URL, not
+/// to a host a redirect leads to (a CDN or a storage bucket with a signed URL).
+///
+/// Beside the binary, a checksum (`sha256sum` format) and a minisign
+/// signature can be fetched; see [`sidecars`](Http::sidecars). They are read
+/// when the binary has changed, so publish them *before* the binary.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let fetcher = overseer::fetcher::Http::new("https://releases.example.com/myapp-linux-amd64.gz")
+///     .header("Authorization", "Bearer s3cr3t")
+///     .interval(Duration::from_secs(30))
+///     .sidecars();
+/// overseer::run(overseer::Config::new(|_| {}).fetcher(fetcher));
+/// ```
+///
+/// Proxies are taken from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+/// `NO_PROXY`, as curl does.
+#[cfg(feature = "fetch-http")]
+pub struct Http {
+    url: String,
+    interval: Duration,
+    headers: Vec<(String, String)>,
+    connect_timeout: Duration,
+    timeout: Duration,
+    checksum: Sidecar,
+    signature: Sidecar,
+    /// The validators of the last release returned.
+    returned: Option<Validators>,
+    client: Option<Client>,
+}
+
+#[cfg(feature = "fetch-http")]
+impl Http {
+    /// Polls `url` (http or https), every second by default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Http {
+            url: url.into(),
+            interval: Duration::from_secs(1),
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            checksum: Sidecar::None,
+            signature: Sidecar::None,
+            returned: None,
+            client: None,
+        }
+    }
+
+    /// How often to poll (default 1 s; an unchanged release costs one small
+    /// request).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Adds a header to every request, e.g. `("Authorization", "Bearer …")`.
+    /// Repeatable. Sent only to the configured URLs' own origins, never to
+    /// another host a redirect leads to; never shown in logs.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long to wait for a connection (DNS included; default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self.client = None;
+        self
+    }
+
+    /// The limit on a whole request, redirects and body included (default 5
+    /// minutes): a download still running then fails, and the next poll
+    /// starts again.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Where to read the release's SHA-256 (`sha256sum` format: the line
+    /// naming the file, else the only digest there). A 404 there is an error.
+    pub fn checksum_url(mut self, url: impl Into<String>) -> Self {
+        self.checksum = Sidecar::Required(url.into());
+        self
+    }
+
+    /// Where to read the release's minisign signature (a `.minisig` file).
+    /// A 404 there is an error.
+    pub fn signature_url(mut self, url: impl Into<String>) -> Self {
+        self.signature = Sidecar::Required(url.into());
+        self
+    }
+
+    /// Looks for `URL.sha256` and `URL.minisig` beside the release (unless
+    /// [`checksum_url`](Http::checksum_url) or
+    /// [`signature_url`](Http::signature_url) named them already). A missing
+    /// one (404, or the 403 S3-style stores answer) is simply absent.
+    pub fn sidecars(mut self) -> Self {
+        if self.checksum == Sidecar::None {
+            self.checksum = Sidecar::Optional(format!("{}.sha256", self.url));
+        }
+        if self.signature == Sidecar::None {
+            self.signature = Sidecar::Optional(format!("{}.minisig", self.url));
+        }
+        self
+    }
+}
+
+/// Reads a sidecar file: `None` when it is optional and missing.
+#[cfg(feature = "fetch-http")]
+fn read_sidecar(
+    client: &Client,
+    headers: &[(String, String)],
+    sidecar: &Sidecar,
+    (what, setter): (&str, &str),
+    deadline: Instant,
+) -> Result<Option<String>, FetchError> {
+    let (url, required) = match sidecar {
+        Sidecar::None => return Ok(None),
+        Sidecar::Optional(url) => (url, false),
+        Sidecar::Required(url) => (url, true),
+    };
+    let fetched = client.get(&Get {
+        url,
+        public: &[],
+        private: headers,
+        trusted: url,
+        deadline,
+    })?;
+    let status = fetched.status();
+    if status.is_success() {
+        return fetched.text(SIDECAR_LIMIT).map(Some);
+    }
+    let missing = matches!(status.as_u16(), 404 | 410);
+    if !required && (missing || status == StatusCode::FORBIDDEN) {
+        return Ok(None);
+    }
+    if missing {
+        return Err(format!(
+            "the {what} URL {} returned HTTP {status}: publish the {what} there, \
+             or remove .{setter}() (or use .sidecars(), which makes it optional)",
+            fetched.shown_url()
+        )
+        .into());
+    }
+    Err(status_error(
+        &format!("the {what} URL"),
+        &fetched.shown_url(),
+        status,
+    ))
+}
+
+#[cfg(feature = "fetch-http")]
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: names only.
+        let headers: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Http")
+            .field("url", &self.url)
+            .field("interval", &self.interval)
+            .field("headers", &headers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("checksum", &self.checksum)
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "fetch-http")]
+impl Fetcher for Http {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn init(&mut self, _context: &super::Context) -> Result<(), FetchError> {
+        parse_url(&self.url)?;
+        Ok(())
+    }
+
+    fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut conditional = Vec::new();
+        if let Some(seen) = &self.returned {
+            if let Some(etag) = &seen.etag {
+                conditional.push(("If-None-Match", etag.clone()));
+            }
+            if let Some(date) = &seen.last_modified {
+                conditional.push(("If-Modified-Since", date.clone()));
+            }
+        }
+        let timeout = self.connect_timeout;
+        let client = &*self.client.get_or_insert_with(|| Client::new(timeout));
+        let fetched = client.get(&Get {
+            url: &self.url,
+            public: &conditional,
+            private: &self.headers,
+            trusted: &self.url,
+            deadline,
+        })?;
+        let status = fetched.status();
+        if status == StatusCode::NOT_MODIFIED && !conditional.is_empty() {
+            return Ok(None);
+        }
+        if !status.is_success() || matches!(status.as_u16(), 204..=206) {
+            return Err(status_error("GET", &fetched.shown_url(), status));
+        }
+        let validators = Validators::of(&fetched);
+        if let Some(seen) = &self.returned {
+            if seen.same_release(&validators) {
+                // The server ignored the conditional request; the body is not
+                // read (dropping the response closes the connection).
+                return Ok(None);
+            }
+        }
+        let name = fetched
+            .header(header::CONTENT_DISPOSITION)
+            .and_then(disposition_filename)
+            .or_else(|| last_segment(&fetched.url));
+        let encoded = fetched
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        let size = fetched
+            .response
+            .body()
+            .content_length()
+            .filter(|_| !encoded);
+        let source = shown(&parse_url(&self.url)?);
+        let mut release = Release::new(fetched.response.into_body().into_reader(), source);
+        release.name = name;
+        release.size = size;
+        release.tag = validators
+            .etag
+            .clone()
+            .or_else(|| validators.last_modified.clone());
+        let checksum = ("checksum", "checksum_url");
+        if let Some(text) = read_sidecar(client, &self.headers, &self.checksum, checksum, deadline)?
+        {
+            let name = release.name.as_deref();
+            let hex = parse_checksum(&text, name).ok_or_else(|| {
+                format!(
+                    "the checksum file for {} holds no SHA-256 digest for {}: \
+                     publish `sha256sum` output for it",
+                    release.source,
+                    name.unwrap_or("it")
+                )
+            })?;
+            release.sha256 = Some(hex);
+        }
+        let signature = ("signature", "signature_url");
+        release.signature =
+            read_sidecar(client, &self.headers, &self.signature, signature, deadline)?;
+        self.returned = (!validators.is_empty()).then_some(validators);
+        Ok(Some(release))
+    }
+}
+
+/// The `filename` of a `Content-Disposition` header, when it is a plain name.
+#[cfg(feature = "fetch-http")]
+fn disposition_filename(value: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|param| {
+        let (key, name) = param.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("filename") {
+            return None;
+        }
+        let name = name.trim();
+        let name = name
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or(name);
+        plain_name(name).then(|| name.to_string())
+    })
+}
+
+/// The last segment of a URL's path, percent-decoded, when it is a plain name.
+#[cfg(feature = "fetch-http")]
+fn last_segment(uri: &Uri) -> Option<String> {
+    let segment = uri.path().rsplit('/').next()?;
+    let decoded = percent_decode(segment).unwrap_or_else(|| segment.to_string());
+    plain_name(&decoded).then_some(decoded)
+}
+
+/// A file name with no path in it, nothing hidden and nothing odd.
+#[cfg(feature = "fetch-http")]
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '\\' | '"'))
+}
+
+#[cfg(feature = "fetch-http")]
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().expect("test URL")
+    }
+
+    #[test]
+    fn resolves_locations() {
+        let base = uri("http://a.example:8080/dir/file?q=1");
+        let cases = [
+            ("https://b.example/x", "https://b.example/x"),
+            ("//c.example/y", "http://c.example/y"),
+            ("/abs?z=2", "http://a.example:8080/abs?z=2"),
+            ("rel", "http://a.example:8080/dir/rel"),
+            ("?only=query", "http://a.example:8080/dir/file?only=query"),
+            ("next#frag", "http://a.example:8080/dir/next"),
+        ];
+        for (location, want) in cases {
+            let got = resolve(&base, location).expect("resolves");
+            assert_eq!(got.to_string(), want, "{location}");
+        }
+        assert!(resolve(&base, "ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_port() {
+        let a = origin(&uri("http://Example.com/x"));
+        assert_eq!(a, origin(&uri("http://example.com:80/y")));
+        assert_ne!(a, origin(&uri("https://example.com/x")));
+        assert_ne!(a, origin(&uri("http://example.com:8080/x")));
+        assert_ne!(a, origin(&uri("http://other.example.com/x")));
+    }
+
+    #[test]
+    fn hides_credentials() {
+        assert_eq!(
+            shown(&uri("https://u:p@host.example/a?b=c")),
+            "https://host.example/a?b=c"
+        );
+    }
+
+    #[test]
+    fn checksum_files() {
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        assert_eq!(parse_checksum(&format!("{a}\n"), None), Some(a.clone()));
+        let sums = format!("{a}  other.tar.gz\n{b} *dist/app.tar.gz\n");
+        assert_eq!(parse_checksum(&sums, Some("app.tar.gz")), Some(b.clone()));
+        assert_eq!(parse_checksum(&sums, Some("missing")), None);
+        let one = format!("{a}  renamed.tar.gz\n");
+        assert_eq!(parse_checksum(&one, Some("app.tar.gz")), Some(a.clone()));
+        assert_eq!(parse_checksum("not a digest\n", None), None);
+    }
+
+    #[cfg(feature = "fetch-http")]
+    #[test]
+    fn file_names() {
+        assert_eq!(
+            disposition_filename("attachment; filename=\"app-1.2.tar.gz\"").as_deref(),
+            Some("app-1.2.tar.gz")
+        );
+        assert_eq!(
+            disposition_filename("attachment; filename=app.gz").as_deref(),
+            Some("app.gz")
+        );
+        assert_eq!(disposition_filename("attachment; filename=\"../x\""), None);
+        assert_eq!(disposition_filename("inline"), None);
+        assert_eq!(
+            last_segment(&uri("http://h/a/my%20app.gz?x=1")).as_deref(),
+            Some("my app.gz")
+        );
+        assert_eq!(last_segment(&uri("http://h/dir/")), None);
+        assert_eq!(last_segment(&uri("http://h/a/x%2Fy")), None);
+    }
+}

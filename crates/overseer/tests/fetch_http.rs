@@ -1,0 +1,410 @@
+//! The HTTP fetcher against real HTTP servers on loopback.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use overseer::fetcher::{Fetcher, Http, Release};
+
+/// What a test server saw of one request.
+#[derive(Debug, Clone)]
+struct Hit {
+    path: String,
+    headers: HeaderMap,
+    status: StatusCode,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A real HTTP server on 127.0.0.1, answering with `handler`.
+struct Server {
+    addr: SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(handler: impl Fn(&Parts) -> Response + Send + Sync + 'static) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let handler = Arc::new(handler);
+        let log = hits.clone();
+        let app = Router::new().fallback(move |request: Request| {
+            let (handler, log) = (handler.clone(), log.clone());
+            async move {
+                let (parts, _) = request.into_parts();
+                let response = handler(&parts);
+                lock(&log).push(Hit {
+                    path: parts.uri.to_string(),
+                    headers: parts.headers.clone(),
+                    status: response.status(),
+                });
+                response
+            }
+        });
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server {
+            addr,
+            hits,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        lock(&self.hits).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, *value);
+    }
+    response.body(body.into()).expect("response")
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn body(release: Release) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut body = release.body;
+    body.read_to_end(&mut bytes).expect("read the body");
+    bytes
+}
+
+fn poll(fetcher: &mut Http) -> Option<Release> {
+    fetcher.fetch().expect("poll succeeds")
+}
+
+#[test]
+fn etag_round_trip_downloads_once() {
+    let server = Server::start(|parts| {
+        if header(parts, "if-none-match") == Some("\"v1\"") {
+            return reply(304, &[("etag", "\"v1\"")], "");
+        }
+        reply(200, &[("etag", "\"v1\"")], "binary v1")
+    });
+    let mut fetcher = Http::new(server.url("/dl/app"));
+    let release = poll(&mut fetcher).expect("the first poll finds the release");
+    assert_eq!(release.tag.as_deref(), Some("\"v1\""));
+    assert_eq!(release.name.as_deref(), Some("app"));
+    assert_eq!(release.size, Some(9));
+    assert_eq!(release.source, server.url("/dl/app"));
+    assert_eq!(release.sha256, None);
+    assert_eq!(body(release), b"binary v1");
+    for _ in 0..3 {
+        assert!(poll(&mut fetcher).is_none(), "unchanged: nothing new");
+    }
+    let hits = server.hits();
+    let statuses: Vec<u16> = hits.iter().map(|h| h.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 304, 304, 304]);
+    assert_eq!(hits[0].header("if-none-match"), None);
+    assert!(hits[0]
+        .header("user-agent")
+        .is_some_and(|ua| ua.starts_with("overseer/")));
+}
+
+#[test]
+fn last_modified_round_trip_and_change() {
+    let version = Arc::new(Mutex::new(1));
+    let v = version.clone();
+    let server = Server::start(move |parts| {
+        let v = *lock(&v);
+        let date = format!("Mon, 0{v} Jan 2024 00:00:00 GMT");
+        if header(parts, "if-modified-since") == Some(date.as_str()) {
+            return reply(304, &[], "");
+        }
+        reply(200, &[("last-modified", &date)], format!("binary v{v}"))
+    });
+    let mut fetcher = Http::new(server.url("/app"));
+    let first = poll(&mut fetcher).expect("first release");
+    assert_eq!(first.tag.as_deref(), Some("Mon, 01 Jan 2024 00:00:00 GMT"));
+    assert_eq!(body(first), b"binary v1");
+    assert!(poll(&mut fetcher).is_none());
+    *lock(&version) = 2;
+    let second = poll(&mut fetcher).expect("the changed release");
+    assert_eq!(body(second), b"binary v2");
+    assert!(poll(&mut fetcher).is_none());
+    let statuses: Vec<u16> = server.hits().iter().map(|h| h.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 304, 200, 304]);
+}
+
+#[test]
+fn a_server_ignoring_conditional_requests() {
+    // With an ETag: the repeated 200 is recognised, its body left unread.
+    let server = Server::start(|_| reply(200, &[("etag", "\"same\"")], "binary"));
+    let mut fetcher = Http::new(server.url("/app"));
+    assert!(poll(&mut fetcher).is_some());
+    assert!(poll(&mut fetcher).is_none());
+    assert_eq!(
+        server.hits()[1].header("if-none-match"),
+        Some("\"same\""),
+        "the request was conditional"
+    );
+    // Without validators there is no way to tell: every poll is a release.
+    let server = Server::start(|_| reply(200, &[], "binary"));
+    let mut fetcher = Http::new(server.url("/app"));
+    for _ in 0..2 {
+        let release = poll(&mut fetcher).expect("returned again");
+        assert_eq!(release.tag, None);
+        assert_eq!(body(release), b"binary");
+    }
+}
+
+#[test]
+fn custom_headers_arrive() {
+    let server = Server::start(|_| reply(200, &[], "x"));
+    let mut fetcher = Http::new(server.url("/app"))
+        .header("Authorization", "Bearer t0ken")
+        .header("X-Api-Key", "k3y");
+    assert!(poll(&mut fetcher).is_some());
+    let hit = &server.hits()[0];
+    assert_eq!(hit.header("authorization"), Some("Bearer t0ken"));
+    assert_eq!(hit.header("x-api-key"), Some("k3y"));
+    let debug = format!("{fetcher:?}");
+    assert!(
+        !debug.contains("t0ken") && !debug.contains("k3y"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn redirects_are_followed_with_headers_on_the_same_origin() {
+    let server = Server::start(|parts| match parts.uri.path() {
+        "/latest" => reply(302, &[("location", "/files/app-2.0.gz")], ""),
+        "/files/app-2.0.gz" if header(parts, "if-none-match") == Some("\"2\"") => {
+            reply(304, &[], "")
+        }
+        "/files/app-2.0.gz" => reply(200, &[("etag", "\"2\"")], "gz bytes"),
+        _ => reply(404, &[], ""),
+    });
+    let mut fetcher = Http::new(server.url("/latest")).header("X-Api-Key", "k3y");
+    let release = poll(&mut fetcher).expect("release");
+    assert_eq!(
+        release.name.as_deref(),
+        Some("app-2.0.gz"),
+        "the final URL names it"
+    );
+    assert_eq!(release.source, server.url("/latest"));
+    assert_eq!(body(release), b"gz bytes");
+    let hits = server.hits();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[1].path, "/files/app-2.0.gz");
+    assert_eq!(hits[1].header("x-api-key"), Some("k3y"));
+    // The ETag of the final response makes the next poll conditional.
+    assert!(poll(&mut fetcher).is_none());
+    let hits = server.hits();
+    assert_eq!(hits.len(), 4);
+    assert_eq!(hits[3].header("if-none-match"), Some("\"2\""));
+    assert_eq!(hits[3].status, StatusCode::NOT_MODIFIED);
+}
+
+#[test]
+fn credentials_do_not_follow_a_redirect_to_another_host() {
+    let storage = Server::start(|_| {
+        reply(
+            200,
+            &[(
+                "content-disposition",
+                "attachment; filename=\"app-linux.tar.gz\"",
+            )],
+            "stored",
+        )
+    });
+    // The same port number under another host name is another origin.
+    let target = format!("http://localhost:{}/blob?sig=abc", storage.addr.port());
+    let api = Server::start(move |_| reply(302, &[("location", target.as_str())], ""));
+    let mut fetcher = Http::new(api.url("/download"))
+        .header("Authorization", "Bearer t0ken")
+        .header("X-Api-Key", "k3y");
+    let release = poll(&mut fetcher).expect("release");
+    assert_eq!(release.name.as_deref(), Some("app-linux.tar.gz"));
+    assert_eq!(body(release), b"stored");
+    let first = &api.hits()[0];
+    assert_eq!(first.header("authorization"), Some("Bearer t0ken"));
+    let stored = storage.hits();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].path, "/blob?sig=abc");
+    assert_eq!(stored[0].header("authorization"), None);
+    assert_eq!(stored[0].header("x-api-key"), None);
+}
+
+#[test]
+fn error_statuses_name_the_status_and_url() {
+    let server = Server::start(|parts| match parts.uri.path() {
+        "/missing" => reply(404, &[], "no"),
+        "/private" => reply(401, &[], "no"),
+        _ => reply(503, &[], "busy"),
+    });
+    for (path, status, hint) in [
+        ("/missing", "404", "check the URL"),
+        ("/private", "401", "credentials"),
+        ("/down", "503", "tries again"),
+    ] {
+        let url = server.url(path);
+        let err = Http::new(&url).fetch().expect_err("an error status");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(status) && msg.contains(&url) && msg.contains(hint),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_port_fails_fast() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let start = Instant::now();
+    let mut fetcher = Http::new(format!("http://127.0.0.1:{port}/app"))
+        .connect_timeout(Duration::from_millis(500));
+    let err = fetcher.fetch().expect_err("nothing listens");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn connect_timeout_bounds_an_unanswered_connect() {
+    // A listener with a full accept queue leaves further SYNs unanswered.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("address")
+        .as_socket()
+        .expect("inet");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break, // the queue is full
+        }
+    }
+    let start = Instant::now();
+    let mut fetcher =
+        Http::new(format!("http://{addr}/app")).connect_timeout(Duration::from_millis(300));
+    let result = fetcher.fetch();
+    let elapsed = start.elapsed();
+    let err = result.expect_err("no response can come");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    if cfg!(target_os = "linux") {
+        // Linux drops SYNs to a full queue: a genuine connect timeout.
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
+}
+
+#[test]
+fn timeout_covers_a_trickling_body() {
+    // A raw server announcing 1000 bytes and sending one every 100 ms.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        for _ in 0..100 {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let start = Instant::now();
+    let mut fetcher = Http::new(format!("http://{addr}/app")).timeout(Duration::from_millis(500));
+    let release = poll(&mut fetcher).expect("the headers arrive in time");
+    let mut bytes = Vec::new();
+    let mut body = release.body;
+    let result = body.read_to_end(&mut bytes);
+    assert!(result.is_err(), "the body outlives the timeout");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(bytes.len() < 1000);
+}
+
+#[test]
+fn sidecars_present_and_absent() {
+    let sum = "ab".repeat(32);
+    let sum_file = format!("{sum}  app.gz\n");
+    let server = Server::start(move |parts| match parts.uri.path() {
+        "/with/app.gz" | "/without/app.gz" => reply(200, &[("etag", "\"1\"")], "bytes"),
+        "/with/app.gz.sha256" => reply(200, &[], sum_file.clone()),
+        "/with/app.gz.minisig" => reply(200, &[], "untrusted comment: sig\nRWQ=\n"),
+        _ => reply(404, &[], ""),
+    });
+    let mut with = Http::new(server.url("/with/app.gz")).sidecars();
+    let release = poll(&mut with).expect("release");
+    assert_eq!(release.sha256.as_deref(), Some(sum.as_str()));
+    assert_eq!(
+        release.signature.as_deref(),
+        Some("untrusted comment: sig\nRWQ=\n")
+    );
+    let mut without = Http::new(server.url("/without/app.gz")).sidecars();
+    let release = poll(&mut without).expect("release without sidecars");
+    assert_eq!(release.sha256, None);
+    assert_eq!(release.signature, None);
+}
+
+#[test]
+fn a_missing_explicit_sidecar_is_an_error_and_nothing_is_remembered() {
+    let published = Arc::new(Mutex::new(false));
+    let p = published.clone();
+    let sum = "cd".repeat(32);
+    let sum_file = sum.clone();
+    let server = Server::start(move |parts| match parts.uri.path() {
+        "/app" if header(parts, "if-none-match") == Some("\"1\"") => reply(304, &[], ""),
+        "/app" => reply(200, &[("etag", "\"1\"")], "bytes"),
+        "/sums" if *lock(&p) => reply(200, &[], sum_file.clone()),
+        _ => reply(404, &[], ""),
+    });
+    let mut fetcher = Http::new(server.url("/app")).checksum_url(server.url("/sums"));
+    let err = fetcher.fetch().expect_err("the checksum is missing");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("404") && msg.contains("/sums") && msg.contains("checksum_url"),
+        "{msg}"
+    );
+    *lock(&published) = true;
+    let release = poll(&mut fetcher).expect("the failed poll remembered no ETag");
+    assert_eq!(release.sha256.as_deref(), Some(sum.as_str()));
+    assert!(poll(&mut fetcher).is_none());
+}

@@ -1,0 +1,474 @@
+//! The S3 fetcher against a real S3-protocol server on loopback: `s3s-fs`, a
+//! filesystem-backed S3 server that checks every request's SigV4 signature
+//! when given an access key and a secret key.
+//!
+//! Install the server once (about 2½ minutes on two cores):
+//!
+//! ```text
+//! cargo install s3s-fs --version 0.14.1 --features binary --locked
+//! ```
+//!
+//! It is looked up in `OVERSEER_S3S_FS` (a path), then `PATH`, then
+//! `$CARGO_HOME/bin`. Without it the tests fail and say how to install it,
+//! unless `OVERSEER_SKIP_S3=1` is set.
+//!
+//! Run with `cargo test -p overseer --features fetch-s3 --test fetch_s3`.
+#![cfg(unix)]
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+use overseer::fetcher::{Fetcher, Release, S3};
+use sha2::{Digest, Sha256};
+
+const BUCKET: &str = "releases";
+const ACCESS_KEY: &str = "overseer-test";
+const SECRET_KEY: &str = "s3cr3t-for-sigv4-checks";
+const KEY: &str = "myapp/linux-x86_64/myapp";
+const INSTALL: &str = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
+
+/// The `s3s-fs` process and its data directory; killed and removed on drop.
+struct Server {
+    bin: PathBuf,
+    child: Child,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(bin: &std::path::Path, port: u16, data: &std::path::Path) -> Child {
+        Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
+    }
+
+    /// Waits (20 s at most) until the server accepts connections; `false`
+    /// when it exited instead.
+    fn wait_listening(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("s3s-fs exited at start ({status})");
+                return false;
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("s3s-fs did not listen on port {} within 20 s", self.port);
+    }
+
+    /// Kills the server (connections in flight break off).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Self::launch(&self.bin, self.port, self.data.path());
+        assert!(self.wait_listening(), "s3s-fs did not restart");
+    }
+}
+
+fn server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("OVERSEER_S3S_FS") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+}
+
+/// Starts `s3s-fs` with authentication on a free loopback port, with one
+/// bucket; `None` (skip) only when the binary is missing and
+/// `OVERSEER_SKIP_S3=1`.
+fn start_server() -> Option<Server> {
+    let Some(bin) = server_binary() else {
+        if std::env::var("OVERSEER_SKIP_S3").as_deref() == Ok("1") {
+            eprintln!("s3s-fs not found; skipped (OVERSEER_SKIP_S3=1)");
+            return None;
+        }
+        panic!(
+            "the S3 tests need the s3s-fs server binary, which was not found in \
+             OVERSEER_S3S_FS, PATH or $CARGO_HOME/bin. Install it with\n    {INSTALL}\n\
+             or set OVERSEER_SKIP_S3=1 to skip these tests."
+        );
+    };
+    // The port is free when asked; another process could take it before the
+    // server binds, so a server that exits at once is tried again.
+    for _attempt in 0..3 {
+        let data = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(data.path().join(BUCKET)).expect("bucket dir");
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Server::launch(&bin, port, data.path());
+        let mut server = Server {
+            bin: bin.clone(),
+            child,
+            port,
+            data,
+        };
+        if server.wait_listening() {
+            return Some(server);
+        }
+    }
+    panic!("s3s-fs would not start (see its output above)");
+}
+
+/// Uploads through the S3 protocol itself (signed with the right key).
+struct Uploader {
+    runtime: tokio::runtime::Runtime,
+    store: AmazonS3,
+}
+
+impl Uploader {
+    fn new(server: &Server) -> Self {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(server.url())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("uploader");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Uploader { runtime, store }
+    }
+
+    /// Puts `bytes` at `key` (with `x-amz-meta-version` when given) and
+    /// returns the ETag the server reports.
+    fn put(&self, key: &str, bytes: &[u8], version: Option<&str>) -> String {
+        let mut attributes = Attributes::new();
+        if let Some(v) = version {
+            attributes.insert(Attribute::Metadata("version".into()), v.to_string().into());
+        }
+        let options = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes.to_vec());
+        let path = Path::from(key);
+        let put = self.store.put_opts(&path, payload, options);
+        let result = self.runtime.block_on(put).expect("upload");
+        result.e_tag.expect("the server reports an ETag")
+    }
+}
+
+fn fetcher(server: &Server, key: &str) -> S3 {
+    S3::new(BUCKET, key)
+        .endpoint(server.url())
+        .region("us-east-1")
+        .credentials(ACCESS_KEY, SECRET_KEY)
+}
+
+/// Reads the body in small, odd-sized pieces, the way a pipeline would.
+fn read_all(release: Release) -> Vec<u8> {
+    let mut body = release.body;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 7001];
+    for _ in 0..100_000 {
+        let n = body.read(&mut buf).expect("reading the body");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    panic!("body did not end");
+}
+
+/// Bytes that are not all alike, so a misplaced chunk would show.
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn error_text(result: Result<Option<Release>, overseer::fetcher::FetchError>) -> String {
+    match result {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("expected error: {text}");
+            text
+        }
+    }
+}
+
+#[test]
+fn fetches_from_a_real_s3_server() {
+    let Some(server) = start_server() else { return };
+    let up = Uploader::new(&server);
+    let mut f = fetcher(&server, KEY);
+
+    // Not published yet: nothing new, no error.
+    assert!(f.fetch().expect("missing object").is_none());
+    assert!(f.fetch().expect("missing object").is_none());
+
+    // First release: 1.5 MiB, several chunks.
+    let v1 = content(1_500_000, 1);
+    let etag1 = up.put(KEY, &v1, Some("1.0.0"));
+    let r = f.fetch().expect("fetch").expect("a release");
+    assert_eq!(r.tag.as_deref(), Some(etag1.as_str()));
+    assert_eq!(r.source, format!("s3://{BUCKET}/{KEY}"));
+    assert_eq!(r.name.as_deref(), Some("myapp"));
+    assert_eq!(r.size, Some(v1.len() as u64));
+    assert_eq!(r.version.as_deref(), Some("1.0.0"));
+    assert_eq!(r.sha256, None);
+    assert_eq!(r.signature, None);
+    assert!(read_all(r) == v1, "body differs from the upload");
+
+    // Unchanged: nothing new (s3s-fs ignores If-None-Match, so this is the
+    // fetcher's own ETag comparison).
+    assert!(f.fetch().expect("unchanged").is_none());
+    assert!(f.fetch().expect("unchanged").is_none());
+
+    // A new upload is a new release; its body outlives the fetcher.
+    let v2 = content(200_000, 2);
+    let etag2 = up.put(KEY, &v2, None);
+    assert_ne!(etag1, etag2);
+    let r = f.fetch().expect("fetch").expect("the new release");
+    assert_eq!(r.tag.as_deref(), Some(etag2.as_str()));
+    assert_eq!(r.version, None);
+    drop(f);
+    assert!(read_all(r) == v2, "body differs from the second upload");
+
+    // A body dropped unread does not disturb the next fetcher.
+    let mut f = fetcher(&server, KEY);
+    drop(f.fetch().expect("fetch").expect("release"));
+    assert!(f.fetch().expect("unchanged").is_none());
+
+    // Sidecars asked for but not there: simply absent.
+    let r = fetcher(&server, KEY)
+        .sidecars()
+        .fetch()
+        .expect("fetch")
+        .expect("release");
+    assert_eq!((r.sha256.as_deref(), r.signature.as_deref()), (None, None));
+
+    // Sidecars present.
+    let hex: String = Sha256::digest(&v2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let minisig = "untrusted comment: signature from minisign secret key\n\
+                   RUQf6LRCGA9i559r3g7V1qNyJDApGip8MfqcadIgT9CuhV3EMhHoN1mGTkUidF/z7SrlQgXdy8ofjb7bNJJylDOocrCo8KLzZwo=\n\
+                   trusted comment: timestamp:1555779966\tfile:test\n\
+                   QtKMXWyYcwdpZAlPF7tE2ENJkRd1ujvKjlj1m9RtHTBnZPa5WKU5uWRs5GoP5M/VqE81QFuMKI5k/SfNQUaOAA==\n";
+    up.put(
+        &format!("{KEY}.sha256"),
+        format!("{hex}  myapp\n").as_bytes(),
+        None,
+    );
+    up.put(&format!("{KEY}.minisig"), minisig.as_bytes(), None);
+    let r = fetcher(&server, KEY)
+        .sidecars()
+        .fetch()
+        .expect("fetch")
+        .expect("release");
+    assert_eq!(r.sha256.as_deref(), Some(hex.as_str()));
+    assert_eq!(r.signature.as_deref(), Some(minisig));
+
+    // An explicitly named sidecar must exist.
+    let err = error_text(
+        fetcher(&server, KEY)
+            .checksum_key("myapp/linux-x86_64/SHA256SUMS")
+            .fetch(),
+    );
+    assert!(
+        err.contains("SHA256SUMS not found") && err.contains("checksum_key"),
+        "{err}"
+    );
+
+    // The server checks signatures: a wrong secret key is refused, and the
+    // error says what to check.
+    let err = error_text(
+        S3::new(BUCKET, KEY)
+            .endpoint(server.url())
+            .credentials(ACCESS_KEY, "not-the-secret")
+            .fetch(),
+    );
+    assert!(
+        err.contains("SignatureDoesNotMatch") && err.contains("check the credentials"),
+        "{err}"
+    );
+    let err = error_text(
+        S3::new(BUCKET, KEY)
+            .endpoint(server.url())
+            .credentials("nobody", SECRET_KEY)
+            .fetch(),
+    );
+    assert!(
+        err.contains("does not know this access key id") && err.contains("check the credentials"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_endpoint_is_a_clear_error() {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let err = error_text(
+        S3::new(BUCKET, KEY)
+            .endpoint(format!("http://127.0.0.1:{port}"))
+            .credentials(ACCESS_KEY, SECRET_KEY)
+            .fetch(),
+    );
+    assert!(err.contains("cannot reach the store"), "{err}");
+}
+
+/// Credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`: set only
+/// in a child process (this test binary, running `env_credentials_child`),
+/// since tests share the process environment.
+#[test]
+fn credentials_from_the_environment() {
+    let Some(server) = start_server() else { return };
+    let up = Uploader::new(&server);
+    let body = content(50_000, 3);
+    up.put(KEY, &body, None);
+    let exe = std::env::current_exe().expect("test binary");
+    for (secret, expect) in [(SECRET_KEY, "ok"), ("wrong-secret", "denied")] {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["env_credentials_child", "--exact", "--nocapture"]);
+        cmd.args(["--test-threads", "1"]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(name);
+            }
+        }
+        let out = cmd
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("OVERSEER_S3_CHILD_ENDPOINT", server.url())
+            .env("OVERSEER_S3_CHILD_EXPECT", expect)
+            .env("OVERSEER_S3_CHILD_LEN", body.len().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the child test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains(&format!("CHILD-{expect}")),
+            "child ({expect}) failed: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+    }
+}
+
+/// The child half of `credentials_from_the_environment`; does nothing in a
+/// normal run.
+#[test]
+fn env_credentials_child() {
+    let Ok(endpoint) = std::env::var("OVERSEER_S3_CHILD_ENDPOINT") else {
+        return;
+    };
+    let expect = std::env::var("OVERSEER_S3_CHILD_EXPECT").expect("expectation");
+    let mut f = S3::new(BUCKET, KEY).endpoint(endpoint);
+    match expect.as_str() {
+        "ok" => {
+            let len: usize = std::env::var("OVERSEER_S3_CHILD_LEN")
+                .expect("length")
+                .parse()
+                .expect("length");
+            let r = f.fetch().expect("fetch").expect("release");
+            assert_eq!(read_all(r).len(), len);
+        }
+        _ => {
+            let err = error_text(f.fetch());
+            assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+        }
+    }
+    println!("CHILD-{expect}");
+}
+
+/// A download that breaks off (server gone mid-body) is an error on read, and
+/// the same release is offered again at the next poll, although its ETag did
+/// not change.
+#[test]
+fn broken_download_is_offered_again() {
+    let Some(mut server) = start_server() else {
+        return;
+    };
+    let up = Uploader::new(&server);
+    // Far more than loopback socket buffers hold, so the break is seen.
+    let big = content(48 << 20, 4);
+    let etag = up.put(KEY, &big, None);
+    drop(up);
+    let mut f = fetcher(&server, KEY);
+    let r = f.fetch().expect("fetch").expect("release");
+    let mut body = r.body;
+    let mut buf = vec![0u8; 64 * 1024];
+    assert!(body.read(&mut buf).expect("first read") > 0);
+    server.kill();
+    let mut broke = false;
+    for _ in 0..10_000 {
+        match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("expected error: {e}");
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        broke,
+        "the body read to its end though the server was killed"
+    );
+    drop(body);
+    server.restart();
+    let r = f.fetch().expect("fetch").expect("the same release again");
+    assert_eq!(r.tag.as_deref(), Some(etag.as_str()));
+    assert!(read_all(r) == big, "body differs from the upload");
+    assert!(f.fetch().expect("unchanged").is_none());
+}
