@@ -348,3 +348,46 @@ fn read_only_binary_directory_is_reported_at_start() {
     assert_eq!(rig.server.downloads("app"), 0);
     rig.expect_untouched();
 }
+
+#[test]
+fn release_signed_with_the_minisign_tool_is_installed() {
+    if Command::new("minisign").arg("-v").output().is_err() {
+        assert!(
+            std::env::var_os("OVERSEER_SKIP_MINISIGN").is_some(),
+            "the minisign tool is missing: install it (apt-get install minisign) or set OVERSEER_SKIP_MINISIGN=1"
+        );
+        return;
+    }
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (pk, sk) = (keys.path().join("k.pub"), keys.path().join("k.key"));
+    let ok = Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .output()
+        .expect("minisign -G");
+    assert!(ok.status.success(), "{ok:?}");
+    let public = std::fs::read_to_string(&pk).expect("pub");
+    // Trust the tool's key (the whole minisign.pub file is accepted).
+    let rig = Rig::start(&[("UA_PUBKEYS", public.lines().nth(1).expect("key line"))]);
+    let bytes = rig.build("version=2.0.0");
+    let file = keys.path().join("app");
+    std::fs::write(&file, &bytes).expect("write");
+    let comment = format!("version:2.0.0 target:{}", this_target());
+    let ok = Command::new("minisign")
+        .arg("-S")
+        .arg("-s")
+        .arg(&sk)
+        .arg("-m")
+        .arg(&file)
+        .args(["-t", &comment])
+        .output()
+        .expect("minisign -S");
+    assert!(ok.status.success(), "{ok:?}");
+    let sig = std::fs::read(keys.path().join("app.minisig")).expect("sig");
+    rig.server.publish("app.minisig", sig);
+    rig.server.publish("app", bytes);
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+}
