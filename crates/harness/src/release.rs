@@ -36,13 +36,31 @@ pub fn stamp(exe: &Path, dst: &Path, fields: &str) -> std::io::Result<()> {
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))
 }
 
+/// Like [`stamp`], padded with zeros before the stamp to `size` bytes (a
+/// large release, for measuring download, hashing and swap).
+pub fn stamp_padded(exe: &Path, dst: &Path, fields: &str, size: u64) -> std::io::Result<()> {
+    stamp(exe, dst, "")?;
+    let mut bytes = std::fs::read(dst)?;
+    let room = size.saturating_sub(bytes.len() as u64 + fields.len() as u64 + 32);
+    bytes.resize(bytes.len() + room as usize, 0);
+    bytes.extend_from_slice(STAMP_MARK);
+    bytes.extend_from_slice(fields.as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(dst, bytes)
+}
+
 /// The build stamp of the running binary (`key=value` words), if any.
 pub fn own_stamp() -> HashMap<String, String> {
+    match std::env::current_exe() {
+        Ok(exe) => read_stamp(&exe),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// The build stamp of the binary at `path` (`key=value` words), if any.
+pub fn read_stamp(path: &Path) -> HashMap<String, String> {
     let mut fields = HashMap::new();
-    let Ok(exe) = std::env::current_exe() else {
-        return fields;
-    };
-    let Ok(mut f) = std::fs::File::open(exe) else {
+    let Ok(mut f) = std::fs::File::open(path) else {
         return fields;
     };
     use std::io::{Seek, SeekFrom};

@@ -77,6 +77,20 @@
 //! restarts usually lose requests. The `http_std` and `http_axum` examples
 //! show the pattern.
 //!
+//! ## Self-upgrade
+//!
+//! With a [`fetcher`] configured ([`Config::fetcher`]), the master polls for
+//! new releases and runs each through the pipeline of SPEC §5: a streamed,
+//! capped, time-limited download into a staging file beside the binary;
+//! unpacking; a checksum; a minisign signature by a key from
+//! [`Config::public_key`] whose signed trusted comment names a newer version
+//! and this target (`version:1.4.0 target:x86_64-unknown-linux-gnu`); a
+//! native-executable check; the sanity check; [`Config::pre_upgrade`]; then
+//! an atomic, durable swap that keeps the previous binary. The worker started
+//! from the new release is on probation ([`Config::probation`]): if it fails,
+//! the previous binary is restored and served, and the release is remembered
+//! as bad. The `overseer` command signs releases (`overseer sign`).
+//!
 //! ## Logging
 //!
 //! Through `tracing` when a subscriber is installed; otherwise info, warnings
@@ -89,7 +103,12 @@
 //! forked child must avoid allocation), `signal-hook` to receive signals on a
 //! thread with their origin, `socket2` to bind with a chosen backlog and
 //! dual-stack control, `sha2` for the binary's ID, `tempfile` for the
-//! master's private socket directory, `tracing` as the logging facade.
+//! master's private socket directory and staging files, `tracing` as the
+//! logging facade. For upgrades: `minisign-verify` (signatures, pure Rust),
+//! `semver` (signed versions), `object` (the native-executable check),
+//! `flate2`/`lzma-rs`/`ruzstd`/`tar`/`zip` (unpacking, each behind a
+//! feature), `ureq` (the HTTP and GitHub fetchers: small, blocking, rustls)
+//! and `object_store` (S3, on a private runtime).
 #![deny(missing_docs)]
 
 mod accept;
