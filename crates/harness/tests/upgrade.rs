@@ -391,3 +391,76 @@ fn release_signed_with_the_minisign_tool_is_installed() {
     rig.expect_version("2.0.0");
     rig.proc.expect_line("version 2.0.0 passed probation", T);
 }
+
+#[test]
+fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
+    let rig = Rig::start(&[]);
+    let bytes = rig.build("version=2.0.0");
+    let stage = rig.dir.path().join("pack");
+    std::fs::create_dir_all(&stage).expect("mkdir");
+    std::fs::write(stage.join("app"), &bytes).expect("write");
+    std::fs::write(stage.join("README"), b"not the binary").expect("write");
+    let archive = rig.dir.path().join("app.tar.gz");
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&stage)
+        .args(["app", "README"])
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    let packed = std::fs::read(&archive).expect("archive");
+    // Signed over the executable inside; the checksum names the archive.
+    let sig = rig.keys.sign(&bytes, "2.0.0", &this_target());
+    let sum = {
+        use std::io::Write;
+        let mut child = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().expect("stdin").write_all(&packed).expect("pipe");
+        String::from_utf8(child.wait_with_output().expect("sha256sum").stdout).expect("utf8")
+    };
+    rig.server.publish("app.sha256", sum.into_bytes());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", packed);
+    rig.expect_version("2.0.0");
+    assert!(std::fs::read(rig.bin()).expect("read") == bytes, "the unpacked binary is installed");
+}
+
+#[test]
+fn no_restart_after_fetch_installs_and_waits_for_the_next_restart() {
+    let rig = Rig::start(&[("UA_NO_RESTART_AFTER_FETCH", "1")]);
+    let bytes = rig.build("version=2.0.0");
+    rig.publish_signed(bytes.clone(), "2.0.0");
+    rig.proc.expect_line("it runs from the next restart", T);
+    assert!(std::fs::read(rig.bin()).expect("read") == bytes);
+    assert_eq!(rig.serving_version(), "1.0.0");
+    rig.proc.signal(nix::libc::SIGUSR2);
+    rig.expect_version("2.0.0");
+}
+
+#[test]
+fn highest_version_seen_survives_a_restart_of_the_master() {
+    let mut rig = Rig::start(&[]);
+    rig.publish_version("3.0.0", "");
+    rig.proc.expect_line("version 3.0.0 passed probation", T);
+    rig.proc.signal(nix::libc::SIGTERM);
+    rig.proc.expect_exit(T);
+    // An operator puts the old build back and starts it again: a validly
+    // signed 2.0.0 (older than the 3.0.0 seen) must still be refused.
+    std::fs::write(rig.bin(), &rig.original).expect("reinstall v1");
+    let server = std::mem::replace(&mut rig.server, ReleaseServer::start());
+    drop(server);
+    let mut cmd = Command::new(rig.bin());
+    cmd.env("UA_FETCH_URL", rig.server.url("app"))
+        .env("UA_PUBKEYS", &rig.keys.public)
+        .env("UA_INTERVAL_MS", "100");
+    rig.proc = Proc::spawn(cmd);
+    rig.addr = rig.proc.listen_addr();
+    rig.proc.expect_line("worker 1 ready", T);
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("signed version 2.0.0 is not newer than 3.0.0");
+}

@@ -219,6 +219,7 @@ pub(crate) struct Unpack<'a> {
     pub dir: &'a Path,
     pub bin_name: &'a str,
     /// Names to look for inside an archive, best first.
+    #[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
     pub wanted: &'a [String],
     pub max_size: u64,
 }
@@ -339,6 +340,7 @@ fn unpack_one<R: Read + Seek>(
     }
 }
 
+#[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
 /// Picks the archive entry to install: the first wanted name present, else
 /// the only executable file, else the only file.
 fn choose(entries: &[(String, bool)], wanted: &[String]) -> io::Result<usize> {

@@ -62,6 +62,7 @@ pub(crate) fn parse_version(s: &str) -> Option<semver::Version> {
     None
 }
 
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
 /// Reads `key:value` or `key=value` pairs, separated by tabs or spaces, from
 /// a trusted comment (minisign's own `timestamp:… file:…` included).
 pub(crate) fn metadata(comment: &str, key: &str) -> Option<String> {
@@ -71,6 +72,7 @@ pub(crate) fn metadata(comment: &str, key: &str) -> Option<String> {
     })
 }
 
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
 /// Whether a signed target names this build: its exact triple, or the
 /// `os-arch` forms release tools use (`linux-amd64`, `linux-x86_64`).
 pub(crate) fn target_matches(signed: &str) -> bool {
@@ -180,6 +182,7 @@ pub(crate) fn check_keys(keys: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
 /// The version and target a verified trusted comment carries.
 fn signed_metadata(comment: &str) -> Result<Signed, Rejection> {
     let hint = "sign with a trusted comment like 'version:1.2.3 target:x86_64-unknown-linux-gnu'";
@@ -212,6 +215,7 @@ pub(crate) fn signature(
     ))
 }
 
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
 /// Reads a file from the start in chunks.
 pub(crate) fn stream(file: &mut File, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(0))?;
