@@ -18,7 +18,10 @@ const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
 const POLL_MS: u64 = 50;
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn version(addr: std::net::SocketAddr) -> Option<String> {
@@ -43,7 +46,9 @@ fn main() {
     let keys = Keys::generate();
     let server = ReleaseServer::start();
 
-    println!("upgrade benchmark: {rounds} upgrades of a {mib} MiB release, polled every {POLL_MS} ms");
+    println!(
+        "upgrade benchmark: {rounds} upgrades of a {mib} MiB release, polled every {POLL_MS} ms"
+    );
     let mut cmd = Command::new(&bin);
     cmd.env("UA_FETCH_URL", server.url("app"))
         .env("UA_PUBKEYS", &keys.public)
@@ -65,13 +70,20 @@ fn main() {
         server.publish("app", bytes);
         let deadline = visible + Duration::from_secs(120);
         while version(addr).as_deref() != Some(v.as_str()) {
-            assert!(Instant::now() < deadline, "version {v} never served: {:?}", p.output());
+            assert!(
+                Instant::now() < deadline,
+                "version {v} never served: {:?}",
+                p.output()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         let t = visible.elapsed();
         println!("  {v}: visible → serving {:>7.1} ms", t.as_secs_f64() * 1e3);
         times.push(t);
-        p.expect_line(&format!("version {v} passed probation"), Duration::from_secs(30));
+        p.expect_line(
+            &format!("version {v} passed probation"),
+            Duration::from_secs(30),
+        );
     }
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -92,10 +104,16 @@ fn main() {
     p.expect_line("worker 1 ready", Duration::from_secs(60));
     // Let the first poll (which downloads and finds the same binary) pass.
     std::thread::sleep(Duration::from_secs(3));
-    let (c0, r0) = (cpu_ticks(p.pid).unwrap_or(0), server.requests.load(std::sync::atomic::Ordering::Relaxed));
+    let (c0, r0) = (
+        cpu_ticks(p.pid).unwrap_or(0),
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let span = Duration::from_secs(env_num("UPGRADE_IDLE_SECS", 20));
     std::thread::sleep(span);
-    let (c1, r1) = (cpu_ticks(p.pid).unwrap_or(0), server.requests.load(std::sync::atomic::Ordering::Relaxed));
+    let (c1, r1) = (
+        cpu_ticks(p.pid).unwrap_or(0),
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let tick = 100.0; // USER_HZ on Linux
     let cpu = (c1 - c0) as f64 / tick / span.as_secs_f64() * 100.0;
     println!(
