@@ -420,14 +420,22 @@ fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sha256sum");
-        child.stdin.take().expect("stdin").write_all(&packed).expect("pipe");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&packed)
+            .expect("pipe");
         String::from_utf8(child.wait_with_output().expect("sha256sum").stdout).expect("utf8")
     };
     rig.server.publish("app.sha256", sum.into_bytes());
     rig.server.publish("app.minisig", sig.into_bytes());
     rig.server.publish("app", packed);
     rig.expect_version("2.0.0");
-    assert!(std::fs::read(rig.bin()).expect("read") == bytes, "the unpacked binary is installed");
+    assert!(
+        std::fs::read(rig.bin()).expect("read") == bytes,
+        "the unpacked binary is installed"
+    );
 }
 
 #[test]

@@ -1,0 +1,137 @@
+//! A self-upgrading HTTP server: the `http_std` example's HTTP code under an
+//! overseer master with a fetcher. The `upgrade-app` binary (run by the
+//! upgrade tests and benchmark) and the demo's app mode (`overseer-demo app`)
+//! are both just [`main_from_env`].
+//!
+//! Its behaviour comes from its *build stamp* (see [`crate::release`]), so
+//! each published copy can be a different version or a broken build:
+//!
+//! | stamp word | effect |
+//! |---|---|
+//! | `version=V` | the program's version (default `1.0.0`) |
+//! | `exit_at_start=1` | every worker exits with status 7 before ready |
+//! | `never_ready=1` | every worker hangs before ready |
+//! | `crash_after_ms=M` | every worker exits with status 3, M ms after ready |
+//!
+//! The master's settings come from the environment:
+//!
+//! | variable | setting |
+//! |---|---|
+//! | `UA_ADDR` | the address to serve (default `127.0.0.1:0`) |
+//! | `UA_FETCH_URL` | poll this URL (HTTP fetcher, `.minisig`/`.sha256` beside it) |
+//! | `UA_FETCH_FILE` | or watch this file |
+//! | `UA_INTERVAL_MS` | poll interval (default 200) |
+//! | `UA_PUBKEYS` | trusted minisign public keys, comma-separated |
+//! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS` | timings |
+//! | `UA_MAX_DOWNLOAD` | max_download_size in bytes |
+//! | `UA_NO_RESTART_AFTER_FETCH=1` | install without restarting |
+//! | `UA_DEBUG=1` | debug lines |
+//!
+//! `/` and `/slow?ms=N` answer `version=V worker=N pid=P id=…`.
+
+#[path = "../../overseer/examples/http_std.rs"]
+mod http_std;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use overseer::{Config, Readiness, State};
+
+use crate::release::own_stamp;
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn millis(name: &str, default: u64) -> Duration {
+    Duration::from_millis(var(name).and_then(|v| v.parse().ok()).unwrap_or(default))
+}
+
+/// Runs the app: answers a sanity check, or starts the master (or, in a
+/// worker, the program) configured from the build stamp and the `UA_*`
+/// environment variables. Returns only if the service does.
+pub fn main_from_env() {
+    overseer::sanity_check();
+    let stamp = own_stamp();
+    let version = stamp
+        .get("version")
+        .cloned()
+        .unwrap_or_else(|| "1.0.0".into());
+    let interval = millis("UA_INTERVAL_MS", 200);
+    let mut config = Config::new(program)
+        .address(var("UA_ADDR").unwrap_or_else(|| "127.0.0.1:0".into()))
+        .readiness(Readiness::Notify)
+        .ready_timeout(millis("UA_READY_MS", 10_000))
+        .terminate_timeout(Duration::from_secs(10))
+        .probation(millis("UA_PROBATION_MS", 1_000))
+        .download_timeout(millis("UA_DOWNLOAD_TIMEOUT_MS", 30_000))
+        .min_fetch_interval(Duration::from_millis(50))
+        .no_restart_after_fetch(var("UA_NO_RESTART_AFTER_FETCH").is_some())
+        .version(version)
+        .debug(var("UA_DEBUG").is_some());
+    if let Some(max) = var("UA_MAX_DOWNLOAD").and_then(|v| v.parse().ok()) {
+        config = config.max_download_size(max);
+    }
+    for key in var("UA_PUBKEYS").iter().flat_map(|k| k.split(',')) {
+        config = config.public_key(key);
+    }
+    if let Some(url) = var("UA_FETCH_URL") {
+        config = config.fetcher(
+            overseer::fetcher::Http::new(url)
+                .interval(interval)
+                .sidecars(),
+        );
+    } else if let Some(path) = var("UA_FETCH_FILE") {
+        config = config.fetcher(
+            overseer::fetcher::File::new(path)
+                .interval(interval)
+                .settle(Duration::from_millis(100)),
+        );
+    }
+    overseer::run(config);
+}
+
+/// Runs in each worker.
+fn program(state: State) {
+    let stamp = own_stamp();
+    let n = state.worker;
+    let tag = format!(
+        "version={} worker={n} pid={} id={}",
+        state.version.as_deref().unwrap_or("none"),
+        std::process::id(),
+        state.id.get(..12).unwrap_or("none"),
+    );
+    say(&format!("{tag} starting"));
+    if stamp.contains_key("exit_at_start") {
+        say(&format!("{tag} exiting at start (a broken build)"));
+        std::process::exit(7);
+    }
+    if stamp.contains_key("never_ready") {
+        say(&format!("{tag} never getting ready (a broken build)"));
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    let listener = state.tcp_listener().expect("a TCP address");
+    state.ready().expect("readiness reported");
+    if let Some(ms) = stamp.get("crash_after_ms").and_then(|m| m.parse().ok()) {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            say(&format!("worker={n} crashing (a broken build)"));
+            std::process::exit(3);
+        });
+    }
+    let handler: http_std::Handler = Arc::new(move |path: &str| {
+        if let Some(ms) = path.strip_prefix("/slow?ms=") {
+            let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        (200, format!("{tag}\n"))
+    });
+    http_std::serve(&listener, &state.shutdown, handler);
+}
+
+/// Prints a line on stderr in one write: the master and every worker share
+/// the pipe, and a line written in pieces could interleave with theirs.
+fn say(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
