@@ -1,99 +1,15 @@
 //! The GitHub fetcher against a real HTTP server shaped like GitHub's API
 //! (and a second one, on another host name, standing for its storage host).
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+mod support;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::Router;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
 use overseer::fetcher::{Fetcher, GitHub, Release};
 use serde_json::json;
-
-/// What a test server saw of one request.
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    headers: HeaderMap,
-    status: StatusCode,
-}
-
-impl Hit {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// A real HTTP server on 127.0.0.1, answering with `handler`.
-struct Server {
-    addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Server {
-    fn start(handler: impl Fn(&Parts) -> Response + Send + Sync + 'static) -> Server {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let handler = Arc::new(handler);
-        let log = hits.clone();
-        let app = Router::new().fallback(move |request: Request| {
-            let (handler, log) = (handler.clone(), log.clone());
-            async move {
-                let (parts, _) = request.into_parts();
-                let response = handler(&parts);
-                lock(&log).push(Hit {
-                    path: parts.uri.to_string(),
-                    headers: parts.headers.clone(),
-                    status: response.status(),
-                });
-                response
-            }
-        });
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Server {
-            addr,
-            hits,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        lock(&self.hits).clone()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
-    let mut response = Response::builder().status(status);
-    for (name, value) in headers {
-        response = response.header(*name, *value);
-    }
-    response.body(body.into()).expect("response")
-}
-
-fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts.headers.get(name).and_then(|v| v.to_str().ok())
-}
+use support::*;
 
 #[derive(Debug, Clone)]
 struct Asset {
@@ -277,7 +193,7 @@ fn read(release: Release) -> Vec<u8> {
 #[test]
 fn latest_release_with_a_token() {
     let (api, storage, repo) = github(acme("v1.2.3"));
-    let mut fetcher = GitHub::new("acme/app").api_url(api.url()).token("t0ken");
+    let mut fetcher = GitHub::new("acme/app").api_url(api.url("")).token("t0ken");
     let release = poll(&mut fetcher).expect("the latest release");
     let ours = ours();
     let asset = lock(&repo)
@@ -371,7 +287,7 @@ fn latest_release_with_a_token() {
 #[test]
 fn without_a_token_the_public_download_url_is_used() {
     let (api, storage, _repo) = github(acme("v1.0.0"));
-    let mut fetcher = GitHub::new("acme/app").api_url(format!("{}/", api.url()));
+    let mut fetcher = GitHub::new("acme/app").api_url(format!("{}/", api.url("")));
     let release = poll(&mut fetcher).expect("release");
     assert_eq!(read(release), format!("{} v1.0.0", ours()).into_bytes());
     let hits = api.hits();
@@ -394,7 +310,7 @@ fn a_checksum_asset_stands_in_for_a_missing_digest() {
         }
     }
     let (api, _storage, _repo) = github(repo);
-    let mut fetcher = GitHub::new("acme/app").api_url(api.url());
+    let mut fetcher = GitHub::new("acme/app").api_url(api.url(""));
     let release = poll(&mut fetcher).expect("release");
     assert_eq!(release.sha256.as_deref(), Some(sum.as_str()));
 }
@@ -403,7 +319,7 @@ fn a_checksum_asset_stands_in_for_a_missing_digest() {
 fn asset_and_prerelease_overrides() {
     let (api, _storage, _repo) = github(acme("v2.0.0-rc.1"));
     let mut fetcher = GitHub::new("acme/app")
-        .api_url(api.url())
+        .api_url(api.url(""))
         .include_prereleases(true)
         .asset("windows-arm64");
     let release = poll(&mut fetcher).expect("the pre-release");
@@ -416,7 +332,7 @@ fn asset_and_prerelease_overrides() {
 fn unknown_repository_explains_the_fix() {
     let (api, _storage, _repo) = github(acme("v1"));
     let err = GitHub::new("nobody/none")
-        .api_url(api.url())
+        .api_url(api.url(""))
         .fetch()
         .expect_err("404");
     let msg = err.to_string();
@@ -429,7 +345,7 @@ fn unknown_repository_explains_the_fix() {
 fn rate_limit_explains_the_fix() {
     let (api, _storage, _repo) = github(acme("v1"));
     let err = GitHub::new("limited/app")
-        .api_url(api.url())
+        .api_url(api.url(""))
         .fetch()
         .expect_err("403");
     let msg = err.to_string();
@@ -453,7 +369,7 @@ fn no_matching_asset_lists_the_names() {
     }
     let (api, _storage, _repo) = github(repo);
     let err = GitHub::new("acme/app")
-        .api_url(api.url())
+        .api_url(api.url(""))
         .fetch()
         .expect_err("no asset for this platform");
     let msg = err.to_string();
