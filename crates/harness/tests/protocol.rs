@@ -28,10 +28,14 @@ fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
 
 #[test]
 fn fallback_serves_on_the_configured_address_when_the_master_cannot_start() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // A free port below Linux's ephemeral range (32768-60999): a port the
+    // kernel handed out could be taken again as some client's local port
+    // between this check and the server's bind.
+    let base = 20_000 + (std::process::id() % 10_000) as u16;
+    let port = (0..2_000)
+        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 32000");
     let addr = format!("127.0.0.1:{port}");
     // The master needs a private runtime directory; make that impossible.
     let p = start(&[("TS_ADDR", &addr), ("TMPDIR", "/nonexistent/overseer-test")]);
