@@ -25,6 +25,7 @@
 //! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS` | timings |
 //! | `UA_MAX_DOWNLOAD` | max_download_size in bytes |
 //! | `UA_NO_RESTART_AFTER_FETCH=1` | install without restarting |
+//! | `UA_VETO=W` | a `pre_upgrade` hook vetoes builds whose stamp has the word `W` |
 //! | `UA_DEBUG=1` | debug lines |
 //!
 //! `/` and `/slow?ms=N` answer `version=V worker=N pid=P id=…`.
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use overseer::{Config, Readiness, State};
 
-use crate::release::own_stamp;
+use crate::release::{own_stamp, read_stamp};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -72,6 +73,17 @@ pub fn main_from_env() {
         .debug(var("UA_DEBUG").is_some());
     if let Some(max) = var("UA_MAX_DOWNLOAD").and_then(|v| v.parse().ok()) {
         config = config.max_download_size(max);
+    }
+    if let Some(word) = var("UA_VETO") {
+        // Reads the verified new binary where it is staged, as a real hook
+        // would (e.g. to check its build metadata against a policy).
+        config = config.pre_upgrade(move |staged: &std::path::Path| {
+            if read_stamp(staged).contains_key(&word) {
+                Err(format!("the build is marked {word}"))
+            } else {
+                Ok(())
+            }
+        });
     }
     for key in var("UA_PUBKEYS").iter().flat_map(|k| k.split(',')) {
         config = config.public_key(key);

@@ -240,6 +240,17 @@ fn program_that_is_not_an_overseer_binary_is_refused() {
 }
 
 #[test]
+fn release_vetoed_by_pre_upgrade_is_refused_and_a_later_one_installed() {
+    let rig = Rig::start(&[("UA_VETO", "embargoed")]);
+    rig.publish_version("2.0.0", "embargoed=1");
+    rig.expect_rejected_once("vetoed by pre_upgrade: the build is marked embargoed");
+    // The veto is about that release only: the next one goes through.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+    rig.proc.expect_line("installed version 3.0.0", T);
+}
+
+#[test]
 fn build_that_crashes_at_start_is_rolled_back() {
     let rig = Rig::start(&[]);
     rig.publish_version("2.0.0", "exit_at_start=1");
