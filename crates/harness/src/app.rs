@@ -25,6 +25,8 @@
 //! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS` | timings |
 //! | `UA_MAX_DOWNLOAD` | max_download_size in bytes |
 //! | `UA_NO_RESTART_AFTER_FETCH=1` | install without restarting |
+//! | `UA_CONTROL` | the control socket's path |
+//! | `UA_REQUIRED=1` | exit instead of running directly when the master cannot start |
 //! | `UA_VETO=W` | a `pre_upgrade` hook vetoes builds whose stamp has the word `W` |
 //! | `UA_DEBUG=1` | debug lines |
 //!
@@ -70,9 +72,13 @@ pub fn main_from_env() {
         .min_fetch_interval(Duration::from_millis(50))
         .no_restart_after_fetch(var("UA_NO_RESTART_AFTER_FETCH").is_some())
         .version(version)
+        .required(var("UA_REQUIRED").is_some())
         .debug(var("UA_DEBUG").is_some());
     if let Some(max) = var("UA_MAX_DOWNLOAD").and_then(|v| v.parse().ok()) {
         config = config.max_download_size(max);
+    }
+    if let Some(path) = var("UA_CONTROL") {
+        config = config.control_socket(path);
     }
     if let Some(word) = var("UA_VETO") {
         // Reads the verified new binary where it is staged, as a real hook

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::address::Address;
 use crate::error::{Error, Result};
 use crate::fetcher::Fetcher;
+use crate::progress::ProgressFn;
 use crate::State;
 
 /// A `pre_upgrade` hook: gets the path of the verified new binary (still in
@@ -47,7 +48,28 @@ impl fmt::Debug for Program {
 }
 
 /// When a new worker counts as ready, so that the old one may drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The best judge is the program itself ([`Readiness::Notify`]): only it
+/// knows when it can serve. For programs that cannot say so, [`Alive`]
+/// and [`Command`] are fallbacks. In every mode an sd_notify `READY=1` from
+/// the worker counts as well, and `ready_timeout` applies: a worker not
+/// ready by then is killed and the old one keeps serving.
+///
+/// # Why not probe the service's own address?
+///
+/// A TCP connect or an HTTP request to the *shared* listening address cannot
+/// tell the new worker from the old one. The master holds that socket for its
+/// whole life, so the kernel completes the handshake from the backlog whether
+/// or not any worker accepts; and while the old worker still serves, it may be
+/// the one that answers. Such a probe succeeds at once and proves nothing
+/// about the new worker. A probe must reach something private to the new
+/// worker — an admin endpoint on a Unix socket whose path holds its pid, a
+/// file it writes once it can serve, its own health command — which is why
+/// a [`Probe`] gets the worker's pid and number (`{pid}`, `{worker}`).
+///
+/// [`Alive`]: Readiness::Alive
+/// [`Command`]: Readiness::Command
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Readiness {
     /// Ready as soon as the program starts: in library mode just before the
@@ -59,6 +81,78 @@ pub enum Readiness {
     /// Ready when the worker says so: [`State::ready`] in library mode, an
     /// sd_notify `READY=1` datagram in command mode. `ready_timeout` applies.
     Notify,
+    /// Ready once the worker has stayed alive this long. A worker that
+    /// crashes at start-up (a bad configuration, a missing file) is caught
+    /// and the old one keeps serving; a worker that is merely slow is not.
+    /// Must be shorter than `ready_timeout`.
+    Alive(Duration),
+    /// Ready when a probe command, run repeatedly, exits 0 (see [`Probe`]).
+    Command(Probe),
+}
+
+/// A readiness probe: a command run every `interval` (default 100 ms) while
+/// a new worker starts, until it exits 0.
+///
+/// The command is run directly, without a shell. In its arguments `{pid}`
+/// becomes the new worker's pid and `{worker}` its number; its environment
+/// also has `OVERSEER_WORKER_PID` and `OVERSEER_WORKER`. Each attempt may take
+/// `attempt_timeout` (default 5 s) before it is killed and counted as a
+/// failure. Probe a place only the new worker answers (see [`Readiness`]):
+///
+/// ```no_run
+/// use overseer::{Config, Probe, Readiness};
+/// // The service opens an admin socket named after its pid.
+/// let probe = Probe::new("curl")
+///     .args(["-fsS", "--unix-socket", "/run/myapp/admin-{pid}.sock", "http://admin/health"]);
+/// overseer::run(Config::command("/usr/local/bin/myapp").readiness(Readiness::Command(probe)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) interval: Duration,
+    pub(crate) attempt_timeout: Duration,
+}
+
+impl Probe {
+    /// A probe running `program` (looked up in `PATH` when it has no slash).
+    pub fn new(program: impl Into<OsString>) -> Self {
+        Probe {
+            program: program.into(),
+            args: Vec::new(),
+            interval: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Adds an argument (`{pid}` and `{worker}` are substituted).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The pause between the end of one attempt and the start of the next
+    /// (default 100 ms).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How long one attempt may run before it is killed (default 5 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
 }
 
 /// The master's configuration. Build it with [`Config::new`] (library mode)
@@ -87,6 +181,7 @@ pub struct Config {
     pub(crate) debug: bool,
     pub(crate) no_warn: bool,
     pub(crate) version: Option<String>,
+    pub(crate) control_socket: Option<PathBuf>,
     pub(crate) upgrade: UpgradeConfig,
 }
 
@@ -104,7 +199,10 @@ pub(crate) struct UpgradeConfig {
     pub download_timeout: Duration,
     pub sanity_check: bool,
     pub sanity_timeout: Duration,
+    /// Arguments replacing the token check: the new binary must exit 0.
+    pub sanity_args: Option<Vec<OsString>>,
     pub executable_name: Option<String>,
+    pub progress: Option<Arc<ProgressFn>>,
 }
 
 impl Default for UpgradeConfig {
@@ -121,7 +219,9 @@ impl Default for UpgradeConfig {
             download_timeout: Duration::from_secs(300),
             sanity_check: true,
             sanity_timeout: Duration::from_secs(10),
+            sanity_args: None,
             executable_name: None,
+            progress: None,
         }
     }
 }
@@ -140,7 +240,9 @@ impl fmt::Debug for UpgradeConfig {
             .field("download_timeout", &self.download_timeout)
             .field("sanity_check", &self.sanity_check)
             .field("sanity_timeout", &self.sanity_timeout)
+            .field("sanity_args", &self.sanity_args)
             .field("executable_name", &self.executable_name)
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
@@ -186,6 +288,7 @@ impl Config {
             debug: false,
             no_warn: false,
             version: None,
+            control_socket: None,
         }
     }
 
@@ -285,6 +388,18 @@ impl Config {
         self
     }
 
+    /// Listens for control requests on a Unix socket at `path`: a handover
+    /// with its real outcome, or the master's status (see [`crate::control`];
+    /// `overseer restart` and `overseer status` use it). Only the master's
+    /// user and root may connect: the file is made `0600` and each peer's
+    /// credentials are checked; a missing directory is created `0700`. A
+    /// stale socket file is replaced; one a live master answers on is an
+    /// error. Off by default.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
+        self
+    }
+
     /// Polls `fetcher` for new releases and upgrades the binary (SPEC §5):
     /// each release is downloaded, verified, swapped in atomically and
     /// restarted into, and rolled back if the new worker fails.
@@ -370,6 +485,35 @@ impl Config {
         self
     }
 
+    /// A sanity check for programs not built with overseer: the new binary
+    /// is run with these arguments (e.g. `--version`) instead of the token,
+    /// and must exit 0 within `sanity_timeout`. Turns the sanity check on.
+    ///
+    /// It runs with stdin closed, no sockets and no `NOTIFY_SOCKET`, so a
+    /// binary that ignores the arguments and starts serving cannot touch the
+    /// running service; it is killed at the timeout and the release refused.
+    pub fn sanity_check_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.upgrade.sanity_args = Some(args.into_iter().map(Into::into).collect());
+        self.upgrade.sanity_check = true;
+        self
+    }
+
+    /// Called while a release downloads: at the start, at most every 100 ms
+    /// while bytes arrive, and once at the end (finished or failed). For
+    /// progress bars and logs; it runs on the download's thread, so keep it
+    /// quick.
+    pub fn on_download_progress(
+        mut self,
+        hook: impl Fn(&crate::DownloadProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.upgrade.progress = Some(Arc::new(hook));
+        self
+    }
+
     /// The executable's name inside release archives (default: the running
     /// binary's file name).
     pub fn executable_name(mut self, name: impl Into<String>) -> Self {
@@ -387,6 +531,23 @@ impl Config {
         }
         if self.backlog <= 0 {
             return Err(Error::Config("backlog must be above zero".into()));
+        }
+        match &self.readiness {
+            Readiness::Alive(d) if *d >= self.ready_timeout => {
+                return Err(Error::Config(format!(
+                    "Readiness::Alive({d:?}) must be shorter than ready_timeout ({:?})",
+                    self.ready_timeout
+                )));
+            }
+            Readiness::Command(p) if p.program.is_empty() => {
+                return Err(Error::Config("the readiness probe has no program".into()));
+            }
+            Readiness::Command(p) if p.interval.is_zero() || p.attempt_timeout.is_zero() => {
+                return Err(Error::Config(
+                    "the readiness probe's interval and attempt_timeout must be above zero".into(),
+                ));
+            }
+            _ => {}
         }
         let u = &self.upgrade;
         #[cfg(unix)]

@@ -66,7 +66,11 @@
 //! connections queue in the backlog. A program with slow start-up should use
 //! [`Readiness::Notify`] and call [`State::ready`] once it can serve; the old
 //! worker keeps serving until then, and a worker not ready within
-//! `ready_timeout` is killed while the old one carries on.
+//! `ready_timeout` is killed while the old one carries on. For a command
+//! that cannot send `READY=1`, [`Readiness::Alive`] (ready after staying up
+//! a while) and [`Readiness::Command`] (a [`Probe`] that exits 0) are
+//! fallbacks; the [`Readiness`] docs explain why a probe must not target the
+//! shared listening address.
 //!
 //! ## Draining keep-alive connections
 //!
@@ -90,6 +94,20 @@
 //! from the new release is on probation ([`Config::probation`]): if it fails,
 //! the previous binary is restored and served, and the release is remembered
 //! as bad. The `overseer` command signs releases (`overseer sign`).
+//!
+//! ## Under systemd
+//!
+//! When the master's own environment has `NOTIFY_SOCKET`, it speaks for its
+//! workers there (so a unit needs only `NotifyAccess=main`): `READY=1` once
+//! the first worker is ready, `RELOADING=1` … `READY=1` around every
+//! handover (for `Type=notify-reload`; a failed handover ends with `READY=1`
+//! too), the serving worker's `STATUS=` lines, `STOPPING=1`, and `WATCHDOG=1`
+//! when `WATCHDOG_USEC` asks for it. Started by socket activation (`LISTEN_FDS`
+//! and `LISTEN_PID` naming the master), it adopts the passed sockets instead
+//! of binding: each serves the configured address with the same name
+//! ([`Config::named_address`]) or, failing that, the same address; with no
+//! address configured, every passed socket is served. The repository's
+//! `deploy/` folder has unit files and a container example.
 //!
 //! ## Logging
 //!
@@ -115,10 +133,13 @@ mod accept;
 pub mod address;
 mod binary_id;
 mod config;
+#[cfg(unix)]
+pub mod control;
 mod error;
 pub mod fetcher;
 mod listener;
 mod log;
+mod progress;
 pub mod protocol;
 mod shutdown;
 mod state;
@@ -136,9 +157,10 @@ mod upgrade;
 mod worker;
 
 pub use accept::Incoming;
-pub use config::{Config, PreUpgradeFn, Program, ProgramFn, Readiness};
+pub use config::{Config, PreUpgradeFn, Probe, Program, ProgramFn, Readiness};
 pub use error::{Error, Result};
 pub use listener::Listener;
+pub use progress::{DownloadProgress, DownloadState, ProgressFn};
 pub use shutdown::{Notified, Shutdown};
 pub use state::State;
 

@@ -104,11 +104,59 @@ impl Listener {
     }
 }
 
+/// Inherited descriptors are adopted at most once per process.
+#[cfg(unix)]
+static ADOPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How many sockets socket activation passed to this process (`LISTEN_FDS`),
+/// after checking that `LISTEN_PID` names this process. `None` when
+/// `LISTEN_PID` is not set.
+#[cfg(unix)]
+pub(crate) fn passed_count() -> Result<Option<usize>> {
+    use crate::protocol::{LISTEN_FDS, LISTEN_PID};
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(pid) = var(LISTEN_PID) else {
+        return Ok(None);
+    };
+    if pid != std::process::id().to_string() {
+        return Err(Error::Protocol(format!(
+            "LISTEN_PID={pid} names another process (this is {})",
+            std::process::id()
+        )));
+    }
+    var(LISTEN_FDS)
+        .unwrap_or_else(|| "0".into())
+        .parse()
+        .map(Some)
+        .map_err(|_| Error::Protocol("LISTEN_FDS is not a number".into()))
+}
+
+/// Adopts the `count` passed sockets at fds 3, 4, … as typed listeners, in
+/// order. Allowed once per process: the descriptors then belong to it.
+#[cfg(unix)]
+pub(crate) fn adopt_passed(count: usize) -> Result<Vec<Listener>> {
+    use crate::protocol::LISTEN_FDS_START;
+    use std::sync::atomic::Ordering;
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(Error::Protocol("sockets were already taken".into()));
+    }
+    (0..count)
+        .map(|i| {
+            let raw = LISTEN_FDS_START + i as i32;
+            crate::sys::adopt_fd(raw)
+                .and_then(Listener::from_fd)
+                .map_err(|e| Error::Protocol(format!("fd {raw}: {e}")))
+        })
+        .collect()
+}
+
 /// A socket the master bound, and what to clean up when it exits.
 #[derive(Debug)]
 pub(crate) struct Bound {
     pub listener: Listener,
-    /// A Unix socket file this process created and must remove on exit.
+    /// A Unix socket file this process created and must remove on exit
+    /// (`None` for a socket adopted from socket activation: its file belongs
+    /// to whoever passed it).
     pub unix_path: Option<PathBuf>,
 }
 
@@ -134,7 +182,8 @@ pub(crate) fn remove_socket_files(bound: &[Bound]) {
     }
 }
 
-fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
+/// Binds one address.
+pub(crate) fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
     let err = |source: io::Error| Error::Bind {
         address: address.text.clone(),
         source,

@@ -26,6 +26,12 @@ impl Notifier {
         (!target.is_empty()).then_some(Notifier { target })
     }
 
+    /// A notifier for a socket path (or `@name`).
+    #[cfg(test)]
+    pub fn to(target: String) -> Notifier {
+        Notifier { target }
+    }
+
     /// Sends one datagram made of `KEY=VALUE` lines.
     pub fn send(&self, message: &str) -> io::Result<()> {
         let socket = UnixDatagram::unbound()?;

@@ -2,13 +2,12 @@
 //! inherited sockets, turning SIGTERM into the shutdown notification, and
 //! running the program.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use crate::config::{Config, ProgramFn, Readiness};
 use crate::error::{Error, Result};
-use crate::listener::Listener;
+use crate::listener::{self, Listener};
 use crate::log;
 use crate::notify::Notifier;
 use crate::protocol::*;
@@ -18,8 +17,6 @@ use crate::sys;
 
 /// The notify socket of this worker's master, once known (for `restart()`).
 static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
-/// Inherited descriptors are adopted at most once per process.
-static ADOPTED: AtomicBool = AtomicBool::new(false);
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -79,7 +76,9 @@ fn state_from_env(config: &Config) -> Result<State> {
         Some(v) => v.lines().map(str::to_string).collect(),
         None => listeners.iter().map(Listener::local_addr_string).collect(),
     };
-    if config.addresses.len() != n {
+    // A binary configured with no address serves whatever the master got
+    // from socket activation.
+    if !config.addresses.is_empty() && config.addresses.len() != n {
         log::warning!(
             "this binary configures {} addresses but the master passed {n} sockets; \
              the master's addresses change only when it is restarted",
@@ -108,29 +107,10 @@ fn state_from_env(config: &Config) -> Result<State> {
 }
 
 /// Adopts the sockets passed by socket activation (`LISTEN_FDS` at fds 3..).
-pub(crate) fn take_listeners() -> Result<Vec<Listener>> {
-    let pid = env(LISTEN_PID).ok_or_else(|| Error::Protocol("LISTEN_PID is not set".into()))?;
-    if pid != std::process::id().to_string() {
-        return Err(Error::Protocol(format!(
-            "LISTEN_PID={pid} names another process (this is {})",
-            std::process::id()
-        )));
-    }
-    let count: i32 = env(LISTEN_FDS)
-        .unwrap_or_else(|| "0".into())
-        .parse()
-        .map_err(|_| Error::Protocol("LISTEN_FDS is not a number".into()))?;
-    if ADOPTED.swap(true, Ordering::SeqCst) {
-        return Err(Error::Protocol("sockets were already taken".into()));
-    }
-    (0..count)
-        .map(|i| {
-            let raw = LISTEN_FDS_START + i;
-            sys::adopt_fd(raw)
-                .and_then(Listener::from_fd)
-                .map_err(|e| Error::Protocol(format!("fd {raw}: {e}")))
-        })
-        .collect()
+fn take_listeners() -> Result<Vec<Listener>> {
+    let count =
+        listener::passed_count()?.ok_or_else(|| Error::Protocol("LISTEN_PID is not set".into()))?;
+    listener::adopt_passed(count)
 }
 
 /// Turns the first SIGTERM into the shutdown notification; a second SIGTERM

@@ -5,7 +5,7 @@
 //!
 //! | variable | effect |
 //! |---|---|
-//! | `TS_ADDR` | address to listen on (default `127.0.0.1:0`) |
+//! | `TS_ADDR` | address to listen on (default `127.0.0.1:0`; `none`: no address, serve the sockets socket activation passed) |
 //! | `TS_READY_MS`, `TS_TERMINATE_MS` | the master's ready and terminate timeouts |
 //! | `TS_START_DELAY_MS` | sleep before reporting ready |
 //! | `TS_EXIT_AT_START=N` | worker N exits with status 7 before becoming ready |
@@ -17,6 +17,7 @@
 //! | `TS_COUNT_INT=1` | workers log each SIGINT and exit 0 half a second after the first |
 //! | `TS_DEBUG=1` | the master prints its debug lines |
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
+//! | `TS_STATUS=S` | each worker, once ready, publishes the status `S (worker N)` |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
 //! calls `overseer::restart()` from the worker.
@@ -57,9 +58,13 @@ fn main() {
         Some("started") => Readiness::Started,
         _ => Readiness::Notify,
     };
+    let addresses = match var("TS_ADDR") {
+        Some(a) if a == "none" => Vec::new(),
+        a => vec![a.unwrap_or_else(|| "127.0.0.1:0".into())],
+    };
     overseer::run(
         Config::new(program)
-            .address(var("TS_ADDR").unwrap_or_else(|| "127.0.0.1:0".into()))
+            .addresses(addresses)
             .readiness(readiness)
             .ready_timeout(millis("TS_READY_MS", 10_000))
             .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
@@ -103,6 +108,11 @@ fn program(state: State) {
     let listener = state.tcp_listener().expect("a TCP address");
     if var("TS_READINESS").as_deref() != Some("started") {
         state.ready().expect("readiness reported");
+    }
+    if let Some(status) = var("TS_STATUS") {
+        state
+            .status(&format!("{status} (worker {n})"))
+            .expect("status reported");
     }
     let handler: http_std::Handler = Arc::new(move |path: &str| {
         if let Some(ms) = path.strip_prefix("/slow?ms=") {

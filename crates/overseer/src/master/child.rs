@@ -152,6 +152,12 @@ impl Worker {
         })
     }
 
+    /// A flag set once this `Worker` is dropped (the process was reaped), for
+    /// threads that watch it.
+    pub fn gone_flag(&self) -> Arc<AtomicBool> {
+        self.stop_notify.clone()
+    }
+
     /// Sends a signal; a worker that is already gone is not an error.
     pub fn signal(&self, signal: i32) {
         if let Ok(sig) = Signal::try_from(signal) {

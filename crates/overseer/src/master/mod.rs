@@ -5,10 +5,14 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
+mod activation;
 mod child;
+mod control;
 pub(crate) mod others;
+mod readiness;
 mod signals;
 mod supervisor;
+mod systemd;
 
 use std::ffi::OsString;
 use std::io;
@@ -39,6 +43,10 @@ pub(crate) enum Event {
     Restart,
     /// The upgrade thread swapped a new release in.
     Upgrade(crate::upgrade::Installed),
+    /// The upgrade thread turned a release down (for the status).
+    UpgradeRejected(String),
+    /// A request on the control socket, with where to send the answer.
+    Control(control::Request, Sender<control::Answer>),
 }
 
 /// The channel into the running master's loop, for `restart()`.
@@ -128,29 +136,35 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
         }
     };
     let run_dir = runtime_dir()?;
-    let bound = listener::bind_all(&addresses, config.backlog)?;
-    for (a, b) in addresses.iter().zip(&bound) {
-        log::info!("listening on {a} ({})", b.listener.local_addr_string());
-    }
+    let activation::Sockets {
+        bound,
+        names,
+        addresses,
+    } = activation::open(config, &addresses)?;
     let listeners: Vec<&Listener> = bound.iter().map(|b| &b.listener).collect();
     let spec = LaunchSpec::new(
         program.clone(),
         arg0,
         args,
         &listeners,
-        config.listener_names(),
-        addresses.iter().map(|a| a.text.clone()).collect(),
+        names,
+        addresses,
         config.version.clone(),
     );
     let (tx, rx) = mpsc::channel();
     signals::spawn(config.restart_signal, tx.clone())?;
     let _ = MASTER.set(tx.clone());
+    let control = match &config.control_socket {
+        Some(path) => Some(control::start(path, tx.clone())?),
+        None => None,
+    };
     let settings = Settings {
         restart_signal: config.restart_signal,
         terminate_timeout: config.terminate_timeout,
         ready_timeout: config.ready_timeout,
         ready_on_spawn: matches!(config.program, Program::Command { .. })
             && config.readiness == Readiness::Started,
+        readiness: config.readiness.clone(),
         no_restart: config.no_restart,
         probation: config.upgrade.probation,
         no_restart_after_fetch: config.upgrade.no_restart_after_fetch,
@@ -172,6 +186,9 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
     )?;
     let outcome = supervisor.run();
     listener::remove_socket_files(&bound);
+    if let Some(c) = &control {
+        c.remove();
+    }
     let _ = run_dir.close();
     match outcome {
         Outcome::Exit(code) => std::process::exit(code),

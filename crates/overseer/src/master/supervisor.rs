@@ -12,7 +12,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::child::{describe, LaunchSpec, Phase, Worker};
+use super::control::{self, Request};
 use super::signals;
+use super::systemd::Systemd;
 use super::{BinaryId, Event};
 use crate::log;
 use crate::notify;
@@ -29,6 +31,8 @@ pub(crate) struct Settings {
     pub ready_timeout: Duration,
     /// Command mode with `Readiness::Started`: ready as soon as spawned.
     pub ready_on_spawn: bool,
+    /// `Alive` and `Command` are watched by `readiness::watch`.
+    pub readiness: crate::config::Readiness,
     pub no_restart: bool,
     /// How long a worker of a new release must run after becoming ready.
     pub probation: Duration,
@@ -80,8 +84,12 @@ pub(crate) struct Supervisor {
     outcome: Option<Outcome>,
     reap_all: bool,
     probation: Option<Probation>,
+    /// Pending control requests and the history `status` shows.
+    control: control::Ledger,
     /// Shared with the upgrade thread: set once the master is stopping.
     stop_flag: Arc<AtomicBool>,
+    /// The service manager, when the master runs under systemd.
+    systemd: Systemd,
 }
 
 impl Supervisor {
@@ -110,7 +118,9 @@ impl Supervisor {
             // As PID 1 (a container's init) the master also reaps orphans.
             reap_all: std::process::id() == 1,
             probation: None,
+            control: control::Ledger::new(),
             stop_flag: Arc::new(AtomicBool::new(false)),
+            systemd: Systemd::from_env(),
         }
     }
 
@@ -138,8 +148,11 @@ impl Supervisor {
             // the event that explains it: reap on every turn.
             self.reap();
             self.check_deadlines();
+            self.systemd.keep_alive();
             if self.stopping {
+                self.systemd.stopping();
                 self.stop_flag.store(true, Ordering::Relaxed);
+                self.control.stopping();
                 if let Some(p) = self.probation.take() {
                     // Stopping is not the release's fault; it stays installed.
                     let _ = p.installed.reply.send(Verdict::Kept);
@@ -167,6 +180,7 @@ impl Supervisor {
         self.workers()
             .filter_map(Worker::deadline)
             .chain(probation_end)
+            .chain(self.systemd.next_deadline())
             .min()
     }
 
@@ -183,6 +197,8 @@ impl Supervisor {
             } => self.on_signal(signal, from_terminal),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
             Event::Upgrade(installed) => self.on_upgrade(installed),
+            Event::UpgradeRejected(what) => self.control.upgrade(what),
+            Event::Control(request, reply) => self.on_control(request, reply),
         }
     }
 
@@ -220,7 +236,10 @@ impl Supervisor {
         for (key, value) in notify::parse(message) {
             match (key, value) {
                 ("READY", "1") => self.on_ready(number),
-                ("STATUS", status) => log::debug!("worker {number} status: {status}"),
+                ("STATUS", status) => {
+                    log::debug!("worker {number} status: {status}");
+                    self.systemd.worker_status(number, status);
+                }
                 (NOTIFY_RESTART, "1") => self.request_restart(&format!("worker {number}")),
                 _ => {}
             }
@@ -246,9 +265,13 @@ impl Supervisor {
                 self.request_restart(&format!("the upgrade to {what}"));
             } else {
                 log::info!("{what} installed; it runs from the next restart");
+                self.control
+                    .upgrade(format!("{what} installed; it runs from the next restart"));
             }
             return;
         }
+        self.control
+            .upgrade(format!("{what} installed, on probation"));
         self.probation = Some(Probation {
             installed,
             number: self.next_number,
@@ -278,10 +301,25 @@ impl Supervisor {
                 p.installed.target.rollback_path().display()
             ),
         }
+        self.control
+            .upgrade(format!("{what} rolled back: {reason}"));
         let _ = p
             .installed
             .reply
             .send(Verdict::RolledBack(reason.to_string()));
+    }
+
+    /// What worker `number` runs, for status lines: the version (a new
+    /// release's own while it is on probation), else the binary ID's prefix.
+    fn release(&self, number: u64, id: &str) -> String {
+        let version = match self.probation.as_ref().filter(|p| p.number == number) {
+            Some(p) => p.installed.version.as_ref(),
+            None => self.spec.version.as_ref(),
+        };
+        match version {
+            Some(v) => format!("version {v}"),
+            None => format!("binary {}", id.get(..12).unwrap_or(id)),
+        }
     }
 
     fn in_probation(&self, number: u64) -> bool {
@@ -315,6 +353,7 @@ impl Supervisor {
         let number = self.next_number;
         self.next_number += 1;
         let id = self.binary.current();
+        self.systemd.starting(number, self.release(number, &id));
         match Worker::spawn(
             &self.spec,
             number,
@@ -325,6 +364,13 @@ impl Supervisor {
         ) {
             Ok(worker) => {
                 log::info!("worker {number} started (pid {})", worker.pid);
+                self.control.started(number);
+                super::readiness::watch(
+                    &self.settings.readiness,
+                    &worker,
+                    self.settings.ready_timeout,
+                    &self.tx,
+                );
                 self.starting = Some(worker);
                 if self.settings.ready_on_spawn {
                     self.on_ready(number);
@@ -333,6 +379,7 @@ impl Supervisor {
             }
             Err(e) => {
                 log::error!("{e}");
+                self.control.failed(None, &e.to_string());
                 if self.in_probation(number) {
                     self.roll_back(&format!("its worker could not be started: {e}"));
                 }
@@ -341,6 +388,9 @@ impl Supervisor {
                     self.outcome = Some(Outcome::Exit(1));
                 } else {
                     log::error!("restart failed; the current worker keeps serving");
+                    self.systemd.restart_failed(&format!(
+                        "restart failed: {e}; the current worker keeps serving"
+                    ));
                 }
                 false
             }
@@ -359,6 +409,13 @@ impl Supervisor {
             new.started.elapsed().as_millis()
         );
         new.phase = Phase::Serving;
+        self.control.ready(
+            number,
+            new.pid.as_raw(),
+            new.started.elapsed(),
+            self.serving.is_some(),
+        );
+        self.systemd.ready(number, new.pid.as_raw());
         if let Some(p) = self.probation.as_mut().filter(|p| p.number == number) {
             p.ready_at = Some(Instant::now());
         }
@@ -386,6 +443,7 @@ impl Supervisor {
     /// serving worker's status.
     fn stop(&mut self) {
         self.stopping = true;
+        self.systemd.stopping();
         self.restart_queued = false;
         let timeout = self.settings.terminate_timeout;
         for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
@@ -426,6 +484,10 @@ impl Supervisor {
                 .killed
                 .clone()
                 .unwrap_or_else(|| format!("exited with {how} before becoming ready"));
+            if !self.stopping {
+                self.control
+                    .failed(Some(w.number), &format!("worker {} {reason}", w.number));
+            }
             let failed_release = self.in_probation(w.number);
             if failed_release {
                 self.roll_back(&format!("its worker {} {reason}", w.number));
@@ -438,11 +500,12 @@ impl Supervisor {
                     self.start_worker();
                 }
                 Some(s) if !self.stopping => {
-                    log::error!(
+                    let why = format!(
                         "restart failed: worker {} {reason}; worker {} keeps serving",
-                        w.number,
-                        s.number
+                        w.number, s.number
                     );
+                    log::error!("{why}");
+                    self.systemd.restart_failed(&why);
                 }
                 Some(_) => log::info!("worker {} ended while stopping ({how})", w.number),
                 None => {
@@ -500,17 +563,64 @@ impl Supervisor {
         log::debug!("reaped orphan pid {pid} ({how})");
     }
 
+    /// Answers a control request: the status at once, a restart once the
+    /// handover it causes has succeeded or failed.
+    fn on_control(&mut self, request: Request, reply: std::sync::mpsc::Sender<control::Answer>) {
+        match request {
+            Request::Status => {
+                let _ = reply.send(control::ok(&self.status().to_fields()));
+            }
+            Request::Restart if self.stopping => {
+                let _ = reply.send(control::failed("the master is stopping"));
+            }
+            Request::Restart if self.settings.no_restart => {
+                let _ = reply.send(control::failed(
+                    "restarts are off (no_restart): nothing was done",
+                ));
+            }
+            Request::Restart => {
+                self.control.wait_for_next(reply);
+                self.request_restart("the control socket");
+            }
+        }
+    }
+
+    fn status(&mut self) -> crate::control::Status {
+        let info = |w: &Worker| crate::control::WorkerInfo {
+            number: w.number,
+            pid: w.pid.as_raw().unsigned_abs(),
+            age: w.started.elapsed(),
+        };
+        crate::control::Status {
+            master_pid: std::process::id(),
+            uptime: self.control.started_at.elapsed(),
+            version: self.spec.version.clone(),
+            binary_id: self.binary.current(),
+            binary_path: self.spec.program.clone(),
+            serving: self.serving.as_ref().map(info),
+            starting: self.starting.as_ref().map(info),
+            draining: self.draining.iter().map(info).collect(),
+            handovers: self.control.handovers,
+            failed_handovers: self.control.failed_handovers,
+            last_handover: control::ago(&self.control.last_handover),
+            last_upgrade: control::ago(&self.control.last_upgrade),
+        }
+    }
+
     /// A release's worker passed probation: the release stays.
     fn pass_probation(&mut self) {
         let Some(p) = self.probation.take() else {
             return;
         };
-        if let Some(v) = &p.installed.version {
-            self.spec.version = Some(v.clone());
-            log::info!("version {v} passed probation");
-        } else {
-            log::info!("release {} passed probation", &p.installed.sha256[..12]);
-        }
+        let what = match &p.installed.version {
+            Some(v) => {
+                self.spec.version = Some(v.clone());
+                format!("version {v} passed probation")
+            }
+            None => format!("release {} passed probation", &p.installed.sha256[..12]),
+        };
+        log::info!("{what}");
+        self.control.upgrade(what);
         let _ = p.installed.reply.send(Verdict::Kept);
     }
 

@@ -207,6 +207,7 @@ impl Upgrader {
         let key: String = reason.chars().filter(|c| !c.is_ascii_digit()).collect();
         if self.last_failure.as_deref() != Some(key.as_str()) {
             log::error!("{reason}; trying again at the next poll");
+            let _ = self.tx.send(Event::UpgradeRejected(reason.clone()));
             self.last_failure = Some(key);
         } else {
             log::debug!("{reason} (again)");
@@ -266,6 +267,10 @@ impl Upgrader {
                     "release {named} rejected: {}; the running binary is unchanged",
                     r.reason
                 );
+                let _ = self.tx.send(Event::UpgradeRejected(format!(
+                    "{named} rejected: {}",
+                    r.reason
+                )));
                 if let Some(t) = tag {
                     self.rejected_tags.insert(t);
                 }
@@ -311,7 +316,9 @@ impl Upgrader {
             ..
         } = release;
         log::info!("downloading release {named}");
-        let raw = stage::download(body, out, size, cfg.max_download_size, cfg.download_timeout)?;
+        let progress = crate::progress::Reporter::start(cfg.progress.as_deref(), named, size);
+        let limits = (cfg.max_download_size, cfg.download_timeout);
+        let raw = stage::download(body, out, size, limits, progress)?;
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
         // 2. Unpack.
@@ -375,7 +382,7 @@ impl Upgrader {
         }
         drop(download);
         // 6. A native executable?
-        verify::native_executable(bin.file.as_file())?;
+        verify::native_executable(bin.file.as_file(), &t.path)?;
         swap::match_permissions(t, bin.file.as_file())
             .map_err(|e| Rejection::io("setting the new binary's permissions", e))?;
         bin.file
@@ -387,7 +394,7 @@ impl Upgrader {
         let temp_path = bin.file.into_temp_path();
         // 7. Sanity check.
         if cfg.sanity_check {
-            sanity::check(&staged_path, cfg.sanity_timeout)?;
+            sanity::check(&staged_path, cfg.sanity_args.as_deref(), cfg.sanity_timeout)?;
         }
         // 8. pre_upgrade veto.
         if let Some(hook) = &cfg.pre_upgrade {

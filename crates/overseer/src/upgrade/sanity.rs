@@ -1,7 +1,14 @@
 //! Step 7 of the pipeline: run the new binary with a random token in
 //! `OVERSEER_BIN_CHECK`; an overseer binary prints the token on a line of its
-//! own and exits 0 without starting the program.
+//! own and exits 0 without starting the program. For programs not built with
+//! overseer, `Config::sanity_check_args` runs it with given arguments (say
+//! `--version`) instead, and exit status 0 is the pass.
+//!
+//! The new binary runs without the master's sockets (they are close-on-exec)
+//! and without `NOTIFY_SOCKET` or `LISTEN_*`, so it cannot disturb the running
+//! service or talk to systemd, whatever it does.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,12 +21,28 @@ use crate::protocol::OVERSEER_BIN_CHECK;
 /// Output kept from the check, at most.
 const MAX_OUTPUT: u64 = 64 * 1024;
 
-/// Runs the sanity check on `path`.
-pub(crate) fn check(path: &Path, timeout: Duration) -> Result<(), Rejection> {
+/// Runs the sanity check on `path`: the token check, or with `args` the
+/// exit-status check.
+pub(crate) fn check(
+    path: &Path,
+    args: Option<&[OsString]>,
+    timeout: Duration,
+) -> Result<(), Rejection> {
     let token = token();
     let mut cmd = Command::new(path);
-    cmd.env(OVERSEER_BIN_CHECK, &token)
-        .stdin(Stdio::null())
+    match args {
+        Some(args) => cmd.args(args),
+        None => cmd.env(OVERSEER_BIN_CHECK, &token),
+    };
+    for var in [
+        crate::notify::NOTIFY_SOCKET,
+        crate::protocol::LISTEN_FDS,
+        crate::protocol::LISTEN_PID,
+        crate::protocol::LISTEN_FDNAMES,
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Another thread may fork while the staging file was still open for
@@ -64,7 +87,7 @@ pub(crate) fn check(path: &Path, timeout: Duration) -> Result<(), Rejection> {
         )));
     };
     let printed = out.lines().any(|l| l.trim_end_matches('\r') == token);
-    if status == Some(0) && printed {
+    if status == Some(0) && (printed || args.is_some()) {
         return Ok(());
     }
     let last = err
@@ -85,8 +108,15 @@ pub(crate) fn check(path: &Path, timeout: Duration) -> Result<(), Rejection> {
         Some(code) => format!("was killed by signal {}", -code),
         None => "ended in an unknown way".to_string(),
     };
+    let hint = match args {
+        Some(args) => format!(
+            "run with {:?}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>()
+        ),
+        None => "is it built with overseer?".into(),
+    };
     Err(Rejection::release(format!(
-        "sanity check: the new binary {how}; is it built with overseer?{last}"
+        "sanity check: the new binary {how}; {hint}{last}"
     )))
 }
 

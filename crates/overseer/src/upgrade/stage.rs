@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use super::Rejection;
+use crate::progress::{DownloadState, Reporter};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -43,10 +44,28 @@ pub(crate) fn is_staging_name(name: &str, bin_name: &str) -> bool {
 /// next read.
 pub(crate) fn download(
     body: Box<dyn Read + Send>,
+    out: NamedTempFile,
+    expected_size: Option<u64>,
+    limits: (u64, Duration),
+    mut progress: Reporter<'_>,
+) -> Result<Staged, Rejection> {
+    let mut size = 0;
+    let result = copy(body, out, expected_size, limits, &mut progress, &mut size);
+    let state = match result {
+        Ok(_) => DownloadState::Finished,
+        Err(_) => DownloadState::Failed,
+    };
+    progress.end(size, state);
+    result
+}
+
+fn copy(
+    body: Box<dyn Read + Send>,
     mut out: NamedTempFile,
     expected_size: Option<u64>,
-    max_size: u64,
-    timeout: Duration,
+    (max_size, timeout): (u64, Duration),
+    progress: &mut Reporter<'_>,
+    size: &mut u64,
 ) -> Result<Staged, Rejection> {
     let deadline = Instant::now() + timeout;
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
@@ -75,14 +94,14 @@ pub(crate) fn download(
         return Err(Rejection::io("starting the download thread", e));
     }
     let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
     let limit = expected_size.map_or(max_size, |s| s.min(max_size));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Ok(chunk)) => {
-                size += chunk.len() as u64;
-                if size > limit {
+                *size += chunk.len() as u64;
+                progress.running(*size);
+                if *size > limit {
                     return Err(match expected_size {
                         Some(s) if s <= max_size => Rejection::new(format!(
                             "download is longer than the announced {s} bytes"
@@ -111,13 +130,13 @@ pub(crate) fn download(
         }
     }
     if let Some(expected) = expected_size {
-        if size != expected {
+        if *size != expected {
             return Err(Rejection::new(format!(
                 "download truncated: {size} of {expected} bytes"
             )));
         }
     }
-    if size == 0 {
+    if *size == 0 {
         return Err(Rejection::new("download is empty"));
     }
     out.flush()
@@ -125,7 +144,7 @@ pub(crate) fn download(
     Ok(Staged {
         file: out,
         sha256: hex(&hasher.finalize()),
-        size,
+        size: *size,
     })
 }
 

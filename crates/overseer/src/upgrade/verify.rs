@@ -228,9 +228,32 @@ pub(crate) fn stream(file: &mut File, mut f: impl FnMut(&[u8])) -> std::io::Resu
     }
 }
 
+/// Whether a file starts with `#!` (an interpreted script).
+fn is_script(file: &mut impl Read) -> bool {
+    let mut head = [0u8; 2];
+    file.read_exact(&mut head).is_ok() && &head == b"#!"
+}
+
 /// Step 6: the file is an executable for this OS and CPU.
-pub(crate) fn native_executable(file: &File) -> Result<(), Rejection> {
+///
+/// A `#!` script passes only when the installed program is a script too: in
+/// command mode a service may be an interpreted program (`overseer run --
+/// ./app.py`), and its releases are scripts; a native program is never
+/// replaced by one.
+pub(crate) fn native_executable(file: &File, installed: &std::path::Path) -> Result<(), Rejection> {
     use object::{Architecture, BinaryFormat, Object, ObjectKind};
+    let mut head = file;
+    let script = head.seek(SeekFrom::Start(0)).is_ok() && is_script(&mut head);
+    if script {
+        let installed_script = File::open(installed).is_ok_and(|mut f| is_script(&mut f));
+        return if installed_script {
+            Ok(())
+        } else {
+            Err(Rejection::release(
+                "a #! script, and the installed program is a native executable: refused",
+            ))
+        };
+    }
     let cache = object::ReadCache::new(file);
     let parsed = object::File::parse(&cache).map_err(|e| {
         Rejection::release(format!("not an executable program for this system ({e})"))
@@ -325,9 +348,25 @@ mod tests {
     #[test]
     fn this_test_binary_is_native() {
         let exe = std::env::current_exe().expect("test exe");
-        let f = File::open(exe).expect("open");
-        assert!(native_executable(&f).is_ok());
+        let f = File::open(&exe).expect("open");
+        assert!(native_executable(&f, &exe).is_ok());
         let sh = File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("open");
-        assert!(native_executable(&sh).is_err());
+        assert!(native_executable(&sh, &exe).is_err());
+    }
+
+    #[test]
+    fn scripts_replace_scripts_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("old");
+        let new = dir.path().join("new");
+        std::fs::write(&old, "#!/bin/sh\necho 1\n").expect("write");
+        std::fs::write(&new, "#!/bin/sh\necho 2\n").expect("write");
+        let f = File::open(&new).expect("open");
+        assert!(native_executable(&f, &old).is_ok());
+        let exe = std::env::current_exe().expect("test exe");
+        let err = native_executable(&f, &exe).expect_err("script over a native binary");
+        assert!(err.reason.contains("#! script"), "{}", err.reason);
+        // A native binary may replace a script.
+        assert!(native_executable(&File::open(&exe).expect("open"), &old).is_ok());
     }
 }

@@ -1,0 +1,227 @@
+//! The control socket: `restart` answers with the real outcome of the
+//! handover, `status` with the master's state; only the master's user may
+//! connect, and two masters cannot share one socket.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use overseer::control::{self, Error};
+use overseer_harness::proc::{alive, Proc};
+use overseer_harness::release::stamp;
+use support::{answering, get, load, T};
+
+const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
+
+/// `upgrade-app` (version 1.0.0, no fetcher) with a control socket, run
+/// from its own directory so its binary can be replaced.
+struct Rig {
+    dir: tempfile::TempDir,
+    proc: Proc,
+    addr: std::net::SocketAddr,
+}
+
+impl Rig {
+    fn start(env: &[(&str, &str)]) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        stamp(Path::new(APP), &dir.path().join("app"), "version=1.0.0").expect("install");
+        let proc = spawn(dir.path(), env);
+        let addr = proc.listen_addr();
+        proc.expect_line("worker 1 ready", T);
+        Rig { dir, proc, addr }
+    }
+
+    fn socket(&self) -> PathBuf {
+        socket_in(self.dir.path())
+    }
+}
+
+fn socket_in(dir: &Path) -> PathBuf {
+    dir.join("run/control.sock")
+}
+
+fn spawn(dir: &Path, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(dir.join("app"));
+    cmd.env("UA_CONTROL", socket_in(dir))
+        .envs(env.iter().copied());
+    Proc::spawn(cmd)
+}
+
+#[test]
+fn restart_reports_the_new_worker_and_status_follows() {
+    let rig = Rig::start(&[]);
+    let before = control::status(&rig.socket(), T).expect("status");
+    assert_eq!(before.master_pid, rig.proc.pid as u32);
+    assert_eq!(before.version.as_deref(), Some("1.0.0"));
+    let serving = before.serving.clone().expect("a serving worker");
+    assert_eq!(serving.number, 1);
+    assert_eq!(before.handovers, 0);
+    assert!(before.binary_path.ends_with("app"), "{before:?}");
+    assert_eq!(before.binary_id.len(), 64, "{before:?}");
+
+    let load = load(rig.addr, 4, true);
+    let handover = control::restart(&rig.socket(), T).expect("restart");
+    assert_eq!(handover.worker, 2);
+    assert_ne!(handover.pid, serving.pid);
+    // The answer came once worker 2 was ready: it serves now.
+    let r = get(rig.addr, "/");
+    assert!(
+        r.body.contains(&format!("pid={}", handover.pid)) || answering(rig.addr) == 2,
+        "{}",
+        r.body
+    );
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
+
+    let after = control::status(&rig.socket(), T).expect("status");
+    assert_eq!(
+        after.serving.as_ref().map(|w| (w.number, w.pid)),
+        Some((2, handover.pid))
+    );
+    assert_eq!((after.handovers, after.failed_handovers), (1, 0));
+    let last = after.last_handover.expect("last handover");
+    assert!(last.contains("worker 2"), "{last}");
+    // The human form names the same facts.
+    let text = control::status(&rig.socket(), T)
+        .expect("status")
+        .to_string();
+    assert!(text.contains("worker 2 (pid"), "{text}");
+}
+
+#[test]
+fn restart_reports_a_failed_handover_and_the_old_worker_keeps_serving() {
+    let rig = Rig::start(&[("UA_READY_MS", "1500")]);
+    // The next worker comes from a build that never becomes ready.
+    let broken = rig.dir.path().join("broken");
+    stamp(Path::new(APP), &broken, "version=2.0.0 never_ready=1").expect("stamp");
+    std::fs::rename(&broken, rig.dir.path().join("app")).expect("swap");
+
+    let load = load(rig.addr, 4, true);
+    match control::restart(&rig.socket(), T) {
+        Err(Error::Failed(reason)) => {
+            assert!(reason.contains("worker 2 was not ready within"), "{reason}")
+        }
+        other => panic!("expected a failed handover, got {other:?}"),
+    }
+    assert_eq!(answering(rig.addr), 1);
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
+    let status = control::status(&rig.socket(), T).expect("status");
+    assert_eq!(status.serving.as_ref().map(|w| w.number), Some(1));
+    assert_eq!((status.handovers, status.failed_handovers), (0, 1));
+    assert!(status.starting.is_none(), "{status:?}");
+}
+
+#[test]
+fn requests_during_a_handover_wait_for_the_next_one() {
+    let rig = Rig::start(&[]);
+    let socket = rig.socket();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || control::restart(&socket, T))
+        })
+        .collect();
+    let mut workers: Vec<u64> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread").expect("restart").worker)
+        .collect();
+    workers.sort();
+    // Each answer names a worker started after its request; requests that
+    // arrived during one handover share the next (at most one is queued).
+    assert!(workers.iter().all(|&w| (2..=4).contains(&w)), "{workers:?}");
+    let status = control::status(&socket, T).expect("status");
+    let last = *workers.last().expect("three answers");
+    assert_eq!(
+        status.serving.as_ref().map(|w| w.number),
+        Some(last),
+        "{workers:?}"
+    );
+    assert!(status.handovers >= 1 && status.handovers <= 3, "{status:?}");
+}
+
+#[test]
+fn unknown_requests_get_an_error_answer() {
+    use std::io::{Read, Write};
+    let rig = Rig::start(&[]);
+    let mut s = std::os::unix::net::UnixStream::connect(rig.socket()).expect("connect");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    s.write_all(b"reboot\n").expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.starts_with("error: unknown request \"reboot\""),
+        "{answer}"
+    );
+    // The master is unaffected.
+    assert_eq!(answering(rig.addr), 1);
+}
+
+#[test]
+fn a_second_master_cannot_take_a_live_socket_and_a_stale_one_is_replaced() {
+    let mut rig = Rig::start(&[]);
+    let mut second = spawn(rig.dir.path(), &[("UA_REQUIRED", "1")]);
+    let status = second.expect_exit(T);
+    assert!(!status.success());
+    second.expect_line("another master answers on the control socket", T);
+    // The first one still answers.
+    control::status(&rig.socket(), T).expect("status");
+
+    // A master killed outright leaves its socket file; the next one replaces it.
+    rig.proc.signal(nix::libc::SIGKILL);
+    rig.proc.expect_exit(T);
+    assert!(rig.socket().exists(), "the killed master's socket file");
+    // Its worker dies with it (parent-death signal); wait until it is gone.
+    let mut next = spawn(rig.dir.path(), &[]);
+    next.expect_line("worker 1 ready", T);
+    let status = control::status(&rig.socket(), T).expect("status of the new master");
+    assert_eq!(status.master_pid, next.pid as u32);
+    next.signal(nix::libc::SIGTERM);
+    next.expect_exit(T);
+    assert!(!rig.socket().exists(), "the socket file is removed at exit");
+}
+
+#[test]
+fn the_socket_is_private_to_the_masters_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::start(&[]);
+    let mode = std::fs::metadata(rig.socket())
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let dir_mode = std::fs::metadata(rig.socket().parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "directory mode {dir_mode:o}");
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        // Another user who can reach the directory still cannot connect.
+        for dir in [
+            rig.dir.path().to_path_buf(),
+            rig.socket().with_file_name(""),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("open the directories");
+        }
+        let out = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(concat!(
+                "import socket,sys\n",
+                "s=socket.socket(socket.AF_UNIX)\n",
+                "try:\n    s.connect(sys.argv[1]); print('connected')\n",
+                "except Exception as e: print(type(e).__name__)\n",
+            ))
+            .arg(rig.socket())
+            .uid(65534)
+            .output()
+            .expect("python3 as user 65534");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said.trim(), "PermissionError", "{out:?}");
+    }
+    assert!(alive(rig.proc.pid));
+}

@@ -1,0 +1,386 @@
+//! The master under systemd (SPEC §9): the sd_notify datagrams it sends to
+//! its own `NOTIFY_SOCKET` (here a socket the test owns), the watchdog, and
+//! socket activation of the master itself.
+//!
+//! The socket-activation tests run the master under `systemd-socket-activate`
+//! (Debian package `systemd`; `scripts/test` installs it). Without it they
+//! fail and say how to install it, unless `OVERSEER_SKIP_SYSTEMD=1` is set.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use overseer_harness::proc::{describe, Proc};
+use support::*;
+
+const SIGUSR2: i32 = 12;
+const SIGTERM: i32 = 15;
+
+/// The service manager's end: a datagram socket the master sends to.
+struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    socket: UnixDatagram,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            _dir: dir,
+            path,
+            socket,
+        }
+    }
+
+    /// The next datagram within `timeout`.
+    fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// The next datagram, or a panic naming what was expected.
+    fn expect(&self, what: &str) -> String {
+        self.recv(T)
+            .unwrap_or_else(|| panic!("no datagram within {T:?}; expected {what}"))
+    }
+
+    /// Asserts that the next datagram is a reload start, sent between `before`
+    /// and now (CLOCK_MONOTONIC, µs).
+    fn expect_reloading(&self, before: u64) {
+        let got = self.expect("RELOADING=1");
+        let after = monotonic_usec();
+        let usec: u64 = got
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not a reload start: {got:?}"));
+        assert!(
+            (before..=after).contains(&usec),
+            "MONOTONIC_USEC={usec} outside [{before}, {after}]"
+        );
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000
+}
+
+/// The test server's master with `NOTIFY_SOCKET` pointing at `notify`.
+fn start_notified(notify: &NotifySocket, envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(envs.iter().copied());
+    Proc::spawn(cmd)
+}
+
+fn serving(p: &Proc, n: u64) -> String {
+    format!(
+        "READY=1\nSTATUS=serving version test (worker {n}, pid {})",
+        worker_pid(p, n)
+    )
+}
+
+#[test]
+fn notify_sequence_for_start_handovers_failed_handovers_and_stop() {
+    let notify = NotifySocket::new();
+    let mut p = start_notified(
+        &notify,
+        &[
+            ("TS_EXIT_AT_START", "3"),
+            ("TS_NEVER_READY", "4"),
+            ("TS_READY_MS", "2000"),
+            ("TS_STATUS", "warm"),
+        ],
+    );
+    // Start: READY=1 once the first worker is, then the worker's own status.
+    assert_eq!(notify.expect("READY=1"), serving(&p, 1));
+    assert_eq!(notify.expect("STATUS="), "STATUS=warm (worker 1)");
+
+    // A handover by signal is a reload.
+    let before = monotonic_usec();
+    p.signal(SIGUSR2);
+    notify.expect_reloading(before);
+    assert_eq!(notify.expect("READY=1"), serving(&p, 2));
+    assert_eq!(notify.expect("STATUS="), "STATUS=warm (worker 2)");
+
+    // A new worker that exits at start: the reload still ends.
+    let before = monotonic_usec();
+    p.signal(SIGUSR2);
+    notify.expect_reloading(before);
+    assert_eq!(
+        notify.expect("READY=1 after a failed restart"),
+        "READY=1\nSTATUS=restart failed: worker 3 exited with exit status 7 \
+         before becoming ready; worker 2 keeps serving"
+    );
+
+    // A new worker that never becomes ready: killed, and the reload ends.
+    let before = monotonic_usec();
+    p.signal(SIGUSR2);
+    notify.expect_reloading(before);
+    assert_eq!(
+        notify.expect("READY=1 after a ready timeout"),
+        "READY=1\nSTATUS=restart failed: worker 4 was not ready within 2s; \
+         worker 2 keeps serving"
+    );
+
+    p.signal(SIGTERM);
+    assert_eq!(notify.expect("STOPPING=1"), "STOPPING=1\nSTATUS=stopping");
+    let status = p.expect_exit(T);
+    assert_eq!(describe(status), "exit 0");
+    assert_eq!(notify.recv(Duration::from_millis(200)), None);
+}
+
+#[test]
+fn serving_worker_exit_sends_stopping() {
+    let notify = NotifySocket::new();
+    let mut p = start_notified(&notify, &[("TS_HUP_EXIT", "3")]);
+    assert_eq!(notify.expect("READY=1"), serving(&p, 1));
+    // SIGHUP is forwarded; the worker exits 3 and the master with it.
+    p.signal(1);
+    assert_eq!(notify.expect("STOPPING=1"), "STOPPING=1\nSTATUS=stopping");
+    assert_eq!(describe(p.expect_exit(T)), "exit 3");
+}
+
+#[test]
+fn watchdog_keep_alives_arrive_while_the_master_runs() {
+    let notify = NotifySocket::new();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let p = Proc::spawn(cmd);
+    p.expect_line("worker 1 ready", T);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut keep_alives = 0;
+    let mut others = Vec::new();
+    while Instant::now() < deadline && keep_alives < 50 {
+        match notify.recv(Duration::from_millis(100)) {
+            Some(m) if m == "WATCHDOG=1" => keep_alives += 1,
+            Some(m) => others.push(m),
+            None => {}
+        }
+    }
+    assert!(
+        keep_alives >= 2,
+        "{keep_alives} keep-alives in 2 s (other datagrams: {others:?})"
+    );
+    assert!(
+        others.iter().any(|m| m.starts_with("READY=1")),
+        "{others:?}"
+    );
+}
+
+/// `systemd-socket-activate`, or `None` when it is missing and
+/// `OVERSEER_SKIP_SYSTEMD=1` (otherwise a missing tool fails the test).
+fn socket_activate() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|dir| dir.join("systemd-socket-activate"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("OVERSEER_SKIP_SYSTEMD").as_deref() == Ok("1") {
+            eprintln!("systemd-socket-activate not found; skipped (OVERSEER_SKIP_SYSTEMD=1)");
+            return None;
+        }
+        panic!(
+            "the socket-activation tests need systemd-socket-activate, which was \
+             not found in PATH. Install it with\n    apt-get install -y systemd\n\
+             or set OVERSEER_SKIP_SYSTEMD=1 to skip these tests."
+        );
+    }
+    found
+}
+
+/// A free loopback port below Linux's ephemeral range (32768-60999), so no
+/// client's local port takes it between this check and the bind.
+fn free_port(offset: u16) -> u16 {
+    let base = 20_000 + ((std::process::id() % 10_000) as u16 + offset) % 12_000;
+    (0..2_000)
+        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 32000")
+}
+
+/// How many sockets listen on `port` (TCP, IPv4 and IPv6), from `/proc/net`.
+fn listening_sockets(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() > 3 && fields[1].ends_with(&port) && fields[3] == "0A"
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// Waits until the socket activator is listening (it says so on stderr).
+fn activator_listening(p: &Proc, sockets: usize) {
+    p.expect_nth("Listening on", sockets - 1, T);
+}
+
+#[test]
+fn socket_activated_master_adopts_the_socket_and_hands_over_without_failures() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let port = free_port(0);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut cmd = Command::new(activate);
+    // The activator passes on only the variables named with -E.
+    cmd.arg("-l")
+        .arg(addr.to_string())
+        .arg("-E")
+        .arg(format!("TS_ADDR={addr}"))
+        .arg(env!("CARGO_BIN_EXE_testserver"));
+    let mut p = Proc::spawn(cmd);
+    activator_listening(&p, 1);
+    // The activator starts the master at the first connection; that request
+    // waits in the backlog and is served by the first worker.
+    let first = Client::new(addr, false)
+        .timeout(T)
+        .get("/")
+        .unwrap_or_else(|f| panic!("first request: {f}"));
+    assert_eq!(first.field("worker"), Some("1"), "{}", first.body);
+    let line = p.expect_line("from socket activation", T);
+    assert!(
+        line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
+        "{line}"
+    );
+    assert_eq!(p.count("listening on"), 0, "nothing was bound");
+    assert_eq!(listening_sockets(port), 1, "one listening socket on {port}");
+
+    let load = load(addr, 4, true);
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker 1 drained", T);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
+    assert!(stats.ok > 0);
+    expect_answering(addr, 2);
+    assert_eq!(listening_sockets(port), 1);
+
+    p.signal(SIGTERM);
+    assert_eq!(describe(p.expect_exit(T)), "exit 0");
+}
+
+#[test]
+fn socket_activated_master_without_addresses_serves_every_passed_socket() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let port = free_port(100);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut cmd = Command::new(activate);
+    cmd.arg("-l")
+        .arg(addr.to_string())
+        .args(["-E", "TS_ADDR=none"])
+        .arg(env!("CARGO_BIN_EXE_testserver"));
+    let mut p = Proc::spawn(cmd);
+    activator_listening(&p, 1);
+    let first = Client::new(addr, false)
+        .timeout(T)
+        .get("/")
+        .unwrap_or_else(|f| panic!("first request: {f}"));
+    assert_eq!(first.field("worker"), Some("1"), "{}", first.body);
+    let line = p.expect_line("from socket activation", T);
+    assert!(
+        line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
+        "{line}"
+    );
+    assert_eq!(
+        p.count("configures 0 addresses"),
+        0,
+        "no warning in the worker"
+    );
+    p.signal(SIGTERM);
+    assert_eq!(describe(p.expect_exit(T)), "exit 0");
+}
+
+/// One request over a Unix socket to the `listenfd-worker`.
+fn unix_get(path: &Path) -> String {
+    let mut stream = UnixStream::connect(path).expect("connect to the socket file");
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[test]
+fn passed_sockets_match_by_name_strays_are_closed_and_socket_files_kept() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("app.sock");
+    let stray_port = free_port(200);
+    let stray = format!("127.0.0.1:{stray_port}");
+    // command-master names its address "web"; the activator names its
+    // sockets "web" (the Unix socket) and "stray" (nobody asked for it).
+    let mut cmd = Command::new(activate);
+    cmd.arg("-l")
+        .arg(&path)
+        .arg("-l")
+        .arg(&stray)
+        .arg("--fdname=web:stray")
+        .arg(env!("CARGO_BIN_EXE_command-master"))
+        .arg(format!("unix:{}", path.display()))
+        .arg(env!("CARGO_BIN_EXE_listenfd-worker"));
+    let mut p = Proc::spawn(cmd);
+    activator_listening(&p, 2);
+    let response = unix_get(&path);
+    assert!(response.contains("kind=unix"), "{response}");
+    assert!(response.contains("names=web"), "{response}");
+    let line = p.expect_line("from socket activation", T);
+    assert!(
+        line.ends_with(&format!(
+            "adopted unix:{} from socket activation (fd 3)",
+            path.display()
+        )),
+        "{line}"
+    );
+    let warning = p.expect_line("no configured address asks for", T);
+    assert!(warning.contains(&format!("{stray} (fd 4)")), "{warning}");
+    // The master closed the stray socket, and it was the only holder.
+    assert_eq!(listening_sockets(stray_port), 0);
+    assert!(TcpStream::connect(&stray).is_err(), "{stray} is closed");
+
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    assert!(unix_get(&path).contains("worker=2"));
+    p.signal(SIGTERM);
+    let status = p.expect_exit(T);
+    assert!(
+        path.exists(),
+        "the socket file belongs to the activator and is kept ({})",
+        describe(status)
+    );
+}
