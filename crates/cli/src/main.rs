@@ -1,6 +1,43 @@
 //! `overseer`: the command-line companion of the overseer library.
 //!
-//! Publishing signed releases:
+//! ## Any program: `overseer run`
+//!
+//! ```text
+//! overseer run --listen :8080 --ready notify -- python3 app.py
+//! ```
+//!
+//! `overseer` becomes the master: it binds every `--listen` address once,
+//! keeps those sockets for its whole life, and runs PROGRAM as its worker.
+//! The worker receives the sockets by systemd socket activation (fds 3..,
+//! `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), so anything that reads
+//! `sd_listen_fds`, Python's `socket.socket(fileno=3)` or Rust's `listenfd`
+//! works unchanged. On the restart signal (`SIGUSR2` by default) the master
+//! starts a new worker, waits until it is ready (`--ready`), and only then
+//! sends the old one SIGTERM to drain. Other signals are forwarded to the
+//! worker, and `overseer` exits with the worker's exit status (or dies by the
+//! same signal), so a process manager sees one well-behaved process.
+//!
+//! Readiness (`--ready`): `started` (the default, as soon as the process
+//! runs), `notify` (an sd_notify `READY=1` on `NOTIFY_SOCKET`: recommended),
+//! `after=DUR` (alive that long) or `cmd=COMMAND` (a probe that exits 0).
+//! A probe must reach something private to the new worker: the shared
+//! listening address is held by the master and may be answered by the old
+//! worker, so it proves nothing.
+//!
+//! With a release source (`--fetch-file`, `--fetch-url`, `--fetch-github`,
+//! `--fetch-s3`) and `--public-key`, the master also upgrades PROGRAM's own
+//! file: download (a progress bar on a terminal), signature with a newer
+//! signed version, optional sanity run (`--sanity-check version`), atomic
+//! swap, restart, and rollback if the new worker fails.
+//!
+//! Every option can also come from a TOML file (`--config FILE`; keys are the
+//! long flag names in kebab-case, upgrade options under `[upgrade]`); flags
+//! given on the command line win. Bad input (an unknown flag or key, a bad
+//! address, duration or key, a missing program) exits with status 2 before
+//! anything is bound or started; a failure to start (an address in use)
+//! exits with status 1.
+//!
+//! ## Publishing signed releases
 //!
 //! ```text
 //! overseer keygen --out keys/                 # keys/overseer.key, keys/overseer.pub
@@ -10,8 +47,19 @@
 //!
 //! The files are the `minisign` tool's formats; `sign` is the same as
 //! `minisign -S -s KEY -m FILE -t 'version:1.4.0 target:x86_64-unknown-linux-gnu'`.
+//!
+//! ## Modules
+//!
+//! `run.rs` (the `run` command: flags, merging with the file, building the
+//! library's `Config`), `config_file.rs` (the TOML file), `progress.rs`
+//! (download progress), `publish.rs` (`keygen`, `sign`).
 
-use std::path::{Path, PathBuf};
+mod config_file;
+mod control;
+mod progress;
+mod publish;
+mod run;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,221 +77,71 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs any program under overseer: sockets held by a master, graceful
+    /// restarts, signals forwarded, exit status proxied, self-upgrade.
+    ///
+    /// PROGRAM receives the listening sockets by systemd socket activation
+    /// (fds 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and may report
+    /// readiness with sd_notify (READY=1 on NOTIFY_SOCKET). Send the restart
+    /// signal (SIGUSR2) to overseer's pid for a graceful restart; SIGTERM
+    /// drains and stops. Exit status: the worker's; 2 for bad input (nothing
+    /// is started); 1 when the master cannot start (e.g. an address in use).
+    #[command(after_help = run::EXAMPLES)]
+    Run(Box<run::RunArgs>),
+    /// Asks a running master for a graceful restart and reports its outcome.
+    ///
+    /// Waits until the new worker is ready and serving (then prints its
+    /// number and pid) or the handover failed (then prints why; the old
+    /// worker keeps serving). Talks to the master's control socket, which
+    /// only the master's user and root may use.
+    #[command(after_help = control::EXIT_STATUS)]
+    Restart(control::RestartArgs),
+    /// Shows a running master's state: version and binary, worker pids,
+    /// uptime, handovers and the last upgrade with its result.
+    #[command(after_help = control::EXIT_STATUS)]
+    Status(control::StatusArgs),
     /// Creates a key pair for signing releases (minisign format).
     ///
     /// The public key goes into the service's configuration
-    /// (`Config::public_key`); keep the secret key with whoever publishes.
-    Keygen {
-        /// Directory to write NAME.key and NAME.pub into (created if missing).
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-        /// Base name of the two files.
-        #[arg(long, default_value = "overseer")]
-        name: String,
-        /// Protect the secret key with the password in this environment
-        /// variable (default: no password, for release pipelines that keep
-        /// the key in a secret store).
-        #[arg(long, value_name = "VAR")]
-        password_env: Option<String>,
-        /// Overwrite existing key files.
-        #[arg(long)]
-        force: bool,
-    },
+    /// (`Config::public_key`, or `overseer run --public-key`); keep the
+    /// secret key with whoever publishes.
+    Keygen(publish::KeygenArgs),
     /// Signs a release for a version and target: writes FILE.minisig.
     ///
     /// The signature covers the file and, in its trusted comment, the version
     /// and target, so a master refuses an older or foreign build even when it
     /// is validly signed. Sign the executable itself (an archive holding it is
     /// accepted too).
-    Sign {
-        /// The secret key (from `overseer keygen` or `minisign -G`).
-        #[arg(long, short = 'k')]
-        key: PathBuf,
-        /// The release's version (semantic versioning: 1.4.0, v2.0.0-rc.1).
-        #[arg(long)]
-        version: String,
-        /// The Rust target triple the release runs on (default: this
-        /// machine's, e.g. x86_64-unknown-linux-gnu).
-        #[arg(long)]
-        target: Option<String>,
-        /// The password is in this environment variable (for encrypted keys).
-        #[arg(long, value_name = "VAR")]
-        password_env: Option<String>,
-        /// Where to write the signature (default: FILE.minisig).
-        #[arg(long, short = 'o')]
-        output: Option<PathBuf>,
-        /// The file to sign.
-        file: PathBuf,
-    },
+    Sign(publish::SignArgs),
+}
+
+/// Why a command failed, and so its exit status.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad input: flags, the config file, the program (exit status 2).
+    Usage(String),
+    /// Anything else (exit status 1).
+    Runtime(String),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen {
-            out,
-            name,
-            password_env,
-            force,
-        } => keygen(&out, &name, password_env.as_deref(), force),
-        Command::Sign {
-            key,
-            version,
-            target,
-            password_env,
-            output,
-            file,
-        } => sign(
-            &key,
-            &version,
-            target.as_deref(),
-            password_env.as_deref(),
-            output,
-            &file,
-        ),
+        Command::Run(args) => run::run(*args),
+        Command::Restart(args) => control::restart(args),
+        Command::Status(args) => control::status(args),
+        Command::Keygen(args) => publish::run_keygen(args).map_err(Failure::Runtime),
+        Command::Sign(args) => publish::run_sign(args).map_err(Failure::Runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
+            eprintln!("overseer: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
             eprintln!("overseer: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn password(var: Option<&str>) -> Result<Option<String>, String> {
-    match var {
-        None => Ok(None),
-        Some(v) => std::env::var(v)
-            .map(Some)
-            .map_err(|_| format!("the password variable {v} is not set")),
-    }
-}
-
-fn keygen(out: &Path, name: &str, password_env: Option<&str>, force: bool) -> Result<(), String> {
-    let sk_path = out.join(format!("{name}.key"));
-    let pk_path = out.join(format!("{name}.pub"));
-    for p in [&sk_path, &pk_path] {
-        if p.exists() && !force {
-            return Err(format!(
-                "{} exists; pass --force to replace it (a replaced key cannot sign for services that trust the old one)",
-                p.display()
-            ));
-        }
-    }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let kp = match password(password_env)? {
-        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw)),
-        None => minisign::KeyPair::generate_unencrypted_keypair(),
-    }
-    .map_err(|e| format!("cannot generate a key pair: {e}"))?;
-    let sk_box = kp
-        .sk
-        .to_box(None)
-        .map_err(|e| format!("cannot encode the secret key: {e}"))?;
-    let pk_box = kp
-        .pk
-        .to_box()
-        .map_err(|e| format!("cannot encode the public key: {e}"))?;
-    write_private(&sk_path, sk_box.to_string().as_bytes())?;
-    std::fs::write(&pk_path, pk_box.to_string())
-        .map_err(|e| format!("cannot write {}: {e}", pk_path.display()))?;
-    println!("secret key: {} (keep it private)", sk_path.display());
-    println!("public key: {}", pk_path.display());
-    println!(
-        "trust it with: Config::public_key(\"{}\")",
-        kp.pk.to_base64()
-    );
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// This machine's target triple, as Rust names it.
-fn this_target() -> String {
-    let arch = std::env::consts::ARCH;
-    match std::env::consts::OS {
-        "linux" if cfg!(target_env = "musl") => format!("{arch}-unknown-linux-musl"),
-        "linux" => format!("{arch}-unknown-linux-gnu"),
-        "macos" => format!("{arch}-apple-darwin"),
-        "freebsd" => format!("{arch}-unknown-freebsd"),
-        os => format!("{arch}-unknown-{os}"),
-    }
-}
-
-fn sign(
-    key: &Path,
-    version: &str,
-    target: Option<&str>,
-    password_env: Option<&str>,
-    output: Option<PathBuf>,
-    file: &Path,
-) -> Result<(), String> {
-    let v = version.trim_start_matches(['v', 'V']);
-    if v.is_empty()
-        || !v.starts_with(|c: char| c.is_ascii_digit())
-        || v.contains(char::is_whitespace)
-    {
-        return Err(format!(
-            "--version {version:?} is not a semantic version (like 1.4.0)"
-        ));
-    }
-    let target = target.map(str::to_string).unwrap_or_else(this_target);
-    if target.contains(char::is_whitespace) || target.is_empty() {
-        return Err(format!(
-            "--target {target:?} must be one word, like x86_64-unknown-linux-gnu"
-        ));
-    }
-    let sk_text = std::fs::read_to_string(key)
-        .map_err(|e| format!("cannot read the secret key {}: {e}", key.display()))?;
-    let sk_box = minisign::SecretKeyBox::from_string(&sk_text)
-        .map_err(|e| format!("{} is not a minisign secret key: {e}", key.display()))?;
-    let sk = match password(password_env)? {
-        Some(pw) => sk_box.into_secret_key(Some(pw)),
-        None => sk_box.into_unencrypted_secret_key(),
-    }
-    .map_err(|e| {
-        format!(
-            "cannot open the secret key {}: {e} (an encrypted key needs --password-env)",
-            key.display()
-        )
-    })?;
-    let data =
-        std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let comment = format!("timestamp:{timestamp}\tfile:{name}\tversion:{v}\ttarget:{target}");
-    let sig = minisign::sign(None, &sk, data, Some(&comment), None)
-        .map_err(|e| format!("cannot sign {}: {e}", file.display()))?;
-    let out = output.unwrap_or_else(|| {
-        let mut p = file.as_os_str().to_owned();
-        p.push(".minisig");
-        PathBuf::from(p)
-    });
-    std::fs::write(&out, sig.to_string())
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    println!(
-        "signed {} as version {v} for {target}: {}",
-        file.display(),
-        out.display()
-    );
-    Ok(())
 }

@@ -1,0 +1,810 @@
+//! `overseer run`: any program under overseer (flags, the config file, and
+//! the library's `Config` built from both).
+//!
+//! Everything the user gave is checked here, before the library binds a
+//! socket or starts a process: addresses (with the library's own parser),
+//! durations, sizes, the signal, public keys, the release source and the
+//! program itself. Bad input exits with status 2 and a message naming the
+//! flag (or the file and line) and what would be right.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use overseer::{fetcher, Config, Probe, Readiness};
+
+use crate::config_file::{self, FileConfig};
+use crate::Failure;
+
+/// Examples shown after `overseer run --help`.
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # A Python service that reads LISTEN_FDS and sends READY=1 on NOTIFY_SOCKET:
+  overseer run --listen :8080 --ready notify -- python3 app.py
+
+  # Any server, ready once it has stayed up 2 s; restart with kill -HUP <pid>:
+  overseer run -l 127.0.0.1:8080 --ready after=2s --restart-signal HUP -- ./server
+
+  # Self-upgrading from signed releases on a web server (keys: overseer keygen):
+  overseer run --listen :443 --app-version 1.4.0 --public-key /etc/myapp/overseer.pub \\
+      --fetch-url https://releases.example.com/myapp --fetch-interval 5m \\
+      --sanity-check version -- /opt/myapp/bin/myapp
+
+  # Everything from a file (flags given here win over it):
+  overseer run --config /etc/myapp/overseer.toml";
+
+/// `overseer run` flags. None has a clap default: a flag that is absent
+/// leaves the config file's value (or the library's default) in place.
+#[derive(Args, Debug)]
+#[command(
+    override_usage = "overseer run [OPTIONS] [--] PROGRAM [ARGS]...\n       overseer run --config FILE [OPTIONS] [-- PROGRAM [ARGS]...]"
+)]
+pub(crate) struct RunArgs {
+    /// Address to listen on; repeat for several (fds 3, 4, … in this order).
+    ///
+    /// Forms: HOST:PORT (127.0.0.1:8080, [::1]:8080, localhost:8080), :PORT
+    /// (every interface, dual-stack), udp:HOST:PORT, udp::PORT,
+    /// unix:/path/to.sock. Prefix NAME= to name it in LISTEN_FDNAMES
+    /// (admin=unix:/run/app/admin.sock); unnamed ones are listener0, listener1, …
+    #[arg(long, short = 'l', value_name = "[NAME=]ADDR")]
+    listen: Vec<String>,
+
+    /// Read options from this TOML file (keys: the long flag names, upgrade
+    /// options under [upgrade]); flags given here win over it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// When a new worker counts as ready, so the old one may drain:
+    /// started, notify, after=DUR or cmd=COMMAND [default: started]
+    ///
+    ///   started      as soon as the process runs (like the Go reference;
+    ///                fine for programs that listen at once, as connections
+    ///                wait in the kernel backlog meanwhile)
+    ///   notify       when it sends READY=1 on NOTIFY_SOCKET (sd_notify).
+    ///                Recommended: only the program knows when it can serve
+    ///   after=DUR    once it has stayed alive DUR (after=2s): a worker that
+    ///                crashes at start-up is caught, the old one keeps serving
+    ///   cmd=COMMAND  when COMMAND exits 0; run every 100 ms, without a shell
+    ///                (quotes group words), {pid} and {worker} replaced by the
+    ///                new worker's pid and number (also in OVERSEER_WORKER_PID
+    ///                and OVERSEER_WORKER), e.g.
+    ///                cmd='curl -fsS --unix-socket /run/app/{pid}.sock http://app/health'
+    ///
+    /// In every mode a READY=1 from the worker counts too, and --ready-timeout
+    /// applies. Do not probe the shared --listen address: the master holds
+    /// that socket, the kernel accepts connections into its backlog, and the
+    /// old worker may answer, so it cannot tell the new worker from the old.
+    /// Probe something only the new worker has (a socket or file with its pid).
+    #[arg(long, value_name = "MODE", value_parser = Ready::parse, verbatim_doc_comment)]
+    ready: Option<Ready>,
+
+    /// A new worker not ready within this is killed; the old one keeps
+    /// serving [default: 30s]. Durations: 500ms, 30s, 2m, 1h.
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    ready_timeout: Option<Duration>,
+
+    /// How long a draining worker may take after SIGTERM before SIGKILL
+    /// [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    terminate_timeout: Option<Duration>,
+
+    /// The signal that triggers a graceful restart: a name (USR2, SIGHUP) or
+    /// a number [default: USR2]. Every other signal but SIGCHLD is forwarded
+    /// to the worker; SIGTERM stops.
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    restart_signal: Option<i32>,
+
+    /// Turn restarts off: the restart signal then stops the service
+    /// gracefully (and a fetched release is installed for the next start).
+    #[arg(long)]
+    no_restart: bool,
+
+    /// The installed program's version (e.g. 1.4.0): signed releases not
+    /// newer are refused; workers see it in OVERSEER_VERSION.
+    #[arg(long, value_name = "VERSION")]
+    app_version: Option<String>,
+
+    /// The service's name, for `overseer restart/status --name NAME`
+    /// [default: PROGRAM's file name]. Its control socket is
+    /// `$XDG_RUNTIME_DIR/overseer/NAME.sock`, or `/run/overseer/NAME.sock`
+    /// for root, or `/tmp/overseer-UID/NAME.sock`.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: Option<String>,
+
+    /// The control socket's path, instead of the one derived from --name.
+    /// `overseer restart` and `overseer status` talk to it; only this
+    /// user and root may connect.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+
+    /// No control socket.
+    #[arg(long, conflicts_with_all = ["control", "name"])]
+    no_control: bool,
+
+    /// Listen backlog of stream sockets [default: 1024].
+    #[arg(long, value_name = "N")]
+    backlog: Option<i32>,
+
+    /// Print the master's debug messages.
+    #[arg(long)]
+    debug: bool,
+
+    /// Upgrade from a file, taken once it stops changing; FILE.minisig and
+    /// FILE.sha256 beside it are read when present. Example:
+    /// --fetch-file /srv/releases/myapp
+    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
+    fetch_file: Option<PathBuf>,
+
+    /// Upgrade from an HTTP(S) URL (conditional requests; URL.minisig and
+    /// URL.sha256 beside it when present). Example:
+    /// --fetch-url https://releases.example.com/myapp
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    fetch_url: Option<String>,
+
+    /// Upgrade from the latest GitHub release of OWNER/REPO (the asset for
+    /// this OS and CPU, or --asset). Example: --fetch-github acme/myapp
+    #[arg(long, value_name = "OWNER/REPO", help_heading = "Upgrades")]
+    fetch_github: Option<String>,
+
+    /// Environment variable holding a GitHub token (private repositories,
+    /// higher rate limit) [default: GITHUB_TOKEN, when set].
+    #[arg(long, value_name = "VAR", help_heading = "Upgrades")]
+    github_token_env: Option<String>,
+
+    /// GitHub API base URL, for GitHub Enterprise: https://HOST/api/v3
+    /// [default: https://api.github.com].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    github_api_url: Option<String>,
+
+    /// The release asset's name (or a part of it) instead of the one chosen
+    /// by OS and CPU.
+    #[arg(long, value_name = "NAME", help_heading = "Upgrades")]
+    asset: Option<String>,
+
+    /// Upgrade from an S3 object (credentials from the environment or the
+    /// instance metadata; KEY.minisig and KEY.sha256 beside it when
+    /// present). Example: --fetch-s3 s3://acme-releases/myapp/linux-x86_64
+    #[arg(long, value_name = "s3://BUCKET/KEY", help_heading = "Upgrades")]
+    fetch_s3: Option<String>,
+
+    /// An S3-compatible endpoint (MinIO, R2, …), e.g. https://minio.internal:9000.
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    s3_endpoint: Option<String>,
+
+    /// The bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION", help_heading = "Upgrades")]
+    s3_region: Option<String>,
+
+    /// Path-style requests (true) or virtual-hosted ones (false) [default: true].
+    #[arg(long, value_name = "BOOL", help_heading = "Upgrades")]
+    s3_path_style: Option<bool>,
+
+    /// How often to poll the release source [default: 1s for files and URLs,
+    /// 1m for S3, 5m for GitHub].
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    fetch_interval: Option<Duration>,
+
+    /// Trust releases signed by this minisign public key: the key itself
+    /// (RWQ…) or a .pub file (from overseer keygen). Repeat to trust several
+    /// (rotation). With a key, unsigned releases are refused.
+    #[arg(long, value_name = "KEY", help_heading = "Upgrades")]
+    public_key: Vec<String>,
+
+    /// Accept signed releases that are not newer than the installed one.
+    #[arg(long, help_heading = "Upgrades")]
+    allow_downgrade: bool,
+
+    /// A new release's worker failing within this after becoming ready is
+    /// rolled back to the previous binary [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Upgrades")]
+    probation: Option<Duration>,
+
+    /// Install new releases without restarting; they run from the next restart.
+    #[arg(long, help_heading = "Upgrades")]
+    no_restart_after_fetch: bool,
+
+    /// The largest release accepted: bytes, or with K, M, G (KiB, MiB, GiB;
+    /// KB, MB, GB are powers of 1000) [default: 512MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Upgrades")]
+    max_download_size: Option<u64>,
+
+    /// A download still running after this is abandoned [default: 5m].
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    download_timeout: Option<Duration>,
+
+    /// Run the verified new binary before swapping it in: none, version,
+    /// args=ARGS or token [default: none]
+    ///
+    ///   none      no check (PROGRAM is not built with overseer)
+    ///   version   run NEW --version: it must exit 0 within --sanity-timeout
+    ///   args=ARGS run NEW ARGS (e.g. args='--check-config /etc/app.conf'),
+    ///             exit 0 required
+    ///   token     the overseer library's token check, for programs built
+    ///             with the overseer library
+    ///
+    /// The check runs without the sockets or NOTIFY_SOCKET, so it cannot
+    /// disturb the running service; a binary that hangs is killed and refused.
+    #[arg(long, value_name = "MODE", value_parser = Sanity::parse, help_heading = "Upgrades", verbatim_doc_comment)]
+    sanity_check: Option<Sanity>,
+
+    /// How long the sanity check may take [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    sanity_timeout: Option<Duration>,
+
+    /// The executable's name inside release archives [default: PROGRAM's file name].
+    #[arg(long, value_name = "NAME", help_heading = "Upgrades")]
+    executable_name: Option<String>,
+
+    /// The program and its arguments (after --). Found in PATH when it has
+    /// no slash. Upgrades replace this file (after following symlinks): for
+    /// an interpreted service, make the script itself PROGRAM (with a #!
+    /// line), not the interpreter.
+    #[arg(value_name = "PROGRAM [ARGS]", trailing_var_arg = true)]
+    command: Vec<OsString>,
+}
+
+/// `--ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ready {
+    Started,
+    Notify,
+    After(Duration),
+    Cmd(Vec<String>),
+}
+
+impl Ready {
+    /// Parses `started`, `notify`, `after=DUR` or `cmd=COMMAND`.
+    pub(crate) fn parse(s: &str) -> Result<Ready, String> {
+        let usage = "expected started, notify, after=DUR or cmd=COMMAND";
+        match s.trim() {
+            "started" => return Ok(Ready::Started),
+            "notify" => return Ok(Ready::Notify),
+            _ => {}
+        }
+        if let Some(d) = s.strip_prefix("after=") {
+            return parse_duration(d).map(Ready::After);
+        }
+        if let Some(c) = s.strip_prefix("cmd=") {
+            return split_words(c, "cmd=").map(Ready::Cmd);
+        }
+        Err(format!("unknown readiness {s:?}: {usage}"))
+    }
+}
+
+/// `--sanity-check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sanity {
+    None,
+    Token,
+    Version,
+    Args(Vec<String>),
+}
+
+impl Sanity {
+    /// Parses `none`, `token`, `version` or `args=ARGS`.
+    pub(crate) fn parse(s: &str) -> Result<Sanity, String> {
+        match s.trim() {
+            "none" => Ok(Sanity::None),
+            "token" => Ok(Sanity::Token),
+            "version" => Ok(Sanity::Version),
+            _ => match s.strip_prefix("args=") {
+                Some(a) => split_words(a, "args=").map(Sanity::Args),
+                None => Err(format!(
+                    "unknown sanity check {s:?}: expected none, version, args=ARGS or token"
+                )),
+            },
+        }
+    }
+}
+
+/// Splits a command line into words, quotes grouping, no shell involved.
+fn split_words(s: &str, what: &str) -> Result<Vec<String>, String> {
+    let words = shlex::split(s)
+        .ok_or_else(|| format!("{what}{s}: unbalanced quotes or a trailing backslash"))?;
+    if words.is_empty() {
+        return Err(format!(
+            "{what} needs a command, e.g. {what}'test -e /run/app/{{pid}}.ready'"
+        ));
+    }
+    Ok(words)
+}
+
+/// A duration like `30s`, `500ms`, `2m`, `1h 30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 30s or 2m"))
+}
+
+/// A duration above zero.
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be above zero"));
+    }
+    Ok(d)
+}
+
+/// A size in bytes: `1048576`, `64M`, `64MiB`, `1.5G`, `100MB`.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("{s:?} is not a size; write it like 64MiB, 512M, 1G or 1048576");
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    let bytes = (n * factor as f64).round();
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{s:?}: must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A signal by name (`USR2`, `SIGHUP`, case-insensitive) or number, usable
+/// as the restart signal.
+pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
+    use nix::sys::signal::Signal;
+    let t = s.trim();
+    let signal = match t.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).map_err(|_| format!("{n} is not a signal number here"))?,
+        Err(_) => {
+            let upper = t.to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            Signal::from_str(&name)
+                .map_err(|_| format!("unknown signal {s:?}; try USR2, USR1, HUP or a number"))?
+        }
+    };
+    match signal {
+        Signal::SIGKILL | Signal::SIGSTOP => Err(format!(
+            "{signal} cannot be caught; choose USR2, USR1 or HUP"
+        )),
+        Signal::SIGCHLD => Err("the master needs SIGCHLD to watch its workers".into()),
+        Signal::SIGTERM => Err("SIGTERM stops the service; choose USR2, USR1 or HUP".into()),
+        _ => Ok(signal as i32),
+    }
+}
+
+/// Runs `overseer run`: returns only on an error.
+pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
+    let file = match &args.config {
+        Some(path) => config_file::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = build(args, file)?;
+    match overseer::run_err(config) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(match e {
+            overseer::Error::InvalidAddress { .. }
+            | overseer::Error::Config(_)
+            | overseer::Error::PathInUse { .. } => Failure::Usage(e.to_string()),
+            _ => Failure::Runtime(e.to_string()),
+        }),
+    }
+}
+
+/// The control socket: the path given, else the default directory's
+/// `NAME.sock`, the name defaulting to the program's file name.
+fn control_path(
+    path: Option<PathBuf>,
+    name: Option<String>,
+    program: &Path,
+) -> Result<PathBuf, Failure> {
+    if let Some(path) = path {
+        return Ok(path);
+    }
+    let name = match name {
+        Some(n) => n,
+        None => program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "overseer".into()),
+    };
+    crate::control::check_name(&name).map_err(Failure::Usage)?;
+    let dir = crate::control::default_dir();
+    crate::control::check_dir(&dir)?;
+    Ok(crate::control::socket_for(&dir, &name))
+}
+
+/// Merges flags over the file and checks everything; builds the library's
+/// configuration.
+fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
+    let usage = Failure::Usage;
+    // The program: the command line's, else the file's.
+    let (program, program_args): (OsString, Vec<OsString>) = match a.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => match f.program {
+            Some(p) => (p.into(), f.args.into_iter().map(Into::into).collect()),
+            None => {
+                return Err(usage(
+                    "no PROGRAM to run: give it after the options (overseer run [OPTIONS] -- PROGRAM [ARGS...]) or as program = \"...\" in the config file".into(),
+                ))
+            }
+        },
+    };
+    let resolved = find_program(Path::new(&program)).map_err(usage)?;
+
+    let mut config = Config::command(&program).required(true);
+    if !(a.no_control || f.no_control) {
+        config = config.control_socket(control_path(
+            a.control.or(f.control),
+            a.name.or(f.name),
+            &resolved,
+        )?);
+    }
+    for arg in program_args {
+        config = config.arg(arg);
+    }
+
+    let listen = if a.listen.is_empty() {
+        f.listen
+    } else {
+        a.listen
+    };
+    for entry in &listen {
+        let (name, address) = split_name(entry);
+        overseer::address::Address::parse(address).map_err(|e| {
+            let reason = match e {
+                overseer::Error::InvalidAddress { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            usage(format!("bad --listen address '{entry}': {reason}"))
+        })?;
+        config = match name {
+            Some(n) => config.named_address(n, address),
+            None => config.address(address),
+        };
+    }
+
+    let ready_timeout = a.ready_timeout.or(f.ready_timeout);
+    if let Some(t) = ready_timeout {
+        config = config.ready_timeout(t);
+    }
+    let ready = a.ready.or(f.ready).unwrap_or(Ready::Started);
+    let ready_limit = ready_timeout.unwrap_or(Duration::from_secs(30));
+    config = config.readiness(match ready {
+        Ready::Started => Readiness::Started,
+        Ready::Notify => Readiness::Notify,
+        Ready::After(d) if d >= ready_limit => {
+            return Err(usage(format!(
+                "--ready after={} must be shorter than --ready-timeout ({}): the worker would be killed first",
+                humantime::format_duration(d),
+                humantime::format_duration(ready_limit)
+            )))
+        }
+        Ready::After(d) => Readiness::Alive(d),
+        Ready::Cmd(words) => {
+            let (first, rest) = words
+                .split_first()
+                .ok_or_else(|| usage("--ready cmd= needs a command".into()))?;
+            find_program(Path::new(first))
+                .map_err(|e| usage(format!("--ready cmd=: the probe's {e}")))?;
+            Readiness::Command(Probe::new(first).args(rest))
+        }
+    });
+    if let Some(t) = a.terminate_timeout.or(f.terminate_timeout) {
+        config = config.terminate_timeout(t);
+    }
+    if let Some(s) = a.restart_signal.or(f.restart_signal) {
+        config = config.restart_signal(s);
+    }
+    if let Some(v) = a.app_version.or(f.app_version) {
+        config = config.version(v);
+    }
+    if let Some(b) = a.backlog.or(f.backlog) {
+        if b <= 0 {
+            return Err(usage(format!("--backlog {b}: must be above zero")));
+        }
+        config = config.backlog(b);
+    }
+    config = config
+        .no_restart(a.no_restart || f.no_restart)
+        .debug(a.debug || f.debug);
+
+    // Upgrades.
+    let u = f.upgrade;
+    let from_flags = a.fetch_file.is_some()
+        || a.fetch_url.is_some()
+        || a.fetch_github.is_some()
+        || a.fetch_s3.is_some();
+    let (fetch_file, fetch_url, fetch_github, fetch_s3) = if from_flags {
+        (a.fetch_file, a.fetch_url, a.fetch_github, a.fetch_s3)
+    } else {
+        (u.fetch_file, u.fetch_url, u.fetch_github, u.fetch_s3)
+    };
+    let sources = [
+        fetch_file.is_some(),
+        fetch_url.is_some(),
+        fetch_github.is_some(),
+        fetch_s3.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(usage(
+            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3".into(),
+        ));
+    }
+    let interval = a.fetch_interval.or(u.fetch_interval);
+    let keys = if a.public_key.is_empty() {
+        u.public_key
+    } else {
+        a.public_key
+    };
+    for key in &keys {
+        config = config.public_key(read_public_key(key).map_err(usage)?);
+    }
+    let fetching = sources.contains(&true);
+    if let Some(path) = fetch_file {
+        let mut fetcher = fetcher::File::new(path);
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(url) = fetch_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(usage(format!(
+                "bad --fetch-url '{url}': expected an http:// or https:// URL"
+            )));
+        }
+        let mut fetcher = fetcher::Http::new(url).sidecars();
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(repo) = fetch_github {
+        let valid = repo
+            .split_once('/')
+            .is_some_and(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'));
+        if !valid {
+            return Err(usage(format!(
+                "bad --fetch-github '{repo}': expected OWNER/REPO, e.g. acme/myapp"
+            )));
+        }
+        let mut fetcher = fetcher::GitHub::new(repo);
+        match a.github_token_env.or(u.github_token_env) {
+            Some(var) => match std::env::var(&var) {
+                Ok(token) => fetcher = fetcher.token(token),
+                Err(_) => {
+                    return Err(usage(format!(
+                        "--github-token-env {var}: the variable {var} is not set"
+                    )))
+                }
+            },
+            None => {
+                if let Ok(token) = std::env::var("GITHUB_TOKEN") {
+                    fetcher = fetcher.token(token);
+                }
+            }
+        }
+        if let Some(api) = a.github_api_url.or(u.github_api_url) {
+            fetcher = fetcher.api_url(api);
+        }
+        if let Some(asset) = a.asset.or(u.asset) {
+            fetcher = fetcher.asset(asset);
+        }
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(url) = fetch_s3 {
+        let (bucket, key) = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(|| {
+                usage(format!(
+                    "bad --fetch-s3 '{url}': expected s3://BUCKET/KEY, e.g. s3://acme-releases/myapp"
+                ))
+            })?;
+        let mut fetcher = fetcher::S3::new(bucket, key).sidecars();
+        if let Some(e) = a.s3_endpoint.or(u.s3_endpoint) {
+            fetcher = fetcher.endpoint(e);
+        }
+        if let Some(r) = a.s3_region.or(u.s3_region) {
+            fetcher = fetcher.region(r);
+        }
+        if let Some(p) = a.s3_path_style.or(u.s3_path_style) {
+            fetcher = fetcher.path_style(p);
+        }
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    }
+    if let Some(i) = interval {
+        // The user's interval counts, even below the library's 1 s floor.
+        config = config.min_fetch_interval(i);
+    }
+    config = config
+        .allow_downgrade(a.allow_downgrade || u.allow_downgrade)
+        .no_restart_after_fetch(a.no_restart_after_fetch || u.no_restart_after_fetch);
+    if let Some(p) = a.probation.or(u.probation) {
+        config = config.probation(p);
+    }
+    if let Some(s) = a.max_download_size.or(u.max_download_size) {
+        config = config.max_download_size(s);
+    }
+    if let Some(t) = a.download_timeout.or(u.download_timeout) {
+        config = config.download_timeout(t);
+    }
+    if let Some(t) = a.sanity_timeout.or(u.sanity_timeout) {
+        config = config.sanity_timeout(t);
+    }
+    if let Some(n) = a.executable_name.or(u.executable_name) {
+        config = config.executable_name(n);
+    }
+    config = match a.sanity_check.or(u.sanity_check).unwrap_or(Sanity::None) {
+        Sanity::None => config.sanity_check(false),
+        Sanity::Token => config.sanity_check(true),
+        Sanity::Version => config.sanity_check_args(["--version"]),
+        Sanity::Args(args) => config.sanity_check_args(args),
+    };
+    if fetching {
+        if keys.is_empty() {
+            crate::progress::log(
+                "warn",
+                "releases are not signature-checked: without --public-key anyone who can publish to the source can replace the program",
+            );
+        }
+        crate::progress::log(
+            "info",
+            &format!(
+                "upgrades replace {} (PROGRAM's own file)",
+                std::fs::canonicalize(&resolved)
+                    .unwrap_or(resolved)
+                    .display()
+            ),
+        );
+        config = config.on_download_progress(crate::progress::reporter());
+    }
+    Ok(config)
+}
+
+/// Splits `NAME=ADDR`; a plain address (whose text before `=` is no name,
+/// like `unix:/tmp/a=b.sock`) is returned whole.
+fn split_name(entry: &str) -> (Option<&str>, &str) {
+    match entry.split_once('=') {
+        Some((name, address))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+        {
+            (Some(name), address)
+        }
+        _ => (None, entry),
+    }
+}
+
+/// Finds PROGRAM like a shell: as given when it has a slash, else in `PATH`;
+/// it must be an executable file.
+fn find_program(program: &Path) -> Result<PathBuf, String> {
+    let shown = program.display();
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_os_str().is_empty() {
+        return Err("PROGRAM is empty".into());
+    }
+    if program.components().count() > 1 || program.is_absolute() {
+        if !program.exists() {
+            return Err(format!("PROGRAM not found: '{shown}' does not exist"));
+        }
+        if !executable(program) {
+            return Err(format!(
+                "PROGRAM not executable: '{shown}' is not an executable file (chmod +x it, or run it through its interpreter)"
+            ));
+        }
+        return Ok(program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| {
+            format!("PROGRAM not found: '{shown}' is not in PATH / not executable (give a path like ./{shown})")
+        })
+}
+
+/// A `--public-key` value: a `.pub` file's path, or the key itself; checked
+/// here so that a typo is reported before anything starts.
+fn read_public_key(value: &str) -> Result<String, String> {
+    let path = Path::new(value);
+    let (text, from_file) = if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("bad --public-key '{value}': cannot read it: {e}"))?;
+        (text, true)
+    } else {
+        (value.to_string(), false)
+    };
+    let parsed = if text.trim().contains('\n') {
+        minisign::PublicKeyBox::from_string(&text).and_then(|b| b.into_public_key())
+    } else {
+        minisign::PublicKey::from_base64(text.trim())
+    };
+    match parsed {
+        Ok(_) => Ok(text),
+        Err(e) if from_file => Err(format!(
+            "bad --public-key '{value}': the file is not a minisign public key ({e})"
+        )),
+        Err(e) => Err(format!(
+            "bad --public-key '{value}': neither a minisign public key (RWQ…: {e}) nor a readable .pub file"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_sizes_and_signals() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_signal("USR2"), Ok(nix::libc::SIGUSR2));
+        assert_eq!(parse_signal("sighup"), Ok(nix::libc::SIGHUP));
+        assert_eq!(parse_signal("10"), Ok(10));
+        assert!(parse_signal("KILL").is_err());
+        assert!(parse_signal("TERM").is_err());
+        assert!(parse_signal("BANANA").is_err());
+    }
+
+    #[test]
+    fn readiness_modes() {
+        assert_eq!(Ready::parse("notify"), Ok(Ready::Notify));
+        assert_eq!(
+            Ready::parse("after=1s"),
+            Ok(Ready::After(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            Ready::parse("cmd=test -e '/run/a b/{pid}'"),
+            Ok(Ready::Cmd(vec![
+                "test".into(),
+                "-e".into(),
+                "/run/a b/{pid}".into()
+            ]))
+        );
+        assert!(Ready::parse("cmd=").is_err());
+        assert!(Ready::parse("later").is_err());
+        assert_eq!(
+            Sanity::parse("args=--check x"),
+            Ok(Sanity::Args(vec!["--check".into(), "x".into()]))
+        );
+    }
+
+    #[test]
+    fn names_are_split_from_addresses() {
+        assert_eq!(split_name("web=:80"), (Some("web"), ":80"));
+        assert_eq!(split_name(":80"), (None, ":80"));
+        assert_eq!(
+            split_name("unix:/tmp/a=b.sock"),
+            (None, "unix:/tmp/a=b.sock")
+        );
+    }
+}

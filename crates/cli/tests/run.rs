@@ -1,0 +1,531 @@
+//! `overseer run` with a worker that is not Rust (`worker.py`, plain Python 3
+//! reading `LISTEN_FDS` and speaking sd_notify): handovers under load with
+//! every readiness mode, flags over the config file, bad input refused before
+//! anything starts, and a signed self-upgrade of the program's own file.
+//!
+//! Every master runs in its own process group and is killed with it (workers
+//! and probes included) when its `Proc` is dropped; traffic stays on
+//! 127.0.0.1; every wait is bounded.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use overseer_harness::load::{Load, LoadSpec, Stats};
+use overseer_harness::proc::Proc;
+
+const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
+const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
+/// A generous bound for anything that should take milliseconds.
+const T: Duration = Duration::from_secs(30);
+
+/// `overseer run ARGS`; without a control socket unless the test names
+/// one (by default every master of `python3` would share one name).
+fn overseer(args: &[&str]) -> Command {
+    let mut cmd = Command::new(OVERSEER);
+    cmd.arg("run");
+    if !args.iter().any(|a| *a == "--control" || *a == "--name") {
+        cmd.arg("--no-control");
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Fails clearly when the machine has no Python 3 for `worker.py`.
+fn require_python() {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "python3 runs the non-Rust worker of these tests: install it (apt-get install python3)"
+    );
+}
+
+/// Starts a master running `worker.py` and returns it with its address.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    require_python();
+    let mut cmd = overseer(args);
+    cmd.args(["--", "python3", WORKER])
+        .envs(envs.iter().copied());
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    (p, addr)
+}
+
+/// One response's `key=` field (the request must succeed).
+fn field(addr: SocketAddr, key: &str) -> String {
+    let r = Client::new(addr, false)
+        .get("/")
+        .unwrap_or_else(|f| panic!("GET /: {f}"));
+    r.field(key)
+        .unwrap_or_else(|| panic!("no {key}= in {:?}", r.body))
+        .to_string()
+}
+
+/// The pid of worker `n`, from the master's log.
+fn worker_pid(p: &Proc, n: u64) -> String {
+    let line = p.expect_line(&format!("worker {n} started (pid "), T);
+    line.rsplit_once("(pid ")
+        .map(|(_, r)| r.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Waits until the response's `key` is `value`.
+fn expect_field(addr: SocketAddr, key: &str, value: &str) {
+    let deadline = Instant::now() + T;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = field(addr, key);
+        if last == value {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{key}={value} never answered (last: {last})");
+}
+
+/// The milliseconds in the master's `worker N ready after MS ms` line.
+fn ready_ms(p: &Proc, n: u64) -> u64 {
+    let line = p.expect_line(&format!("worker {n} ready after "), T);
+    line.rsplit_once("ready after ")
+        .and_then(|(_, r)| r.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line:?}"))
+}
+
+fn load(addr: SocketAddr, clients: usize, keep_alive: bool) -> Load {
+    Load::start(LoadSpec {
+        addr,
+        clients,
+        keep_alive,
+        path: "/".into(),
+        max_duration: Duration::from_secs(120),
+        pause: Duration::ZERO,
+    })
+}
+
+fn assert_no_failures(mode: &str, stats: &Stats) {
+    assert!(
+        stats.failures.is_empty(),
+        "{mode}: {} failures: {:?}",
+        stats.failures.len(),
+        stats.failures.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(stats.ok > 20, "{mode}: only {} requests", stats.ok);
+}
+
+/// Stops the master with SIGTERM; it must exit 0 like its worker.
+fn stop(mut p: Proc) {
+    p.signal(nix::libc::SIGTERM);
+    let status = p.expect_exit(T);
+    assert_eq!(status.code(), Some(0), "{:?}", p.output());
+}
+
+/// A port that was free a moment ago, below Linux's ephemeral range
+/// (32768-60999): a port the kernel hands out could be taken again as some
+/// parallel test's client port between this check and its use.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % 6_000) as u16;
+    (0..2_000)
+        .map(|_| 20_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free port below 32000"))
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn python_worker_hands_over_under_load_without_failures() {
+    let (p, addr) = start(
+        &["--listen", "127.0.0.1:0", "--ready", "notify"],
+        &[("WORKER_READY", "notify")],
+    );
+    assert_eq!(field(addr, "pid"), worker_pid(&p, 1));
+    let keep_alive = load(addr, 3, true);
+    let per_request = load(addr, 3, false);
+    for n in 2..=5u64 {
+        p.signal(nix::libc::SIGUSR2);
+        p.expect_line(&format!("worker {n} ready"), T);
+        p.expect_line(&format!("worker {} drained", n - 1), T);
+        // The new worker answers, with its own pid.
+        expect_field(addr, "pid", &worker_pid(&p, n));
+        let deadline = Instant::now() + T;
+        while (keep_alive.latest_worker() < n || per_request.latest_worker() < n)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for (mode, stats) in [
+        ("keep-alive", keep_alive.stop()),
+        ("per-request", per_request.stop()),
+    ] {
+        assert_no_failures(mode, &stats);
+        let workers: Vec<u64> = stats.by_worker.keys().copied().collect();
+        assert_eq!(workers, (1..=5).collect::<Vec<_>>(), "{mode}");
+    }
+    assert_eq!(p.count("restart failed"), 0);
+    stop(p);
+}
+
+#[test]
+fn ready_after_a_time_alive_hands_over_then() {
+    let (p, addr) = start(&["--listen", "127.0.0.1:0", "--ready", "after=700ms"], &[]);
+    assert!(ready_ms(&p, 1) >= 700);
+    let keep_alive = load(addr, 2, true);
+    p.signal(nix::libc::SIGUSR2);
+    assert!(ready_ms(&p, 2) >= 700);
+    p.expect_line("worker 1 drained", T);
+    expect_field(addr, "pid", &worker_pid(&p, 2));
+    assert_no_failures("keep-alive", &keep_alive.stop());
+    stop(p);
+}
+
+#[test]
+fn ready_by_probe_command_hands_over_when_it_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = format!("cmd=test -e '{}/{{pid}}.ready'", dir.path().display());
+    let marker_dir = dir.path().to_string_lossy().into_owned();
+    let envs = [
+        ("WORKER_DELAY", "0.6"),
+        ("WORKER_MARKER_DIR", marker_dir.as_str()),
+    ];
+    let (p, addr) = start(&["--listen", "127.0.0.1:0", "--ready", &probe], &envs);
+    assert!(ready_ms(&p, 1) >= 600);
+    let keep_alive = load(addr, 2, true);
+    p.signal(nix::libc::SIGUSR2);
+    // Ready only once the new worker (not the old one) made its marker.
+    assert!(ready_ms(&p, 2) >= 600);
+    let pid2 = worker_pid(&p, 2);
+    assert!(dir.path().join(format!("{pid2}.ready")).exists());
+    p.expect_line("worker 1 drained", T);
+    expect_field(addr, "pid", &pid2);
+    assert_no_failures("keep-alive", &keep_alive.stop());
+    stop(p);
+}
+
+#[test]
+fn a_probe_that_never_passes_keeps_the_old_worker_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Passes for worker 1 only.
+    std::fs::write(dir.path().join("1.ok"), b"").expect("write");
+    let probe = format!("cmd=test -e '{}/{{worker}}.ok'", dir.path().display());
+    let (p, addr) = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ready",
+            &probe,
+            "--ready-timeout",
+            "1500ms",
+        ],
+        &[],
+    );
+    let pid1 = worker_pid(&p, 1);
+    p.signal(nix::libc::SIGUSR2);
+    p.expect_line("worker 2 was not ready within", T);
+    p.expect_line("restart failed", T);
+    assert_eq!(field(addr, "pid"), pid1);
+    assert_eq!(p.count("worker 2 ready"), 0);
+    stop(p);
+}
+
+#[test]
+fn flags_win_over_the_config_file() {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (free_port(), free_port());
+    let file = dir.path().join("overseer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "program = \"python3\"\nargs = [\"{WORKER}\"]\nlisten = [\"127.0.0.1:{a}\"]\n\
+             ready = \"after=20s\"\nready-timeout = \"25s\"\nterminate-timeout = \"5s\"\n"
+        ),
+    )
+    .expect("write");
+    let b_addr = format!("127.0.0.1:{b}");
+    let cmd = {
+        let mut c = overseer(&["--config"]);
+        c.arg(&file)
+            .args(["--listen", &b_addr, "--ready", "notify"])
+            .env("WORKER_READY", "notify");
+        c
+    };
+    let p = Proc::spawn(cmd);
+    assert_eq!(p.listen_addr().port(), b);
+    // `notify` from the flag, not the file's 20 s.
+    assert!(ready_ms(&p, 1) < 15_000);
+    let addr: SocketAddr = b_addr.parse().expect("addr");
+    assert_eq!(field(addr, "worker"), "1");
+    assert!(!listening(a), "the file's address is not bound");
+    stop(p);
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unknown_key = dir.path().join("typo.toml");
+    std::fs::write(&unknown_key, "ready = \"notify\"\nlisten_on = [\":1\"]\n").expect("write");
+    let missing = dir.path().join("missing.toml");
+    let unknown_key_s = unknown_key.to_string_lossy().into_owned();
+    let missing_s = missing.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (vec!["--bogus"], &["unexpected argument '--bogus'"]),
+        (
+            vec!["--listen", "127.0.0.1:99999"],
+            &["bad --listen address '127.0.0.1:99999'", "not a port"],
+        ),
+        (
+            vec!["--config", &missing_s],
+            &["cannot read the config file", "missing.toml"],
+        ),
+        (
+            vec!["--config", &unknown_key_s],
+            &["typo.toml", "listen_on", "line 2"],
+        ),
+        (vec!["--ready-timeout", "soon"], &["not a duration"]),
+        (vec!["--ready", "whenever"], &["unknown readiness"]),
+        (vec!["--public-key", "RWQnotakey"], &["bad --public-key"]),
+        (vec!["--restart-signal", "BANANA"], &["unknown signal"]),
+        (vec!["--fetch-github", "nope"], &["expected OWNER/REPO"]),
+    ];
+    for (args, needles) in cases {
+        let mut cmd = overseer(&["--listen", &listen]);
+        cmd.args(&args).args(["--", "python3", WORKER]);
+        expect_refused(cmd, &args, needles, port);
+    }
+    // A program that is not there.
+    let mut cmd = overseer(&["--listen", &listen]);
+    cmd.args(["--", "no-such-program-for-overseer"]);
+    expect_refused(
+        cmd,
+        &["no-such-program-for-overseer"],
+        &["PROGRAM not found: 'no-such-program-for-overseer' is not in PATH"],
+        port,
+    );
+    // A program that is not executable.
+    let script = dir.path().join("app.py");
+    std::fs::write(&script, "print(1)\n").expect("write");
+    let mut cmd = overseer(&["--listen", &listen, "--"]);
+    cmd.arg(&script);
+    expect_refused(cmd, &["app.py"], &["PROGRAM not executable"], port);
+}
+
+/// Runs `cmd`, which must exit 2 with every needle on stderr, having bound
+/// nothing and left no process behind.
+fn expect_refused(cmd: Command, what: &[&str], needles: &[&str], port: u16) {
+    let mut p = Proc::spawn_quiet(cmd);
+    let status = p.expect_exit(T);
+    // The output is collected by threads: wait for it (bounded).
+    for needle in needles {
+        let seen = p.wait_for_nth(needle, 0, Duration::from_secs(5));
+        assert!(
+            seen.is_some(),
+            "{what:?}: {needle:?} not in {:?}",
+            p.output()
+        );
+    }
+    let output = p.output().join("\n");
+    assert_eq!(status.code(), Some(2), "{what:?}: {output}");
+    assert!(!output.contains("listening on"), "{what:?}: {output}");
+    assert!(!output.contains("worker 1 started"), "{what:?}: {output}");
+    assert!(!listening(port), "{what:?}: port {port} is bound");
+    // Nothing is left in the process group it led.
+    let group = nix::unistd::Pid::from_raw(-p.pid);
+    assert_eq!(
+        nix::sys::signal::kill(group, None),
+        Err(nix::errno::Errno::ESRCH),
+        "{what:?}: a process was left behind"
+    );
+}
+
+/// Writes `worker.py` with `VERSION = "v"` to `path`, executable.
+fn write_worker(path: &Path, version: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(WORKER).expect("worker.py");
+    assert!(text.contains("VERSION = \"1\""));
+    let text = text.replace("VERSION = \"1\"", &format!("VERSION = \"{version}\""));
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+/// Publishes `version` of the worker at `releases/app`, signed (the
+/// signature first, then the file renamed into place).
+fn publish(d: &Path, version: &str, semver: &str, tamper: bool) {
+    let staging = d.join("releases/app.new");
+    write_worker(&staging, version);
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["sign", "--key"])
+            .arg(d.join("keys/overseer.key"))
+            .args(["--version", semver, "--output"])
+            .arg(d.join("releases/app.minisig"))
+            .arg(&staging),
+    );
+    if tamper {
+        let mut text = std::fs::read_to_string(&staging).expect("read");
+        text.push_str("# changed after signing\n");
+        std::fs::write(&staging, text).expect("write");
+    }
+    std::fs::rename(&staging, d.join("releases/app")).expect("rename");
+}
+
+#[test]
+fn upgrade_from_a_signed_file_release_replaces_the_program() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for sub in ["bin", "releases"] {
+        std::fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(d.join("keys")),
+    );
+    require_python();
+    let app: PathBuf = d.join("bin/app");
+    write_worker(&app, "1");
+    let releases = d.join("releases/app").to_string_lossy().into_owned();
+    let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--app-version",
+        "1.0.0",
+        "--fetch-file",
+        &releases,
+        "--fetch-interval",
+        "100ms",
+        "--public-key",
+        &key,
+        "--sanity-check",
+        "version",
+        "--probation",
+        "1s",
+        "--",
+    ]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    assert_eq!(field(addr, "version"), "1");
+    let keep_alive = load(addr, 2, true);
+
+    publish(d, "2", "2.0.0", false);
+    p.expect_line("installed version 2.0.0", T);
+    expect_field(addr, "version", "2");
+    assert_eq!(field(addr, "pid"), worker_pid(&p, 2));
+    p.expect_line("version 2.0.0 passed probation", T);
+    let installed = std::fs::read_to_string(&app).expect("read");
+    assert!(installed.contains("VERSION = \"2\""));
+    // Progress lines (stderr is not a terminal here).
+    p.expect_line("download started (4", T);
+    p.expect_line("downloaded", T);
+
+    // A release changed after signing is refused; version 2 keeps serving.
+    publish(d, "3", "3.0.0", true);
+    p.expect_line("bad signature", T);
+    assert_eq!(field(addr, "version"), "2");
+    assert_no_failures("keep-alive", &keep_alive.stop());
+    stop(p);
+}
+
+/// `overseer ARGS` (restart, status) with the same runtime directory.
+fn client(runtime: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(OVERSEER)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .output()
+        .expect("run overseer")
+}
+
+#[test]
+fn restart_and_status_report_the_real_outcome_over_the_control_socket() {
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let probes = tempfile::tempdir().expect("tempdir");
+    // Workers 1 and 2 pass the readiness probe; worker 3 never does.
+    for n in [1, 2] {
+        std::fs::write(probes.path().join(format!("{n}.ok")), b"").expect("write");
+    }
+    let probe = format!("cmd=test -e '{}/{{worker}}.ok'", probes.path().display());
+    let runtime_s = runtime.path().to_string_lossy().into_owned();
+    let (p, addr) = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "web",
+            "--ready",
+            &probe,
+            "--ready-timeout",
+            "1500ms",
+            "--app-version",
+            "1.2.3",
+        ],
+        &[("XDG_RUNTIME_DIR", &runtime_s)],
+    );
+    let pid1 = worker_pid(&p, 1);
+
+    // The only master in the directory is found without --name.
+    let out = client(runtime.path(), &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(&format!("pid {}", p.pid)), "{text}");
+    assert!(text.contains("1.2.3"), "{text}");
+    assert!(text.contains(&format!("worker 1 (pid {pid1}")), "{text}");
+
+    // A handover that succeeds: exit 0, the new worker's pid, which serves.
+    let out = client(runtime.path(), &["restart", "--name", "web"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let pid2 = worker_pid(&p, 2);
+    assert!(
+        said.contains(&format!("worker 2 (pid {pid2}) is serving")),
+        "{said}"
+    );
+    expect_field(addr, "pid", &pid2);
+
+    // One that fails: exit 1, the reason, and worker 2 still serving.
+    let out = client(runtime.path(), &["restart", "--name", "web"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(said.contains("restart failed"), "{said}");
+    assert!(said.contains("worker 3 was not ready within"), "{said}");
+    assert_eq!(field(addr, "pid"), pid2);
+
+    let out = client(runtime.path(), &["status", "--name", "web", "--raw"]);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(raw.contains(&format!("serving=2 {pid2} ")), "{raw}");
+    assert!(raw.contains("handovers=1\nfailed_handovers=1"), "{raw}");
+
+    // No master by that name: exit 2 and what to do.
+    let out = client(runtime.path(), &["restart", "--name", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no master answers on"), "{said}");
+    stop(p);
+    assert!(
+        !runtime.path().join("overseer/web.sock").exists(),
+        "the socket is removed when the master exits"
+    );
+}
