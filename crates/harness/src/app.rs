@@ -12,6 +12,7 @@
 //! | `exit_at_start=1` | every worker exits with status 7 before ready |
 //! | `never_ready=1` | every worker hangs before ready |
 //! | `crash_after_ms=M` | every worker exits with status 3, M ms after ready |
+//! | `start_delay_ms=M` | every process of the build, its sanity check included, sleeps M ms first |
 //!
 //! The master's settings come from the environment:
 //!
@@ -55,6 +56,12 @@ fn millis(name: &str, default: u64) -> Duration {
 /// worker, the program) configured from the build stamp and the `UA_*`
 /// environment variables. Returns only if the service does.
 pub fn main_from_env() {
+    if let Some(ms) = own_stamp()
+        .get("start_delay_ms")
+        .and_then(|m| m.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     overseer::sanity_check();
     let stamp = own_stamp();
     let version = stamp

@@ -76,6 +76,14 @@ impl Proc {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The lines printed after the first `from` ones (cheap to poll on a long log).
+    pub fn output_from(&self, from: usize) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.get(from..).map(<[String]>::to_vec).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     /// How many printed lines contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.output().iter().filter(|l| l.contains(needle)).count()

@@ -18,9 +18,13 @@
 //! | `TS_DEBUG=1` | the master prints its debug lines |
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
 //! | `TS_STATUS=S` | each worker, once ready, publishes the status `S (worker N)` |
+//! | `TS_STREAM_ADDR` | a second address, for long-lived streamed responses (below) |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
-//! calls `overseer::restart()` from the worker.
+//! calls `overseer::restart()` from the worker. On `TS_STREAM_ADDR`,
+//! `GET /stream?ms=N` answers with a chunked body, one line
+//! `worker=W chunk=I` every 10 ms for N ms, then the final empty chunk; a
+//! draining worker finishes its open streams before it ends.
 
 #[path = "../../../overseer/examples/http_std.rs"]
 mod http_std;
@@ -62,6 +66,7 @@ fn main() {
         Some(a) if a == "none" => Vec::new(),
         a => vec![a.unwrap_or_else(|| "127.0.0.1:0".into())],
     };
+    let addresses: Vec<String> = addresses.into_iter().chain(var("TS_STREAM_ADDR")).collect();
     overseer::run(
         Config::new(program)
             .addresses(addresses)
@@ -133,8 +138,74 @@ fn program(state: State) {
         std::thread::sleep(Duration::from_secs(3600));
         std::process::exit(1);
     }
+    let streams = var("TS_STREAM_ADDR").map(|_| {
+        let listener = state
+            .listeners
+            .get(1)
+            .and_then(overseer::Listener::as_tcp)
+            .expect("the stream address is the second one")
+            .try_clone()
+            .expect("stream listener");
+        let shutdown = state.shutdown.clone();
+        std::thread::spawn(move || serve_streams(&listener, &shutdown, n))
+    });
     http_std::serve(&listener, &state.shutdown, handler);
+    if let Some(streams) = streams {
+        let _ = streams.join();
+    }
     eprintln!("worker={n} drained");
+}
+
+/// Serves `GET /stream?ms=N` until shutdown, then waits for open streams.
+fn serve_streams(listener: &std::net::TcpListener, shutdown: &overseer::Shutdown, n: u64) {
+    let open = Arc::new(());
+    for stream in shutdown.incoming(listener) {
+        let Ok(stream) = stream else { continue };
+        let token = open.clone();
+        std::thread::spawn(move || {
+            let _open = token;
+            if let Err(e) = stream_one(stream, n) {
+                eprintln!("worker={n} stream ended early: {e}");
+            }
+        });
+    }
+    while Arc::strong_count(&open) > 1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads one request head and streams the answer: a chunk every 10 ms.
+fn stream_one(stream: std::net::TcpStream, n: u64) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
+            break;
+        }
+    }
+    let ms: u64 = request
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.strip_prefix("/stream?ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+        .min(60_000);
+    let mut out = stream;
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    for i in 0..ms / 10 {
+        let line = format!("worker={n} chunk={i}\n");
+        write!(out, "{:x}\r\n{line}\r\n", line.len())?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    out.write_all(b"0\r\n\r\n")?;
+    out.shutdown(std::net::Shutdown::Write)
 }
 
 fn exit_on_hup(n: u64, code: i32) {

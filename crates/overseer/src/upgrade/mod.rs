@@ -362,12 +362,18 @@ impl Upgrader {
                 bin.file.as_file_mut(),
                 download.as_mut().map(|d| d.file.as_file_mut()),
             )?;
-            let floor = match (&self.version, &self.ledger.highest) {
-                (Some(a), Some(b)) => Some(a.max(b).clone()),
-                (a, b) => a.clone().or_else(|| b.clone()),
-            };
-            if let Some(floor) = floor {
-                if signed.version <= floor && !cfg.allow_downgrade {
+            // Not newer than the installed version, or older than the highest
+            // seen (a replay after a restart), is refused. The highest seen
+            // itself is not: a master stopped between here and the swap
+            // recorded it, and must install that release at its next start.
+            let installed = self.version.as_ref().filter(|v| signed.version <= **v);
+            let seen = self
+                .ledger
+                .highest
+                .as_ref()
+                .filter(|h| signed.version < **h);
+            if let Some(floor) = installed.into_iter().chain(seen).max() {
+                if !cfg.allow_downgrade {
                     return Err(Rejection::release(format!(
                         "signed version {} is not newer than {floor} (installed or seen before); set allow_downgrade to accept it",
                         signed.version
