@@ -6,5 +6,6 @@
 pub mod app;
 pub mod client;
 pub mod load;
+pub mod openloop;
 pub mod proc;
 pub mod release;

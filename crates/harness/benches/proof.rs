@@ -1,0 +1,347 @@
+//! Proof benchmark: open-loop, constant-rate load against the `http_std`
+//! example under overseer while the master is told to restart (SIGUSR2) at a
+//! fixed pace, then the same binary run directly (no master) at the same
+//! rate, with PASS/FAIL against the project's targets.
+//!
+//! ```text
+//! cargo bench -p overseer-harness --bench proof
+//! cargo bench -p overseer-harness --bench proof -- --rate 5000 --handovers 50 --handover-every 200ms
+//! cargo bench -p overseer-harness --bench proof -- --mode close --upgrades 3 --max-throughput
+//! ```
+//!
+//! Requests are due at fixed intervals (`--rate`), spread over
+//! `--connections` threads that each own a client; latency counts from the
+//! scheduled time, so a stall's queueing is measured, not omitted (see
+//! `overseer_harness::openloop`). The direct run is the same example binary in
+//! overseer's fallback mode: the master cannot create its private runtime
+//! directory (`TMPDIR` points nowhere), so `overseer::run` runs the program
+//! in-process on a listener it binds itself — the same HTTP code, no master,
+//! no socket passing. Results go to `target/proof/results.json` and
+//! `target/proof/latency.svg` (or `--out DIR`). Every wait is bounded; each
+//! server is killed by process group at the end of its run.
+
+#[path = "proof/chart.rs"]
+mod chart;
+#[path = "proof/report.rs"]
+mod report;
+#[path = "proof/run.rs"]
+mod run;
+#[path = "proof/scenario.rs"]
+mod scenario;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use overseer_harness::openloop::percentile;
+use serde_json::{json, Value};
+
+use report::{report, Report};
+use run::Run;
+use scenario::{capacity, run_direct, run_overseer, run_upgrades};
+
+const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
+const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
+/// How long one handover may take before it counts as failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an upgrade may take, from publishing to the new version's probation passing.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Failure kinds, in report order.
+const KINDS: [&str; 6] = [
+    "refused",
+    "reset",
+    "timeout",
+    "truncated",
+    "non-2xx",
+    "other",
+];
+/// Chart bucket: one p50/p99 point per this much schedule.
+const BUCKET: Duration = Duration::from_millis(100);
+/// Linux's USER_HZ: /proc reports CPU time in these ticks.
+const TICKS_PER_SEC: f64 = 100.0;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    KeepAlive,
+    Close,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::KeepAlive => "keep-alive",
+            Mode::Close => "connection per request",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Mode::KeepAlive => "keepalive",
+            Mode::Close => "close",
+        }
+    }
+}
+
+struct Options {
+    rate: f64,
+    connections: usize,
+    handovers: usize,
+    every: Duration,
+    upgrades: usize,
+    steady: Duration,
+    timeout: Duration,
+    modes: Vec<Mode>,
+    max_throughput: bool,
+    capacity_secs: Duration,
+    out: PathBuf,
+}
+
+fn main() {
+    let opts = parse_args();
+    println!(
+        "proof bench: {} req/s open loop over {} connections, {} handovers every {} ms, {} upgrades, modes {}",
+        opts.rate,
+        opts.connections,
+        opts.handovers,
+        opts.every.as_millis(),
+        opts.upgrades,
+        opts.modes.iter().map(|m| m.key()).collect::<Vec<_>>().join(",")
+    );
+    let mut results = Vec::new();
+    for &mode in &opts.modes {
+        println!(
+            "[{}] under overseer, {} handovers",
+            mode.key(),
+            opts.handovers
+        );
+        let ours = run_overseer(&opts, mode);
+        println!(
+            "[{}] direct, same rate for {:.1} s",
+            mode.key(),
+            ours.span.as_secs_f64()
+        );
+        let direct = run_direct(&opts, mode, ours.span);
+        let upgrades = (opts.upgrades > 0).then(|| {
+            println!(
+                "[{}] under overseer, {} upgrades",
+                mode.key(),
+                opts.upgrades
+            );
+            run_upgrades(&opts, mode)
+        });
+        results.push((mode, ours, direct, upgrades));
+    }
+    let capacity = opts.max_throughput.then(|| capacity(&opts));
+    let report = report(&opts, &results, capacity.as_ref());
+    print!("{}", report.text);
+    write_outputs(&opts, &results, capacity.as_ref(), &report);
+    // Timing targets only print FAIL; a failed request or handover is an error.
+    let broken = results.iter().any(|(_, ours, direct, upgrades)| {
+        let failed_upgrades = upgrades
+            .as_ref()
+            .map_or(0, |u| u.failed() + u.failed_handovers());
+        ours.failed() + ours.failed_handovers() + direct.failed() + failed_upgrades > 0
+    });
+    if broken {
+        std::process::exit(1);
+    }
+}
+
+fn parse_args() -> Options {
+    let mut opts = Options {
+        rate: 5000.0,
+        connections: 16,
+        handovers: 20,
+        every: Duration::from_millis(200),
+        upgrades: 0,
+        steady: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        modes: vec![Mode::KeepAlive, Mode::Close],
+        max_throughput: false,
+        capacity_secs: Duration::from_secs(3),
+        out: default_out(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        let number = |v: String| -> f64 {
+            v.parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                .unwrap_or_else(|| usage(&format!("{arg}: bad number {v:?}")))
+        };
+        match arg.as_str() {
+            "--rate" => opts.rate = number(value()).clamp(1.0, 1e6),
+            "--connections" => opts.connections = number(value()).clamp(1.0, 1024.0) as usize,
+            "--handovers" => opts.handovers = number(value()).min(10_000.0) as usize,
+            "--handover-every" => opts.every = duration(&arg, &value()),
+            "--upgrades" => opts.upgrades = number(value()).min(100.0) as usize,
+            "--steady" => opts.steady = duration(&arg, &value()),
+            "--timeout" => opts.timeout = duration(&arg, &value()),
+            "--capacity-seconds" => opts.capacity_secs = duration(&arg, &format!("{}s", value())),
+            "--max-throughput" => opts.max_throughput = true,
+            "--out" => opts.out = PathBuf::from(value()),
+            "--mode" => {
+                opts.modes = match value().as_str() {
+                    "keepalive" | "keep-alive" => vec![Mode::KeepAlive],
+                    "close" => vec![Mode::Close],
+                    "both" => vec![Mode::KeepAlive, Mode::Close],
+                    other => usage(&format!("--mode keepalive|close|both, not {other:?}")),
+                }
+            }
+            // `cargo bench` passes `--bench`.
+            "--bench" => {}
+            "--help" | "-h" => usage("options"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    opts
+}
+
+/// `200ms`, `1.5s` or a bare number of milliseconds.
+fn duration(name: &str, v: &str) -> Duration {
+    let (num, unit) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (v, 1e-3)
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * unit <= 3600.0 => {
+            Duration::from_secs_f64(n * unit)
+        }
+        _ => usage(&format!("{name}: bad duration {v:?} (say 200ms or 1.5s)")),
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("proof bench: {problem}");
+    eprintln!(
+        "usage: [--rate R] [--connections N] [--handovers N] [--handover-every 200ms] \
+         [--upgrades N] [--mode keepalive|close|both] [--steady 1s] [--timeout 5s] \
+         [--max-throughput] [--capacity-seconds S] [--out DIR]"
+    );
+    std::process::exit(2);
+}
+
+/// `target/proof`, found from this benchmark's own path (`target/<profile>/deps/proof-…`).
+fn default_out() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    match exe.ancestors().nth(3) {
+        Some(target) if target.ends_with("target") || target.join("CACHEDIR.TAG").exists() => {
+            target.join("proof")
+        }
+        _ => PathBuf::from("target/proof"),
+    }
+}
+
+fn write_outputs(
+    opts: &Options,
+    results: &[(Mode, Run, Run, Option<Run>)],
+    capacity: Option<&Vec<(Mode, f64, f64, usize)>>,
+    report: &Report,
+) {
+    if let Err(e) = std::fs::create_dir_all(&opts.out) {
+        eprintln!("proof bench: cannot create {}: {e}", opts.out.display());
+        return;
+    }
+    let modes: Vec<Value> = results
+        .iter()
+        .map(|(mode, ours, direct, upgrades)| {
+            json!({"mode": mode.key(), "overseer": ours.json(), "direct": direct.json(),
+                   "upgrades": upgrades.as_ref().map(Run::json)})
+        })
+        .collect();
+    let capacity: Option<Vec<Value>> = capacity.map(|c| {
+        c.iter()
+            .map(|(m, a, b, f)| json!({"mode": m.key(), "overseer_rps": a, "direct_rps": b, "failures": f}))
+            .collect()
+    });
+    let doc = json!({
+        "options": {
+            "rate": opts.rate, "connections": opts.connections, "handovers": opts.handovers,
+            "handover_every_ms": opts.every.as_millis() as u64, "upgrades": opts.upgrades,
+            "steady_ms": opts.steady.as_millis() as u64, "timeout_ms": opts.timeout.as_millis() as u64,
+        },
+        "definitions": {
+            "latency": "from the scheduled send time to the complete answer (open loop)",
+            "window": "from the trigger to the old worker's exit; a request is in a window if [scheduled, answered] overlaps it",
+            "handover_overhead": "trigger to the new program's first line",
+        },
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).ok()},
+        "modes": modes,
+        "capacity": capacity,
+        "targets": report.targets,
+        "all_pass": report.all_pass,
+    });
+    let json_path = opts.out.join("results.json");
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    match std::fs::write(&json_path, text) {
+        Ok(()) => println!("results: {}", json_path.display()),
+        Err(e) => eprintln!("proof bench: cannot write {}: {e}", json_path.display()),
+    }
+    let panels: Vec<chart::Panel<'_>> = results
+        .iter()
+        .map(|(mode, ours, direct, _)| chart::Panel {
+            title: format!(
+                "{}: {} req/s open loop, {} handovers every {} ms",
+                mode.name(),
+                opts.rate,
+                ours.handovers.len(),
+                opts.every.as_millis()
+            ),
+            overseer: &ours.samples,
+            direct: &direct.samples,
+            windows: ours.windows(),
+        })
+        .collect();
+    let caption = "Latency from the scheduled send time, per 100 ms of schedule (log scale). \
+                   Shaded: from the trigger to the old worker's exit.";
+    let svg_path = opts.out.join("latency.svg");
+    match std::fs::write(&svg_path, chart::svg(&panels, BUCKET, caption)) {
+        Ok(()) => println!("chart: {}", svg_path.display()),
+        Err(e) => eprintln!("proof bench: cannot write {}: {e}", svg_path.display()),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3} ms"))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("x{:.3}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn ratio_opt(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => ratio(a, b),
+        _ => "-".into(),
+    }
+}
+
+fn min_med_max(sorted: &[f64]) -> String {
+    match (sorted.first(), percentile(sorted, 50.0), sorted.last()) {
+        (Some(a), Some(b), Some(c)) => format!("{a:.1} / {b:.1} / {c:.1} ms"),
+        _ => "-".into(),
+    }
+}

@@ -1,0 +1,357 @@
+//! The printed report: one table per connection mode (overseer, direct and
+//! their ratio), then the targets with PASS/FAIL.
+
+use serde_json::{json, Value};
+
+use overseer_harness::openloop::percentile;
+
+use crate::run::Run;
+use crate::{fmt_ms, min_med_max, opt, ratio, ratio_opt, sorted, Mode, Options, KINDS};
+
+/// The printed report and whether every target passed.
+pub struct Report {
+    pub text: String,
+    pub all_pass: bool,
+    pub targets: Vec<Value>,
+}
+
+pub fn report(
+    opts: &Options,
+    results: &[(Mode, Run, Run, Option<Run>)],
+    capacity: Option<&Vec<(Mode, f64, f64, usize)>>,
+) -> Report {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut targets = Vec::new();
+    let mut all_pass = true;
+    let mut target =
+        |out: &mut String, mode: Mode, name: &str, pass: Option<bool>, detail: String| {
+            let verdict = match pass {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "n/a",
+            };
+            all_pass &= pass != Some(false);
+            let _ = writeln!(out, "  [{verdict}] {name}: {detail}");
+            targets.push(
+                json!({"mode": mode.key(), "target": name, "verdict": verdict, "measured": detail}),
+            );
+        };
+    let _ = writeln!(
+        out,
+        "\nDefinitions: latency runs from each request's scheduled send time to its complete answer \
+         (open loop, {} req/s over {} connections). A handover window runs from the trigger (SIGUSR2; \
+         for upgrades, publishing the release) to the old worker's exit (the master's \
+         `worker N drained` line); a request is in a window if [scheduled, answered] overlaps one. \
+         Steady = every other request. Log times are polled every 1 ms.",
+        opts.rate, opts.connections
+    );
+    for (mode, ours, direct, upgrades) in results {
+        let _ = writeln!(out, "\n== {} ==", mode.name());
+        for line in ours.complaints.iter().chain(&direct.complaints).take(10) {
+            let _ = writeln!(out, "  server said: {line}");
+        }
+        for s in ours
+            .samples
+            .iter()
+            .chain(&direct.samples)
+            .filter(|s| s.failure.is_some())
+            .take(10)
+        {
+            let f = s
+                .failure
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let _ = writeln!(out, "  failure at {:.3} s: {f}", s.scheduled.as_secs_f64());
+        }
+        let mut rows: Vec<(String, String, String, String)> = Vec::new();
+        let mut row =
+            |label: &str, a: String, b: String, r: String| rows.push((label.into(), a, b, r));
+        row(
+            "requests scheduled",
+            ours.samples.len().to_string(),
+            direct.samples.len().to_string(),
+            String::new(),
+        );
+        row(
+            "answered 2xx per second",
+            format!("{:.0}", ours.throughput()),
+            format!("{:.0}", direct.throughput()),
+            ratio(ours.throughput(), direct.throughput()),
+        );
+        row(
+            "sent >1 ms late (generator behind)",
+            format!("{:.2} %", ours.late_percent()),
+            format!("{:.2} %", direct.late_percent()),
+            String::new(),
+        );
+        let (fo, fd, fw) = (
+            ours.failures(|_| true),
+            direct.failures(|_| true),
+            ours.failures(|s| ours.in_window(s)),
+        );
+        for kind in KINDS {
+            row(
+                &format!("failed: {kind} (in windows)"),
+                format!("{} ({})", fo[kind], fw[kind]),
+                fd[kind].to_string(),
+                String::new(),
+            );
+        }
+        let (steady, window, base) = (ours.steady_ms(), ours.window_ms(), direct.steady_ms());
+        row(
+            "requests steady / in windows",
+            format!("{} / {}", steady.len(), window.len()),
+            base.len().to_string(),
+            String::new(),
+        );
+        for (label, p) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
+            let (a, b) = (percentile(&steady, p), percentile(&base, p));
+            row(
+                &format!("latency {label} steady"),
+                fmt_ms(a),
+                fmt_ms(b),
+                ratio_opt(a, b),
+            );
+        }
+        for (label, p) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
+            let a = percentile(&window, p);
+            row(
+                &format!("latency {label} handover windows"),
+                fmt_ms(a),
+                String::new(),
+                String::new(),
+            );
+        }
+        row(
+            "handovers ready / failed",
+            format!(
+                "{} / {}",
+                ours.trigger_to_ready_ms().len(),
+                ours.failed_handovers()
+            ),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "trigger → ready min/med/max",
+            min_med_max(&ours.trigger_to_ready_ms()),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "  trigger → program's first line",
+            min_med_max(&ours.overhead_ms()),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "  program's first line → ready",
+            min_med_max(&ours.program_ms()),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "master 'ready after' min/med/max",
+            min_med_max(&sorted(ours.ready_after_ms.clone())),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "window length (trigger → old exit)",
+            min_med_max(&ours.window_len_ms()),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "master RSS before / peak / after",
+            format!(
+                "{} / {} / {} KiB",
+                opt(ours.before.rss_kb),
+                opt(ours.rss_peak_kb),
+                opt(ours.after.rss_kb)
+            ),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "master CPU over the run",
+            ours.cpu_percent()
+                .map_or("?".into(), |c| format!("{c:.2} %")),
+            String::new(),
+            String::new(),
+        );
+        row(
+            "master open fds before → after",
+            format!("{} → {}", opt(ours.before.fds), opt(ours.after.fds)),
+            String::new(),
+            String::new(),
+        );
+        if let Some(u) = upgrades {
+            let (steady, window) = (u.steady_ms(), u.window_ms());
+            row(
+                "upgrades done / failed",
+                format!(
+                    "{} / {}",
+                    u.trigger_to_ready_ms().len(),
+                    u.failed_handovers()
+                ),
+                String::new(),
+                String::new(),
+            );
+            row(
+                "upgrade: requests / failed",
+                format!("{} / {}", u.samples.len(), u.failed()),
+                String::new(),
+                String::new(),
+            );
+            row(
+                "upgrade: published → ready min/med/max",
+                min_med_max(&u.trigger_to_ready_ms()),
+                String::new(),
+                String::new(),
+            );
+            row(
+                "upgrade: p99 steady / in windows",
+                format!(
+                    "{} / {}",
+                    fmt_ms(percentile(&steady, 99.0)),
+                    fmt_ms(percentile(&window, 99.0))
+                ),
+                String::new(),
+                String::new(),
+            );
+            row(
+                "upgrade: master RSS peak, fds before → after",
+                format!(
+                    "{} KiB, {} → {}",
+                    opt(u.rss_peak_kb),
+                    opt(u.before.fds),
+                    opt(u.after.fds)
+                ),
+                String::new(),
+                String::new(),
+            );
+        }
+        let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let a = rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8);
+        let b = rows
+            .iter()
+            .map(|r| r.2.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:>a$}  {:>b$}  overseer/direct",
+            "", "overseer", "direct"
+        );
+        for (label, x, y, r) in &rows {
+            let _ = writeln!(out, "  {label:width$}  {x:>a$}  {y:>b$}  {r}");
+        }
+
+        // Targets.
+        let _ = writeln!(out, "  targets:");
+        let upgrade_failed = upgrades.as_ref().map_or(0, Run::failed);
+        let failed = ours.failed() + upgrade_failed;
+        target(
+            &mut out,
+            *mode,
+            "0 failed requests across handovers",
+            Some(failed == 0 && ours.failed_handovers() == 0),
+            format!(
+                "{} failed of {} (+ {upgrade_failed} during upgrades); {} handover(s) failed",
+                ours.failed(),
+                ours.samples.len(),
+                ours.failed_handovers()
+            ),
+        );
+        let (ps, pw) = (percentile(&steady, 99.0), percentile(&window, 99.0));
+        target(
+            &mut out,
+            *mode,
+            "p99 in handover windows <= 1.5 x steady p99",
+            ps.zip(pw).map(|(s, w)| w <= 1.5 * s),
+            format!("{} vs {} ({})", fmt_ms(pw), fmt_ms(ps), ratio_opt(pw, ps)),
+        );
+        let cap = capacity.and_then(|c| c.iter().find(|c| c.0 == *mode));
+        let (r, how) = match cap {
+            Some(&(_, a, b, _)) => (a / b, format!("closed-loop capacity {a:.0} vs {b:.0} req/s")),
+            None => (
+                ours.throughput() / direct.throughput().max(1e-9),
+                format!(
+                    "open loop at {} req/s: {:.0} vs {:.0} answered/s (equal when both keep up; --max-throughput compares capacity)",
+                    opts.rate,
+                    ours.throughput(),
+                    direct.throughput()
+                ),
+            ),
+        };
+        target(
+            &mut out,
+            *mode,
+            "throughput >= 0.98 x direct",
+            Some(r >= 0.98),
+            format!("x{r:.3}: {how}"),
+        );
+        let rss = ours.rss_peak_kb.max(ours.after.rss_kb);
+        target(
+            &mut out,
+            *mode,
+            "master RSS < 4 MiB",
+            rss.map(|k| k < 4096),
+            format!("peak {} KiB", opt(rss)),
+        );
+        let overhead = ours.overhead_ms();
+        target(
+            &mut out,
+            *mode,
+            "handover overhead < 10 ms",
+            percentile(&overhead, 50.0).map(|m| m < 10.0),
+            format!(
+                "median {} (max {}) from the trigger to the new program's first line: the master's \
+                 reaction, fork/exec and the worker's set-up; the program's own start → ready is \
+                 {} median; trigger → ready {} median",
+                fmt_ms(percentile(&overhead, 50.0)),
+                fmt_ms(overhead.last().copied()),
+                fmt_ms(percentile(&ours.program_ms(), 50.0)),
+                fmt_ms(percentile(&ours.trigger_to_ready_ms(), 50.0)),
+            ),
+        );
+    }
+    if let Some(cap) = capacity {
+        let _ = writeln!(
+            out,
+            "\n== capacity (closed loop, {} clients, {:?} per server) ==",
+            opts.connections, opts.capacity_secs
+        );
+        for (mode, a, b, failures) in cap {
+            let _ = writeln!(
+                out,
+                "  {:24} overseer {a:>8.0} req/s  direct {b:>8.0} req/s  x{:.3}  ({failures} failures)",
+                mode.name(),
+                a / b.max(1e-9)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nproof bench: {}",
+        if all_pass {
+            "all targets PASS"
+        } else {
+            "some targets FAIL"
+        }
+    );
+    Report {
+        text: out,
+        all_pass,
+        targets,
+    }
+}

@@ -1,0 +1,384 @@
+//! The scenarios: the example under overseer with handovers, the same binary
+//! run directly, self-upgrades, and closed-loop capacity; and a server's log
+//! with the time each line was seen.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use overseer_harness::load::{Load, LoadSpec};
+use overseer_harness::openloop::{OpenLoop, OpenLoopSpec};
+use overseer_harness::proc::{rss_kb, Proc};
+use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
+
+use crate::run::{Handover, MasterFigures, Run};
+use crate::{Mode, Options, APP, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
+
+pub fn load_spec(opts: &Options, mode: Mode, addr: SocketAddr, bound: Duration) -> OpenLoopSpec {
+    OpenLoopSpec {
+        addr,
+        rate: opts.rate,
+        connections: opts.connections,
+        keep_alive: mode == Mode::KeepAlive,
+        path: "/".into(),
+        timeout: opts.timeout,
+        max_duration: bound,
+    }
+}
+
+/// Starts the example under overseer and waits until it answers.
+pub fn start_overseer() -> (Proc, SocketAddr) {
+    let mut cmd = Command::new(EXAMPLE);
+    cmd.arg("127.0.0.1:0");
+    let proc = Proc::spawn_quiet(cmd);
+    let addr = proc.listen_addr();
+    proc.expect_line("worker 1 ready after", Duration::from_secs(20));
+    wait_serving(addr);
+    (proc, addr)
+}
+
+/// Starts the example directly (overseer's fallback mode) on a free port.
+pub fn start_direct() -> (Proc, SocketAddr, Duration) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("an address");
+    let mut cmd = Command::new(EXAMPLE);
+    // No private runtime directory for a master: overseer runs the program directly.
+    cmd.arg(addr.to_string())
+        .env("TMPDIR", "/nonexistent/overseer-proof-direct");
+    let spawned = Instant::now();
+    let proc = Proc::spawn_quiet(cmd);
+    proc.expect_line("running the program directly", Duration::from_secs(20));
+    wait_serving(addr);
+    (proc, addr, spawned.elapsed())
+}
+
+pub fn run_overseer(opts: &Options, mode: Mode) -> Run {
+    let (proc, addr) = start_overseer();
+    let before = MasterFigures::of(proc.pid);
+    let bound = opts.steady * 2 + (opts.every + READY_TIMEOUT) * opts.handovers as u32;
+    let load = OpenLoop::start(load_spec(opts, mode, addr, bound + Duration::from_secs(30)));
+    let mut t = Tracker::new(&proc, load.origin());
+    t.wait_until(opts.steady);
+    let mut handovers = Vec::new();
+    for k in 0..opts.handovers {
+        let planned = opts.steady + opts.every * k as u32;
+        t.wait_until(planned.max(t.now()));
+        let number = k as u64 + 2;
+        let trigger = t.now();
+        proc.signal(overseer::SIGUSR2);
+        let needle = format!("worker {number} ready after");
+        let ready = t.wait_for(|l| l.contains(&needle), READY_TIMEOUT);
+        handovers.push(Handover {
+            number,
+            trigger,
+            program_start: None,
+            ready,
+            drained: None,
+        });
+        if ready.is_none() {
+            println!(
+                "[{}] worker {number} not ready within {READY_TIMEOUT:?}; stopping early",
+                mode.key()
+            );
+            break;
+        }
+    }
+    if let Some(last) = handovers.last().filter(|h| h.ready.is_some()) {
+        let needle = format!("worker {} drained (", last.number - 1);
+        t.wait_for(|l| l.contains(&needle), Duration::from_secs(5));
+    }
+    t.wait_until(t.now() + opts.steady);
+    let span = t.now();
+    let samples = load.stop();
+    t.pump();
+    for h in &mut handovers {
+        let (start, drained) = (
+            format!("worker={} pid=", h.number),
+            format!("worker {} drained (", h.number - 1),
+        );
+        h.program_start = t.find(|l| l.starts_with(&start));
+        h.drained = t.find(|l| l.contains(&drained));
+    }
+    let after = MasterFigures::of(proc.pid);
+    let output: Vec<String> = t.lines.iter().map(|(_, l)| l.clone()).collect();
+    Run {
+        samples,
+        span,
+        handovers,
+        before,
+        after,
+        rss_peak_kb: t.rss_peak_kb,
+        ready_after_ms: parse_ready_after(&output),
+        complaints: complaints(&output),
+    }
+}
+
+pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
+    let (proc, addr, _) = start_direct();
+    let load = OpenLoop::start(load_spec(opts, mode, addr, span));
+    let mut t = Tracker::new(&proc, load.origin());
+    t.wait_until(span);
+    let span = t.now();
+    let samples = load.stop();
+    t.pump();
+    let output: Vec<String> = t.lines.iter().map(|(_, l)| l.clone()).collect();
+    Run {
+        samples,
+        span,
+        handovers: Vec::new(),
+        before: MasterFigures::default(),
+        after: MasterFigures::default(),
+        rss_peak_kb: None,
+        ready_after_ms: Vec::new(),
+        complaints: complaints(&output)
+            .into_iter()
+            .filter(|l| !l.contains("running the program directly"))
+            .collect(),
+    }
+}
+
+/// Self-upgrades under load: `upgrade-app` polls a local release server every
+/// 50 ms; each round publishes a new signed build (a stamped copy of the same
+/// binary) and waits for it to pass probation. The trigger is the moment the
+/// release is published, so the window includes download, verification,
+/// sanity check and swap.
+pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let bin = dir.path().join("app");
+    stamp(Path::new(APP), &bin, "version=1.0.0").expect("install version 1.0.0");
+    let keys = Keys::generate();
+    let server = ReleaseServer::start();
+    let mut cmd = Command::new(&bin);
+    cmd.env("UA_FETCH_URL", server.url("app"))
+        .env("UA_PUBKEYS", &keys.public)
+        .env("UA_INTERVAL_MS", "50")
+        .env("UA_PROBATION_MS", "200");
+    let proc = Proc::spawn_quiet(cmd);
+    let addr = proc.listen_addr();
+    proc.expect_line("worker 1 ready after", Duration::from_secs(20));
+    wait_serving(addr);
+    let before = MasterFigures::of(proc.pid);
+    let bound = opts.steady * 2 + UPGRADE_TIMEOUT * opts.upgrades as u32;
+    let load = OpenLoop::start(load_spec(opts, mode, addr, bound + Duration::from_secs(30)));
+    let mut t = Tracker::new(&proc, load.origin());
+    t.wait_until(opts.steady);
+    let mut handovers = Vec::new();
+    for k in 0..opts.upgrades {
+        let version = format!("{}.0.0", k + 2);
+        let file = dir.path().join("release.tmp");
+        stamp(Path::new(APP), &file, &format!("version={version}")).expect("a build");
+        let bytes = std::fs::read(&file).expect("the build");
+        server.publish(
+            "app.minisig",
+            keys.sign(&bytes, &version, &this_target()).into_bytes(),
+        );
+        let trigger = t.now();
+        server.publish("app", bytes);
+        let number = k as u64 + 2;
+        let needle = format!("version {version} passed probation");
+        let passed = t.wait_for(|l| l.contains(&needle), UPGRADE_TIMEOUT);
+        let ready = format!("worker {number} ready after");
+        handovers.push(Handover {
+            number,
+            trigger,
+            program_start: None,
+            ready: t.find(|l| l.contains(&ready)),
+            drained: None,
+        });
+        if passed.is_none() {
+            println!("[{}] version {version} did not pass probation within {UPGRADE_TIMEOUT:?}; stopping early", mode.key());
+            break;
+        }
+    }
+    if let Some(last) = handovers.last().filter(|h| h.ready.is_some()) {
+        let needle = format!("worker {} drained (", last.number - 1);
+        t.wait_for(|l| l.contains(&needle), Duration::from_secs(5));
+    }
+    t.wait_until(t.now() + opts.steady);
+    let span = t.now();
+    let samples = load.stop();
+    t.pump();
+    for h in &mut handovers {
+        let (start, drained) = (
+            format!("worker={} pid=", h.number),
+            format!("worker {} drained (", h.number - 1),
+        );
+        h.program_start = t.find(|l| l.contains(&start) && l.contains("starting"));
+        h.drained = t.find(|l| l.contains(&drained));
+    }
+    let after = MasterFigures::of(proc.pid);
+    let output: Vec<String> = t.lines.iter().map(|(_, l)| l.clone()).collect();
+    Run {
+        samples,
+        span,
+        handovers,
+        before,
+        after,
+        rss_peak_kb: t.rss_peak_kb,
+        ready_after_ms: parse_ready_after(&output),
+        complaints: complaints(&output),
+    }
+}
+
+/// Closed-loop saturation (the `load` module): `connections` clients sending
+/// back to back for `capacity_secs`, under overseer and directly, per mode.
+/// Returns (mode, overseer req/s, direct req/s, failures).
+pub fn capacity(opts: &Options) -> Vec<(Mode, f64, f64, usize)> {
+    let measure = |addr: SocketAddr, mode: Mode| {
+        let load = Load::start(LoadSpec {
+            addr,
+            clients: opts.connections,
+            keep_alive: mode == Mode::KeepAlive,
+            path: "/".into(),
+            max_duration: opts.capacity_secs + Duration::from_secs(30),
+            pause: Duration::ZERO,
+        });
+        let started = Instant::now();
+        std::thread::sleep(opts.capacity_secs / 2);
+        let stats = load.stop();
+        (
+            stats.ok as f64 / started.elapsed().as_secs_f64(),
+            stats.failures.len(),
+        )
+    };
+    opts.modes
+        .iter()
+        .map(|&mode| {
+            println!(
+                "[{}] capacity (closed loop, {} clients, {:?} per server)",
+                mode.key(),
+                opts.connections,
+                opts.capacity_secs
+            );
+            // Both servers run side by side (an idle one costs nothing) and
+            // are measured in the order A B B A, half the time each, so a
+            // neighbour's load drifting during the measurement biases neither.
+            let (ours, _p1) = {
+                let (p, addr) = start_overseer();
+                (addr, p)
+            };
+            let (theirs, _p2) = {
+                let (p, addr, _) = start_direct();
+                (addr, p)
+            };
+            let (mut a, mut b, mut failures) = (0.0, 0.0, 0);
+            for addr in [ours, theirs, theirs, ours] {
+                let (rate, failed) = measure(addr, mode);
+                *(if addr == ours { &mut a } else { &mut b }) += rate / 2.0;
+                failures += failed;
+            }
+            (mode, a, b, failures)
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the server answers `GET /`.
+pub fn wait_serving(addr: SocketAddr) {
+    for _ in 0..400 {
+        let mut client = Client::new(addr, false).timeout(Duration::from_secs(2));
+        if client.get("/").is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the server at {addr} never answered");
+}
+
+/// A free port below Linux's ephemeral range (32768-60999), so no client's
+/// local port can take it between this check and the server's bind.
+pub fn free_port() -> u16 {
+    let base = 20_000 + (std::process::id() % 10_000) as u16;
+    (0..2_000)
+        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 32000")
+}
+
+/// The master's own `worker K ready after X ms` figures for handovers (K ≥ 2).
+pub fn parse_ready_after(output: &[String]) -> Vec<f64> {
+    let parse = |l: &String| {
+        let (number, rest) = l
+            .split_once("info: worker ")?
+            .1
+            .split_once(" ready after ")?;
+        let ms = rest.strip_suffix(" ms")?.parse().ok()?;
+        (number.parse::<u64>().ok()? >= 2).then_some(ms)
+    };
+    output.iter().filter_map(parse).collect()
+}
+
+pub fn complaints(output: &[String]) -> Vec<String> {
+    let said = |l: &&String| l.contains("error:") || l.contains("warn:");
+    output.iter().filter(said).cloned().collect()
+}
+
+/// A server's output with the time each line was first seen (polled every
+/// millisecond while waiting), and the master's RSS sampled on the way.
+pub struct Tracker<'a> {
+    pub proc: &'a Proc,
+    pub origin: Instant,
+    pub lines: Vec<(Duration, String)>,
+    pub rss_peak_kb: Option<u64>,
+    pub last_rss: Instant,
+}
+
+impl<'a> Tracker<'a> {
+    pub fn new(proc: &'a Proc, origin: Instant) -> Tracker<'a> {
+        Tracker {
+            proc,
+            origin,
+            lines: Vec::new(),
+            rss_peak_kb: None,
+            last_rss: origin,
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    pub fn pump(&mut self) {
+        let now = self.now();
+        for line in self.proc.output_from(self.lines.len()) {
+            self.lines.push((now, line));
+        }
+        if self.last_rss.elapsed() >= Duration::from_millis(50) {
+            self.last_rss = Instant::now();
+            self.rss_peak_kb = self.rss_peak_kb.max(rss_kb(self.proc.pid));
+        }
+    }
+
+    /// Polls until `at` (since the origin).
+    pub fn wait_until(&mut self, at: Duration) {
+        loop {
+            self.pump();
+            if self.now() >= at {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1).min(at - self.now()));
+        }
+    }
+
+    /// When the first line matching `pred` was seen.
+    pub fn find(&self, pred: impl Fn(&str) -> bool) -> Option<Duration> {
+        self.lines.iter().find(|(_, l)| pred(l)).map(|(t, _)| *t)
+    }
+
+    /// Polls (bounded) for a line matching `pred`.
+    pub fn wait_for(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<Duration> {
+        let deadline = self.now() + timeout;
+        loop {
+            self.pump();
+            if let Some(t) = self.find(&pred) {
+                return Some(t);
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
