@@ -67,6 +67,10 @@ impl Fetcher for File {
         self.interval
     }
 
+    fn retry(&mut self) {
+        self.taken = None;
+    }
+
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,

@@ -346,6 +346,11 @@ impl Fetcher for GitHub {
         Ok(())
     }
 
+    fn retry(&mut self) {
+        self.returned = None;
+        self.etag = None;
+    }
+
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
         self.check_repo()?;
         let url = if self.prereleases {

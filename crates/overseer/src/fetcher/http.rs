@@ -547,6 +547,10 @@ impl Fetcher for Http {
         Ok(())
     }
 
+    fn retry(&mut self) {
+        self.returned = None;
+    }
+
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
         let deadline = Instant::now() + self.timeout;
         let mut conditional = Vec::new();

@@ -188,6 +188,14 @@ pub trait Fetcher: Send + 'static {
     /// last call. Returning the release the binary already runs is harmless
     /// (it is recognised by its hash and skipped), but costs a download.
     fn fetch(&mut self) -> Result<Option<Release>, FetchError>;
+
+    /// The release `fetch` returned last could not be installed for a
+    /// passing reason (a full disk, a download that broke off, a swap that
+    /// failed): the next `fetch` should offer it again even though it has
+    /// not changed. A release refused for what it is (a bad signature, an
+    /// older version, a build that was rolled back) is not retried; the
+    /// master remembers it. The default does nothing.
+    fn retry(&mut self) {}
 }
 
 impl fmt::Debug for dyn Fetcher {

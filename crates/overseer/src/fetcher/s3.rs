@@ -457,6 +457,11 @@ impl Fetcher for S3 {
         self.connect().map(drop)
     }
 
+    fn retry(&mut self) {
+        self.etag = None;
+        self.taken = None;
+    }
+
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
         let source = self.source();
         if tokio::runtime::Handle::try_current().is_ok() {

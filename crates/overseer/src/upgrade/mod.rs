@@ -137,6 +137,7 @@ pub(crate) fn start(
         stopping,
         rejected_tags: HashSet::new(),
         last_failure: None,
+        retry_wanted: false,
     };
     std::thread::Builder::new()
         .name("overseer-upgrade".into())
@@ -168,6 +169,9 @@ struct Upgrader {
     rejected_tags: HashSet<String>,
     /// The last passing failure, so a repeated one is logged once.
     last_failure: Option<String>,
+    /// The release just considered failed for a passing reason: the
+    /// fetcher is asked to offer it again.
+    retry_wanted: bool,
 }
 
 impl Upgrader {
@@ -198,6 +202,9 @@ impl Upgrader {
             };
             if !self.consider(release) {
                 return;
+            }
+            if std::mem::take(&mut self.retry_wanted) {
+                fetcher.retry();
             }
         }
     }
@@ -275,10 +282,13 @@ impl Upgrader {
                     self.rejected_tags.insert(t);
                 }
             }
-            Err(r) => self.passing_failure(format!(
-                "release {named} not installed: {}; the running binary is unchanged",
-                r.reason
-            )),
+            Err(r) => {
+                self.retry_wanted = true;
+                self.passing_failure(format!(
+                    "release {named} not installed: {}; the running binary is unchanged",
+                    r.reason
+                ))
+            }
         }
         true
     }
