@@ -141,11 +141,25 @@ fn serve(stream: UnixStream, tx: &Sender<Event>) -> io::Result<()> {
 }
 
 /// Only the master's own user (or root) may use the socket.
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn peer_allowed(stream: &UnixStream) -> std::result::Result<(), String> {
+    let Some(uid) = peer_uid(stream)? else {
+        // The platform does not tell: the file's 0600 mode is the guard.
+        return Ok(());
+    };
+    let own = nix::unistd::geteuid().as_raw();
+    if uid == own || uid == 0 {
+        Ok(())
+    } else {
+        Err(format!("uid {uid} is not the master's user ({own})"))
+    }
+}
+
+/// The connecting process's uid, where the platform tells it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_uid(stream: &UnixStream) -> std::result::Result<Option<u32>, String> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let creds = getsockopt(stream, PeerCredentials).map_err(|e| e.to_string())?;
-    check_uid(creds.uid())
+    Ok(Some(creds.uid()))
 }
 
 #[cfg(any(
@@ -156,12 +170,11 @@ fn peer_allowed(stream: &UnixStream) -> std::result::Result<(), String> {
     target_os = "netbsd",
     target_os = "dragonfly"
 ))]
-fn peer_allowed(stream: &UnixStream) -> std::result::Result<(), String> {
+fn peer_uid(stream: &UnixStream) -> std::result::Result<Option<u32>, String> {
     let (uid, _) = nix::unistd::getpeereid(stream).map_err(|e| e.to_string())?;
-    check_uid(uid.as_raw())
+    Ok(Some(uid.as_raw()))
 }
 
-/// Elsewhere the socket file's 0600 mode is the only guard.
 #[cfg(not(any(
     target_os = "linux",
     target_os = "android",
@@ -172,27 +185,8 @@ fn peer_allowed(stream: &UnixStream) -> std::result::Result<(), String> {
     target_os = "netbsd",
     target_os = "dragonfly"
 )))]
-fn peer_allowed(_: &UnixStream) -> std::result::Result<(), String> {
-    Ok(())
-}
-
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
-fn check_uid(uid: u32) -> std::result::Result<(), String> {
-    let own = nix::unistd::geteuid().as_raw();
-    if uid == own || uid == 0 {
-        Ok(())
-    } else {
-        Err(format!("uid {uid} is not the master's user ({own})"))
-    }
+fn peer_uid(_: &UnixStream) -> std::result::Result<Option<u32>, String> {
+    Ok(None)
 }
 
 /// What the supervisor keeps for control clients: pending `restart`
