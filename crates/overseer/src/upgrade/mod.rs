@@ -156,6 +156,28 @@ pub(crate) fn start(
     Ok(())
 }
 
+/// The longest wait before retrying a release that failed for a passing
+/// reason (unless the poll interval is longer).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
+
+/// What makes two passing failures "the same" for the log: the message
+/// without its numbers and without the random part of staging file names.
+fn failure_key(reason: &str) -> String {
+    let mut key = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(".overseer-") {
+        let (head, tail) = rest.split_at(at + ".overseer-".len());
+        key.push_str(head);
+        let end = tail
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    key.push_str(rest);
+    key.retain(|c| !c.is_ascii_digit());
+    key
+}
+
 struct Upgrader {
     config: UpgradeConfig,
     target: Target,
@@ -176,8 +198,18 @@ struct Upgrader {
 
 impl Upgrader {
     fn poll_loop(&mut self, fetcher: &mut dyn crate::fetcher::Fetcher) {
+        // Releases that failed for a passing reason in a row: each retry
+        // (a full download) waits twice as long as the one before.
+        let mut retries: u32 = 0;
         loop {
-            let wait = fetcher.interval().max(self.config.min_fetch_interval);
+            let interval = fetcher.interval().max(self.config.min_fetch_interval);
+            let wait = if retries == 0 {
+                interval
+            } else {
+                interval
+                    .saturating_mul(1 << retries.min(16))
+                    .min(MAX_RETRY_WAIT.max(interval))
+            };
             let until = Instant::now() + wait;
             while Instant::now() < until {
                 if self.stopping.load(Ordering::Relaxed) {
@@ -194,7 +226,10 @@ impl Upgrader {
             }
             let release = match fetcher.fetch() {
                 Ok(Some(r)) => r,
-                Ok(None) => continue,
+                Ok(None) => {
+                    retries = 0;
+                    continue;
+                }
                 Err(e) => {
                     self.passing_failure(format!("fetching failed: {e}"));
                     continue;
@@ -205,13 +240,16 @@ impl Upgrader {
             }
             if std::mem::take(&mut self.retry_wanted) {
                 fetcher.retry();
+                retries = retries.saturating_add(1);
+            } else {
+                retries = 0;
             }
         }
     }
 
     /// Logs a passing failure, once while it repeats.
     fn passing_failure(&mut self, reason: String) {
-        let key: String = reason.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let key = failure_key(&reason);
         if self.last_failure.as_deref() != Some(key.as_str()) {
             log::error!("{reason}; trying again at the next poll");
             let _ = self.tx.send(Event::UpgradeRejected(reason.clone()));
@@ -456,5 +494,21 @@ fn describe(r: &Release) -> String {
         (Some(v), _) => format!("{v} from {}", r.source),
         (None, Some(t)) => format!("{} ({t})", r.source),
         (None, None) => r.source.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_key;
+
+    #[test]
+    fn repeated_failures_differing_in_staging_names_and_numbers_are_the_same() {
+        let a = "writing the staging file: No space left (os error 28) at path \"/d/.app.overseer-E9zTSf.staging\"";
+        let b = "writing the staging file: No space left (os error 28) at path \"/d/.app.overseer-6l6YvU.staging\"";
+        assert_eq!(failure_key(a), failure_key(b));
+        assert_ne!(
+            failure_key(a),
+            failure_key("download truncated at 10 of 20 bytes")
+        );
     }
 }
