@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec, Stats};
-use overseer_harness::proc::{open_fds, rss_kb, Proc};
+use overseer_harness::proc::{open_fds, parse_ready_after, rss_kb, Proc};
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
 /// How long one handover may take before it counts as failed.
@@ -289,19 +289,6 @@ fn wait_line(proc: &Proc, needle: &str, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     false
-}
-
-/// The master's own `worker K ready after X ms` figures for handovers (K ≥ 2).
-fn parse_ready_after(output: &[String]) -> Vec<f64> {
-    let parse = |l: &String| {
-        let (number, rest) = l
-            .split_once("info: worker ")?
-            .1
-            .split_once(" ready after ")?;
-        let ms = rest.strip_suffix(" ms")?.parse().ok()?;
-        (number.parse::<u64>().ok()? >= 2).then_some(ms)
-    };
-    output.iter().filter_map(parse).collect()
 }
 
 /// The master's RSS (kB) and open descriptor count, "?" where unreadable.

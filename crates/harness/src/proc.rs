@@ -205,3 +205,16 @@ pub fn rss_kb(pid: i32) -> Option<u64> {
 pub fn open_fds(pid: i32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
+
+/// The master's own `worker K ready after X ms` figures for handovers (K ≥ 2).
+pub fn parse_ready_after(output: &[String]) -> Vec<f64> {
+    let parse = |l: &String| {
+        let (number, rest) = l
+            .split_once("info: worker ")?
+            .1
+            .split_once(" ready after ")?;
+        let ms = rest.strip_suffix(" ms")?.parse().ok()?;
+        (number.parse::<u64>().ok()? >= 2).then_some(ms)
+    };
+    output.iter().filter_map(parse).collect()
+}

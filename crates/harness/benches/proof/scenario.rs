@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{OpenLoop, OpenLoopSpec};
-use overseer_harness::proc::{rss_kb, Proc};
+use overseer_harness::proc::{parse_ready_after, rss_kb, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
@@ -295,19 +295,6 @@ pub fn free_port() -> u16 {
         .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free port below 32000")
-}
-
-/// The master's own `worker K ready after X ms` figures for handovers (K ≥ 2).
-pub fn parse_ready_after(output: &[String]) -> Vec<f64> {
-    let parse = |l: &String| {
-        let (number, rest) = l
-            .split_once("info: worker ")?
-            .1
-            .split_once(" ready after ")?;
-        let ms = rest.strip_suffix(" ms")?.parse().ok()?;
-        (number.parse::<u64>().ok()? >= 2).then_some(ms)
-    };
-    output.iter().filter_map(parse).collect()
 }
 
 pub fn complaints(output: &[String]) -> Vec<String> {
