@@ -7,13 +7,14 @@
 //! and probes included) when its `Proc` is dropped; traffic stays on
 //! 127.0.0.1; every wait is bounded.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec, Stats};
+use overseer_harness::ports::free_port;
 use overseer_harness::proc::Proc;
 
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
@@ -123,19 +124,6 @@ fn stop(mut p: Proc) {
     p.signal(nix::libc::SIGTERM);
     let status = p.expect_exit(T);
     assert_eq!(status.code(), Some(0), "{:?}", p.output());
-}
-
-/// A port that was free a moment ago, below Linux's ephemeral range
-/// (32768-60999): a port the kernel hands out could be taken again as some
-/// parallel test's client port between this check and its use.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = (std::process::id() % 6_000) as u16;
-    (0..2_000)
-        .map(|_| 20_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .unwrap_or_else(|| panic!("no free port below 32000"))
 }
 
 fn listening(port: u16) -> bool {

@@ -7,5 +7,6 @@ pub mod app;
 pub mod client;
 pub mod load;
 pub mod openloop;
+pub mod ports;
 pub mod proc;
 pub mod release;

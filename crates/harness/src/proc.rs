@@ -92,7 +92,7 @@ impl Proc {
     /// Waits up to `timeout` for the `nth` (0-based) line containing `needle`.
     pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Some(l) = self
                 .output()
                 .into_iter()
@@ -101,9 +101,11 @@ impl Proc {
             {
                 return Some(l);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        None
     }
 
     /// Waits for a line containing `needle`, or panics with the output so far.

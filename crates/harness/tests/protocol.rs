@@ -2,10 +2,10 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use overseer_harness::ports::free_port;
 use overseer_harness::proc::{describe, Proc};
 use support::*;
 
@@ -28,22 +28,28 @@ fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
 
 #[test]
 fn fallback_serves_on_the_configured_address_when_the_master_cannot_start() {
-    // A free port below Linux's ephemeral range (32768-60999): a port the
-    // kernel handed out could be taken again as some client's local port
-    // between this check and the server's bind.
-    let base = 20_000 + (std::process::id() % 10_000) as u16;
-    let port = (0..2_000)
-        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port below 32000");
-    let addr = format!("127.0.0.1:{port}");
-    // The master needs a private runtime directory; make that impossible.
-    let p = start(&[("TS_ADDR", &addr), ("TMPDIR", "/nonexistent/overseer-test")]);
-    p.expect_line("running the program directly", T);
-    p.expect_line("worker=0", T);
-    let r = get(addr.parse().expect("address"), "/");
-    assert_eq!(r.field("worker"), Some("0"), "{}", r.body);
-    assert_eq!(p.count("worker 1 started"), 0);
+    // The port is checked free before the server binds it; if something
+    // takes it in between, the server says so and the test tries another.
+    for _attempt in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        // The master needs a private runtime directory; make that impossible.
+        let mut p = start(&[("TS_ADDR", &addr), ("TMPDIR", "/nonexistent/overseer-test")]);
+        p.expect_line("running the program directly", T);
+        let deadline = Instant::now() + T;
+        while p.count("worker=0") == 0 && p.count("cannot bind") == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if p.count("cannot bind") > 0 {
+            p.expect_exit(T);
+            continue;
+        }
+        p.expect_line("worker=0", Duration::ZERO);
+        let r = get(addr.parse().expect("address"), "/");
+        assert_eq!(r.field("worker"), Some("0"), "{}", r.body);
+        assert_eq!(p.count("worker 1 started"), 0);
+        return;
+    }
+    panic!("five free ports were all taken before the server could bind them");
 }
 
 #[test]

@@ -9,13 +9,14 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
+use overseer_harness::ports::free_port;
 use overseer_harness::proc::{describe, Proc};
 use support::*;
 
@@ -208,16 +209,6 @@ fn socket_activate() -> Option<PathBuf> {
     found
 }
 
-/// A free loopback port below Linux's ephemeral range (32768-60999), so no
-/// client's local port takes it between this check and the bind.
-fn free_port(offset: u16) -> u16 {
-    let base = 20_000 + ((std::process::id() % 10_000) as u16 + offset) % 12_000;
-    (0..2_000)
-        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port below 32000")
-}
-
 /// How many sockets listen on `port` (TCP, IPv4 and IPv6), from `/proc/net`.
 fn listening_sockets(port: u16) -> usize {
     let port = format!(":{port:04X}");
@@ -247,7 +238,7 @@ fn socket_activated_master_adopts_the_socket_and_hands_over_without_failures() {
     let Some(activate) = socket_activate() else {
         return;
     };
-    let port = free_port(0);
+    let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut cmd = Command::new(activate);
     // The activator passes on only the variables named with -E.
@@ -294,7 +285,7 @@ fn socket_activated_master_without_addresses_serves_every_passed_socket() {
     let Some(activate) = socket_activate() else {
         return;
     };
-    let port = free_port(100);
+    let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut cmd = Command::new(activate);
     cmd.arg("-l")
@@ -341,7 +332,7 @@ fn passed_sockets_match_by_name_strays_are_closed_and_socket_files_kept() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("app.sock");
-    let stray_port = free_port(200);
+    let stray_port = free_port();
     let stray = format!("127.0.0.1:{stray_port}");
     // command-master names its address "web"; the activator names its
     // sockets "web" (the Unix socket) and "stray" (nobody asked for it).

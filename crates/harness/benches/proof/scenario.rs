@@ -2,7 +2,7 @@
 //! run directly, self-upgrades, and closed-loop capacity; and a server's log
 //! with the time each line was seen.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{OpenLoop, OpenLoopSpec};
+use overseer_harness::ports::free_port;
 use overseer_harness::proc::{parse_ready_after, rss_kb, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
 
@@ -285,16 +286,6 @@ pub fn wait_serving(addr: SocketAddr) {
         std::thread::sleep(Duration::from_millis(5));
     }
     panic!("the server at {addr} never answered");
-}
-
-/// A free port below Linux's ephemeral range (32768-60999), so no client's
-/// local port can take it between this check and the server's bind.
-pub fn free_port() -> u16 {
-    let base = 20_000 + (std::process::id() % 10_000) as u16;
-    (0..2_000)
-        .map(|i| 20_000 + (base - 20_000 + i) % 12_000)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port below 32000")
 }
 
 pub fn complaints(output: &[String]) -> Vec<String> {
