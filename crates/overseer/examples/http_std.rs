@@ -18,7 +18,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as Direction, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use overseer::{Config, Readiness, Shutdown, State};
@@ -29,6 +30,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a blocked read looks at the shutdown notification.
 const POLL: Duration = Duration::from_millis(50);
+/// A thread with no connection to serve ends after this long.
+const THREAD_IDLE: Duration = Duration::from_secs(10);
 
 /// Answers a request path with a status and a body.
 pub type Handler = Arc<dyn Fn(&str) -> (u16, String) + Send + Sync>;
@@ -82,18 +85,92 @@ fn answer(tag: &str, path: &str) -> (u16, String) {
 /// connection is closed (the master kills the worker after its
 /// `terminate_timeout` should a connection never finish).
 pub fn serve(listener: &TcpListener, shutdown: &Shutdown, handler: Handler) {
-    // Each connection thread holds a clone: the count tells how many are open.
+    // Each connection holds a clone: the count tells how many are open.
     let open = Arc::new(());
+    let threads = Threads::default();
     for stream in shutdown.incoming(listener) {
         let Ok(stream) = stream else { continue };
         let (shutdown, handler, token) = (shutdown.clone(), handler.clone(), open.clone());
-        std::thread::spawn(move || {
+        threads.run(move || {
             let _open = token;
             let _ = connection(stream, &shutdown, &handler);
         });
     }
     while Arc::strong_count(&open) > 1 {
         std::thread::sleep(POLL);
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread per connection, but threads are reused: starting and ending a
+/// thread costs more than a short request, so with a connection per request
+/// a fresh thread each time would halve throughput.
+struct Threads {
+    jobs: mpsc::Sender<Job>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    /// Idle threads minus jobs queued for them: a job is sent only after
+    /// claiming one, and a thread leaves only if it can take one back, so no
+    /// job waits in the queue without a thread to run it.
+    idle: Arc<AtomicUsize>,
+}
+
+impl Default for Threads {
+    fn default() -> Threads {
+        let (jobs, queue) = mpsc::channel();
+        Threads {
+            jobs,
+            queue: Arc::new(Mutex::new(queue)),
+            idle: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Threads {
+    /// Runs `job` on an idle thread, or on a new one if none is idle.
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let claimed = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        let mut job: Job = Box::new(job);
+        if claimed {
+            match self.jobs.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(back)) => job = back,
+            }
+        }
+        let (queue, idle) = (self.queue.clone(), self.idle.clone());
+        std::thread::spawn(move || {
+            loop {
+                job();
+                idle.fetch_add(1, Ordering::AcqRel);
+                job = match next_job(&queue, &idle) {
+                    Some(next) => next,
+                    None => return,
+                };
+            }
+        });
+    }
+}
+
+/// Waits for a job; gives up after `THREAD_IDLE` unless one was claimed for
+/// this thread meanwhile.
+fn next_job(queue: &Mutex<mpsc::Receiver<Job>>, idle: &AtomicUsize) -> Option<Job> {
+    let Ok(queue) = queue.lock() else { return None };
+    loop {
+        match queue.recv_timeout(THREAD_IDLE) {
+            Ok(job) => return Some(job),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let left = idle
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok();
+                if left {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -149,13 +226,14 @@ fn connection(stream: TcpStream, shutdown: &Shutdown, handler: &Handler) -> io::
         // clients reconnect — to the new worker.
         let close = client_close || shutdown.is_triggered();
         let reason = if status == 200 { "OK" } else { "Not Found" };
-        write!(
-            writer,
+        // One write, so one packet: `write!` straight to the socket would
+        // make a system call per piece.
+        let response = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
             body.len(),
             if close { "close" } else { "keep-alive" },
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(response.as_bytes())?;
         if close {
             return linger(writer, reader);
         }
