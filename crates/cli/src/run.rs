@@ -655,6 +655,16 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         Sanity::Args(args) => config.sanity_check_args(args),
     };
     if fetching {
+        let target = std::fs::canonicalize(&resolved).unwrap_or_else(|_| resolved.clone());
+        if let Some(name) = interpreter_name(&target) {
+            return Err(usage(format!(
+                "PROGRAM is the interpreter '{name}' ({}): upgrades replace PROGRAM's own file, \
+                 so they would overwrite the interpreter, not your service; make the script \
+                 PROGRAM instead (a #! line and chmod +x), or a release source is not for this \
+                 service",
+                target.display()
+            )));
+        }
         if keys.is_empty() {
             crate::progress::log(
                 "warn",
@@ -663,16 +673,23 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         }
         crate::progress::log(
             "info",
-            &format!(
-                "upgrades replace {} (PROGRAM's own file)",
-                std::fs::canonicalize(&resolved)
-                    .unwrap_or(resolved)
-                    .display()
-            ),
+            &format!("upgrades replace {} (PROGRAM's own file)", target.display()),
         );
         config = config.on_download_progress(crate::progress::reporter());
     }
     Ok(config)
+}
+
+/// The name of a well-known script interpreter or launcher (`python3.11`,
+/// `node`, `env`, …), which a release must never replace.
+fn interpreter_name(path: &Path) -> Option<String> {
+    const INTERPRETERS: [&str; 20] = [
+        "python", "pypy", "node", "nodejs", "deno", "bun", "ruby", "perl", "php", "bash", "sh",
+        "dash", "zsh", "java", "lua", "luajit", "pwsh", "dotnet", "env", "busybox",
+    ];
+    let name = path.file_name()?.to_str()?;
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&stem).then(|| name.to_string())
 }
 
 /// Splits `NAME=ADDR`; a plain address (whose text before `=` is no name,
@@ -753,6 +770,30 @@ fn read_public_key(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpreters_are_recognised_by_file_name() {
+        for name in [
+            "python3.11",
+            "python3",
+            "node",
+            "bash",
+            "env",
+            "perl5.36",
+            "java",
+        ] {
+            assert!(
+                interpreter_name(Path::new("/usr/bin").join(name).as_path()).is_some(),
+                "{name}"
+            );
+        }
+        for name in ["myapp", "python-api", "nodeserver", "app.py", "shop2"] {
+            assert!(
+                interpreter_name(Path::new("/srv").join(name).as_path()).is_none(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn durations_sizes_and_signals() {

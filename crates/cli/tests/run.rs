@@ -293,6 +293,20 @@ fn bad_input_is_refused_before_anything_starts() {
         cmd.args(&args).args(["--", "python3", WORKER]);
         expect_refused(cmd, &args, needles, port);
     }
+    // A release source for an interpreter: upgrades would overwrite it.
+    let release = dir.path().join("release");
+    let release_s = release.to_string_lossy().into_owned();
+    let mut cmd = overseer(&["--listen", &listen, "--fetch-file", &release_s]);
+    cmd.args(["--", "python3", WORKER]);
+    expect_refused(
+        cmd,
+        &["--fetch-file", "--", "python3"],
+        &[
+            "PROGRAM is the interpreter 'python3",
+            "make the script PROGRAM",
+        ],
+        port,
+    );
     // A program that is not there.
     let mut cmd = overseer(&["--listen", &listen]);
     cmd.args(["--", "no-such-program-for-overseer"]);

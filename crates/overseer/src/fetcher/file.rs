@@ -101,7 +101,7 @@ impl Fetcher for File {
         let body =
             std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut release = Release::new(body, self.path.display().to_string())
-            .tag(format!("{}@{:?}", stamp.0, stamp.1))
+            .tag(tag(stamp))
             .size(stamp.0);
         if let Some(name) = self.path.file_name() {
             release = release.name(name.to_string_lossy());
@@ -115,5 +115,18 @@ impl Fetcher for File {
             }
         }
         Ok(Some(release))
+    }
+}
+
+/// A readable tag for a file's size and modification time:
+/// `2048 bytes, modified 1763769600.123456789` (seconds since 1970).
+fn tag((size, modified): (u64, SystemTime)) -> String {
+    match modified.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => format!(
+            "{size} bytes, modified {}.{:09}",
+            d.as_secs(),
+            d.subsec_nanos()
+        ),
+        Err(_) => format!("{size} bytes, modified before 1970"),
     }
 }
