@@ -297,9 +297,23 @@ fn write_outputs(
             direct: &direct.samples,
             windows: ours.windows(),
         })
+        .chain(results.iter().filter_map(|(mode, _, _, upgrades)| {
+            let run = upgrades.as_ref()?;
+            Some(chart::Panel {
+                title: format!(
+                    "{}: {} req/s open loop, {} self-upgrades (window from publishing the release)",
+                    mode.name(),
+                    opts.rate,
+                    run.handovers.len(),
+                ),
+                overseer: &run.samples,
+                direct: &[],
+                windows: run.windows(),
+            })
+        }))
         .collect();
     let caption = "Latency from the scheduled send time, per 100 ms of schedule (log scale). \
-                   Shaded: from the trigger to the old worker's exit.";
+                   Shaded: from the trigger (signal, or publishing a release) to the old worker's exit.";
     let svg_path = opts.out.join("latency.svg");
     match std::fs::write(&svg_path, chart::svg(&panels, BUCKET, caption)) {
         Ok(()) => println!("chart: {}", svg_path.display()),
