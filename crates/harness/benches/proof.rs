@@ -37,10 +37,12 @@ use serde_json::{json, Value};
 
 use report::{report, Report};
 use run::Run;
-use scenario::{capacity, run_direct, run_overseer, run_upgrades};
+use scenario::{capacity, run_direct, run_overseer, run_upgrades, Capacity};
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
+/// Rounds of A B B A in the capacity measurement.
+const CAPACITY_ROUNDS: usize = 5;
 /// How long one handover may take before it counts as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an upgrade may take, from publishing to the new version's probation passing.
@@ -157,7 +159,7 @@ fn parse_args() -> Options {
         timeout: Duration::from_secs(5),
         modes: vec![Mode::KeepAlive, Mode::Close],
         max_throughput: false,
-        capacity_secs: Duration::from_secs(3),
+        capacity_secs: Duration::from_secs(10),
         out: default_out(),
     };
     let mut args = std::env::args().skip(1);
@@ -241,7 +243,7 @@ fn default_out() -> PathBuf {
 fn write_outputs(
     opts: &Options,
     results: &[(Mode, Run, Run, Option<Run>)],
-    capacity: Option<&Vec<(Mode, f64, f64, usize)>>,
+    capacity: Option<&Vec<Capacity>>,
     report: &Report,
 ) {
     if let Err(e) = std::fs::create_dir_all(&opts.out) {
@@ -257,7 +259,10 @@ fn write_outputs(
         .collect();
     let capacity: Option<Vec<Value>> = capacity.map(|c| {
         c.iter()
-            .map(|(m, a, b, f)| json!({"mode": m.key(), "overseer_rps": a, "direct_rps": b, "failures": f}))
+            .map(|c| {
+                json!({"mode": c.mode.key(), "overseer_rps": c.overseer_rps, "direct_rps": c.direct_rps,
+                       "ratios": c.ratios, "median_ratio": c.median_ratio(), "failures": c.failures})
+            })
             .collect()
     });
     let doc = json!({

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use overseer_harness::openloop::percentile;
 
 use crate::run::Run;
+use crate::scenario::Capacity;
 use crate::{fmt_ms, min_med_max, opt, ratio, ratio_opt, sorted, Mode, Options, KINDS};
 
 /// The printed report and whether every target passed.
@@ -18,7 +19,7 @@ pub struct Report {
 pub fn report(
     opts: &Options,
     results: &[(Mode, Run, Run, Option<Run>)],
-    capacity: Option<&Vec<(Mode, f64, f64, usize)>>,
+    capacity: Option<&Vec<Capacity>>,
 ) -> Report {
     use std::fmt::Write;
     let mut out = String::new();
@@ -280,9 +281,19 @@ pub fn report(
             ps.zip(pw).map(|(s, w)| w <= 1.5 * s),
             format!("{} vs {} ({})", fmt_ms(pw), fmt_ms(ps), ratio_opt(pw, ps)),
         );
-        let cap = capacity.and_then(|c| c.iter().find(|c| c.0 == *mode));
+        let cap = capacity.and_then(|c| c.iter().find(|c| c.mode == *mode));
         let (r, how) = match cap {
-            Some(&(_, a, b, _)) => (a / b, format!("closed-loop capacity {a:.0} vs {b:.0} req/s")),
+            Some(c) => (
+                c.median_ratio(),
+                format!(
+                    "closed-loop capacity, median of {} rounds (x{:.3} to x{:.3}); mean {:.0} vs {:.0} req/s",
+                    c.ratios.len(),
+                    c.ratios.first().copied().unwrap_or(0.0),
+                    c.ratios.last().copied().unwrap_or(0.0),
+                    c.overseer_rps,
+                    c.direct_rps
+                ),
+            ),
             None => (
                 ours.throughput() / direct.throughput().max(1e-9),
                 format!(
@@ -331,12 +342,16 @@ pub fn report(
             "\n== capacity (closed loop, {} clients, {:?} per server) ==",
             opts.connections, opts.capacity_secs
         );
-        for (mode, a, b, failures) in cap {
+        for c in cap {
             let _ = writeln!(
                 out,
-                "  {:24} overseer {a:>8.0} req/s  direct {b:>8.0} req/s  x{:.3}  ({failures} failures)",
-                mode.name(),
-                a / b.max(1e-9)
+                "  {:24} overseer {:>8.0} req/s  direct {:>8.0} req/s  median x{:.3} (rounds {})  ({} failures)",
+                c.mode.name(),
+                c.overseer_rps,
+                c.direct_rps,
+                c.median_ratio(),
+                c.ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "),
+                c.failures
             );
         }
     }

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec};
-use overseer_harness::openloop::{OpenLoop, OpenLoopSpec};
+use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::{parse_ready_after, rss_kb, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
-use crate::{Mode, Options, APP, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
+use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
 
 pub fn load_spec(opts: &Options, mode: Mode, addr: SocketAddr, bound: Duration) -> OpenLoopSpec {
     OpenLoopSpec {
@@ -224,21 +224,41 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
     }
 }
 
-/// Closed-loop saturation (the `load` module): `connections` clients sending
-/// back to back for `capacity_secs`, under overseer and directly, per mode.
-/// Returns (mode, overseer req/s, direct req/s, failures).
-pub fn capacity(opts: &Options) -> Vec<(Mode, f64, f64, usize)> {
+/// Closed-loop capacity of one mode, both servers measured in turns.
+pub struct Capacity {
+    pub mode: Mode,
+    /// Mean answered requests per second over every turn.
+    pub overseer_rps: f64,
+    pub direct_rps: f64,
+    /// Overseer / direct per round (sorted); the verdict takes the median.
+    pub ratios: Vec<f64>,
+    pub failures: usize,
+}
+
+impl Capacity {
+    pub fn median_ratio(&self) -> f64 {
+        percentile(&self.ratios, 50.0).unwrap_or(0.0)
+    }
+}
+
+/// Saturates each server with closed-loop load (no pause between requests).
+/// Both servers run side by side (an idle one costs nothing) and are
+/// measured in `CAPACITY_ROUNDS` rounds of A B B A, so a neighbour's load
+/// drifting during the measurement biases neither; single measurements on a
+/// shared machine swing by ±8 %.
+pub fn capacity(opts: &Options) -> Vec<Capacity> {
+    let turn = opts.capacity_secs / (2 * CAPACITY_ROUNDS as u32);
     let measure = |addr: SocketAddr, mode: Mode| {
         let load = Load::start(LoadSpec {
             addr,
             clients: opts.connections,
             keep_alive: mode == Mode::KeepAlive,
             path: "/".into(),
-            max_duration: opts.capacity_secs + Duration::from_secs(30),
+            max_duration: turn + Duration::from_secs(30),
             pause: Duration::ZERO,
         });
         let started = Instant::now();
-        std::thread::sleep(opts.capacity_secs / 2);
+        std::thread::sleep(turn);
         let stats = load.stop();
         (
             stats.ok as f64 / started.elapsed().as_secs_f64(),
@@ -249,14 +269,11 @@ pub fn capacity(opts: &Options) -> Vec<(Mode, f64, f64, usize)> {
         .iter()
         .map(|&mode| {
             println!(
-                "[{}] capacity (closed loop, {} clients, {:?} per server)",
+                "[{}] capacity (closed loop, {} clients, {:?} per server in {CAPACITY_ROUNDS} rounds)",
                 mode.key(),
                 opts.connections,
                 opts.capacity_secs
             );
-            // Both servers run side by side (an idle one costs nothing) and
-            // are measured in the order A B B A, half the time each, so a
-            // neighbour's load drifting during the measurement biases neither.
             let (ours, _p1) = {
                 let (p, addr) = start_overseer();
                 (addr, p)
@@ -265,13 +282,26 @@ pub fn capacity(opts: &Options) -> Vec<(Mode, f64, f64, usize)> {
                 let (p, addr, _) = start_direct();
                 (addr, p)
             };
-            let (mut a, mut b, mut failures) = (0.0, 0.0, 0);
-            for addr in [ours, theirs, theirs, ours] {
-                let (rate, failed) = measure(addr, mode);
-                *(if addr == ours { &mut a } else { &mut b }) += rate / 2.0;
-                failures += failed;
+            let mut cap = Capacity {
+                mode,
+                overseer_rps: 0.0,
+                direct_rps: 0.0,
+                ratios: Vec::new(),
+                failures: 0,
+            };
+            for _ in 0..CAPACITY_ROUNDS {
+                let (mut a, mut b) = (0.0, 0.0);
+                for addr in [ours, theirs, theirs, ours] {
+                    let (rate, failed) = measure(addr, mode);
+                    *(if addr == ours { &mut a } else { &mut b }) += rate / 2.0;
+                    cap.failures += failed;
+                }
+                cap.overseer_rps += a / CAPACITY_ROUNDS as f64;
+                cap.direct_rps += b / CAPACITY_ROUNDS as f64;
+                cap.ratios.push(a / b.max(1e-9));
             }
-            (mode, a, b, failures)
+            cap.ratios.sort_by(f64::total_cmp);
+            cap
         })
         .collect()
 }
