@@ -141,15 +141,13 @@ impl Threads {
             }
         }
         let (queue, idle) = (self.queue.clone(), self.idle.clone());
-        std::thread::spawn(move || {
-            loop {
-                job();
-                idle.fetch_add(1, Ordering::AcqRel);
-                job = match next_job(&queue, &idle) {
-                    Some(next) => next,
-                    None => return,
-                };
-            }
+        std::thread::spawn(move || loop {
+            job();
+            idle.fetch_add(1, Ordering::AcqRel);
+            job = match next_job(&queue, &idle) {
+                Some(next) => next,
+                None => return,
+            };
         });
     }
 }

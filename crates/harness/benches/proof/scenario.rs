@@ -366,7 +366,7 @@ impl<'a> Tracker<'a> {
             if self.now() >= at {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(1).min(at - self.now()));
+            std::thread::sleep(Duration::from_millis(1).min(at.saturating_sub(self.now())));
         }
     }
 
