@@ -12,13 +12,15 @@
 //! stays on loopback; every wait is bounded; the master and its workers are
 //! killed by process group at the end of each run.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overseer_harness::client::Client;
+use overseer_harness::client::wait_serving;
 use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::proc::{open_fds, parse_ready_after, rss_kb, Proc};
+
+/// How long a freshly started server may take to answer.
+const SERVING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
 /// How long one handover may take before it counts as failed.
@@ -208,7 +210,7 @@ fn run_mode(opts: &Options, mode: &'static str) -> Run {
     let proc = Proc::spawn_quiet(cmd);
     let addr = proc.listen_addr();
     proc.expect_line("worker 1 ready after", Duration::from_secs(20));
-    wait_serving(addr);
+    wait_serving(addr, SERVING_TIMEOUT);
     let start = master_figures(proc.pid);
 
     let bound = (opts.interval + READY_TIMEOUT) * opts.handovers as u32 + Duration::from_secs(30);
@@ -265,18 +267,6 @@ fn run_mode(opts: &Options, mode: &'static str) -> Run {
         start,
         end,
     }
-}
-
-/// Waits (bounded) until the example answers `GET /`.
-fn wait_serving(addr: SocketAddr) {
-    for _ in 0..200 {
-        let mut client = Client::new(addr, false).timeout(Duration::from_secs(2));
-        if client.get("/").is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the example at {addr} never answered");
 }
 
 /// Polls the output every millisecond for a line containing `needle`.

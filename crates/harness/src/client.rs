@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,6 +150,22 @@ impl Client {
             .write_all(request.as_bytes())
             .map_err(|e| Failure::from_io(&e))?;
         read_response(conn)
+    }
+}
+
+/// Waits until the server at `addr` answers `GET /` with a 2xx, polling
+/// every 5 ms; panics after `timeout`.
+pub fn wait_serving(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut client = Client::new(addr, false).timeout(Duration::from_secs(2));
+        if client.get("/").is_ok() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("the server at {addr} never answered within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

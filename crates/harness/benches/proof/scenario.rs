@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overseer_harness::client::Client;
+use overseer_harness::client::wait_serving;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
@@ -16,6 +16,9 @@ use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
 use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
+
+/// How long a freshly started server may take to answer.
+const SERVING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn load_spec(opts: &Options, mode: Mode, addr: SocketAddr, bound: Duration) -> OpenLoopSpec {
     OpenLoopSpec {
@@ -36,7 +39,7 @@ pub fn start_overseer() -> (Proc, SocketAddr) {
     let proc = Proc::spawn_quiet(cmd);
     let addr = proc.listen_addr();
     proc.expect_line("worker 1 ready after", Duration::from_secs(20));
-    wait_serving(addr);
+    wait_serving(addr, SERVING_TIMEOUT);
     (proc, addr)
 }
 
@@ -52,7 +55,7 @@ pub fn start_direct() -> (Proc, SocketAddr, Duration) {
     let spawned = Instant::now();
     let proc = Proc::spawn_quiet(cmd);
     proc.expect_line("running the program directly", Duration::from_secs(20));
-    wait_serving(addr);
+    wait_serving(addr, SERVING_TIMEOUT);
     (proc, addr, spawned.elapsed())
 }
 
@@ -160,7 +163,7 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
     let proc = Proc::spawn_quiet(cmd);
     let addr = proc.listen_addr();
     proc.expect_line("worker 1 ready after", Duration::from_secs(20));
-    wait_serving(addr);
+    wait_serving(addr, SERVING_TIMEOUT);
     let before = MasterFigures::of(proc.pid);
     let bound = opts.steady * 2 + UPGRADE_TIMEOUT * opts.upgrades as u32;
     let load = OpenLoop::start(load_spec(opts, mode, addr, bound + Duration::from_secs(30)));
@@ -304,18 +307,6 @@ pub fn capacity(opts: &Options) -> Vec<Capacity> {
             cap
         })
         .collect()
-}
-
-/// Waits (bounded) until the server answers `GET /`.
-pub fn wait_serving(addr: SocketAddr) {
-    for _ in 0..400 {
-        let mut client = Client::new(addr, false).timeout(Duration::from_secs(2));
-        if client.get("/").is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("the server at {addr} never answered");
 }
 
 pub fn complaints(output: &[String]) -> Vec<String> {
