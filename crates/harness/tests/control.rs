@@ -67,7 +67,16 @@ fn restart_reports_the_new_worker_and_status_follows() {
     // The answer came once worker 2 was ready: it serves (the draining
     // worker may still take a connection for a moment; nothing is lost).
     expect_answering(rig.addr, 2);
-    let r = get(rig.addr, "/");
+    // Worker 1's accept loop wakes every 50 ms, so a new connection may
+    // still reach it just after the handover; ask until worker 2 answers.
+    let deadline = std::time::Instant::now() + T;
+    let r = loop {
+        let r = get(rig.addr, "/");
+        if r.field("worker") == Some("2") || std::time::Instant::now() >= deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert!(
         r.body.contains(&format!("pid={}", handover.pid)),
         "{}",
