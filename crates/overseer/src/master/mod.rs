@@ -123,6 +123,7 @@ fn resolve_command(path: &Path) -> Result<PathBuf> {
 /// worker was started.
 pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
     let addresses = config.validate()?;
+    sys::tune_malloc_for_master();
     let (program, arg0, args) = match &config.program {
         Program::Function(_) => {
             let exe = std::env::current_exe().map_err(Error::BinaryPath)?;

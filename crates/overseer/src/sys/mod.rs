@@ -234,6 +234,34 @@ pub(crate) fn disable_core_dumps() {
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
 }
 
+/// Keeps the master's heap small: its few threads share one malloc arena
+/// (glibc otherwise gives each thread that allocates an arena of its own,
+/// which keeps what it once held), and buffers of 128 KiB or more are mapped
+/// and unmapped rather than kept in the heap (a fixed threshold: glibc would
+/// raise it after the first large buffer is freed). Only the master calls
+/// this; workers are new processes. Nothing happens with another C library,
+/// and a custom global allocator is not affected.
+pub(crate) fn tune_malloc_for_master() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is thread-safe and
+    // takes effect for later allocations.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Returns memory that malloc holds but no longer uses to the system, after
+/// work that allocated a lot and is done (a release downloaded and checked).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim walks the allocator's own free lists under its
+    // locks and only gives pages back; it never touches memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -235,7 +235,10 @@ impl Upgrader {
                     continue;
                 }
             };
-            if !self.consider(release) {
+            let carry_on = self.consider(release);
+            // A download and its checks leave freed buffers behind.
+            crate::sys::release_free_memory();
+            if !carry_on {
                 return;
             }
             if std::mem::take(&mut self.retry_wanted) {
