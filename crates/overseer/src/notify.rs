@@ -83,11 +83,20 @@ impl NotifyReceiver {
         &self.path
     }
 
-    /// Waits up to `timeout` for one datagram.
+    /// A handle that ends a wait in [`NotifyReceiver::recv`] from another
+    /// thread, for good.
+    pub fn closer(&self) -> io::Result<NotifyCloser> {
+        Ok(NotifyCloser(self.socket.try_clone()?))
+    }
+
+    /// Waits up to `timeout` for one datagram; `None` when the wait ran out
+    /// or the receiver was closed.
     pub fn recv(&self, timeout: Duration) -> io::Result<Option<String>> {
         self.socket.set_read_timeout(Some(timeout))?;
         let mut buf = [0u8; 4096];
         match self.socket.recv(&mut buf) {
+            // Empty datagrams mean nothing; after `close`, reads return 0.
+            Ok(0) => Ok(None),
             Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
             Err(e)
                 if matches!(
@@ -99,6 +108,17 @@ impl NotifyReceiver {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// See [`NotifyReceiver::closer`].
+#[derive(Debug)]
+pub(crate) struct NotifyCloser(UnixDatagram);
+
+impl NotifyCloser {
+    /// Shuts the socket down: a thread blocked in `recv` returns at once.
+    pub fn close(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -130,5 +150,24 @@ mod tests {
         let pairs: Vec<_> = parse(&got).collect();
         assert_eq!(pairs, [("READY", "1"), ("STATUS", "serving")]);
         assert_eq!(rx.recv(Duration::from_millis(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn closing_ends_a_blocked_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = NotifyReceiver::bind(&dir.path().join("n.sock")).unwrap();
+        let closer = rx.closer().unwrap();
+        let waiting = std::thread::spawn(move || rx.recv(Duration::from_secs(3600)));
+        std::thread::sleep(Duration::from_millis(50));
+        closer.close();
+        // Bounded: without the close, the wait would last an hour.
+        for _ in 0..500 {
+            if waiting.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(waiting.is_finished(), "recv still blocked after close");
+        assert_eq!(waiting.join().unwrap().unwrap(), None);
     }
 }

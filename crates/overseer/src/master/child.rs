@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::Event;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::notify::NotifyReceiver;
+use crate::notify::{NotifyCloser, NotifyReceiver};
 use crate::protocol::*;
 use crate::sys::{self, ChildSpec};
 
@@ -83,6 +83,8 @@ pub(crate) struct Worker {
     /// Set once SIGKILL was sent, with the reason to report.
     pub killed: Option<String>,
     stop_notify: Arc<AtomicBool>,
+    /// Ends the notify relay's wait when the worker is gone.
+    notify_closer: Option<NotifyCloser>,
 }
 
 impl Worker {
@@ -133,6 +135,7 @@ impl Worker {
         })?;
         let pid = Pid::from_raw(pid as i32);
         let stop_notify = Arc::new(AtomicBool::new(false));
+        let notify_closer = receiver.closer().ok();
         if let Err(e) = relay_notifications(receiver, number, stop_notify.clone(), tx.clone()) {
             // Without its notify relay the worker could never become ready.
             let _ = kill(pid, Signal::SIGKILL);
@@ -149,6 +152,7 @@ impl Worker {
             kill_deadline: None,
             killed: None,
             stop_notify,
+            notify_closer,
         })
     }
 
@@ -195,6 +199,9 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.stop_notify.store(true, Ordering::SeqCst);
+        if let Some(closer) = &self.notify_closer {
+            closer.close();
+        }
     }
 }
 
@@ -209,7 +216,9 @@ fn relay_notifications(
         .name(format!("overseer-notify-{number}"))
         .spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                match receiver.recv(Duration::from_millis(250)) {
+                // The worker's `Drop` closes the socket to end this wait; the
+                // timeout is only a safety net, so an idle master sleeps.
+                match receiver.recv(Duration::from_secs(30)) {
                     Ok(Some(message)) => {
                         if tx
                             .send(Event::Notify {

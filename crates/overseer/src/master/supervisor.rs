@@ -20,8 +20,6 @@ use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
 use crate::upgrade::{swap, Installed, Verdict};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
@@ -87,7 +85,7 @@ pub(crate) struct Supervisor {
     /// Pending control requests and the history `status` shows.
     control: control::Ledger,
     /// Shared with the upgrade thread: set once the master is stopping.
-    stop_flag: Arc<AtomicBool>,
+    stop_flag: crate::Shutdown,
     /// The service manager, when the master runs under systemd.
     systemd: Systemd,
 }
@@ -119,13 +117,13 @@ impl Supervisor {
             reap_all: std::process::id() == 1,
             probation: None,
             control: control::Ledger::new(),
-            stop_flag: Arc::new(AtomicBool::new(false)),
+            stop_flag: crate::Shutdown::new(),
             systemd: Systemd::from_env(),
         }
     }
 
-    /// The flag the upgrade thread watches to stop polling.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    /// The notification the upgrade thread waits on to stop polling.
+    pub fn stop_flag(&self) -> crate::Shutdown {
         self.stop_flag.clone()
     }
 
@@ -151,7 +149,7 @@ impl Supervisor {
             self.systemd.keep_alive();
             if self.stopping {
                 self.systemd.stopping();
-                self.stop_flag.store(true, Ordering::Relaxed);
+                self.stop_flag.trigger();
                 self.control.stopping();
                 if let Some(p) = self.probation.take() {
                     // Stopping is not the release's fault; it stays installed.

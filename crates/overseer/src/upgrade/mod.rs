@@ -22,10 +22,8 @@ mod verify;
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::UpgradeConfig;
 use crate::fetcher::{Context, Release};
@@ -92,7 +90,7 @@ pub(crate) fn start(
     bin_path: &Path,
     installed_version: Option<String>,
     tx: Sender<Event>,
-    stopping: Arc<AtomicBool>,
+    stopping: crate::Shutdown,
 ) -> crate::Result<()> {
     let Some(fetcher) = config.fetcher.clone() else {
         return Ok(());
@@ -186,7 +184,8 @@ struct Upgrader {
     /// The installed version (signed, or configured).
     version: Option<semver::Version>,
     tx: Sender<Event>,
-    stopping: Arc<AtomicBool>,
+    /// Fires once the master is stopping.
+    stopping: crate::Shutdown,
     /// Source tags of releases rejected for what they are.
     rejected_tags: HashSet<String>,
     /// The last passing failure, so a repeated one is logged once.
@@ -210,18 +209,8 @@ impl Upgrader {
                     .saturating_mul(1 << retries.min(16))
                     .min(MAX_RETRY_WAIT.max(interval))
             };
-            let until = Instant::now() + wait;
-            while Instant::now() < until {
-                if self.stopping.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(
-                    until
-                        .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(100)),
-                );
-            }
-            if self.stopping.load(Ordering::Relaxed) {
+            // Sleeps the whole interval, unless the master stops meanwhile.
+            if self.stopping.wait_timeout(wait) {
                 return;
             }
             let release = match fetcher.fetch() {
