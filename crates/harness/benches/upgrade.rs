@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
-use overseer_harness::proc::{rss_kb, Proc};
+use overseer_harness::proc::{anon_kb, cpu_ticks, rss_kb, Proc};
 use overseer_harness::release::{stamp_padded, this_target, Keys, ReleaseServer};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
@@ -30,13 +30,6 @@ fn version(addr: std::net::SocketAddr) -> Option<String> {
 }
 
 /// CPU time (user + system) of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 fn main() {
     let rounds = env_num("UPGRADE_ROUNDS", 5);
     let mib = env_num("UPGRADE_MIB", 50);
@@ -117,10 +110,11 @@ fn main() {
     let tick = 100.0; // USER_HZ on Linux
     let cpu = (c1 - c0) as f64 / tick / span.as_secs_f64() * 100.0;
     println!(
-        "idle, polling an unchanged release every 1 s for {:?}: master CPU {cpu:.3} %, {} requests ({:.2}/s, all 304), master RSS {} KiB",
+        "idle, polling an unchanged release every 1 s for {:?}: master CPU {cpu:.3} %, {} requests ({:.2}/s, all 304), master RSS {} KiB (anonymous {} KiB)",
         span,
         r1 - r0,
         (r1 - r0) as f64 / span.as_secs_f64(),
-        rss_kb(p.pid).unwrap_or(0)
+        rss_kb(p.pid).unwrap_or(0),
+        anon_kb(p.pid).unwrap_or(0)
     );
 }

@@ -198,8 +198,28 @@ pub fn describe(status: ExitStatus) -> String {
 
 /// A process's resident memory in kB (`VmRSS` in `/proc/PID/status`; Linux only).
 pub fn rss_kb(pid: i32) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// The part of a process's resident memory that is its own (`RssAnon`: heap,
+/// stacks, written data), without the code pages it maps from files and
+/// shares with other processes running the same binary or libc.
+pub fn anon_kb(pid: i32) -> Option<u64> {
+    status_kb(pid, "RssAnon:")
+}
+
+/// The CPU time a process (all its threads, past and present) has used, in
+/// clock ticks (`utime + stime` in `/proc/PID/stat`, 1/100 s on Linux).
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn status_kb(pid: i32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

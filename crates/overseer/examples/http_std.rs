@@ -19,7 +19,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as Direction, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use overseer::{Config, Readiness, Shutdown, State};
@@ -85,19 +85,54 @@ fn answer(tag: &str, path: &str) -> (u16, String) {
 /// connection is closed (the master kills the worker after its
 /// `terminate_timeout` should a connection never finish).
 pub fn serve(listener: &TcpListener, shutdown: &Shutdown, handler: Handler) {
-    // Each connection holds a clone: the count tells how many are open.
-    let open = Arc::new(());
+    let open = Arc::new(Open::default());
     let threads = Threads::default();
     for stream in shutdown.incoming(listener) {
         let Ok(stream) = stream else { continue };
-        let (shutdown, handler, token) = (shutdown.clone(), handler.clone(), open.clone());
+        let (shutdown, handler, token) = (shutdown.clone(), handler.clone(), Open::enter(&open));
         threads.run(move || {
             let _open = token;
             let _ = connection(stream, &shutdown, &handler);
         });
     }
-    while Arc::strong_count(&open) > 1 {
-        std::thread::sleep(POLL);
+    open.wait_until_none();
+}
+
+/// Counts open connections, so draining can wait for the last one.
+#[derive(Default)]
+struct Open {
+    count: Mutex<usize>,
+    none: Condvar,
+}
+
+/// One open connection; dropping it counts the connection as closed.
+struct OpenToken(Arc<Open>);
+
+impl Open {
+    fn enter(open: &Arc<Open>) -> OpenToken {
+        *open.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        OpenToken(open.clone())
+    }
+
+    /// Returns once no connection is open.
+    fn wait_until_none(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            count = self
+                .none
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for OpenToken {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count -= 1;
+        if *count == 0 {
+            self.0.none.notify_all();
+        }
     }
 }
 

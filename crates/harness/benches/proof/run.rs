@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overseer_harness::openloop::{latencies_ms, percentile, Sample};
-use overseer_harness::proc::{open_fds, rss_kb};
+use overseer_harness::proc::{anon_kb, cpu_ticks, open_fds, rss_kb};
 use serde_json::{json, Value};
 
 use crate::chart;
@@ -39,6 +39,7 @@ impl Handover {
 #[derive(Default, Clone, Copy)]
 pub struct MasterFigures {
     pub rss_kb: Option<u64>,
+    pub anon_kb: Option<u64>,
     pub fds: Option<usize>,
     pub cpu_ticks: Option<u64>,
 }
@@ -47,6 +48,7 @@ impl MasterFigures {
     pub fn of(pid: i32) -> MasterFigures {
         MasterFigures {
             rss_kb: rss_kb(pid),
+            anon_kb: anon_kb(pid),
             fds: open_fds(pid),
             cpu_ticks: cpu_ticks(pid),
         }
@@ -63,6 +65,8 @@ pub struct Run {
     pub before: MasterFigures,
     pub after: MasterFigures,
     pub rss_peak_kb: Option<u64>,
+    /// The master's anonymous memory at the time of the RSS peak.
+    pub anon_at_peak_kb: Option<u64>,
     /// The master's own `worker N ready after M ms` figures (N ≥ 2).
     pub ready_after_ms: Vec<f64>,
     /// Log lines with `error:` or `warn:` (none expected).
@@ -190,18 +194,12 @@ impl Run {
             "master_ready_after_ms": self.ready_after_ms,
             "master": {
                 "rss_kb_before": self.before.rss_kb, "rss_kb_peak": self.rss_peak_kb,
+                "anon_kb_before": self.before.anon_kb, "anon_kb_at_peak": self.anon_at_peak_kb,
+                "anon_kb_after": self.after.anon_kb,
                 "rss_kb_after": self.after.rss_kb, "fds_before": self.before.fds,
                 "fds_after": self.after.fds, "cpu_percent": self.cpu_percent(),
             },
             "series_100ms": {"columns": ["t_s", "p50_ms", "p99_ms", "max_ms", "failed"], "rows": series},
         })
     }
-}
-
-/// CPU time (user + system) of a process, in clock ticks.
-pub fn cpu_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }

@@ -11,7 +11,7 @@ use overseer_harness::client::wait_serving;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
-use overseer_harness::proc::{parse_ready_after, rss_kb, Proc};
+use overseer_harness::proc::{anon_kb, parse_ready_after, rss_kb, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
@@ -115,6 +115,7 @@ pub fn run_overseer(opts: &Options, mode: Mode) -> Run {
         before,
         after,
         rss_peak_kb: t.rss_peak_kb,
+        anon_at_peak_kb: t.anon_at_peak_kb,
         ready_after_ms: parse_ready_after(&output),
         complaints: complaints(&output),
     }
@@ -136,6 +137,7 @@ pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
         before: MasterFigures::default(),
         after: MasterFigures::default(),
         rss_peak_kb: None,
+        anon_at_peak_kb: None,
         ready_after_ms: Vec::new(),
         complaints: complaints(&output)
             .into_iter()
@@ -222,6 +224,7 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
         before,
         after,
         rss_peak_kb: t.rss_peak_kb,
+        anon_at_peak_kb: t.anon_at_peak_kb,
         ready_after_ms: parse_ready_after(&output),
         complaints: complaints(&output),
     }
@@ -321,6 +324,7 @@ pub struct Tracker<'a> {
     pub origin: Instant,
     pub lines: Vec<(Duration, String)>,
     pub rss_peak_kb: Option<u64>,
+    pub anon_at_peak_kb: Option<u64>,
     pub last_rss: Instant,
 }
 
@@ -331,6 +335,7 @@ impl<'a> Tracker<'a> {
             origin,
             lines: Vec::new(),
             rss_peak_kb: None,
+            anon_at_peak_kb: None,
             last_rss: origin,
         }
     }
@@ -346,7 +351,11 @@ impl<'a> Tracker<'a> {
         }
         if self.last_rss.elapsed() >= Duration::from_millis(50) {
             self.last_rss = Instant::now();
-            self.rss_peak_kb = self.rss_peak_kb.max(rss_kb(self.proc.pid));
+            let rss = rss_kb(self.proc.pid);
+            if rss > self.rss_peak_kb {
+                self.rss_peak_kb = rss;
+                self.anon_at_peak_kb = anon_kb(self.proc.pid);
+            }
         }
     }
 
