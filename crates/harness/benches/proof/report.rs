@@ -159,6 +159,17 @@ pub fn report(
             String::new(),
             String::new(),
         );
+        let profile: Vec<String> = ours
+            .p99_after_trigger_ms(10)
+            .iter()
+            .map(|p| p.map_or("-".into(), |p| format!("{p:.1}")))
+            .collect();
+        row(
+            "p99 by ms after trigger: 0..9 ms",
+            profile.join(" "),
+            String::new(),
+            String::new(),
+        );
         row(
             "window length (trigger → old exit)",
             min_med_max(&ours.window_len_ms()),

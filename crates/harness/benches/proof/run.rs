@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use crate::chart;
 use crate::{ms, sorted, BUCKET, KINDS, READY_TIMEOUT, TICKS_PER_SEC};
 
+/// How many milliseconds after each trigger the latency profile covers.
+pub const PROFILE_MS: usize = 20;
+
 /// One restart (a signal or an upgrade), as offsets since the load started.
 pub struct Handover {
     /// The new worker's number.
@@ -146,6 +149,31 @@ impl Run {
         sorted(self.handovers.iter().filter_map(ms).collect())
     }
 
+    /// Where in a handover the latency goes: for each millisecond after the
+    /// trigger (up to `span_ms`), the p99 latency of the successful requests
+    /// scheduled in it, over all handovers.
+    pub fn p99_after_trigger_ms(&self, span_ms: usize) -> Vec<Option<f64>> {
+        let mut buckets = vec![Vec::new(); span_ms];
+        let triggers: Vec<Duration> = self.handovers.iter().map(|h| h.trigger).collect();
+        for s in self.samples.iter().filter(|s| s.failure.is_none()) {
+            // The latest trigger at or before the request was due.
+            let Some(k) = triggers
+                .partition_point(|t| *t <= s.scheduled)
+                .checked_sub(1)
+            else {
+                continue;
+            };
+            let after = s.scheduled.saturating_sub(triggers[k]).as_millis() as usize;
+            if let Some(bucket) = buckets.get_mut(after) {
+                bucket.push(ms(s.latency));
+            }
+        }
+        buckets
+            .into_iter()
+            .map(|b| percentile(&sorted(b), 99.0))
+            .collect()
+    }
+
     /// Requests sent more than 1 ms after their scheduled time, in percent:
     /// the generator (or the server) fell behind the schedule.
     pub fn late_percent(&self) -> f64 {
@@ -188,6 +216,7 @@ impl Run {
             "failures_in_windows": self.failures(|s| self.in_window(s)),
             "latency_ms_steady": pct(&self.steady_ms()),
             "latency_ms_windows": pct(&self.window_ms()),
+            "p99_ms_by_ms_after_trigger": self.p99_after_trigger_ms(PROFILE_MS),
             "handovers": handovers,
             "failed_handovers": self.failed_handovers(),
             "trigger_to_ready_ms": self.trigger_to_ready_ms(),
