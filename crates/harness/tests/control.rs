@@ -67,8 +67,8 @@ fn restart_reports_the_new_worker_and_status_follows() {
     // The answer came once worker 2 was ready: it serves (the draining
     // worker may still take a connection for a moment; nothing is lost).
     expect_answering(rig.addr, 2);
-    // Worker 1's accept loop wakes every 50 ms, so a new connection may
-    // still reach it just after the handover; ask until worker 2 answers.
+    // Worker 1 learns of its SIGTERM on its own time, so a new connection
+    // may still reach it just after the handover; ask until worker 2 answers.
     let deadline = std::time::Instant::now() + T;
     let r = loop {
         let r = get(rig.addr, "/");
