@@ -123,7 +123,6 @@ fn resolve_command(path: &Path) -> Result<PathBuf> {
 /// worker was started.
 pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
     let addresses = config.validate()?;
-    sys::tune_malloc_for_master();
     let (program, arg0, args) = match &config.program {
         Program::Function(_) => {
             let exe = std::env::current_exe().map_err(Error::BinaryPath)?;
@@ -178,6 +177,10 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
         tx.clone(),
         rx,
     );
+    // Not earlier: a set-up error makes `run` start the program in this
+    // process instead (fallback), which should keep the allocator's
+    // defaults; only the upgrade thread's start can still fail after this.
+    sys::tune_malloc_for_master();
     crate::upgrade::start(
         &config.upgrade,
         &program,
