@@ -33,11 +33,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use overseer_harness::openloop::percentile;
+use overseer_harness::release::IdleCost;
 use serde_json::{json, Value};
 
 use report::{report, Report};
 use run::Run;
-use scenario::{capacity, run_direct, run_overseer, run_upgrades, Capacity};
+use scenario::{capacity, idle, run_direct, run_overseer, run_upgrades, Capacity};
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
@@ -94,6 +95,8 @@ struct Options {
     modes: Vec<Mode>,
     max_throughput: bool,
     capacity_secs: Duration,
+    /// How long to measure an idle master with a fetcher (zero: not at all).
+    idle: Duration,
     out: PathBuf,
 }
 
@@ -133,9 +136,16 @@ fn main() {
         results.push((mode, ours, direct, upgrades));
     }
     let capacity = opts.max_throughput.then(|| capacity(&opts));
-    let report = report(&opts, &results, capacity.as_ref());
+    let idle = (!opts.idle.is_zero()).then(|| {
+        println!(
+            "idle master with a fetcher, polling every 1 s, for {:?}",
+            opts.idle
+        );
+        idle(&opts)
+    });
+    let report = report(&opts, &results, capacity.as_ref(), idle.as_ref());
     print!("{}", report.text);
-    write_outputs(&opts, &results, capacity.as_ref(), &report);
+    write_outputs(&opts, &results, capacity.as_ref(), idle.as_ref(), &report);
     // Timing targets only print FAIL; a failed request or handover is an error.
     let broken = results.iter().any(|(_, ours, direct, upgrades)| {
         let failed_upgrades = upgrades
@@ -160,6 +170,7 @@ fn parse_args() -> Options {
         modes: vec![Mode::KeepAlive, Mode::Close],
         max_throughput: false,
         capacity_secs: Duration::from_secs(10),
+        idle: Duration::from_secs(20),
         out: default_out(),
     };
     let mut args = std::env::args().skip(1);
@@ -183,6 +194,7 @@ fn parse_args() -> Options {
             "--steady" => opts.steady = duration(&arg, &value()),
             "--timeout" => opts.timeout = duration(&arg, &value()),
             "--capacity-seconds" => opts.capacity_secs = duration(&arg, &format!("{}s", value())),
+            "--idle-seconds" => opts.idle = duration(&arg, &format!("{}s", value())),
             "--max-throughput" => opts.max_throughput = true,
             "--out" => opts.out = PathBuf::from(value()),
             "--mode" => {
@@ -224,7 +236,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: [--rate R] [--connections N] [--handovers N] [--handover-every 200ms] \
          [--upgrades N] [--mode keepalive|close|both] [--steady 1s] [--timeout 5s] \
-         [--max-throughput] [--capacity-seconds S] [--out DIR]"
+         [--max-throughput] [--capacity-seconds S] [--idle-seconds S] [--out DIR]"
     );
     std::process::exit(2);
 }
@@ -244,6 +256,7 @@ fn write_outputs(
     opts: &Options,
     results: &[(Mode, Run, Run, Option<Run>)],
     capacity: Option<&Vec<Capacity>>,
+    idle: Option<&IdleCost>,
     report: &Report,
 ) {
     if let Err(e) = std::fs::create_dir_all(&opts.out) {
@@ -279,6 +292,11 @@ fn write_outputs(
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).ok()},
         "modes": modes,
         "capacity": capacity,
+        "idle": idle.map(|i| json!({
+            "interval_s": i.interval.as_secs_f64(), "span_s": i.span.as_secs_f64(),
+            "cpu_percent": i.cpu_percent, "one_tick_percent": i.resolution_percent,
+            "requests": i.requests, "downloads": i.downloads, "rss_kb": i.rss_kb, "anon_kb": i.anon_kb,
+        })),
         "targets": report.targets,
         "all_pass": report.all_pass,
     });

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
-use overseer_harness::proc::{anon_kb, cpu_ticks, rss_kb, Proc};
-use overseer_harness::release::{stamp_padded, this_target, Keys, ReleaseServer};
+use overseer_harness::proc::Proc;
+use overseer_harness::release::{idle_cost, stamp_padded, this_target, Keys, ReleaseServer};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
 const POLL_MS: u64 = 50;
@@ -88,33 +88,17 @@ fn main() {
     drop(p);
 
     // Idle cost: an unchanged release polled every second.
-    let mut cmd = Command::new(&bin);
-    // The installed binary is already the latest release.
-    cmd.env("UA_FETCH_URL", server.url("app"))
-        .env("UA_PUBKEYS", &keys.public)
-        .env("UA_INTERVAL_MS", "1000");
-    let p = Proc::spawn_quiet(cmd);
-    p.expect_line("worker 1 ready", Duration::from_secs(60));
-    // Let the first poll (which downloads and finds the same binary) pass.
-    std::thread::sleep(Duration::from_secs(3));
-    let (c0, r0) = (
-        cpu_ticks(p.pid).unwrap_or(0),
-        server.requests.load(std::sync::atomic::Ordering::Relaxed),
-    );
     let span = Duration::from_secs(env_num("UPGRADE_IDLE_SECS", 20));
-    std::thread::sleep(span);
-    let (c1, r1) = (
-        cpu_ticks(p.pid).unwrap_or(0),
-        server.requests.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    let tick = 100.0; // USER_HZ on Linux
-    let cpu = (c1 - c0) as f64 / tick / span.as_secs_f64() * 100.0;
+    let idle = idle_cost(&bin, &server, &keys.public, Duration::from_secs(1), span);
     println!(
-        "idle, polling an unchanged release every 1 s for {:?}: master CPU {cpu:.3} %, {} requests ({:.2}/s, all 304), master RSS {} KiB (anonymous {} KiB)",
-        span,
-        r1 - r0,
-        (r1 - r0) as f64 / span.as_secs_f64(),
-        rss_kb(p.pid).unwrap_or(0),
-        anon_kb(p.pid).unwrap_or(0)
+        "idle, polling an unchanged release every 1 s for {:?}: master CPU {:.3} % (one clock tick: {:.3} %), {} requests ({:.2}/s, {} full downloads), master RSS {} KiB (anonymous {} KiB)",
+        idle.span,
+        idle.cpu_percent,
+        idle.resolution_percent,
+        idle.requests,
+        idle.requests as f64 / idle.span.as_secs_f64(),
+        idle.downloads,
+        idle.rss_kb.unwrap_or(0),
+        idle.anon_kb.unwrap_or(0)
     );
 }

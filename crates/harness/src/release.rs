@@ -386,3 +386,69 @@ fn serve(
         }
     }
 }
+
+/// What a master costs while it polls an unchanged release.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleCost {
+    /// How long it was measured.
+    pub span: Duration,
+    /// Its poll interval.
+    pub interval: Duration,
+    /// The master's CPU (all its threads) over `span`, in percent of one core.
+    pub cpu_percent: f64,
+    /// One clock tick over `span`, in percent: the measurement's resolution.
+    pub resolution_percent: f64,
+    /// Requests the release server answered meanwhile.
+    pub requests: usize,
+    /// Of those, full downloads of the release (the rest: `304 Not Modified`).
+    pub downloads: usize,
+    /// The master's RSS and its anonymous part at the end, in KiB.
+    pub rss_kb: Option<u64>,
+    /// See `rss_kb`.
+    pub anon_kb: Option<u64>,
+}
+
+/// Starts an `upgrade-app` master at `bin` polling `server`'s `app` every
+/// `interval` (the installed binary must be the published one, signed for
+/// `public_key`), lets its first poll pass, then measures it for `span`.
+/// The master is stopped before this returns.
+pub fn idle_cost(
+    bin: &Path,
+    server: &ReleaseServer,
+    public_key: &str,
+    interval: Duration,
+    span: Duration,
+) -> IdleCost {
+    use crate::proc::{anon_kb, cpu_ticks, rss_kb, Proc};
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("UA_FETCH_URL", server.url("app"))
+        .env("UA_PUBKEYS", public_key)
+        .env("UA_INTERVAL_MS", interval.as_millis().to_string());
+    let p = Proc::spawn_quiet(cmd);
+    p.expect_line("worker 1 ready", Duration::from_secs(60));
+    // The first poll downloads the release and finds the running binary.
+    std::thread::sleep(interval * 3);
+    let (c0, r0, d0) = (
+        cpu_ticks(p.pid).unwrap_or(0),
+        server.requests.load(Ordering::Relaxed),
+        server.downloads("app"),
+    );
+    std::thread::sleep(span);
+    let (c1, r1, d1) = (
+        cpu_ticks(p.pid).unwrap_or(0),
+        server.requests.load(Ordering::Relaxed),
+        server.downloads("app"),
+    );
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let percent = |ticks: f64| ticks / ticks_per_sec / span.as_secs_f64().max(1e-9) * 100.0;
+    IdleCost {
+        span,
+        interval,
+        cpu_percent: percent(c1.saturating_sub(c0) as f64),
+        resolution_percent: percent(1.0),
+        requests: r1.saturating_sub(r0),
+        downloads: d1.saturating_sub(d0),
+        rss_kb: rss_kb(p.pid),
+        anon_kb: anon_kb(p.pid),
+    }
+}

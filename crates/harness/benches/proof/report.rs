@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use overseer_harness::openloop::percentile;
+use overseer_harness::release::IdleCost;
 
 use crate::run::Run;
 use crate::scenario::Capacity;
@@ -20,6 +21,7 @@ pub fn report(
     opts: &Options,
     results: &[(Mode, Run, Run, Option<Run>)],
     capacity: Option<&Vec<Capacity>>,
+    idle: Option<&IdleCost>,
 ) -> Report {
     use std::fmt::Write;
     let mut out = String::new();
@@ -352,11 +354,19 @@ pub fn report(
                 opt(u.anon_at_peak_kb)
             );
         }
+        if let Some(idle) = idle {
+            rss_detail += &format!(
+                "; {} KiB (anonymous {} KiB) with the HTTP fetcher, idle",
+                opt(idle.rss_kb),
+                opt(idle.anon_kb)
+            );
+        }
+        let idle_rss = idle.and_then(|i| i.rss_kb);
         target(
             &mut out,
             *mode,
             "master RSS < 4 MiB",
-            rss.max(upgrade_rss).map(|k| k < 4096),
+            rss.max(upgrade_rss).max(idle_rss).map(|k| k < 4096),
             rss_detail,
         );
         let overhead = ours.overhead_ms();
@@ -394,6 +404,34 @@ pub fn report(
                 c.failures
             );
         }
+    }
+    if let Some(idle) = idle {
+        let _ = writeln!(
+            out,
+            "\n== idle master with the HTTP fetcher, polling an unchanged release every {:?} ==",
+            idle.interval
+        );
+        let detail = format!(
+            "{:.3} % over {:?} (one clock tick = {:.3} %), {} requests ({} full downloads); RSS {} KiB (anonymous {} KiB)",
+            idle.cpu_percent,
+            idle.span,
+            idle.resolution_percent,
+            idle.requests,
+            idle.downloads,
+            opt(idle.rss_kb),
+            opt(idle.anon_kb)
+        );
+        // One clock tick must be finer than the target for a verdict.
+        let pass = (idle.resolution_percent < 0.1).then_some(idle.cpu_percent < 0.1);
+        let verdict = match pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "n/a (too short to tell: --idle-seconds 20 or more)",
+        };
+        all_pass &= pass != Some(false);
+        let name = "master idle CPU < 0.1 % while polling every second";
+        let _ = writeln!(out, "  [{verdict}] {name}: {detail}");
+        targets.push(json!({"mode": null, "target": name, "verdict": verdict, "measured": detail}));
     }
     let _ = writeln!(
         out,

@@ -12,7 +12,7 @@ use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::{anon_kb, parse_ready_after, rss_kb, Proc};
-use overseer_harness::release::{stamp, this_target, Keys, ReleaseServer};
+use overseer_harness::release::{idle_cost, stamp, this_target, IdleCost, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
 use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
@@ -228,6 +228,29 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
         ready_after_ms: parse_ready_after(&output),
         complaints: complaints(&output),
     }
+}
+
+/// The master's idle cost with a fetcher: `upgrade-app` polling an unchanged
+/// signed release every second, measured for `--idle-seconds`.
+pub fn idle(opts: &Options) -> IdleCost {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let bin = dir.path().join("app");
+    stamp(Path::new(APP), &bin, "version=1.0.0").expect("install version 1.0.0");
+    let bytes = std::fs::read(&bin).expect("the build");
+    let keys = Keys::generate();
+    let server = ReleaseServer::start();
+    server.publish(
+        "app.minisig",
+        keys.sign(&bytes, "1.0.0", &this_target()).into_bytes(),
+    );
+    server.publish("app", bytes);
+    idle_cost(
+        &bin,
+        &server,
+        &keys.public,
+        Duration::from_secs(1),
+        opts.idle,
+    )
 }
 
 /// Closed-loop capacity of one mode, both servers measured in turns.
