@@ -90,35 +90,9 @@ pub fn run_overseer(opts: &Options, mode: Mode) -> Run {
             break;
         }
     }
-    if let Some(last) = handovers.last().filter(|h| h.ready.is_some()) {
-        let needle = format!("worker {} drained (", last.number - 1);
-        t.wait_for(|l| l.contains(&needle), Duration::from_secs(5));
-    }
-    t.wait_until(t.now() + opts.steady);
-    let span = t.now();
-    let samples = load.stop();
-    t.pump();
-    for h in &mut handovers {
-        let (start, drained) = (
-            format!("worker={} pid=", h.number),
-            format!("worker {} drained (", h.number - 1),
-        );
-        h.program_start = t.find(|l| l.starts_with(&start));
-        h.drained = t.find(|l| l.contains(&drained));
-    }
-    let after = MasterFigures::of(proc.pid);
-    let output: Vec<String> = t.lines.iter().map(|(_, l)| l.clone()).collect();
-    Run {
-        samples,
-        span,
-        handovers,
-        before,
-        after,
-        rss_peak_kb: t.rss_peak_kb,
-        anon_at_peak_kb: t.anon_at_peak_kb,
-        ready_after_ms: parse_ready_after(&output),
-        complaints: complaints(&output),
-    }
+    finish(t, load, handovers, before, opts.steady, |l, start| {
+        l.starts_with(start)
+    })
 }
 
 pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
@@ -199,11 +173,27 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
             break;
         }
     }
+    finish(t, load, handovers, before, opts.steady, |l, start| {
+        l.contains(start) && l.contains("starting")
+    })
+}
+
+/// Ends a run: waits for the last drain and a steady stretch, stops the
+/// load, and dates each handover's new program start (a line containing
+/// `worker=N pid=` that `is_start` accepts) and the old worker's drain.
+fn finish(
+    mut t: Tracker<'_>,
+    load: OpenLoop,
+    mut handovers: Vec<Handover>,
+    before: MasterFigures,
+    steady: Duration,
+    is_start: impl Fn(&str, &str) -> bool,
+) -> Run {
     if let Some(last) = handovers.last().filter(|h| h.ready.is_some()) {
         let needle = format!("worker {} drained (", last.number - 1);
         t.wait_for(|l| l.contains(&needle), Duration::from_secs(5));
     }
-    t.wait_until(t.now() + opts.steady);
+    t.wait_until(t.now() + steady);
     let span = t.now();
     let samples = load.stop();
     t.pump();
@@ -212,10 +202,10 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
             format!("worker={} pid=", h.number),
             format!("worker {} drained (", h.number - 1),
         );
-        h.program_start = t.find(|l| l.contains(&start) && l.contains("starting"));
+        h.program_start = t.find(|l| is_start(l, &start));
         h.drained = t.find(|l| l.contains(&drained));
     }
-    let after = MasterFigures::of(proc.pid);
+    let after = MasterFigures::of(t.proc.pid);
     let output: Vec<String> = t.lines.iter().map(|(_, l)| l.clone()).collect();
     Run {
         samples,
