@@ -325,3 +325,43 @@ fn a_missing_explicit_sidecar_is_an_error_and_nothing_is_remembered() {
     assert_eq!(release.sha256.as_deref(), Some(sum.as_str()));
     assert!(poll(&mut fetcher).is_none());
 }
+
+#[test]
+fn large_heads_and_bodies_pass_through() {
+    let long = "v".repeat(40 * 1024);
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (served, sent) = (payload.clone(), long.clone());
+    let server = Server::start(move |_| reply(200, &[("x-long", sent.as_str())], served.clone()));
+    let token = "t".repeat(12 * 1024);
+    let mut fetcher = Http::new(server.url("/app")).header("X-Token", &token);
+    let release = poll(&mut fetcher).expect("the release");
+    assert_eq!(body(release), payload);
+    assert_eq!(server.hits()[0].header("x-token"), Some(token.as_str()));
+}
+
+#[test]
+fn oversized_heads_are_clear_errors() {
+    let server = Server::start(move |_| reply(200, &[], "x"));
+    let mut fetcher = Http::new(server.url("/app")).header("X-Token", &"t".repeat(20 * 1024));
+    let err = fetcher
+        .fetch()
+        .expect_err("a 20 KiB request head")
+        .to_string();
+    assert!(
+        err.contains("/app") && err.contains("headers exceed 16 KiB"),
+        "{err}"
+    );
+    assert!(server.hits().is_empty(), "nothing was sent");
+
+    let long = "v".repeat(70 * 1024);
+    let server = Server::start(move |_| reply(200, &[("x-long", long.as_str())], "x"));
+    let mut fetcher = Http::new(server.url("/app"));
+    let err = fetcher
+        .fetch()
+        .expect_err("a 70 KiB response head")
+        .to_string();
+    assert!(
+        err.contains("/app") && err.contains("headers exceed 48 KiB"),
+        "{err}"
+    );
+}

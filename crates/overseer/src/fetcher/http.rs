@@ -92,6 +92,13 @@ impl Fetched {
     }
 }
 
+/// Bytes read from the network at a time.
+const INPUT_BUFFER: usize = 64 * 1024;
+/// The largest response head (status line and headers) accepted.
+const MAX_RESPONSE_HEAD: usize = 48 * 1024;
+/// The largest request head (request line, URL and headers) sent.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 impl Client {
     /// A client giving up on connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Client {
@@ -103,6 +110,17 @@ impl Client {
             .timeout_resolve(Some(connect_timeout))
             .timeout_connect(Some(connect_timeout))
             .user_agent(USER_AGENT)
+            // The client lives in the master, which should stay small: one
+            // idle connection (reused by the next poll, which saves a TLS
+            // handshake) and buffers sized for a poll rather than ureq's
+            // 128 KiB each. A download streams to disk through 64 KiB reads.
+            // The largest response head accepted must fit the input buffer
+            // with room to spare, or ureq reports a disconnection instead.
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .input_buffer_size(INPUT_BUFFER)
+            .max_response_header_size(MAX_RESPONSE_HEAD)
+            .output_buffer_size(MAX_REQUEST_HEAD)
             .build()
             .into();
         Client { agent }
@@ -174,6 +192,13 @@ fn request_error(url: &Uri, e: &ureq::Error) -> String {
     let hint = match e {
         ureq::Error::Timeout(_) => "raise the timeout, or check the server",
         ureq::Error::HostNotFound => "check the host name in the URL",
+        ureq::Error::LargeResponseHeader(..) => {
+            "the server's status line and headers exceed 48 KiB: is it the right URL?"
+        }
+        // ureq does not export the protocol error's type; its text is stable.
+        ureq::Error::Protocol(p) if p.to_string().starts_with("output too small") => {
+            "the URL and the configured headers exceed 16 KiB: shorten them"
+        }
         ureq::Error::Io(_) | ureq::Error::ConnectionFailed => {
             "check the URL and that the server is reachable"
         }
