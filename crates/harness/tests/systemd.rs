@@ -165,7 +165,23 @@ fn watchdog_keep_alives_arrive_while_the_master_runs() {
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID");
     let p = Proc::spawn(cmd);
+    let worker = worker_pid(&p, 1);
     p.expect_line("worker 1 ready", T);
+    // The watchdog is the master's: the worker's environment has none of it,
+    // and its NOTIFY_SOCKET is the master's relay, not systemd's.
+    let environ =
+        std::fs::read(format!("/proc/{worker}/environ")).expect("the worker's environment");
+    let vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(!vars.iter().any(|v| v.starts_with("WATCHDOG_")), "{vars:?}");
+    let notify_path = format!("NOTIFY_SOCKET={}", notify.path.display());
+    assert!(
+        vars.iter().any(|v| v.starts_with("NOTIFY_SOCKET=")),
+        "{vars:?}"
+    );
+    assert!(!vars.contains(&notify_path), "{vars:?}");
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut keep_alives = 0;
     let mut others = Vec::new();

@@ -102,7 +102,8 @@
 //! the first worker is ready, `RELOADING=1` … `READY=1` around every
 //! handover (for `Type=notify-reload`; a failed handover ends with `READY=1`
 //! too), the serving worker's `STATUS=` lines, `STOPPING=1`, and `WATCHDOG=1`
-//! when `WATCHDOG_USEC` asks for it. Started by socket activation (`LISTEN_FDS`
+//! when `WATCHDOG_USEC` asks for it (the watchdog variables are not passed on
+//! to workers). Started by socket activation (`LISTEN_FDS`
 //! and `LISTEN_PID` naming the master), it adopts the passed sockets instead
 //! of binding: each serves the configured address with the same name
 //! ([`Config::named_address`]) or, failing that, the same address; with no

@@ -41,9 +41,13 @@ pub const LISTEN_FDS_START: i32 = 3;
 /// The sd_notify key a worker sends to ask the master for a restart.
 pub const NOTIFY_RESTART: &str = "OVERSEER_RESTART";
 
-/// Variables the master sets for its workers and never passes on from its own environment.
+/// Variables the master sets for its workers and never passes on from its
+/// own environment. systemd's watchdog variables are the master's contract
+/// (it sends the keep-alives), so a worker does not see them either.
 #[cfg(unix)]
 pub(crate) const WORKER_VARS: &[&str] = &[
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
