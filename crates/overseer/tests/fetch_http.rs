@@ -342,7 +342,7 @@ fn large_heads_and_bodies_pass_through() {
 #[test]
 fn oversized_heads_are_clear_errors() {
     let server = Server::start(move |_| reply(200, &[], "x"));
-    let mut fetcher = Http::new(server.url("/app")).header("X-Token", &"t".repeat(20 * 1024));
+    let mut fetcher = Http::new(server.url("/app")).header("X-Token", "t".repeat(20 * 1024));
     let err = fetcher
         .fetch()
         .expect_err("a 20 KiB request head")
