@@ -296,6 +296,64 @@ fn socket_activated_master_adopts_the_socket_and_hands_over_without_failures() {
     assert_eq!(describe(p.expect_exit(T)), "exit 0");
 }
 
+/// A socket-activated master that cannot start runs the program directly
+/// on the passed socket, whether it failed before adopting it (no runtime
+/// directory) or after (its control socket's path is a file): the address
+/// systemd holds is never bound a second time.
+#[test]
+fn a_socket_activated_master_that_cannot_start_serves_the_passed_socket_directly() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, "a file, not a socket").expect("write a file");
+    let cases = [
+        (
+            "before adopting",
+            format!("TMPDIR={}", dir.path().join("missing").display()),
+            "creating a runtime directory",
+        ),
+        (
+            "after adopting",
+            format!("TS_CONTROL={}", taken.display()),
+            "exists and is not a socket",
+        ),
+    ];
+    for (when, env, cause) in cases {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let mut cmd = Command::new(&activate);
+        cmd.arg("-l")
+            .arg(addr.to_string())
+            .arg("-E")
+            .arg(format!("TS_ADDR={addr}"))
+            .arg("-E")
+            .arg(&env)
+            .arg(env!("CARGO_BIN_EXE_testserver"));
+        let mut p = Proc::spawn(cmd);
+        activator_listening(&p, 1);
+        let first = Client::new(addr, false)
+            .timeout(T)
+            .get("/")
+            .unwrap_or_else(|f| panic!("{when}: first request: {f}"));
+        assert_eq!(first.field("worker"), Some("0"), "{when}: {}", first.body);
+        let line = p.expect_line("running the program directly", T);
+        assert!(line.contains(cause), "{when}: {line}");
+        let line = p.expect_line("from socket activation", T);
+        assert!(
+            line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
+            "{when}: {line}"
+        );
+        assert_eq!(p.count("listening on"), 0, "{when}: nothing was bound");
+        assert_eq!(listening_sockets(port), 1, "{when}: one socket on {port}");
+        expect_answering(addr, 0);
+        assert!(taken.is_file(), "{when}: the file in the way is kept");
+        p.signal(SIGTERM);
+        assert_eq!(describe(p.expect_exit(T)), "exit 0", "{when}");
+    }
+}
+
 #[test]
 fn socket_activated_master_without_addresses_serves_every_passed_socket() {
     let Some(activate) = socket_activate() else {

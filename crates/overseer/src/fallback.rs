@@ -1,25 +1,54 @@
 //! Fallback mode: the program runs directly in this process, with its
 //! listeners bound in-process, when overseer is unsupported or failed to start.
+//!
+//! Sockets passed to this process by socket activation are served as the
+//! master would have served them; if the master had already opened its
+//! sockets when it failed, it hands them over (adopted descriptors can be
+//! taken only once, and an address systemd holds cannot be bound again).
 
 use std::time::SystemTime;
 
+use crate::address::Address;
 use crate::config::{Config, Program};
-use crate::error::Result;
-use crate::listener;
+use crate::error::{Error, Result};
+use crate::listener::Sockets;
 use crate::shutdown::Shutdown;
 use crate::state::State;
 
-/// Runs the program directly; returns when it returns.
-pub(crate) fn run(config: &Config) -> Result<()> {
+/// Why overseer could not start, and the sockets it had open by then.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: Error,
+    pub sockets: Option<Sockets>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            sockets: None,
+        }
+    }
+}
+
+/// Runs the program directly, on `sockets` if the master left some open;
+/// returns when the program returns.
+pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
     let Program::Function(program) = &config.program else {
         return Err(crate::Error::Config(
             "a command program cannot run without the master".into(),
         ));
     };
-    let addresses = config.validate()?;
-    let bound = listener::bind_all(&addresses, config.backlog)?;
-    let unix_paths: Vec<_> = bound.iter().filter_map(|b| b.unix_path.clone()).collect();
-    let listeners = bound.into_iter().map(|b| b.listener).collect();
+    let sockets = match sockets {
+        Some(sockets) => sockets,
+        None => open(config, &config.validate()?)?,
+    };
+    let unix_paths: Vec<_> = sockets
+        .bound
+        .iter()
+        .filter_map(|b| b.unix_path.clone())
+        .collect();
+    let listeners = sockets.bound.into_iter().map(|b| b.listener).collect();
     let shutdown = Shutdown::new();
     #[cfg(unix)]
     if let Err(e) = crate::worker::watch_signals(shutdown.clone()) {
@@ -31,8 +60,8 @@ pub(crate) fn run(config: &Config) -> Result<()> {
         id: crate::binary_id::sha256_file(&bin_path).unwrap_or_default(),
         started_at: SystemTime::now(),
         listeners,
-        addresses: addresses.iter().map(|a| a.text.clone()).collect(),
-        names: config.listener_names(),
+        addresses: sockets.addresses,
+        names: sockets.names,
         bin_path,
         worker: 0,
         version: config.version.clone(),
@@ -45,4 +74,20 @@ pub(crate) fn run(config: &Config) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Adopts the sockets socket activation passed, binds the other addresses.
+#[cfg(unix)]
+fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
+    crate::master::activation::open(config, addresses)
+}
+
+/// Binds the addresses.
+#[cfg(not(unix))]
+fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
+    Ok(Sockets {
+        bound: crate::listener::bind_all(addresses, config.backlog)?,
+        names: config.listener_names(),
+        addresses: addresses.iter().map(|a| a.text.clone()).collect(),
+    })
 }

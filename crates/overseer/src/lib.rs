@@ -190,13 +190,14 @@ pub fn is_supported() -> bool {
 /// returns — unless [`Config::required`] is set, in which case it exits with
 /// status 1.
 pub fn run(config: Config) {
-    let Err(e) = start(&config) else { return };
+    let Err(failed) = start(&config) else { return };
+    let e = failed.error;
     if config.required {
         log::error!("{e}");
         std::process::exit(1);
     }
     log::warning!("{e}; running the program directly");
-    if let Err(e) = fallback::run(&config) {
+    if let Err(e) = fallback::run(&config, failed.sockets) {
         log::error!("{e}");
         std::process::exit(1);
     }
@@ -204,14 +205,14 @@ pub fn run(config: Config) {
 
 /// Like [`run`], but returns the error instead of falling back.
 pub fn run_err(config: Config) -> Result<()> {
-    start(&config)
+    start(&config).map_err(|failed| failed.error)
 }
 
-fn start(config: &Config) -> Result<()> {
+fn start(config: &Config) -> std::result::Result<(), fallback::Failed> {
     sanity_check();
     log::configure(config.debug, config.no_warn);
     if !is_supported() {
-        return Err(Error::Unsupported);
+        return Err(Error::Unsupported.into());
     }
     #[cfg(unix)]
     {
@@ -226,7 +227,7 @@ fn start(config: &Config) -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    Err(Error::Unsupported)
+    Err(Error::Unsupported.into())
 }
 
 /// Triggers a graceful restart, from the master or from a worker.

@@ -160,7 +160,21 @@ pub(crate) struct Bound {
     pub unix_path: Option<PathBuf>,
 }
 
-/// Binds every address, in order; on error nothing stays bound.
+/// The listening sockets of a service and what its program is told about them.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    /// The sockets, in the program's order (worker fds 3, 4, …).
+    pub bound: Vec<Bound>,
+    /// Their `LISTEN_FDNAMES` names.
+    pub names: Vec<String>,
+    /// Their addresses, as configured (or as bound, for passed sockets taken
+    /// without a configured address).
+    pub addresses: Vec<String>,
+}
+
+/// Binds every address, in order; on error nothing stays bound (Unix uses
+/// `master::activation::open`, which also adopts passed sockets).
+#[cfg(any(test, not(unix)))]
 pub(crate) fn bind_all(addresses: &[Address], backlog: i32) -> Result<Vec<Bound>> {
     let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());
     for address in addresses {

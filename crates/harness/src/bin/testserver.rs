@@ -19,6 +19,7 @@
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
 //! | `TS_STATUS=S` | each worker, once ready, publishes the status `S (worker N)` |
 //! | `TS_STREAM_ADDR` | a second address, for long-lived streamed responses (below) |
+//! | `TS_CONTROL=PATH` | the master's control socket |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
 //! calls `overseer::restart()` from the worker. On `TS_STREAM_ADDR`,
@@ -67,15 +68,17 @@ fn main() {
         a => vec![a.unwrap_or_else(|| "127.0.0.1:0".into())],
     };
     let addresses: Vec<String> = addresses.into_iter().chain(var("TS_STREAM_ADDR")).collect();
-    overseer::run(
-        Config::new(program)
-            .addresses(addresses)
-            .readiness(readiness)
-            .ready_timeout(millis("TS_READY_MS", 10_000))
-            .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
-            .version("test")
-            .debug(var("TS_DEBUG").is_some()),
-    );
+    let mut config = Config::new(program)
+        .addresses(addresses)
+        .readiness(readiness)
+        .ready_timeout(millis("TS_READY_MS", 10_000))
+        .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
+        .version("test")
+        .debug(var("TS_DEBUG").is_some());
+    if let Some(path) = var("TS_CONTROL") {
+        config = config.control_socket(path);
+    }
+    overseer::run(config);
 }
 
 fn program(state: State) {

@@ -22,25 +22,14 @@ use std::path::PathBuf;
 use crate::address::{Address, Bind};
 use crate::config::Config;
 use crate::error::Result;
-use crate::listener::{self, Bound, Listener};
+use crate::listener::{self, Bound, Listener, Sockets};
 use crate::log;
 use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 
-/// The master's listening sockets and what the workers are told about them.
-#[derive(Debug)]
-pub(crate) struct Sockets {
-    /// The sockets, in worker fd order.
-    pub bound: Vec<Bound>,
-    /// Their `LISTEN_FDNAMES` names.
-    pub names: Vec<String>,
-    /// Their addresses, as configured (or as bound, for passed sockets taken
-    /// without a configured address).
-    pub addresses: Vec<String>,
-}
-
-/// Adopts the sockets passed to the master by socket activation, and binds
+/// Adopts the sockets passed to this process by socket activation, and binds
 /// the configured addresses none of them serves. On error nothing this
-/// function bound stays bound.
+/// function bound stays bound. Used by the master, and by fallback mode when
+/// the master could not start before it opened its sockets.
 pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
     let passed = match listener::passed_count() {
         Ok(Some(n)) if n > 0 => listener::adopt_passed(n)?,

@@ -5,7 +5,7 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
-mod activation;
+pub(crate) mod activation;
 mod child;
 mod control;
 pub(crate) mod others;
@@ -14,6 +14,7 @@ mod signals;
 mod supervisor;
 mod systemd;
 
+use std::convert::Infallible;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -24,7 +25,8 @@ use std::sync::OnceLock;
 use crate::binary_id::sha256_file;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
-use crate::listener::{self, Listener};
+use crate::fallback::Failed;
+use crate::listener::{self, Listener, Sockets};
 use crate::log;
 use crate::sys;
 use child::LaunchSpec;
@@ -120,8 +122,9 @@ fn resolve_command(path: &Path) -> Result<PathBuf> {
 
 /// Runs the master until the service ends, then ends this process the way
 /// the last serving worker ended. Returns only on a set-up error, before any
-/// worker was started.
-pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
+/// worker was started, with the sockets if they were open by then: adopted
+/// descriptors can be taken only once, so fallback mode serves those.
+pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
     let addresses = config.validate()?;
     let (program, arg0, args) = match &config.program {
         Program::Function(_) => {
@@ -136,28 +139,66 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
         }
     };
     let run_dir = runtime_dir()?;
-    let activation::Sockets {
-        bound,
-        names,
-        addresses,
-    } = activation::open(config, &addresses)?;
-    let listeners: Vec<&Listener> = bound.iter().map(|b| &b.listener).collect();
+    let sockets = activation::open(config, &addresses)?;
+    let launch = Launch {
+        program,
+        arg0,
+        args,
+        run_dir,
+    };
+    match serve(config, launch, &sockets) {
+        Ok(never) => match never {},
+        Err(error) => Err(Failed {
+            error,
+            sockets: Some(sockets),
+        }),
+    }
+}
+
+/// What the master starts its workers from.
+struct Launch {
+    program: PathBuf,
+    arg0: OsString,
+    args: Vec<OsString>,
+    run_dir: tempfile::TempDir,
+}
+
+/// Starts the master's threads and its supervisor over open sockets and runs
+/// the service until it ends. Returns only on a set-up error.
+fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallible> {
+    let Launch {
+        program,
+        arg0,
+        args,
+        run_dir,
+    } = launch;
+    let listeners: Vec<&Listener> = sockets.bound.iter().map(|b| &b.listener).collect();
     let spec = LaunchSpec::new(
         program.clone(),
         arg0,
         args,
         &listeners,
-        names,
-        addresses,
+        sockets.names.clone(),
+        sockets.addresses.clone(),
         config.version.clone(),
     );
     let (tx, rx) = mpsc::channel();
-    signals::spawn(config.restart_signal, tx.clone())?;
-    let _ = MASTER.set(tx.clone());
+    // The control socket first: its path is the set-up step most likely to
+    // fail, and nothing else has started yet if it does.
     let control = match &config.control_socket {
         Some(path) => Some(control::start(path, tx.clone())?),
         None => None,
     };
+    let remove_control = || {
+        if let Some(c) = &control {
+            c.remove();
+        }
+    };
+    if let Err(e) = signals::spawn(config.restart_signal, tx.clone()) {
+        remove_control();
+        return Err(e);
+    }
+    let _ = MASTER.set(tx.clone());
     let settings = Settings {
         restart_signal: config.restart_signal,
         terminate_timeout: config.terminate_timeout,
@@ -181,18 +222,19 @@ pub(crate) fn run(config: &Config) -> Result<std::convert::Infallible> {
     // process instead (fallback), which should keep the allocator's
     // defaults; only the upgrade thread's start can still fail after this.
     sys::tune_malloc_for_master();
-    crate::upgrade::start(
+    if let Err(e) = crate::upgrade::start(
         &config.upgrade,
         &program,
         config.version.clone(),
         tx,
         supervisor.stop_flag(),
-    )?;
-    let outcome = supervisor.run();
-    listener::remove_socket_files(&bound);
-    if let Some(c) = &control {
-        c.remove();
+    ) {
+        remove_control();
+        return Err(e);
     }
+    let outcome = supervisor.run();
+    listener::remove_socket_files(&sockets.bound);
+    remove_control();
     let _ = run_dir.close();
     match outcome {
         Outcome::Exit(code) => std::process::exit(code),
