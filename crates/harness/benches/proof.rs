@@ -59,8 +59,6 @@ const KINDS: [&str; 6] = [
 ];
 /// Chart bucket: one p50/p99 point per this much schedule.
 const BUCKET: Duration = Duration::from_millis(100);
-/// Linux's USER_HZ: /proc reports CPU time in these ticks.
-const TICKS_PER_SEC: f64 = 100.0;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -294,7 +292,7 @@ fn write_outputs(
         "capacity": capacity,
         "idle": idle.map(|i| json!({
             "interval_s": i.interval.as_secs_f64(), "span_s": i.span.as_secs_f64(),
-            "cpu_percent": i.cpu_percent, "one_tick_percent": i.resolution_percent,
+            "cpu_percent": i.cpu_percent, "cpu_ms": i.cpu.as_secs_f64() * 1000.0,
             "requests": i.requests, "downloads": i.downloads, "rss_kb": i.rss_kb, "anon_kb": i.anon_kb,
         })),
         "targets": report.targets,

@@ -29,7 +29,7 @@ fn version(addr: std::net::SocketAddr) -> Option<String> {
     r.field("version").map(str::to_string)
 }
 
-/// CPU time (user + system) of a process, in clock ticks.
+/// Times `UPGRADE_ROUNDS` upgrades of an `UPGRADE_MIB` release, then an idle master.
 fn main() {
     let rounds = env_num("UPGRADE_ROUNDS", 5);
     let mib = env_num("UPGRADE_MIB", 50);
@@ -91,10 +91,10 @@ fn main() {
     let span = Duration::from_secs(env_num("UPGRADE_IDLE_SECS", 20));
     let idle = idle_cost(&bin, &server, &keys.public, Duration::from_secs(1), span);
     println!(
-        "idle, polling an unchanged release every 1 s for {:?}: master CPU {:.3} % (one clock tick: {:.3} %), {} requests ({:.2}/s, {} full downloads), master RSS {} KiB (anonymous {} KiB)",
+        "idle, polling an unchanged release every 1 s for {:?}: master CPU {:.3} % ({:.1} ms), {} requests ({:.2}/s, {} full downloads), master RSS {} KiB (anonymous {} KiB)",
         idle.span,
         idle.cpu_percent,
-        idle.resolution_percent,
+        idle.cpu.as_secs_f64() * 1000.0,
         idle.requests,
         idle.requests as f64 / idle.span.as_secs_f64(),
         idle.downloads,

@@ -208,13 +208,13 @@ pub fn anon_kb(pid: i32) -> Option<u64> {
     status_kb(pid, "RssAnon:")
 }
 
-/// The CPU time a process (all its threads, past and present) has used, in
-/// clock ticks (`utime + stime` in `/proc/PID/stat`, 1/100 s on Linux).
-pub fn cpu_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+/// The CPU time a process (all its threads, past and present) has used, to
+/// the nanosecond: its CPU-time clock (`clock_getcpuclockid`), which Linux
+/// lets any process in the same PID namespace read.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    use nix::time::{clock_getcpuclockid, clock_gettime};
+    let clock = clock_getcpuclockid(nix::unistd::Pid::from_raw(pid)).ok()?;
+    clock_gettime(clock).ok().map(Duration::from)
 }
 
 fn status_kb(pid: i32, field: &str) -> Option<u64> {

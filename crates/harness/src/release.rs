@@ -394,10 +394,10 @@ pub struct IdleCost {
     pub span: Duration,
     /// Its poll interval.
     pub interval: Duration,
-    /// The master's CPU (all its threads) over `span`, in percent of one core.
+    /// The master's CPU time (all its threads, to the nanosecond) over `span`.
+    pub cpu: Duration,
+    /// `cpu` in percent of one core over `span`.
     pub cpu_percent: f64,
-    /// One clock tick over `span`, in percent: the measurement's resolution.
-    pub resolution_percent: f64,
     /// Requests the release server answered meanwhile.
     pub requests: usize,
     /// Of those, full downloads of the release (the rest: `304 Not Modified`).
@@ -419,7 +419,7 @@ pub fn idle_cost(
     interval: Duration,
     span: Duration,
 ) -> IdleCost {
-    use crate::proc::{anon_kb, cpu_ticks, rss_kb, Proc};
+    use crate::proc::{anon_kb, cpu_time, rss_kb, Proc};
     let mut cmd = std::process::Command::new(bin);
     cmd.env("UA_FETCH_URL", server.url("app"))
         .env("UA_PUBKEYS", public_key)
@@ -429,23 +429,22 @@ pub fn idle_cost(
     // The first poll downloads the release and finds the running binary.
     std::thread::sleep(interval * 3);
     let (c0, r0, d0) = (
-        cpu_ticks(p.pid).unwrap_or(0),
+        cpu_time(p.pid).unwrap_or_default(),
         server.requests.load(Ordering::Relaxed),
         server.downloads("app"),
     );
     std::thread::sleep(span);
     let (c1, r1, d1) = (
-        cpu_ticks(p.pid).unwrap_or(0),
+        cpu_time(p.pid).unwrap_or_default(),
         server.requests.load(Ordering::Relaxed),
         server.downloads("app"),
     );
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let percent = |ticks: f64| ticks / ticks_per_sec / span.as_secs_f64().max(1e-9) * 100.0;
+    let cpu = c1.saturating_sub(c0);
     IdleCost {
         span,
         interval,
-        cpu_percent: percent(c1.saturating_sub(c0) as f64),
-        resolution_percent: percent(1.0),
+        cpu,
+        cpu_percent: cpu.as_secs_f64() / span.as_secs_f64().max(1e-9) * 100.0,
         requests: r1.saturating_sub(r0),
         downloads: d1.saturating_sub(d0),
         rss_kb: rss_kb(p.pid),

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overseer_harness::openloop::{latencies_ms, percentile, Sample};
-use overseer_harness::proc::{anon_kb, cpu_ticks, open_fds, rss_kb};
+use overseer_harness::proc::{anon_kb, cpu_time, open_fds, rss_kb};
 use serde_json::{json, Value};
 
 use crate::chart;
-use crate::{ms, sorted, BUCKET, KINDS, READY_TIMEOUT, TICKS_PER_SEC};
+use crate::{ms, sorted, BUCKET, KINDS, READY_TIMEOUT};
 
 /// How many milliseconds after each trigger the latency profile covers.
 pub const PROFILE_MS: usize = 20;
@@ -44,7 +44,7 @@ pub struct MasterFigures {
     pub rss_kb: Option<u64>,
     pub anon_kb: Option<u64>,
     pub fds: Option<usize>,
-    pub cpu_ticks: Option<u64>,
+    pub cpu: Option<Duration>,
 }
 
 impl MasterFigures {
@@ -53,7 +53,7 @@ impl MasterFigures {
             rss_kb: rss_kb(pid),
             anon_kb: anon_kb(pid),
             fds: open_fds(pid),
-            cpu_ticks: cpu_ticks(pid),
+            cpu: cpu_time(pid),
         }
     }
 }
@@ -183,8 +183,8 @@ impl Run {
     }
 
     pub fn cpu_percent(&self) -> Option<f64> {
-        let ticks = self.after.cpu_ticks?.checked_sub(self.before.cpu_ticks?)?;
-        Some(100.0 * ticks as f64 / TICKS_PER_SEC / self.span.as_secs_f64().max(1e-9))
+        let cpu = self.after.cpu?.checked_sub(self.before.cpu?)?;
+        Some(100.0 * cpu.as_secs_f64() / self.span.as_secs_f64().max(1e-9))
     }
 
     pub fn json(&self) -> Value {
