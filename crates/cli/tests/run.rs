@@ -1,13 +1,15 @@
 //! `overseer run` with a worker that is not Rust (`worker.py`, plain Python 3
 //! reading `LISTEN_FDS` and speaking sd_notify): handovers under load with
 //! every readiness mode, flags over the config file, bad input refused before
-//! anything starts, and a signed self-upgrade of the program's own file.
+//! anything starts, a signed self-upgrade of the program's own file, and
+//! the download's progress bar on a pseudo-terminal.
 //!
 //! Every master runs in its own process group and is killed with it (workers
 //! and probes included) when its `Proc` is dropped; traffic stays on
 //! 127.0.0.1; every wait is bounded.
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -450,6 +452,74 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
     assert_eq!(field(addr, "version"), "2");
     assert_no_failures("keep-alive", &keep_alive.stop());
     stop(p);
+}
+
+/// On a terminal a download draws a progress bar instead of the plain
+/// progress lines (which the test above reads off a pipe).
+#[test]
+fn a_download_on_a_terminal_draws_a_progress_bar() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = d.join("app");
+    write_worker(&app, "1");
+    // A release big enough to take a while: the worker padded with comments.
+    let release = d.join("release");
+    write_worker(&release, "2");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&release)
+        .expect("open the release");
+    let line = format!("#{}\n", "x".repeat(1023));
+    for _ in 0..64 * 1024 {
+        f.write_all(line.as_bytes()).expect("pad the release");
+    }
+    drop(f);
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let release = release.to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = overseer(&["--listen", &listen, "--fetch-file", &release, "--"]);
+    cmd.arg(&app)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(pty.slave))
+        .process_group(0);
+    let mut child = cmd.spawn().expect("start overseer");
+    // Only the master and its workers hold the terminal now: reading ends
+    // when they are gone.
+    drop(cmd);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut terminal = std::fs::File::from(pty.master);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = terminal.read(&mut buf) {
+                seen.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+    let deadline = Instant::now() + T;
+    while !text().contains("downloaded 64.") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    let _ = reader.join();
+    let out = text();
+    assert!(out.contains("downloaded 64."), "no end of download: {out}");
+    assert!(out.contains("downloading ["), "no progress bar: {out}");
+    assert!(out.contains("B/64."), "no total in the bar: {out}");
+    assert!(
+        !out.contains("download started"),
+        "plain lines on a terminal: {out}"
+    );
 }
 
 /// `overseer ARGS` (restart, status) with the same runtime directory.
