@@ -72,10 +72,7 @@ fn field(addr: SocketAddr, key: &str) -> String {
 
 /// The pid of worker `n`, from the master's log.
 fn worker_pid(p: &Proc, n: u64) -> String {
-    let line = p.expect_line(&format!("worker {n} started (pid "), T);
-    line.rsplit_once("(pid ")
-        .map(|(_, r)| r.trim_end_matches(')').to_string())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    p.worker_pid(n, T).to_string()
 }
 
 /// Waits until the response's `key` is `value`.

@@ -42,7 +42,7 @@ use scenario::{capacity, idle, run_direct, run_overseer, run_upgrades, Capacity}
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
-/// Rounds of A B B A in the capacity measurement.
+/// Rounds of A B C C B A in the capacity measurement (overseer, direct, control).
 const CAPACITY_ROUNDS: usize = 5;
 /// How long one handover may take before it counts as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -272,7 +272,10 @@ fn write_outputs(
         c.iter()
             .map(|c| {
                 json!({"mode": c.mode.key(), "overseer_rps": c.overseer_rps, "direct_rps": c.direct_rps,
-                       "ratios": c.ratios, "median_ratio": c.median_ratio(), "failures": c.failures})
+                       "ratios": c.ratios, "median_ratio": c.median_ratio(), "failures": c.failures,
+                       "overseer_cpu_us_per_request": c.overseer_cpu_us, "direct_cpu_us_per_request": c.direct_cpu_us,
+                       "cpu_ratios": c.cpu_ratios, "median_cpu_ratio": c.median_cpu_ratio(),
+                       "control_ratios": c.control_ratios, "median_control_ratio": c.median_control_ratio()})
             })
             .collect()
     });

@@ -108,6 +108,15 @@ impl Proc {
         }
     }
 
+    /// The pid of worker `n`, from a master's `worker N started (pid P)`
+    /// line (waited for), or panics.
+    pub fn worker_pid(&self, n: u64, timeout: Duration) -> i32 {
+        let line = self.expect_line(&format!("worker {n} started (pid "), timeout);
+        line.rsplit_once("(pid ")
+            .and_then(|(_, r)| r.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    }
+
     /// Waits for a line containing `needle`, or panics with the output so far.
     pub fn expect_line(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_nth(needle, 0, timeout)

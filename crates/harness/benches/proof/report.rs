@@ -311,12 +311,14 @@ pub fn report(
             Some(c) => (
                 c.median_ratio(),
                 format!(
-                    "closed-loop capacity, median of {} rounds (x{:.3} to x{:.3}); mean {:.0} vs {:.0} req/s",
+                    "closed-loop capacity, median of {} rounds (x{:.3} to x{:.3}); mean {:.0} vs {:.0} req/s; server CPU per request implies x{:.3}; control, the direct server against itself: x{:.3}",
                     c.ratios.len(),
                     c.ratios.first().copied().unwrap_or(0.0),
                     c.ratios.last().copied().unwrap_or(0.0),
                     c.overseer_rps,
-                    c.direct_rps
+                    c.direct_rps,
+                    c.median_cpu_ratio(),
+                    c.median_control_ratio()
                 ),
             ),
             None => (
@@ -402,6 +404,22 @@ pub fn report(
                 c.median_ratio(),
                 c.ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "),
                 c.failures
+            );
+            let _ = writeln!(
+                out,
+                "  {:24} server CPU per request: overseer {:.1} us (master and worker), direct {:.1} us; implied capacity median x{:.3} (rounds {})",
+                "",
+                c.overseer_cpu_us,
+                c.direct_cpu_us,
+                c.median_cpu_ratio(),
+                c.cpu_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "),
+            );
+            let _ = writeln!(
+                out,
+                "  {:24} control, a second direct server / the direct one: median x{:.3} (rounds {}): the spread equal servers get here",
+                "",
+                c.median_control_ratio(),
+                c.control_ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "),
             );
         }
     }

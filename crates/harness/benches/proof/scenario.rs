@@ -11,7 +11,7 @@ use overseer_harness::client::wait_serving;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
-use overseer_harness::proc::{anon_kb, parse_ready_after, rss_kb, Proc};
+use overseer_harness::proc::{anon_kb, cpu_time, parse_ready_after, rss_kb, Proc};
 use overseer_harness::release::{idle_cost, stamp, this_target, IdleCost, Keys, ReleaseServer};
 
 use crate::run::{Handover, MasterFigures, Run};
@@ -251,6 +251,16 @@ pub struct Capacity {
     pub direct_rps: f64,
     /// Overseer / direct per round (sorted); the verdict takes the median.
     pub ratios: Vec<f64>,
+    /// The servers' own CPU time per answered request, in microseconds, over
+    /// every turn (under overseer: master and worker together).
+    pub overseer_cpu_us: f64,
+    pub direct_cpu_us: f64,
+    /// Direct / overseer CPU per request, per round (sorted): the capacity
+    /// ratio the servers' own cost implies, whatever the load generator got.
+    pub cpu_ratios: Vec<f64>,
+    /// A second direct server / the direct one, per round (sorted): the same
+    /// server against itself, so the spread this machine gives any ratio.
+    pub control_ratios: Vec<f64>,
     pub failures: usize,
 }
 
@@ -258,16 +268,33 @@ impl Capacity {
     pub fn median_ratio(&self) -> f64 {
         percentile(&self.ratios, 50.0).unwrap_or(0.0)
     }
+
+    pub fn median_cpu_ratio(&self) -> f64 {
+        percentile(&self.cpu_ratios, 50.0).unwrap_or(0.0)
+    }
+
+    pub fn median_control_ratio(&self) -> f64 {
+        percentile(&self.control_ratios, 50.0).unwrap_or(0.0)
+    }
+}
+
+/// The CPU time of processes, together.
+fn cpu_of(pids: &[i32]) -> Duration {
+    pids.iter().filter_map(|&pid| cpu_time(pid)).sum()
 }
 
 /// Saturates each server with closed-loop load (no pause between requests).
-/// Both servers run side by side (an idle one costs nothing) and are
-/// measured in `CAPACITY_ROUNDS` rounds of A B B A, so a neighbour's load
-/// drifting during the measurement biases neither; single measurements on a
-/// shared machine swing by ±8 %.
+/// The servers run side by side (an idle one costs nothing) and are
+/// measured in `CAPACITY_ROUNDS` rounds of A B C C B A, so a neighbour's load
+/// drifting during the measurement biases none; single measurements on a
+/// shared machine swing by ±8 %. A is overseer, B the server run directly,
+/// C a second direct server: C / B is a control, the same server measured
+/// against itself, which shows how far apart this machine puts equals.
 pub fn capacity(opts: &Options) -> Vec<Capacity> {
     let turn = opts.capacity_secs / (2 * CAPACITY_ROUNDS as u32);
-    let measure = |addr: SocketAddr, mode: Mode| {
+    // Answered requests per second, CPU seconds per answered request, failures.
+    let measure = |addr: SocketAddr, pids: &[i32], mode: Mode| {
+        let cpu = cpu_of(pids);
         let load = Load::start(LoadSpec {
             addr,
             clients: opts.connections,
@@ -281,6 +308,7 @@ pub fn capacity(opts: &Options) -> Vec<Capacity> {
         let stats = load.stop();
         (
             stats.ok as f64 / started.elapsed().as_secs_f64(),
+            (cpu_of(pids) - cpu).as_secs_f64() / stats.ok.max(1) as f64,
             stats.failures.len(),
         )
     };
@@ -293,33 +321,49 @@ pub fn capacity(opts: &Options) -> Vec<Capacity> {
                 opts.connections,
                 opts.capacity_secs
             );
-            let (ours, _p1) = {
-                let (p, addr) = start_overseer();
-                (addr, p)
-            };
-            let (theirs, _p2) = {
-                let (p, addr, _) = start_direct();
-                (addr, p)
-            };
+            let (p1, ours) = start_overseer();
+            let ours_pids = [p1.pid, p1.worker_pid(1, READY_TIMEOUT)];
+            let (p2, theirs, _) = start_direct();
+            let (p3, control, _) = start_direct();
+            let servers: [(SocketAddr, &[i32]); 3] = [
+                (ours, &ours_pids),
+                (theirs, &[p2.pid]),
+                (control, &[p3.pid]),
+            ];
             let mut cap = Capacity {
                 mode,
                 overseer_rps: 0.0,
                 direct_rps: 0.0,
                 ratios: Vec::new(),
+                overseer_cpu_us: 0.0,
+                direct_cpu_us: 0.0,
+                cpu_ratios: Vec::new(),
+                control_ratios: Vec::new(),
                 failures: 0,
             };
+            let rounds = CAPACITY_ROUNDS as f64;
             for _ in 0..CAPACITY_ROUNDS {
-                let (mut a, mut b) = (0.0, 0.0);
-                for addr in [ours, theirs, theirs, ours] {
-                    let (rate, failed) = measure(addr, mode);
-                    *(if addr == ours { &mut a } else { &mut b }) += rate / 2.0;
+                // Per server: mean rate and CPU per request over its two turns.
+                let (mut rate, mut cpu) = ([0.0; 3], [0.0; 3]);
+                for i in [0, 1, 2, 2, 1, 0] {
+                    let (addr, pids) = servers[i];
+                    let (r, c, failed) = measure(addr, pids, mode);
+                    rate[i] += r / 2.0;
+                    cpu[i] += c / 2.0;
                     cap.failures += failed;
                 }
-                cap.overseer_rps += a / CAPACITY_ROUNDS as f64;
-                cap.direct_rps += b / CAPACITY_ROUNDS as f64;
-                cap.ratios.push(a / b.max(1e-9));
+                cap.overseer_rps += rate[0] / rounds;
+                cap.direct_rps += rate[1] / rounds;
+                cap.ratios.push(rate[0] / rate[1].max(1e-9));
+                cap.control_ratios.push(rate[2] / rate[1].max(1e-9));
+                cap.overseer_cpu_us += cpu[0] * 1e6 / rounds;
+                cap.direct_cpu_us += cpu[1] * 1e6 / rounds;
+                cap.cpu_ratios.push(cpu[1] / cpu[0].max(1e-12));
             }
-            cap.ratios.sort_by(f64::total_cmp);
+            for ratios in [&mut cap.ratios, &mut cap.cpu_ratios, &mut cap.control_ratios] {
+                ratios.sort_by(f64::total_cmp);
+            }
+            drop((p1, p2, p3));
             cap
         })
         .collect()

@@ -59,10 +59,7 @@ pub fn expect_answering(addr: SocketAddr, n: u64) {
 
 /// The pid of worker `n`, from the master's log.
 pub fn worker_pid(p: &Proc, n: u64) -> i32 {
-    let line = p.expect_line(&format!("worker {n} started (pid "), T);
-    line.rsplit_once("(pid ")
-        .and_then(|(_, r)| r.trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    p.worker_pid(n, T)
 }
 
 /// Load from `clients` threads, bounded to two minutes whatever happens.
