@@ -108,6 +108,13 @@ impl Listener {
 #[cfg(unix)]
 static ADOPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether the passed descriptors were adopted already (they may be closed
+/// since).
+#[cfg(unix)]
+pub(crate) fn adopted() -> bool {
+    ADOPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// How many sockets socket activation passed to this process (`LISTEN_FDS`),
 /// after checking that `LISTEN_PID` names this process. `None` when
 /// `LISTEN_PID` is not set.

@@ -32,6 +32,12 @@ use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 /// the master could not start before it opened its sockets.
 pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
     let passed = match listener::passed_count() {
+        // Taken by a master whose set-up then failed before it could hand
+        // them over: they are closed, and the addresses are bound instead.
+        Ok(Some(n)) if n > 0 && listener::adopted() => {
+            log::debug!("the {n} passed socket(s) were taken and closed already");
+            Vec::new()
+        }
         Ok(Some(n)) if n > 0 => listener::adopt_passed(n)?,
         Ok(_) => Vec::new(),
         Err(e) => {
