@@ -244,6 +244,50 @@ fn listening_sockets(port: u16) -> usize {
         .sum()
 }
 
+/// The testserver under `systemd-socket-activate` on `addr` (also its
+/// `TS_ADDR`), with more `NAME=VALUE` variables, once the activator listens.
+fn activate_testserver(activate: &Path, addr: SocketAddr, envs: &[&str]) -> Proc {
+    let mut cmd = Command::new(activate);
+    // The activator passes on only the variables named with -E.
+    cmd.arg("-l")
+        .arg(addr.to_string())
+        .arg("-E")
+        .arg(format!("TS_ADDR={addr}"));
+    for env in envs {
+        cmd.arg("-E").arg(env);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_testserver"));
+    let p = Proc::spawn(cmd);
+    activator_listening(&p, 1);
+    p
+}
+
+/// The worker number in the first answer on `addr` (which starts the
+/// activated program).
+fn first_worker(addr: SocketAddr, context: &str) -> String {
+    let first = Client::new(addr, false)
+        .timeout(T)
+        .get("/")
+        .unwrap_or_else(|f| panic!("{context}first request: {f}"));
+    first
+        .field("worker")
+        .unwrap_or_else(|| panic!("{context}no worker in {}", first.body))
+        .to_string()
+}
+
+/// The socket on `addr` was adopted at fd 3, nothing was bound, and exactly
+/// one socket listens on its port.
+fn assert_adopted_only(p: &Proc, addr: SocketAddr, context: &str) {
+    let line = p.expect_line("from socket activation", T);
+    assert!(
+        line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
+        "{context}{line}"
+    );
+    assert_eq!(p.count("listening on"), 0, "{context}nothing was bound");
+    let port = addr.port();
+    assert_eq!(listening_sockets(port), 1, "{context}one socket on {port}");
+}
+
 /// Waits until the socket activator is listening (it says so on stderr).
 fn activator_listening(p: &Proc, sockets: usize) {
     p.expect_nth("Listening on", sockets - 1, T);
@@ -256,29 +300,11 @@ fn socket_activated_master_adopts_the_socket_and_hands_over_without_failures() {
     };
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let mut cmd = Command::new(activate);
-    // The activator passes on only the variables named with -E.
-    cmd.arg("-l")
-        .arg(addr.to_string())
-        .arg("-E")
-        .arg(format!("TS_ADDR={addr}"))
-        .arg(env!("CARGO_BIN_EXE_testserver"));
-    let mut p = Proc::spawn(cmd);
-    activator_listening(&p, 1);
+    let mut p = activate_testserver(&activate, addr, &[]);
     // The activator starts the master at the first connection; that request
     // waits in the backlog and is served by the first worker.
-    let first = Client::new(addr, false)
-        .timeout(T)
-        .get("/")
-        .unwrap_or_else(|f| panic!("first request: {f}"));
-    assert_eq!(first.field("worker"), Some("1"), "{}", first.body);
-    let line = p.expect_line("from socket activation", T);
-    assert!(
-        line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
-        "{line}"
-    );
-    assert_eq!(p.count("listening on"), 0, "nothing was bound");
-    assert_eq!(listening_sockets(port), 1, "one listening socket on {port}");
+    assert_eq!(first_worker(addr, ""), "1");
+    assert_adopted_only(&p, addr, "");
 
     let load = load(addr, 4, true);
     std::thread::sleep(Duration::from_millis(200));
@@ -321,32 +347,15 @@ fn a_socket_activated_master_that_cannot_start_serves_the_passed_socket_directly
         ),
     ];
     for (when, env, cause) in cases {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let mut cmd = Command::new(&activate);
-        cmd.arg("-l")
-            .arg(addr.to_string())
-            .arg("-E")
-            .arg(format!("TS_ADDR={addr}"))
-            .arg("-E")
-            .arg(&env)
-            .arg(env!("CARGO_BIN_EXE_testserver"));
-        let mut p = Proc::spawn(cmd);
-        activator_listening(&p, 1);
-        let first = Client::new(addr, false)
-            .timeout(T)
-            .get("/")
-            .unwrap_or_else(|f| panic!("{when}: first request: {f}"));
-        assert_eq!(first.field("worker"), Some("0"), "{when}: {}", first.body);
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let mut p = activate_testserver(&activate, addr, &[&env]);
+        let context = format!("{when}: ");
+        assert_eq!(first_worker(addr, &context), "0");
         let line = p.expect_line("running the program directly", T);
-        assert!(line.contains(cause), "{when}: {line}");
-        let line = p.expect_line("from socket activation", T);
-        assert!(
-            line.ends_with(&format!("adopted {addr} from socket activation (fd 3)")),
-            "{when}: {line}"
-        );
-        assert_eq!(p.count("listening on"), 0, "{when}: nothing was bound");
-        assert_eq!(listening_sockets(port), 1, "{when}: one socket on {port}");
+        assert!(line.contains(cause), "{context}{line}");
+        assert_adopted_only(&p, addr, &context);
         expect_answering(addr, 0);
         assert!(taken.is_file(), "{when}: the file in the way is kept");
         p.signal(SIGTERM);
