@@ -10,6 +10,9 @@ use crate::run::Run;
 use crate::scenario::Capacity;
 use crate::{fmt_ms, min_med_max, opt, ratio, ratio_opt, sorted, Mode, Options, KINDS};
 
+/// Above this share of late sends, a run's latency is flagged.
+const LATE_WARNING_PERCENT: f64 = 5.0;
+
 /// The printed report and whether every target passed.
 pub struct Report {
     pub text: String,
@@ -280,6 +283,17 @@ pub fn report(
         );
         for (label, x, y, r) in &rows {
             let _ = writeln!(out, "  {label:width$}  {x:>a$}  {y:>b$}  {r}");
+        }
+
+        // A generator that fell behind means the machine was overloaded or
+        // stalled: its latency figures say more about the machine than the
+        // server. Said next to the verdicts, so nobody misses it.
+        let late = ours.late_percent().max(direct.late_percent());
+        if late > LATE_WARNING_PERCENT {
+            let _ = writeln!(
+                out,
+                "  note: the load generator sent {late:.1} % of requests over 1 ms late (more than {LATE_WARNING_PERCENT} %): the machine was overloaded or stalled during this run, so its latency figures are not representative"
+            );
         }
 
         // Targets.
