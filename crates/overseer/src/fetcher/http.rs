@@ -15,6 +15,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use ureq::http::{header, Response, StatusCode, Uri};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use super::FetchError;
@@ -99,10 +100,52 @@ const MAX_RESPONSE_HEAD: usize = 48 * 1024;
 /// The largest request head (request line, URL and headers) sent.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
+/// The certificates an HTTPS client trusts.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(not(feature = "fetch-http"), allow(dead_code))]
+pub(super) enum Roots {
+    /// The Mozilla roots bundled with the client.
+    #[default]
+    Bundled,
+    /// Only these (a private CA).
+    Only(std::sync::Arc<Vec<Certificate<'static>>>),
+}
+
+/// Reads the certificates of a PEM bundle: one or more `CERTIFICATE`
+/// blocks; other blocks (a private key left in the file) are ignored.
+#[cfg(feature = "fetch-http")]
+fn parse_certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("not a valid PEM file: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err("no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)".into());
+    }
+    Ok(certs)
+}
+
 impl Client {
     /// A client giving up on connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Client {
-        let agent = Agent::config_builder()
+        Client::with_roots(connect_timeout, &Roots::Bundled)
+    }
+
+    /// A client trusting `roots` for HTTPS.
+    pub fn with_roots(connect_timeout: Duration, roots: &Roots) -> Client {
+        let mut builder = Agent::config_builder();
+        if let Roots::Only(certs) = roots {
+            builder = builder.tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(certs.clone()))
+                    .build(),
+            );
+        }
+        let agent = builder
             // Statuses are ours to explain (with the URL and a fix).
             .http_status_as_error(false)
             // Redirects are ours to follow (see the module docs).
@@ -188,10 +231,17 @@ impl Client {
     }
 }
 
+/// What to check when the TLS handshake fails.
+const TLS_HINT: &str = "check that the server's certificate names this host and is signed by \
+                        a trusted CA (for a private CA: Http::root_certificates, or --ca-file)";
+
 fn request_error(url: &Uri, e: &ureq::Error) -> String {
     let hint = match e {
         ureq::Error::Timeout(_) => "raise the timeout, or check the server",
         ureq::Error::HostNotFound => "check the host name in the URL",
+        // A refused certificate surfaces as an I/O error from the handshake.
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => TLS_HINT,
+        ureq::Error::Io(io) if io.to_string().contains("certificate") => TLS_HINT,
         ureq::Error::LargeResponseHeader(..) => {
             "the server's status line and headers exceed 48 KiB: is it the right URL?"
         }
@@ -419,6 +469,7 @@ pub struct Http {
     timeout: Duration,
     checksum: Sidecar,
     signature: Sidecar,
+    roots: Roots,
     /// The validators of the last release returned.
     returned: Option<Validators>,
     client: Option<Client>,
@@ -436,9 +487,29 @@ impl Http {
             timeout: Duration::from_secs(300),
             checksum: Sidecar::None,
             signature: Sidecar::None,
+            roots: Roots::Bundled,
             returned: None,
             client: None,
         }
+    }
+
+    /// Trusts only the CA certificates in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` blocks) for HTTPS, instead of the Mozilla roots
+    /// bundled with the client: for a release server whose certificate a
+    /// private CA signed. An error names what is wrong with the PEM data.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pem = std::fs::read("/etc/myapp/releases-ca.pem")?;
+    /// let fetcher = overseer::fetcher::Http::new("https://releases.internal/myapp")
+    ///     .root_certificates(&pem)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn root_certificates(mut self, pem: &[u8]) -> Result<Self, FetchError> {
+        let certs = parse_certificates(pem).map_err(|e| format!("CA certificates: {e}"))?;
+        self.roots = Roots::Only(std::sync::Arc::new(certs));
+        self.client = None;
+        Ok(self)
     }
 
     /// How often to poll (default 1 s; an unchanged release costs one small
@@ -557,6 +628,7 @@ impl fmt::Debug for Http {
             .field("timeout", &self.timeout)
             .field("checksum", &self.checksum)
             .field("signature", &self.signature)
+            .field("private_roots", &matches!(self.roots, Roots::Only(_)))
             .finish_non_exhaustive()
     }
 }
@@ -587,8 +659,10 @@ impl Fetcher for Http {
                 conditional.push(("If-Modified-Since", date.clone()));
             }
         }
-        let timeout = self.connect_timeout;
-        let client = &*self.client.get_or_insert_with(|| Client::new(timeout));
+        let (timeout, roots) = (self.connect_timeout, &self.roots);
+        let client = &*self
+            .client
+            .get_or_insert_with(|| Client::with_roots(timeout, roots));
         let fetched = client.get(&Get {
             url: &self.url,
             public: &conditional,
