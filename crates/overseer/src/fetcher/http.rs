@@ -131,6 +131,7 @@ fn parse_certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
 
 impl Client {
     /// A client giving up on connecting after `connect_timeout`.
+    #[cfg(feature = "fetch-github")]
     pub fn new(connect_timeout: Duration) -> Client {
         Client::with_roots(connect_timeout, &Roots::Bundled)
     }
