@@ -74,6 +74,7 @@ pub(crate) struct FileConfig {
 pub(crate) struct UpgradeFile {
     pub fetch_file: Option<PathBuf>,
     pub fetch_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub fetch_github: Option<String>,
     pub github_token_env: Option<String>,
     pub github_api_url: Option<String>,

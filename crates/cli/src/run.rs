@@ -144,6 +144,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "URL", help_heading = "Upgrades")]
     fetch_url: Option<String>,
 
+    /// Trust only the CA certificates in this PEM file for an https
+    /// --fetch-url, instead of the bundled Mozilla roots: for a release
+    /// server with a private CA. Example: --ca-file /etc/myapp/releases-ca.pem
+    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
+    ca_file: Option<PathBuf>,
+
     /// Upgrade from the latest GitHub release of OWNER/REPO (the asset for
     /// this OS and CPU, or --asset). Example: --fetch-github acme/myapp
     #[arg(long, value_name = "OWNER/REPO", help_heading = "Upgrades")]
@@ -539,6 +545,12 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3".into(),
         ));
     }
+    let ca_file = a.ca_file.or(u.ca_file);
+    if ca_file.is_some() && fetch_url.is_none() {
+        return Err(usage(
+            "--ca-file applies to --fetch-url (an https URL) only".into(),
+        ));
+    }
     let interval = a.fetch_interval.or(u.fetch_interval);
     let keys = if a.public_key.is_empty() {
         u.public_key
@@ -562,6 +574,14 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             )));
         }
         let mut fetcher = fetcher::Http::new(url).sidecars();
+        if let Some(path) = ca_file {
+            let shown = path.display();
+            let pem = std::fs::read(&path)
+                .map_err(|e| usage(format!("--ca-file {shown}: cannot read it: {e}")))?;
+            fetcher = fetcher
+                .root_certificates(&pem)
+                .map_err(|e| usage(format!("--ca-file {shown}: {e}")))?;
+        }
         if let Some(i) = interval {
             fetcher = fetcher.interval(i);
         }

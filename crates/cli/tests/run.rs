@@ -286,6 +286,31 @@ fn bad_input_is_refused_before_anything_starts() {
         (vec!["--public-key", "RWQnotakey"], &["bad --public-key"]),
         (vec!["--restart-signal", "BANANA"], &["unknown signal"]),
         (vec!["--fetch-github", "nope"], &["expected OWNER/REPO"]),
+        (
+            vec!["--ca-file", &missing_s],
+            &["--ca-file applies to --fetch-url"],
+        ),
+        (
+            vec![
+                "--fetch-url",
+                "https://127.0.0.1:1/app",
+                "--ca-file",
+                &missing_s,
+            ],
+            &["--ca-file", "missing.toml: cannot read it"],
+        ),
+        (
+            vec![
+                "--fetch-url",
+                "https://127.0.0.1:1/app",
+                "--ca-file",
+                &unknown_key_s,
+            ],
+            &[
+                "--ca-file",
+                "typo.toml: CA certificates: no certificate in it",
+            ],
+        ),
     ];
     for (args, needles) in cases {
         let mut cmd = overseer(&["--listen", &listen]);
@@ -449,6 +474,74 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
     assert_eq!(field(addr, "version"), "2");
     assert_no_failures("keep-alive", &keep_alive.stop());
     stop(p);
+}
+
+/// A release server over HTTPS with Python's standard library: serves
+/// DIR on 127.0.0.1:PORT with CERT and KEY (arguments: PORT DIR CERT KEY).
+const HTTPS_SERVER: &str = r#"
+import functools, http.server, ssl, sys
+port, directory, cert, key = sys.argv[1:5]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("serving", flush=True)
+server.serve_forever()
+"#;
+
+/// A file of the test PKI (a throwaway CA and a certificate it signed for
+/// 127.0.0.1 and localhost; see the library's HTTPS tests).
+fn tls_file(name: &str) -> String {
+    format!(
+        "{}/../overseer/tests/tls/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn an_https_release_signed_by_a_private_ca_is_taken_with_ca_file() {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir(d.join("releases")).expect("mkdir");
+    let app = d.join("app");
+    write_worker(&app, "1");
+    write_worker(&d.join("releases/app"), "2");
+    let port = free_port().to_string();
+    let mut server = Command::new("python3");
+    server
+        .args(["-c", HTTPS_SERVER, &port])
+        .arg(d.join("releases"))
+        .args([tls_file("server.pem"), tls_file("server.key")]);
+    let server = Proc::spawn(server);
+    server.expect_line("serving", T);
+    let url = format!("https://localhost:{port}/app");
+    let ca = tls_file("ca.pem");
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--fetch-url",
+        &url,
+        "--ca-file",
+        &ca,
+        "--fetch-interval",
+        "100ms",
+        "--",
+    ]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    p.expect_line("downloaded", T);
+    expect_field(addr, "version", "2");
+    assert!(std::fs::read_to_string(&app)
+        .expect("the program")
+        .contains("VERSION = \"2\""));
+    stop(p);
+    drop(server);
 }
 
 /// On a terminal a download draws a progress bar instead of the plain
