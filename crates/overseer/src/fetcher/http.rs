@@ -500,7 +500,7 @@ impl Http {
     /// private CA signed. An error names what is wrong with the PEM data.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let pem = std::fs::read("/etc/myapp/releases-ca.pem")?;
     /// let fetcher = overseer::fetcher::Http::new("https://releases.internal/myapp")
     ///     .root_certificates(&pem)?;
