@@ -308,7 +308,7 @@ pub fn capacity(opts: &Options) -> Vec<Capacity> {
         let stats = load.stop();
         (
             stats.ok as f64 / started.elapsed().as_secs_f64(),
-            (cpu_of(pids) - cpu).as_secs_f64() / stats.ok.max(1) as f64,
+            cpu_of(pids).saturating_sub(cpu).as_secs_f64() / stats.ok.max(1) as f64,
             stats.failures.len(),
         )
     };
