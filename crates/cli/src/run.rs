@@ -145,8 +145,9 @@ pub(crate) struct RunArgs {
     fetch_url: Option<String>,
 
     /// Trust only the CA certificates in this PEM file for an https
-    /// --fetch-url, instead of the bundled Mozilla roots: for a release
-    /// server with a private CA. Example: --ca-file /etc/myapp/releases-ca.pem
+    /// --fetch-url or --fetch-github, instead of the bundled Mozilla roots:
+    /// for a release server (or GitHub Enterprise) with a private CA.
+    /// Example: --ca-file /etc/myapp/releases-ca.pem
     #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
     ca_file: Option<PathBuf>,
 
@@ -546,11 +547,22 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         ));
     }
     let ca_file = a.ca_file.or(u.ca_file);
-    if ca_file.is_some() && fetch_url.is_none() {
+    if ca_file.is_some() && fetch_url.is_none() && fetch_github.is_none() {
         return Err(usage(
-            "--ca-file applies to --fetch-url (an https URL) only".into(),
+            "--ca-file applies to --fetch-url (an https URL) and --fetch-github only".into(),
         ));
     }
+    // Read now, so that a bad file stops everything before it starts.
+    let ca = match &ca_file {
+        Some(path) => {
+            let shown = path.display();
+            let pem = std::fs::read(path)
+                .map_err(|e| usage(format!("--ca-file {shown}: cannot read it: {e}")))?;
+            Some((shown.to_string(), pem))
+        }
+        None => None,
+    };
+    let ca_error = |shown: &str, e: fetcher::FetchError| usage(format!("--ca-file {shown}: {e}"));
     let interval = a.fetch_interval.or(u.fetch_interval);
     let keys = if a.public_key.is_empty() {
         u.public_key
@@ -574,13 +586,10 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             )));
         }
         let mut fetcher = fetcher::Http::new(url).sidecars();
-        if let Some(path) = ca_file {
-            let shown = path.display();
-            let pem = std::fs::read(&path)
-                .map_err(|e| usage(format!("--ca-file {shown}: cannot read it: {e}")))?;
+        if let Some((shown, pem)) = &ca {
             fetcher = fetcher
-                .root_certificates(&pem)
-                .map_err(|e| usage(format!("--ca-file {shown}: {e}")))?;
+                .root_certificates(pem)
+                .map_err(|e| ca_error(shown, e))?;
         }
         if let Some(i) = interval {
             fetcher = fetcher.interval(i);
@@ -613,6 +622,11 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         }
         if let Some(api) = a.github_api_url.or(u.github_api_url) {
             fetcher = fetcher.api_url(api);
+        }
+        if let Some((shown, pem)) = &ca {
+            fetcher = fetcher
+                .root_certificates(pem)
+                .map_err(|e| ca_error(shown, e))?;
         }
         if let Some(asset) = a.asset.or(u.asset) {
             fetcher = fetcher.asset(asset);

@@ -288,7 +288,14 @@ fn bad_input_is_refused_before_anything_starts() {
         (vec!["--fetch-github", "nope"], &["expected OWNER/REPO"]),
         (
             vec!["--ca-file", &missing_s],
-            &["--ca-file applies to --fetch-url"],
+            &["--ca-file applies to --fetch-url (an https URL) and --fetch-github only"],
+        ),
+        (
+            vec!["--fetch-github", "acme/app", "--ca-file", &unknown_key_s],
+            &[
+                "--ca-file",
+                "typo.toml: CA certificates: no certificate in it",
+            ],
         ),
         (
             vec![
@@ -501,6 +508,17 @@ fn tls_file(name: &str) -> String {
 
 #[test]
 fn an_https_release_signed_by_a_private_ca_is_taken_with_ca_file() {
+    https_release_with_a_private_ca(false);
+}
+
+/// The same for GitHub Enterprise Server behind a private CA: the release
+/// JSON at the API path, the asset beside it, both over HTTPS.
+#[test]
+fn a_github_enterprise_release_behind_a_private_ca_is_taken_with_ca_file() {
+    https_release_with_a_private_ca(true);
+}
+
+fn https_release_with_a_private_ca(github: bool) {
     require_python();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -509,6 +527,14 @@ fn an_https_release_signed_by_a_private_ca_is_taken_with_ca_file() {
     write_worker(&app, "1");
     write_worker(&d.join("releases/app"), "2");
     let port = free_port().to_string();
+    let api = d.join("releases/api/v3/repos/acme/app/releases");
+    std::fs::create_dir_all(&api).expect("mkdir");
+    let asset = format!(
+        r#"{{"id": 1, "name": "app", "url": "https://localhost:{port}/api/v3/repos/acme/app/releases/assets/1",
+            "browser_download_url": "https://localhost:{port}/app", "state": "uploaded"}}"#
+    );
+    let latest = format!(r#"{{"tag_name": "v2", "draft": false, "assets": [{asset}]}}"#);
+    std::fs::write(api.join("latest"), latest).expect("write the release JSON");
     let mut server = Command::new("python3");
     server
         .args(["-c", HTTPS_SERVER, &port])
@@ -517,21 +543,26 @@ fn an_https_release_signed_by_a_private_ca_is_taken_with_ca_file() {
     let server = Proc::spawn(server);
     server.expect_line("serving", T);
     let url = format!("https://localhost:{port}/app");
+    let api_url = format!("https://localhost:{port}/api/v3");
+    let source: &[&str] = if github {
+        &[
+            "--fetch-github",
+            "acme/app",
+            "--github-api-url",
+            &api_url,
+            "--asset",
+            "app",
+        ]
+    } else {
+        &["--fetch-url", &url]
+    };
     let ca = tls_file("ca.pem");
-    let mut cmd = overseer(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ready",
-        "notify",
-        "--fetch-url",
-        &url,
-        "--ca-file",
-        &ca,
-        "--fetch-interval",
-        "100ms",
-        "--",
-    ]);
-    cmd.arg(&app).env("WORKER_READY", "notify");
+    let mut cmd = overseer(&["--listen", "127.0.0.1:0", "--ready", "notify"]);
+    cmd.args(source)
+        .args(["--ca-file", &ca, "--fetch-interval", "100ms", "--"])
+        .arg(&app)
+        .env("WORKER_READY", "notify")
+        .env_remove("GITHUB_TOKEN");
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);

@@ -391,3 +391,57 @@ fn a_malformed_repository_is_refused_without_a_request() {
         assert!(err.to_string().contains("owner/name"), "{err}");
     }
 }
+
+/// GitHub Enterprise Server behind a private CA: the API and the download
+/// over HTTPS, trusted through `root_certificates` and refused without it.
+#[test]
+fn enterprise_server_behind_a_private_ca() {
+    let name = ours();
+    let port = https_server(move |host, path| {
+        let json = |v: serde_json::Value| {
+            let headers = vec![("Content-Type", "application/json".to_string())];
+            (200, headers, v.to_string().into_bytes())
+        };
+        if path == "/api/v3/repos/acme/app/releases/latest" {
+            let asset = json!({
+                "id": 7,
+                "name": name,
+                "url": format!("https://{host}/api/v3/repos/acme/app/releases/assets/7"),
+                "browser_download_url": format!("https://{host}/download/v2.0.0/{name}"),
+                "size": 12,
+                "state": "uploaded",
+            });
+            return json(json!({"tag_name": "v2.0.0", "draft": false, "assets": [asset]}));
+        }
+        if path == format!("/download/v2.0.0/{name}") {
+            return (200, Vec::new(), b"build v2.0.0".to_vec());
+        }
+        (404, Vec::new(), br#"{"message":"Not Found"}"#.to_vec())
+    });
+    let api = format!("https://localhost:{port}/api/v3");
+    let ca = std::fs::read(tls_file("ca.pem")).expect("the test CA");
+    let mut fetcher = GitHub::new("acme/app")
+        .api_url(&api)
+        .root_certificates(&ca)
+        .expect("a CA certificate");
+    let release = poll(&mut fetcher).expect("the release");
+    assert_eq!(release.version.as_deref(), Some("v2.0.0"));
+    assert_eq!(read(release), b"build v2.0.0");
+
+    // The bundled roots do not know the private CA: a clear error, with the fix.
+    let err = GitHub::new("acme/app")
+        .api_url(&api)
+        .fetch()
+        .expect_err("an untrusted certificate")
+        .to_string();
+    assert!(
+        err.contains("localhost") && err.contains("UnknownIssuer") && err.contains("--ca-file"),
+        "{err}"
+    );
+
+    let err = GitHub::new("acme/app")
+        .root_certificates(b"not PEM")
+        .expect_err("no certificate")
+        .to_string();
+    assert!(err.contains("no certificate"), "{err}");
+}

@@ -366,84 +366,15 @@ fn oversized_heads_are_clear_errors() {
     );
 }
 
-/// A file of the test PKI in `tests/tls`: a throwaway CA (`ca.pem`, its key
-/// discarded) and a certificate for 127.0.0.1 and localhost that it signed
-/// (`server.pem`, `server.key`), valid until 2126. Made with
-/// `openssl req -x509 -newkey ec …` and `openssl x509 -req … -CA ca.pem`.
-fn tls_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tls")
-        .join(name)
-}
-
-/// An HTTPS server on 127.0.0.1 with the test certificate, answering every
-/// request with `body` (keep-alive); returns its port. Its threads end with
-/// the test process.
-fn https_server(body: &'static [u8]) -> u16 {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .expect("the server certificate");
-    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).expect("the server key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("a server configuration");
-    let config = Arc::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || serve_tls(stream, config, body));
-        }
-    });
-    port
-}
-
-/// Answers each request on one TLS connection with `body`, until the client
-/// goes (or the handshake fails: the client refused the certificate).
-fn serve_tls(stream: std::net::TcpStream, config: Arc<rustls::ServerConfig>, body: &[u8]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(conn) = rustls::ServerConnection::new(config) else {
-        return;
-    };
-    let mut tls = rustls::StreamOwned::new(conn, stream);
-    let mut pending = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let end = loop {
-            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            match tls.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => pending.extend_from_slice(&chunk[..n]),
-            }
-        };
-        pending.drain(..end);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"tls\"\r\n\r\n",
-            body.len()
-        );
-        if tls
-            .write_all(head.as_bytes())
-            .and_then(|()| tls.write_all(body))
-            .is_err()
-        {
-            return;
-        }
-        let _ = tls.flush();
-    }
-}
-
 #[test]
 fn https_with_a_private_ca_is_trusted_only_when_given() {
-    let port = https_server(b"binary over TLS");
+    let port = https_server(|_, _| {
+        (
+            200,
+            vec![("ETag", "\"tls\"".into())],
+            b"binary over TLS".to_vec(),
+        )
+    });
     let ca = std::fs::read(tls_file("ca.pem")).expect("the test CA");
     for host in ["127.0.0.1", "localhost"] {
         let url = format!("https://{host}:{port}/app");

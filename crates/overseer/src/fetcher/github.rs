@@ -7,7 +7,7 @@ use serde::Deserialize;
 use ureq::http::{header, StatusCode};
 
 use super::http::{
-    named_checksum, parse_checksum, parse_url, shown, status_error, Client, Fetched, Get,
+    named_checksum, parse_checksum, parse_url, shown, status_error, Client, Fetched, Get, Roots,
     SIDECAR_LIMIT,
 };
 use super::{Context, FetchError, Fetcher, Release};
@@ -72,6 +72,7 @@ pub struct GitHub {
     etag: Option<String>,
     /// The tag of the last release returned.
     returned: Option<String>,
+    roots: Roots,
     client: Option<Client>,
 }
 
@@ -119,6 +120,7 @@ impl GitHub {
             bin_name: None,
             etag: None,
             returned: None,
+            roots: Roots::Bundled,
             client: None,
         }
     }
@@ -138,6 +140,29 @@ impl GitHub {
     pub fn api_url(mut self, base: impl Into<String>) -> Self {
         self.api = base.into().trim_end_matches('/').to_string();
         self
+    }
+
+    /// Trusts only the CA certificates in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` blocks) for HTTPS, instead of the Mozilla roots
+    /// bundled with the client: for GitHub Enterprise Server behind a private
+    /// CA. They are the only roots for the API host *and* for the hosts
+    /// downloads are redirected to; if those use a public CA, add its
+    /// certificate to the bundle (e.g. the system's
+    /// `/etc/ssl/certs/ca-certificates.crt`). An error names what is wrong
+    /// with the PEM data.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let pem = std::fs::read("/etc/ssl/github-enterprise-ca.pem")?;
+    /// let fetcher = overseer::fetcher::GitHub::new("platform/myapp")
+    ///     .api_url("https://github.example.com/api/v3")
+    ///     .root_certificates(&pem)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn root_certificates(mut self, pem: &[u8]) -> Result<Self, FetchError> {
+        self.roots = Roots::from_pem(pem)?;
+        self.client = None;
+        Ok(self)
     }
 
     /// How often to poll (default 5 minutes; see the rate limits above).
@@ -196,7 +221,7 @@ impl GitHub {
     ) -> Result<Fetched, FetchError> {
         let client = self
             .client
-            .get_or_insert_with(|| Client::new(Duration::from_secs(10)));
+            .get_or_insert_with(|| Client::with_roots(Duration::from_secs(10), &self.roots));
         let mut public = vec![("Accept", accept.to_string())];
         public.push(("X-GitHub-Api-Version", API_VERSION.to_string()));
         if let Some(etag) = etag {
@@ -326,6 +351,7 @@ impl fmt::Debug for GitHub {
             .field("interval", &self.interval)
             .field("asset", &self.asset)
             .field("prereleases", &self.prereleases)
+            .field("private_roots", &matches!(self.roots, Roots::Only(_)))
             .finish_non_exhaustive()
     }
 }

@@ -102,7 +102,6 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// The certificates an HTTPS client trusts.
 #[derive(Clone, Debug, Default)]
-#[cfg_attr(not(feature = "fetch-http"), allow(dead_code))]
 pub(super) enum Roots {
     /// The Mozilla roots bundled with the client.
     #[default]
@@ -111,31 +110,28 @@ pub(super) enum Roots {
     Only(std::sync::Arc<Vec<Certificate<'static>>>),
 }
 
-/// Reads the certificates of a PEM bundle: one or more `CERTIFICATE`
-/// blocks; other blocks (a private key left in the file) are ignored.
-#[cfg(feature = "fetch-http")]
-fn parse_certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(format!("not a valid PEM file: {e}")),
+impl Roots {
+    /// Only the certificates of a PEM bundle: one or more `CERTIFICATE`
+    /// blocks; other blocks (a private key left in the file) are ignored.
+    pub fn from_pem(pem: &[u8]) -> Result<Roots, FetchError> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("CA certificates: not a valid PEM file: {e}").into()),
+            }
         }
+        if certs.is_empty() {
+            return Err("CA certificates: no certificate in it \
+                        (expected -----BEGIN CERTIFICATE----- blocks)"
+                .into());
+        }
+        Ok(Roots::Only(std::sync::Arc::new(certs)))
     }
-    if certs.is_empty() {
-        return Err("no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)".into());
-    }
-    Ok(certs)
 }
 
 impl Client {
-    /// A client giving up on connecting after `connect_timeout`.
-    #[cfg(feature = "fetch-github")]
-    pub fn new(connect_timeout: Duration) -> Client {
-        Client::with_roots(connect_timeout, &Roots::Bundled)
-    }
-
     /// A client trusting `roots` for HTTPS.
     pub fn with_roots(connect_timeout: Duration, roots: &Roots) -> Client {
         let mut builder = Agent::config_builder();
@@ -234,7 +230,7 @@ impl Client {
 
 /// What to check when the TLS handshake fails.
 const TLS_HINT: &str = "check that the server's certificate names this host and is signed by \
-                        a trusted CA (for a private CA: Http::root_certificates, or --ca-file)";
+                        a trusted CA (for a private CA: root_certificates, or --ca-file)";
 
 fn request_error(url: &Uri, e: &ureq::Error) -> String {
     let hint = match e {
@@ -507,8 +503,7 @@ impl Http {
     /// # Ok(()) }
     /// ```
     pub fn root_certificates(mut self, pem: &[u8]) -> Result<Self, FetchError> {
-        let certs = parse_certificates(pem).map_err(|e| format!("CA certificates: {e}"))?;
-        self.roots = Roots::Only(std::sync::Arc::new(certs));
+        self.roots = Roots::from_pem(pem)?;
         self.client = None;
         Ok(self)
     }

@@ -1,8 +1,10 @@
 //! A real HTTP server on loopback for the fetcher tests, recording what it saw.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -90,4 +92,99 @@ pub fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Re
 
 pub fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A file of the test PKI in `tests/tls`: a throwaway CA (`ca.pem`, its key
+/// discarded) and a certificate for 127.0.0.1 and localhost that it signed
+/// (`server.pem`, `server.key`), valid until 2126. Made with
+/// `openssl req -x509 -newkey ec …` and `openssl x509 -req … -CA ca.pem`.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tls")
+        .join(name)
+}
+
+/// An HTTPS answer: status, headers (besides `Content-Length`) and body.
+pub type TlsReply = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+/// An HTTPS server on 127.0.0.1 with the test certificate, answering each
+/// request (keep-alive) with `handler(host, path)`, where `host` is the
+/// request's `Host` header; returns its port. Its threads end with the test
+/// process.
+pub fn https_server(handler: impl Fn(&str, &str) -> TlsReply + Send + Sync + 'static) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .expect("the server certificate");
+    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).expect("the server key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a server configuration");
+    let config = Arc::new(config);
+    let handler = Arc::new(handler);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (config, handler) = (config.clone(), handler.clone());
+            std::thread::spawn(move || serve_tls(stream, config, &*handler));
+        }
+    });
+    port
+}
+
+/// Answers each request on one TLS connection, until the client goes (or
+/// the handshake fails: the client refused the certificate).
+fn serve_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    handler: &dyn Fn(&str, &str) -> TlsReply,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        pending.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        let host = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("host").then(|| value.trim())
+            })
+            .unwrap_or_default();
+        let (status, headers, body) = handler(host, path);
+        let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+        for (name, value) in headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        if tls
+            .write_all(out.as_bytes())
+            .and_then(|()| tls.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+        let _ = tls.flush();
+    }
 }
