@@ -6,8 +6,12 @@
 //! are written as on the command line (durations `"30s"`, sizes `"512MiB"`,
 //! signals `"USR2"` or `12`), lists as TOML arrays. An unknown key is an
 //! error that names it and its line, so a typo never silently falls back to
-//! a default. Relative paths are relative to the working directory, as for
-//! the flags. A list given by flags (`--listen`, `--public-key`) replaces the
+//! a default. Relative paths in the file are relative to the file's own
+//! directory (not the working directory, which under a service manager is
+//! often `/`): `program` when it has a slash (a bare name is looked up in
+//! `PATH`), `control`, `unix:` addresses in `listen`, and in `[upgrade]`
+//! `fetch-file`, `ca-file` and the `public-key` entries that are files.
+//! `args` are passed to the program as written. A list given by flags (`--listen`, `--public-key`) replaces the
 //! file's list, a release source given by a flag replaces the file's, and a
 //! PROGRAM on the command line replaces both `program` and `args`; boolean
 //! flags can only turn an option on.
@@ -105,6 +109,7 @@ pub(crate) struct UpgradeFile {
 }
 
 /// Reads and checks a config file; errors name the file (and the line).
+/// Relative paths in it are made relative to its directory.
 pub(crate) fn load(path: &Path) -> Result<FileConfig, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::Usage(format!(
@@ -112,13 +117,64 @@ pub(crate) fn load(path: &Path) -> Result<FileConfig, Failure> {
             path.display()
         ))
     })?;
-    toml::from_str(&text).map_err(|e| {
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
         Failure::Usage(format!(
             "bad config file {}: {}",
             path.display(),
             e.to_string().trim_end()
         ))
-    })
+    })?;
+    file.resolve_paths(path.parent().unwrap_or(Path::new("")));
+    Ok(file)
+}
+
+impl FileConfig {
+    /// Makes the relative paths in the file relative to `dir`, the file's
+    /// directory (see the module docs for which values are paths).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = dir.join(&*p);
+            }
+        };
+        let join_text = |s: &mut String| {
+            let mut p = PathBuf::from(&*s);
+            join(&mut p);
+            *s = p.to_string_lossy().into_owned();
+        };
+        // A bare name is looked up in PATH, like a shell does.
+        if let Some(program) = self.program.as_mut().filter(|p| p.contains('/')) {
+            join_text(program);
+        }
+        if let Some(control) = &mut self.control {
+            join(control);
+        }
+        for entry in &mut self.listen {
+            let (name, address) = run::split_name(entry);
+            if let Some(path) = address.strip_prefix("unix:") {
+                let mut path = path.to_string();
+                join_text(&mut path);
+                *entry = match name {
+                    Some(name) => format!("{name}=unix:{path}"),
+                    None => format!("unix:{path}"),
+                };
+            }
+        }
+        let upgrade = &mut self.upgrade;
+        for path in [&mut upgrade.fetch_file, &mut upgrade.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            join(path);
+        }
+        // An entry is a key itself (one line, or a whole `.pub` file's
+        // text), or the path of a `.pub` file.
+        for key in &mut upgrade.public_key {
+            if !key.trim().contains('\n') && !run::is_public_key(key) {
+                join_text(key);
+            }
+        }
+    }
 }
 
 /// A string, or for some keys a number, parsed like the flag.
@@ -208,6 +264,44 @@ mod tests {
         assert_eq!(c.upgrade.sanity_check, Some(Sanity::Version));
         let numeric = parse("restart-signal = 10\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(numeric.restart_signal, Some(10));
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_file_directory() {
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let mut c = parse(&format!(
+            r#"
+            program = "bin/app"
+            listen = [":8080", "unix:a.sock", "admin=unix:run/b.sock", "x=unix:/abs.sock"]
+            control = "run/ctl.sock"
+            [upgrade]
+            fetch-file = "releases/app"
+            ca-file = "/etc/ca.pem"
+            public-key = ["keys/a.pub", "{key}"]
+            "#
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        c.resolve_paths(Path::new("/etc/app"));
+        assert_eq!(c.program.as_deref(), Some("/etc/app/bin/app"));
+        assert_eq!(
+            c.listen,
+            [
+                ":8080",
+                "unix:/etc/app/a.sock",
+                "admin=unix:/etc/app/run/b.sock",
+                "x=unix:/abs.sock"
+            ]
+        );
+        assert_eq!(c.control, Some(PathBuf::from("/etc/app/run/ctl.sock")));
+        let u = &c.upgrade;
+        assert_eq!(u.fetch_file, Some(PathBuf::from("/etc/app/releases/app")));
+        assert_eq!(u.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(u.public_key, ["/etc/app/keys/a.pub", key]);
+
+        // A bare program name is looked up in PATH.
+        let mut c = parse("program = \"python3\"\n").unwrap_or_else(|e| panic!("{e}"));
+        c.resolve_paths(Path::new("/etc/app"));
+        assert_eq!(c.program.as_deref(), Some("python3"));
     }
 
     #[test]

@@ -728,7 +728,7 @@ fn interpreter_name(path: &Path) -> Option<String> {
 
 /// Splits `NAME=ADDR`; a plain address (whose text before `=` is no name,
 /// like `unix:/tmp/a=b.sock`) is returned whole.
-fn split_name(entry: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_name(entry: &str) -> (Option<&str>, &str) {
     match entry.split_once('=') {
         Some((name, address))
             if !name.is_empty()
@@ -776,6 +776,11 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
 
 /// A `--public-key` value: a `.pub` file's path, or the key itself; checked
 /// here so that a typo is reported before anything starts.
+/// Whether `value` is a minisign public key itself (rather than a file's path).
+pub(crate) fn is_public_key(value: &str) -> bool {
+    minisign::PublicKey::from_base64(value.trim()).is_ok()
+}
+
 fn read_public_key(value: &str) -> Result<String, String> {
     let path = Path::new(value);
     let (text, from_file) = if path.is_file() {

@@ -257,6 +257,63 @@ fn flags_win_over_the_config_file() {
     stop(p);
 }
 
+/// Relative paths in a config file are taken from the file's directory, not
+/// from the working directory (often `/` under a service manager).
+#[test]
+fn relative_paths_in_the_config_file_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for sub in ["bin", "releases", "run", "elsewhere"] {
+        std::fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(d.join("keys")),
+    );
+    require_python();
+    write_worker(&d.join("bin/app"), "1");
+    let file = d.join("overseer.toml");
+    let config = r#"
+        program = "bin/app"
+        listen = ["127.0.0.1:0", "admin=unix:run/admin.sock"]
+        control = "run/control.sock"
+        ready = "notify"
+        [upgrade]
+        fetch-file = "releases/app"
+        fetch-interval = "100ms"
+        public-key = ["keys/overseer.pub"]
+        "#;
+    std::fs::write(&file, config).expect("write the config file");
+    // The file names the control socket, so no --no-control here.
+    let mut cmd = Command::new(OVERSEER);
+    cmd.args(["run", "--config"])
+        .arg(&file)
+        .current_dir(d.join("elsewhere"))
+        .env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    assert_eq!(field(addr, "version"), "1");
+    for socket in ["run/admin.sock", "run/control.sock"] {
+        assert!(
+            d.join(socket).exists(),
+            "{socket} is beside the config file"
+        );
+    }
+    let stray = std::fs::read_dir(d.join("elsewhere"))
+        .expect("read_dir")
+        .count();
+    assert_eq!(stray, 0, "nothing is created in the working directory");
+
+    publish(d, "2", "2.0.0", false);
+    p.expect_line("downloaded", T);
+    expect_field(addr, "version", "2");
+    let program = std::fs::read_to_string(d.join("bin/app")).expect("the program");
+    assert!(program.contains("VERSION = \"2\""));
+    stop(p);
+}
+
 #[test]
 fn bad_input_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
