@@ -126,8 +126,9 @@
 //! logging facade. For upgrades: `minisign-verify` (signatures, pure Rust),
 //! `semver` (signed versions), `object` (the native-executable check),
 //! `flate2`/`lzma-rs`/`ruzstd`/`tar`/`zip` (unpacking, each behind a
-//! feature), `ureq` (the HTTP and GitHub fetchers: small, blocking, rustls)
-//! and `object_store` (S3, on a private runtime).
+//! feature), `ureq` (the HTTP and GitHub fetchers: small, blocking, rustls
+//! with ring or, by the `tls-aws-lc-rs` feature, aws-lc-rs) and
+//! `object_store` (S3, on a private runtime; it brings aws-lc-rs).
 #![deny(missing_docs)]
 
 mod accept;

@@ -110,6 +110,21 @@ pub(super) enum Roots {
     Only(std::sync::Arc<Vec<Certificate<'static>>>),
 }
 
+/// The crypto behind HTTPS (see the `tls-*` features).
+fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "tls-aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+    let provider = rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(provider)
+}
+
+#[cfg(not(any(feature = "tls-ring", feature = "tls-aws-lc-rs")))]
+compile_error!(
+    "the HTTP and GitHub fetchers need a crypto provider for HTTPS: enable the feature \
+     tls-ring (a default feature) or tls-aws-lc-rs"
+);
+
 impl Roots {
     /// Only the certificates of a PEM bundle: one or more `CERTIFICATE`
     /// blocks; other blocks (a private key left in the file) are ignored.
@@ -134,14 +149,12 @@ impl Roots {
 impl Client {
     /// A client trusting `roots` for HTTPS.
     pub fn with_roots(connect_timeout: Duration, roots: &Roots) -> Client {
-        let mut builder = Agent::config_builder();
-        if let Roots::Only(certs) = roots {
-            builder = builder.tls_config(
-                TlsConfig::builder()
-                    .root_certs(RootCerts::Specific(certs.clone()))
-                    .build(),
-            );
-        }
+        let tls = TlsConfig::builder().unversioned_rustls_crypto_provider(crypto_provider());
+        let tls = match roots {
+            Roots::Bundled => tls,
+            Roots::Only(certs) => tls.root_certs(RootCerts::Specific(certs.clone())),
+        };
+        let builder = Agent::config_builder().tls_config(tls.build());
         let agent = builder
             // Statuses are ours to explain (with the URL and a fix).
             .http_status_as_error(false)

@@ -15,6 +15,11 @@
 //! | `S3` | `fetch-s3` | ETag (`If-None-Match`, or compared when the store ignores it) |
 //! | `GitHub` | `fetch-github` | release ETag, asset id and date |
 //!
+//! HTTPS in `Http` and `GitHub` uses ring (`tls-ring`, a default feature) or
+//! aws-lc-rs (`tls-aws-lc-rs`, which wins when both are on). `fetch-s3`
+//! brings aws-lc-rs anyway, so a build with S3 can leave ring out with
+//! `default-features = false` and `tls-aws-lc-rs`.
+//!
 //! Writing one is a matter of implementing [`Fetcher`], or wrapping a closure
 //! with [`from_fn`]:
 //!
