@@ -48,6 +48,8 @@ mod file;
 #[cfg(feature = "fetch-file")]
 pub use file::File;
 #[cfg(feature = "fetch-s3")]
+mod object;
+#[cfg(feature = "fetch-s3")]
 mod s3;
 #[cfg(feature = "fetch-s3")]
 pub use s3::S3;
