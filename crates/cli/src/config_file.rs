@@ -87,6 +87,8 @@ pub(crate) struct UpgradeFile {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_path_style: Option<bool>,
+    pub fetch_azure: Option<String>,
+    pub azure_endpoint: Option<String>,
     #[serde(default, deserialize_with = "positive_duration")]
     pub fetch_interval: Option<Duration>,
     #[serde(default)]

@@ -189,8 +189,24 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "BOOL", help_heading = "Upgrades")]
     s3_path_style: Option<bool>,
 
+    /// Upgrade from an Azure Blob Storage blob (credentials from
+    /// AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, a service
+    /// principal or the managed identity; BLOB.minisig and BLOB.sha256 beside
+    /// it when present). Example: --fetch-azure az://acmereleases/myapp/linux-x86_64
+    #[arg(
+        long,
+        value_name = "az://ACCOUNT/CONTAINER/BLOB",
+        help_heading = "Upgrades"
+    )]
+    fetch_azure: Option<String>,
+
+    /// The blob service's URL, for Azurite, Azure Stack or a sovereign cloud
+    /// [default: https://ACCOUNT.blob.core.windows.net].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    azure_endpoint: Option<String>,
+
     /// How often to poll the release source [default: 1s for files and URLs,
-    /// 1m for S3, 5m for GitHub].
+    /// 1m for S3 and Azure, 5m for GitHub].
     #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
     fetch_interval: Option<Duration>,
 
@@ -529,21 +545,35 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
     let from_flags = a.fetch_file.is_some()
         || a.fetch_url.is_some()
         || a.fetch_github.is_some()
-        || a.fetch_s3.is_some();
-    let (fetch_file, fetch_url, fetch_github, fetch_s3) = if from_flags {
-        (a.fetch_file, a.fetch_url, a.fetch_github, a.fetch_s3)
+        || a.fetch_s3.is_some()
+        || a.fetch_azure.is_some();
+    let (fetch_file, fetch_url, fetch_github, fetch_s3, fetch_azure) = if from_flags {
+        (
+            a.fetch_file,
+            a.fetch_url,
+            a.fetch_github,
+            a.fetch_s3,
+            a.fetch_azure,
+        )
     } else {
-        (u.fetch_file, u.fetch_url, u.fetch_github, u.fetch_s3)
+        (
+            u.fetch_file,
+            u.fetch_url,
+            u.fetch_github,
+            u.fetch_s3,
+            u.fetch_azure,
+        )
     };
     let sources = [
         fetch_file.is_some(),
         fetch_url.is_some(),
         fetch_github.is_some(),
         fetch_s3.is_some(),
+        fetch_azure.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err(usage(
-            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3".into(),
+            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure".into(),
         ));
     }
     let ca_file = a.ca_file.or(u.ca_file);
@@ -654,6 +684,27 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         }
         if let Some(p) = a.s3_path_style.or(u.s3_path_style) {
             fetcher = fetcher.path_style(p);
+        }
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(url) = fetch_azure {
+        let parts: Option<(&str, &str, &str)> = url.strip_prefix("az://").and_then(|rest| {
+            let (account, rest) = rest.split_once('/')?;
+            let (container, blob) = rest.split_once('/')?;
+            Some((account, container, blob))
+        });
+        let Some((account, container, blob)) =
+            parts.filter(|(a, c, b)| !a.is_empty() && !c.is_empty() && !b.is_empty())
+        else {
+            return Err(usage(format!(
+                "bad --fetch-azure '{url}': expected az://ACCOUNT/CONTAINER/BLOB, e.g. az://acmereleases/myapp/linux-x86_64"
+            )));
+        };
+        let mut fetcher = fetcher::Azure::new(account, container, blob).sidecars();
+        if let Some(e) = a.azure_endpoint.or(u.azure_endpoint) {
+            fetcher = fetcher.endpoint(e);
         }
         if let Some(i) = interval {
             fetcher = fetcher.interval(i);

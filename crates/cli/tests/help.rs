@@ -33,6 +33,7 @@ fn every_subcommand_has_complete_help() {
                 "--fetch-url",
                 "--fetch-github",
                 "--fetch-s3",
+                "--fetch-azure",
                 "--public-key",
                 "--sanity-check",
                 "Examples",

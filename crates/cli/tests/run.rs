@@ -344,6 +344,10 @@ fn bad_input_is_refused_before_anything_starts() {
         (vec!["--restart-signal", "BANANA"], &["unknown signal"]),
         (vec!["--fetch-github", "nope"], &["expected OWNER/REPO"]),
         (
+            vec!["--fetch-azure", "az://account/container"],
+            &["expected az://ACCOUNT/CONTAINER/BLOB"],
+        ),
+        (
             vec!["--ca-file", &missing_s],
             &["--ca-file applies to --fetch-url (an https URL) and --fetch-github only"],
         ),
@@ -620,6 +624,102 @@ fn https_release_with_a_private_ca(github: bool) {
         .arg(&app)
         .env("WORKER_READY", "notify")
         .env_remove("GITHUB_TOKEN");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    p.expect_line("downloaded", T);
+    expect_field(addr, "version", "2");
+    assert!(std::fs::read_to_string(&app)
+        .expect("the program")
+        .contains("VERSION = \"2\""));
+    stop(p);
+    drop(server);
+}
+
+/// Publishes a file as a blob in Azurite through the Blob REST API, signed
+/// with the development account's key (Python's standard library only):
+/// creates the container `releases`, then puts the blob `app`.
+const AZURITE_PUBLISH: &str = r#"
+import base64, email.utils, hashlib, hmac, sys, urllib.request
+port, path = sys.argv[1:3]
+account = "devstoreaccount1"
+key = base64.b64decode(sys.argv[3])
+def put(resource, query, body, headers):
+    h = {"x-ms-date": email.utils.formatdate(usegmt=True), "x-ms-version": "2021-08-06",
+         "Content-Type": "application/octet-stream", **headers}
+    ms = "".join(f"{k}:{v}\n" for k, v in sorted(h.items()) if k.startswith("x-ms-"))
+    canonical = f"/{account}/{account}/{resource}" + "".join(f"\n{k}:{v}" for k, v in sorted(query.items()))
+    length = str(len(body)) if body else ""
+    to_sign = f"PUT\n\n\n{length}\n\napplication/octet-stream\n\n\n\n\n\n\n{ms}{canonical}"
+    signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
+    h["Authorization"] = f"SharedKey {account}:{signature}"
+    query_string = "&".join(f"{k}={v}" for k, v in query.items())
+    url = f"http://127.0.0.1:{port}/{account}/{resource}" + (f"?{query_string}" if query_string else "")
+    urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT", headers=h)).read()
+put("releases", {"restype": "container"}, b"", {})
+put("releases/app", {}, open(path, "rb").read(), {"x-ms-blob-type": "BlockBlob"})
+print("published")
+"#;
+
+/// Azurite's development account key (public, the same everywhere).
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// `overseer run --fetch-azure` takes a release from Azurite (Microsoft's
+/// Azure Storage emulator, `npm install -g azurite`), with the account key
+/// from the environment; skipped only with OVERSEER_SKIP_AZURE=1.
+#[test]
+fn upgrade_from_an_azure_blob() {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("azurite-blob"))
+            .find(|p| p.is_file())
+    });
+    let Some(azurite) = found else {
+        if std::env::var("OVERSEER_SKIP_AZURE").as_deref() == Ok("1") {
+            return;
+        }
+        panic!("this test needs azurite-blob: npm install -g azurite@3.37.0 (or OVERSEER_SKIP_AZURE=1)");
+    };
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = d.join("app");
+    write_worker(&app, "1");
+    write_worker(&d.join("release"), "2");
+    let port = free_port().to_string();
+    let mut server = Command::new(azurite);
+    server
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port, "--location"])
+        .arg(d.join("azurite"))
+        .args(["--skipApiVersionCheck"]);
+    let server = Proc::spawn(server);
+    server.expect_line("successfully listens", T);
+    let publish = Command::new("python3")
+        .args(["-c", AZURITE_PUBLISH, &port])
+        .arg(d.join("release"))
+        .arg(AZURITE_KEY)
+        .output()
+        .expect("python3");
+    assert!(publish.status.success(), "publishing: {publish:?}");
+
+    let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--fetch-azure",
+        "az://devstoreaccount1/releases/app",
+        "--azure-endpoint",
+        &endpoint,
+        "--fetch-interval",
+        "100ms",
+        "--",
+    ]);
+    cmd.arg(&app)
+        .env("WORKER_READY", "notify")
+        .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);

@@ -14,6 +14,7 @@
 //! | `Http` | `fetch-http` | ETag / Last-Modified conditional GET |
 //! | `S3` | `fetch-s3` | ETag (`If-None-Match`, or compared when the store ignores it) |
 //! | `GitHub` | `fetch-github` | release ETag, asset id and date |
+//! | `Azure` | `fetch-azure` | ETag (`If-None-Match`) |
 //!
 //! HTTPS in `Http` and `GitHub` uses ring (`tls-ring`, a default feature) or
 //! aws-lc-rs (`tls-aws-lc-rs`, which wins when both are on). `fetch-s3`
@@ -47,7 +48,11 @@ use std::time::Duration;
 mod file;
 #[cfg(feature = "fetch-file")]
 pub use file::File;
-#[cfg(feature = "fetch-s3")]
+#[cfg(feature = "fetch-azure")]
+mod azure;
+#[cfg(feature = "fetch-azure")]
+pub use azure::Azure;
+#[cfg(any(feature = "fetch-s3", feature = "fetch-azure"))]
 mod object;
 #[cfg(feature = "fetch-s3")]
 mod s3;
