@@ -11,10 +11,11 @@
 //! often `/`): `program` when it has a slash (a bare name is looked up in
 //! `PATH`), `control`, `unix:` addresses in `listen`, and in `[upgrade]`
 //! `fetch-file`, `ca-file` and the `public-key` entries that are files.
-//! `args` are passed to the program as written. A list given by flags (`--listen`, `--public-key`) replaces the
-//! file's list, a release source given by a flag replaces the file's, and a
-//! PROGRAM on the command line replaces both `program` and `args`; boolean
-//! flags can only turn an option on.
+//! `args` are passed to the program as written. A list given by flags
+//! (`--listen`, `--public-key`) replaces the file's list, a release source
+//! given by a flag replaces the file's, and a PROGRAM on the command line
+//! replaces both `program` and `args`; boolean flags can only turn an option
+//! on.
 //!
 //! ```toml
 //! program = "/opt/myapp/bin/myapp"

@@ -825,13 +825,13 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
         })
 }
 
-/// A `--public-key` value: a `.pub` file's path, or the key itself; checked
-/// here so that a typo is reported before anything starts.
 /// Whether `value` is a minisign public key itself (rather than a file's path).
 pub(crate) fn is_public_key(value: &str) -> bool {
     minisign::PublicKey::from_base64(value.trim()).is_ok()
 }
 
+/// A `--public-key` value: a `.pub` file's path, or the key itself; checked
+/// here so that a typo is reported before anything starts.
 fn read_public_key(value: &str) -> Result<String, String> {
     let path = Path::new(value);
     let (text, from_file) = if path.is_file() {
