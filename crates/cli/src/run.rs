@@ -144,9 +144,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "URL", help_heading = "Upgrades")]
     fetch_url: Option<String>,
 
-    /// Trust only the CA certificates in this PEM file for an https
-    /// --fetch-url or --fetch-github, instead of the bundled Mozilla roots:
-    /// for a release server (or GitHub Enterprise) with a private CA.
+    /// CA certificates (a PEM file) for a release source with a private CA:
+    /// an https --fetch-url or --fetch-github (GitHub Enterprise) trusts only
+    /// them instead of the bundled Mozilla roots; --fetch-s3 and
+    /// --fetch-azure trust them besides the system's.
     /// Example: --ca-file /etc/myapp/releases-ca.pem
     #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
     ca_file: Option<PathBuf>,
@@ -577,9 +578,13 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         ));
     }
     let ca_file = a.ca_file.or(u.ca_file);
-    if ca_file.is_some() && fetch_url.is_none() && fetch_github.is_none() {
+    let networked = fetch_url.is_some()
+        || fetch_github.is_some()
+        || fetch_s3.is_some()
+        || fetch_azure.is_some();
+    if ca_file.is_some() && !networked {
         return Err(usage(
-            "--ca-file applies to --fetch-url (an https URL) and --fetch-github only".into(),
+            "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3 or --fetch-azure".into(),
         ));
     }
     // Read now, so that a bad file stops everything before it starts.
@@ -676,6 +681,11 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
                 ))
             })?;
         let mut fetcher = fetcher::S3::new(bucket, key).sidecars();
+        if let Some((shown, pem)) = &ca {
+            fetcher = fetcher
+                .add_root_certificates(pem)
+                .map_err(|e| ca_error(shown, e))?;
+        }
         if let Some(e) = a.s3_endpoint.or(u.s3_endpoint) {
             fetcher = fetcher.endpoint(e);
         }
@@ -703,6 +713,11 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             )));
         };
         let mut fetcher = fetcher::Azure::new(account, container, blob).sidecars();
+        if let Some((shown, pem)) = &ca {
+            fetcher = fetcher
+                .add_root_certificates(pem)
+                .map_err(|e| ca_error(shown, e))?;
+        }
         if let Some(e) = a.azure_endpoint.or(u.azure_endpoint) {
             fetcher = fetcher.endpoint(e);
         }

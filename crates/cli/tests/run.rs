@@ -349,7 +349,14 @@ fn bad_input_is_refused_before_anything_starts() {
         ),
         (
             vec!["--ca-file", &missing_s],
-            &["--ca-file applies to --fetch-url (an https URL) and --fetch-github only"],
+            &["--ca-file applies to a release source over the network"],
+        ),
+        (
+            vec!["--fetch-s3", "s3://bucket/app", "--ca-file", &unknown_key_s],
+            &[
+                "--ca-file",
+                "typo.toml: CA certificates: no certificate in it",
+            ],
         ),
         (
             vec!["--fetch-github", "acme/app", "--ca-file", &unknown_key_s],

@@ -15,6 +15,8 @@
 //! Run with `cargo test -p overseer --features fetch-azure --test fetch_azure`.
 #![cfg(unix)]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -323,4 +325,46 @@ fn mistakes_are_clear_errors() {
         .access_key(ACCOUNT_KEY);
     let err = error_text(unreachable.fetch());
     assert!(err.contains("cannot reach the store"), "{err}");
+}
+
+/// An endpoint over HTTPS whose certificate a private CA signed (a loopback
+/// TLS server answering like Blob Storage; the protocol itself is tested
+/// against Azurite above): trusted with `add_root_certificates`, refused
+/// without, with the fix in the error.
+#[test]
+fn a_private_ca_is_trusted_when_added() {
+    let port = support::https_server(|_, path| {
+        if path.starts_with("/devstoreaccount1/releases/app") {
+            let headers = vec![
+                ("ETag", "\"0x8D1\"".to_string()),
+                ("Last-Modified", "Sun, 22 Nov 2026 05:00:00 GMT".to_string()),
+                ("x-ms-meta-version", "3.1.0".to_string()),
+            ];
+            return (200, headers, b"blob over TLS".to_vec());
+        }
+        (
+            404,
+            Vec::new(),
+            b"<Error><Code>BlobNotFound</Code></Error>".to_vec(),
+        )
+    });
+    let endpoint = format!("https://localhost:{port}/{ACCOUNT}");
+    let ca = std::fs::read(support::tls_file("ca.pem")).expect("the test CA");
+    let azure = || {
+        Azure::new(ACCOUNT, CONTAINER, "app")
+            .endpoint(&endpoint)
+            .access_key(ACCOUNT_KEY)
+    };
+    let mut trusting = azure()
+        .add_root_certificates(&ca)
+        .expect("a CA certificate");
+    let release = trusting.fetch().expect("poll").expect("the release");
+    assert_eq!(release.version.as_deref(), Some("3.1.0"));
+    assert_eq!(read_all(release), b"blob over TLS");
+
+    let err = error_text(azure().fetch());
+    assert!(
+        err.contains("TLS certificate was refused") && err.contains("add_root_certificates"),
+        "{err}"
+    );
 }

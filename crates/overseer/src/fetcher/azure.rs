@@ -10,7 +10,10 @@ use std::time::Duration;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::ObjectStore;
 
-use super::object::{check_endpoint, retry_config, Poller, Store, CLIENT_CONFIG};
+use super::object::{
+    check_endpoint, env_vars, extra_roots, is_certificate_error, options_with_roots, retry_config,
+    Poller, Store, CLIENT_CONFIG, TLS_HINT,
+};
 use super::{Context, FetchError, Fetcher, Release};
 
 /// Polls one blob in an Azure Blob Storage container and takes it whenever
@@ -65,6 +68,8 @@ struct AzureStore {
     sas_token: Option<String>,
     endpoint: Option<String>,
     allow_http: bool,
+    /// CA certificates trusted besides the system's.
+    roots: Vec<object_store::Certificate>,
 }
 
 impl Azure {
@@ -83,6 +88,7 @@ impl Azure {
                 sas_token: None,
                 endpoint: None,
                 allow_http: false,
+                roots: Vec::new(),
             },
             poll: Poller::new(blob.into()),
         }
@@ -120,6 +126,15 @@ impl Azure {
     pub fn allow_http(mut self, allow: bool) -> Self {
         self.store.allow_http = allow;
         self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` blocks), besides the system's: for an endpoint (Azure
+    /// Stack, a proxy) whose certificate a private CA signed. An error names
+    /// what is wrong with the PEM data.
+    pub fn add_root_certificates(mut self, pem: &[u8]) -> Result<Self, FetchError> {
+        self.store.roots.extend(extra_roots(pem)?);
+        Ok(self)
     }
 
     /// How often to look at the blob (default 1 min). Each unchanged poll is
@@ -161,11 +176,20 @@ impl AzureStore {
         let source = self.location();
         // Explicit credentials: take nothing from the environment, so that a
         // stray variable cannot pair with the wrong account.
-        let mut b = if self.access_key.is_some() || self.sas_token.is_some() {
-            MicrosoftAzureBuilder::new()
-        } else {
-            MicrosoftAzureBuilder::from_env()
-        };
+        let mut b = MicrosoftAzureBuilder::new();
+        if !self.roots.is_empty() {
+            // Before the environment's settings, which go on top of these.
+            b = b.with_client_options(options_with_roots(&self.roots));
+        }
+        if self.access_key.is_none() && self.sas_token.is_none() {
+            // What MicrosoftAzureBuilder::from_env reads.
+            b = env_vars("AZURE_")
+                .filter_map(|(k, v)| Some((k.parse::<AzureConfigKey>().ok()?, v)))
+                .fold(b, |b, (key, value)| b.with_config(key, value));
+            if let Ok(endpoint) = std::env::var("IDENTITY_ENDPOINT") {
+                b = b.with_msi_endpoint(endpoint);
+            }
+        }
         b = b
             .with_account(&self.account)
             .with_container_name(&self.container);
@@ -216,6 +240,8 @@ impl Store for AzureStore {
             "no such container: check the container name, the account and the endpoint"
         } else if has("AuthenticationFailed") || has("InvalidAuthenticationInfo") {
             "the request's authorisation was refused: check the access key (or SAS token) belongs to this account, and that a SAS token has not expired"
+        } else if is_certificate_error(e) {
+            TLS_HINT
         } else if has("AuthorizationPermissionMismatch") {
             "access denied: the identity needs the Storage Blob Data Reader role on the container"
         } else if has("AuthorizationFailure") || has("AuthorizationResourceTypeMismatch") {

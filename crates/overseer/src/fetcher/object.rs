@@ -428,6 +428,56 @@ pub(super) fn retry_config() -> RetryConfig {
     }
 }
 
+/// The CA certificates of a PEM bundle, to trust besides the system's
+/// (one or more `-----BEGIN CERTIFICATE-----` blocks).
+pub(super) fn extra_roots(pem: &[u8]) -> Result<Vec<object_store::Certificate>, FetchError> {
+    let blocks = String::from_utf8_lossy(pem)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count();
+    if blocks == 0 {
+        return Err("CA certificates: no certificate in it \
+                    (expected -----BEGIN CERTIFICATE----- blocks)"
+            .into());
+    }
+    object_store::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("CA certificates: not a valid PEM file: {e}").into())
+}
+
+/// Client options trusting `roots` besides the system's certificates, with
+/// [`CLIENT_CONFIG`] applied by the caller as for every store.
+pub(super) fn options_with_roots(
+    roots: &[object_store::Certificate],
+) -> object_store::ClientOptions {
+    roots
+        .iter()
+        .fold(object_store::ClientOptions::new(), |o, c| {
+            o.with_root_certificate(c.clone())
+        })
+}
+
+/// The environment variables starting with `prefix`, names in lower case,
+/// as the store builders' `from_env` read them.
+pub(super) fn env_vars(prefix: &'static str) -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(move |(k, v)| {
+        let (k, v) = (k.into_string().ok()?, v.into_string().ok()?);
+        k.starts_with(prefix).then(|| (k.to_ascii_lowercase(), v))
+    })
+}
+
+/// The hint for a refused TLS certificate.
+pub(super) const TLS_HINT: &str = "the store's TLS certificate was refused: check the endpoint's host name, and for a private CA add it with add_root_certificates (or --ca-file)";
+
+/// Whether an error is a refused TLS certificate.
+pub(super) fn is_certificate_error(e: &object_store::Error) -> bool {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.contains("certificate") || text.contains("UnknownIssuer")
+}
+
 /// Whether an `http://` URL names a loopback host.
 pub(super) fn is_loopback(url: &str) -> bool {
     let Some(host) = authority(url) else {

@@ -9,7 +9,10 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::ObjectStore;
 
-use super::object::{check_endpoint, retry_config, Poller, Store, CLIENT_CONFIG};
+use super::object::{
+    check_endpoint, env_vars, extra_roots, is_certificate_error, options_with_roots, retry_config,
+    Poller, Store, CLIENT_CONFIG, TLS_HINT,
+};
 use super::{Context, FetchError, Fetcher, Release};
 
 /// Polls one object in an S3 bucket and takes it whenever its ETag changes.
@@ -66,6 +69,8 @@ struct S3Store {
     allow_http: bool,
     credentials: Option<(String, String)>,
     session_token: Option<String>,
+    /// CA certificates trusted besides the system's.
+    roots: Vec<object_store::Certificate>,
 }
 
 impl S3 {
@@ -80,6 +85,7 @@ impl S3 {
                 allow_http: false,
                 credentials: None,
                 session_token: None,
+                roots: Vec::new(),
             },
             poll: Poller::new(key.into()),
         }
@@ -123,6 +129,24 @@ impl S3 {
     pub fn allow_http(mut self, allow: bool) -> Self {
         self.store.allow_http = allow;
         self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` blocks), besides the system's: for an S3-compatible
+    /// store whose certificate a private CA signed. An error names what is
+    /// wrong with the PEM data.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let pem = std::fs::read("/etc/ssl/internal-ca.pem")?;
+    /// let fetcher = overseer::fetcher::S3::new("releases", "myapp")
+    ///     .endpoint("https://minio.internal:9000")
+    ///     .add_root_certificates(&pem)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_root_certificates(mut self, pem: &[u8]) -> Result<Self, FetchError> {
+        self.store.roots.extend(extra_roots(pem)?);
+        Ok(self)
     }
 
     /// The access key id and secret access key to sign requests with.
@@ -183,11 +207,17 @@ impl S3Store {
         let source = self.location();
         // Explicit credentials: take nothing from the environment, so that a
         // stray AWS_SESSION_TOKEN cannot pair with the wrong key.
-        let mut b = match &self.credentials {
-            Some((id, secret)) => AmazonS3Builder::new()
-                .with_access_key_id(id)
-                .with_secret_access_key(secret),
-            None => AmazonS3Builder::from_env(),
+        let mut b = AmazonS3Builder::new();
+        if !self.roots.is_empty() {
+            // Before the environment's settings, which go on top of these.
+            b = b.with_client_options(options_with_roots(&self.roots));
+        }
+        b = match &self.credentials {
+            Some((id, secret)) => b.with_access_key_id(id).with_secret_access_key(secret),
+            // What AmazonS3Builder::from_env reads.
+            None => env_vars("AWS_")
+                .filter_map(|(k, v)| Some((k.parse::<AmazonS3ConfigKey>().ok()?, v)))
+                .fold(b, |b, (key, value)| b.with_config(key, value)),
         };
         b = b.with_bucket_name(&self.bucket);
         if let Some(token) = &self.session_token {
@@ -305,6 +335,8 @@ fn explain(what: &str, e: &object_store::Error) -> FetchError {
         "the bucket is in another region: set .region() (or AWS_REGION) to the bucket's region"
     } else if has("NoSuchBucket") {
         "no such bucket: check the bucket name, the region and the endpoint"
+    } else if is_certificate_error(e) {
+        TLS_HINT
     } else {
         match e {
             object_store::Error::PermissionDenied { .. }
