@@ -261,17 +261,8 @@ fn flags_win_over_the_config_file() {
 /// from the working directory (often `/` under a service manager).
 #[test]
 fn relative_paths_in_the_config_file_are_taken_from_its_directory() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = signing_workspace(&["bin", "releases", "run", "elsewhere"]);
     let d = dir.path();
-    for sub in ["bin", "releases", "run", "elsewhere"] {
-        std::fs::create_dir(d.join(sub)).expect("mkdir");
-    }
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["keygen", "--out"])
-            .arg(d.join("keys")),
-    );
-    require_python();
     write_worker(&d.join("bin/app"), "1");
     let file = d.join("overseer.toml");
     let config = r#"
@@ -470,6 +461,22 @@ fn run_ok(cmd: &mut Command) {
 
 /// Publishes `version` of the worker at `releases/app`, signed (the
 /// signature first, then the file renamed into place).
+/// A temporary directory with these subdirectories and a key pair in
+/// `keys/` (`overseer keygen`), for tests that publish signed releases.
+fn signing_workspace(subdirs: &[&str]) -> tempfile::TempDir {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in subdirs {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(dir.path().join("keys")),
+    );
+    dir
+}
+
 fn publish(d: &Path, version: &str, semver: &str, tamper: bool) {
     let staging = d.join("releases/app.new");
     write_worker(&staging, version);
@@ -491,17 +498,8 @@ fn publish(d: &Path, version: &str, semver: &str, tamper: bool) {
 
 #[test]
 fn upgrade_from_a_signed_file_release_replaces_the_program() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = signing_workspace(&["bin", "releases"]);
     let d = dir.path();
-    for sub in ["bin", "releases"] {
-        std::fs::create_dir(d.join(sub)).expect("mkdir");
-    }
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["keygen", "--out"])
-            .arg(d.join("keys")),
-    );
-    require_python();
     let app: PathBuf = d.join("bin/app");
     write_worker(&app, "1");
     let releases = d.join("releases/app").to_string_lossy().into_owned();
@@ -574,6 +572,20 @@ fn tls_file(name: &str) -> String {
     )
 }
 
+/// Starts `cmd`, a master of worker version 1 at `app` whose release source
+/// holds version 2; checks that version 2 is downloaded, serves and replaced
+/// the file, then stops the master.
+fn expect_upgrade_to_version_2(cmd: Command, app: &Path) {
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    p.expect_line("downloaded", T);
+    expect_field(addr, "version", "2");
+    let program = std::fs::read_to_string(app).expect("the program");
+    assert!(program.contains("VERSION = \"2\""));
+    stop(p);
+}
+
 #[test]
 fn an_https_release_signed_by_a_private_ca_is_taken_with_ca_file() {
     https_release_with_a_private_ca(false);
@@ -631,15 +643,7 @@ fn https_release_with_a_private_ca(github: bool) {
         .arg(&app)
         .env("WORKER_READY", "notify")
         .env_remove("GITHUB_TOKEN");
-    let p = Proc::spawn(cmd);
-    let addr = p.listen_addr();
-    p.expect_line("worker 1 ready", T);
-    p.expect_line("downloaded", T);
-    expect_field(addr, "version", "2");
-    assert!(std::fs::read_to_string(&app)
-        .expect("the program")
-        .contains("VERSION = \"2\""));
-    stop(p);
+    expect_upgrade_to_version_2(cmd, &app);
     drop(server);
 }
 
@@ -727,15 +731,7 @@ fn upgrade_from_an_azure_blob() {
     cmd.arg(&app)
         .env("WORKER_READY", "notify")
         .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
-    let p = Proc::spawn(cmd);
-    let addr = p.listen_addr();
-    p.expect_line("worker 1 ready", T);
-    p.expect_line("downloaded", T);
-    expect_field(addr, "version", "2");
-    assert!(std::fs::read_to_string(&app)
-        .expect("the program")
-        .contains("VERSION = \"2\""));
-    stop(p);
+    expect_upgrade_to_version_2(cmd, &app);
     drop(server);
 }
 

@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -59,24 +59,13 @@ impl Server {
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
-    /// Waits (30 s at most) until the server accepts connections; `false`
-    /// when it exited instead.
     fn wait_listening(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                eprintln!("azurite-blob exited at start ({status})");
-                return false;
-            }
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "azurite-blob did not listen on port {} within 30 s",
-            self.port
-        );
+        support::wait_listening(
+            &mut self.child,
+            self.port,
+            "azurite-blob",
+            Duration::from_secs(30),
+        )
     }
 
     /// Creates a container through the Blob REST API, signed with the

@@ -18,10 +18,10 @@
 mod support;
 
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -67,21 +67,13 @@ impl Server {
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
     }
 
-    /// Waits (20 s at most) until the server accepts connections; `false`
-    /// when it exited instead.
     fn wait_listening(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                eprintln!("s3s-fs exited at start ({status})");
-                return false;
-            }
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("s3s-fs did not listen on port {} within 20 s", self.port);
+        support::wait_listening(
+            &mut self.child,
+            self.port,
+            "s3s-fs",
+            Duration::from_secs(20),
+        )
     }
 
     /// Kills the server (connections in flight break off).

@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -187,4 +189,22 @@ fn serve_tls(
         }
         let _ = tls.flush();
     }
+}
+
+/// Waits (`within` at most) until a server process accepts connections on
+/// loopback `port`; `false` when it exited instead (its port may have been
+/// taken: the caller tries another).
+pub fn wait_listening(child: &mut Child, port: u16, name: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("{name} exited at start ({status})");
+            return false;
+        }
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} did not listen on port {port} within {within:?}");
 }
