@@ -1,6 +1,6 @@
 //! A release published as a blob in Azure Blob Storage (or a store speaking
 //! its protocol: Azurite, Azure Stack), through Apache Arrow's
-//! `object_store` (see [`super::object`] for the polling and streaming every
+//! `object_store` (see `fetcher/object.rs` for the polling and streaming every
 //! store shares).
 
 use std::fmt;

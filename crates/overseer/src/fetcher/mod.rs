@@ -10,7 +10,7 @@
 //!
 //! | fetcher | feature | change detection |
 //! |---|---|---|
-//! | [`File`] | `fetch-file` (default) | size and mtime, taken once stable |
+//! | `File` | `fetch-file` (default) | size and mtime, taken once stable |
 //! | `Http` | `fetch-http` | ETag / Last-Modified conditional GET |
 //! | `S3` | `fetch-s3` | ETag (`If-None-Match`, or compared when the store ignores it) |
 //! | `GitHub` | `fetch-github` | release ETag, asset id and date |

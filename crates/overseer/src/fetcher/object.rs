@@ -1,4 +1,4 @@
-//! What the object-store fetchers ([`super::S3`], [`super::Azure`]) share:
+//! What the object-store fetchers (`S3`, `Azure`) share:
 //! polling one object by ETag, the checksum and signature objects beside it,
 //! and streaming its body, through Apache Arrow's `object_store`.
 //!

@@ -1,6 +1,6 @@
 //! A release published as an object in Amazon S3 or an S3-compatible store
 //! (MinIO, Ceph, Garage, R2, …), through Apache Arrow's `object_store` (see
-//! [`super::object`] for the polling and streaming every store shares).
+//! `fetcher/object.rs` for the polling and streaming every store shares).
 
 use std::fmt;
 use std::sync::Arc;
