@@ -12,10 +12,13 @@
 #[cfg(feature = "fetch-http")]
 use std::fmt;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ureq::http::{header, Response, StatusCode, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
 use super::FetchError;
@@ -125,6 +128,50 @@ compile_error!(
      tls-ring (a default feature) or tls-aws-lc-rs"
 );
 
+/// ureq's resolver without its thread where there is no name to look up.
+///
+/// To bound a lookup by its timeout, ureq's resolver runs it on a new thread,
+/// even for an address such as `127.0.0.1`, which needs no lookup at all:
+/// a thread started and ended on every poll of a release server on the same
+/// host or network. Addresses are answered here; names still go to ureq.
+#[derive(Debug, Default)]
+struct Resolver(DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for Resolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match ip_address(uri) {
+            Some(address) => {
+                let mut addresses = self.empty();
+                addresses.push(address);
+                Ok(addresses)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URL whose host is an IP address (`[…]` for v6).
+fn ip_address(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        (None, _) => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 impl Roots {
     /// Only the certificates of a PEM bundle: one or more `CERTIFICATE`
     /// blocks; other blocks (a private key left in the file) are ignored.
@@ -155,7 +202,7 @@ impl Client {
             Roots::Only(certs) => tls.root_certs(RootCerts::Specific(certs.clone())),
         };
         let builder = Agent::config_builder().tls_config(tls.build());
-        let agent = builder
+        let config = builder
             // Statuses are ours to explain (with the URL and a fix).
             .http_status_as_error(false)
             // Redirects are ours to follow (see the module docs).
@@ -174,8 +221,8 @@ impl Client {
             .input_buffer_size(INPUT_BUFFER)
             .max_response_header_size(MAX_RESPONSE_HEAD)
             .output_buffer_size(MAX_REQUEST_HEAD)
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(config, DefaultConnector::default(), Resolver::default());
         Client { agent }
     }
 
@@ -797,6 +844,25 @@ mod tests {
 
     fn uri(s: &str) -> Uri {
         s.parse().expect("test URL")
+    }
+
+    #[test]
+    fn addresses_need_no_lookup() {
+        let address = |s: &str| ip_address(&uri(s)).map(|a| a.to_string());
+        assert_eq!(
+            address("http://127.0.0.1/a").as_deref(),
+            Some("127.0.0.1:80")
+        );
+        assert_eq!(
+            address("https://10.1.2.3/a").as_deref(),
+            Some("10.1.2.3:443")
+        );
+        assert_eq!(
+            address("http://[::1]:8080/a").as_deref(),
+            Some("[::1]:8080")
+        );
+        assert_eq!(address("https://example.com/a"), None);
+        assert_eq!(address("https://127.0.0.1.example.com/a"), None);
     }
 
     #[test]
