@@ -101,7 +101,10 @@ impl NotifyReceiver {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        // A signal (SIGCHLD of a sanity run) is no error.
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 Ok(None)
@@ -150,6 +153,27 @@ mod tests {
         let pairs: Vec<_> = parse(&got).collect();
         assert_eq!(pairs, [("READY", "1"), ("STATUS", "serving")]);
         assert_eq!(rx.recv(Duration::from_millis(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_signal_during_a_wait_is_no_error() {
+        use nix::sys::pthread::{pthread_kill, pthread_self};
+        use nix::sys::signal::Signal;
+        let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGURG, caught.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rx = NotifyReceiver::bind(&dir.path().join("n.sock")).unwrap();
+        let (tx, thread) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            tx.send(pthread_self()).unwrap();
+            rx.recv(Duration::from_secs(2))
+        });
+        let thread = thread.recv().unwrap();
+        // Time to block in `recv`; were it not, the wait just times out.
+        std::thread::sleep(Duration::from_millis(100));
+        pthread_kill(thread, Signal::SIGURG).unwrap();
+        assert_eq!(waiting.join().unwrap().unwrap(), None);
+        assert!(caught.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]
