@@ -226,6 +226,42 @@ fn a_probe_that_never_passes_keeps_the_old_worker_serving() {
 }
 
 #[test]
+fn a_restart_that_cannot_run_the_program_keeps_the_old_worker_serving() {
+    use std::os::unix::fs::PermissionsExt;
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    write_worker(&app, "1");
+    let mut cmd = overseer(&["--listen", "127.0.0.1:0", "--ready", "notify", "--"]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    let pid1 = worker_pid(&p, 1);
+    // A bad deploy: the program loses its execute bit, so execve fails in
+    // the new worker's process, after the master has started it.
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    p.signal(nix::libc::SIGUSR2);
+    let why = p.expect_line("cannot start worker", T);
+    assert!(why.contains("Permission denied"), "{why}");
+    p.expect_line("restart failed", T);
+    assert_eq!(field(addr, "pid"), pid1);
+    // The failed child was reaped: the master has no child but worker 1.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", p.pid))
+        .expect("the master's children");
+    assert_eq!(
+        children.split_whitespace().collect::<Vec<_>>(),
+        [pid1.as_str()]
+    );
+    // Fixed, the next restart goes through.
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p.signal(nix::libc::SIGUSR2);
+    let pid3 = worker_pid(&p, 3);
+    expect_field(addr, "pid", &pid3);
+    stop(p);
+}
+
+#[test]
 fn flags_win_over_the_config_file() {
     require_python();
     let dir = tempfile::tempdir().expect("tempdir");
