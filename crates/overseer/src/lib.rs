@@ -119,7 +119,8 @@
 //! ## Dependencies
 //!
 //! `nix` and `libc` for process and descriptor calls (libc only where the
-//! forked child must avoid allocation), `signal-hook` to receive signals on a
+//! new worker's process, sharing the master's memory until `execve`, must
+//! avoid allocation), `signal-hook` to receive signals on a
 //! thread with their origin, `socket2` to bind with a chosen backlog and
 //! dual-stack control, `sha2` for the binary's ID, `tempfile` for the
 //! master's private socket directory and staging files, `tracing` as the

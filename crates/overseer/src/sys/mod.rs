@@ -122,7 +122,8 @@ const CHILD_STACK: usize = 64 * 1024;
 /// calls `execve` instead of copying its page tables. A `fork` cost the master
 /// about half a millisecond of CPU per worker, and the child as much again to
 /// throw the copy away at `execve`, on CPUs busy serving the old worker's
-/// requests.
+/// requests. (`posix_spawn` itself cannot set the parent-death signal, nor
+/// `LISTEN_PID`, which is the child's own pid.)
 ///
 /// Signals are blocked across the `clone`, and the child sets every signal
 /// with a handler back to its default before unblocking them, so no master
