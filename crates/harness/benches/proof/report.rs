@@ -428,7 +428,7 @@ pub fn report(
             judged(percentile(&overhead, 50.0).map(|m| m < 10.0)),
             format!(
                 "median {} (max {}) from the trigger to the new program's first line: the master's \
-                 reaction, fork/exec and the worker's set-up; the program's own start → ready is \
+                 reaction, starting the process (clone, exec) and the worker's set-up; the program's own start → ready is \
                  {} median; trigger → ready {} median",
                 fmt_ms(percentile(&overhead, 50.0)),
                 fmt_ms(overhead.last().copied()),
