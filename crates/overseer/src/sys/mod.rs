@@ -175,10 +175,7 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
         unsafe { libc::_exit(127) }
     }
 
-    // Left uninitialised: a stack needs no zeroing.
-    let mut stack = Box::<[u8]>::new_uninit_slice(CHILD_STACK);
-    // It grows down from its 16-byte aligned top.
-    let top = stack.as_mut_ptr_range().end as usize & !15;
+    let stack = ChildStack::new()?;
     let mut shared = Shared {
         data: &mut data,
         // SAFETY: a zeroed sigset_t is a valid (empty) set; it is overwritten
@@ -197,7 +194,7 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
         let pid = libc::clone(
             child,
-            top as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut shared as *mut Shared<'_>).cast(),
         );
@@ -216,6 +213,56 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             Err(io::Error::from_raw_os_error(errno))
         }
+    }
+}
+
+/// The child's stack, mapped for one start with a guard page below it, and
+/// unmapped after: the pages the child touched go back to the system rather
+/// than staying in the master's heap.
+#[cfg(target_os = "linux")]
+struct ChildStack(*mut libc::c_void);
+
+#[cfg(target_os = "linux")]
+impl ChildStack {
+    const GUARD: usize = 4096;
+
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: a fresh anonymous private mapping where the kernel chooses;
+        // nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::GUARD + CHILD_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack(base);
+        // SAFETY: the lowest page of the mapping just made; an overflow then
+        // faults instead of writing below it.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// Where the stack starts: its top (page-aligned, so 16-byte aligned).
+    fn top(&self) -> *mut libc::c_void {
+        self.0.wrapping_byte_add(Self::GUARD + CHILD_STACK)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, whole, used by no one once the
+        // child has exec'd or exited.
+        unsafe { libc::munmap(self.0, Self::GUARD + CHILD_STACK) };
     }
 }
 
