@@ -103,7 +103,7 @@ impl NotifyReceiver {
                     e.kind(),
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
-                        // A signal (SIGCHLD of a sanity run) is no error.
+                        // A signal that landed on this thread is no error.
                         | io::ErrorKind::Interrupted
                 ) =>
             {
