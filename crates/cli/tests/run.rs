@@ -256,7 +256,7 @@ fn a_restart_that_cannot_run_the_program_keeps_the_old_worker_serving() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(children, [pid1.clone()]);
+    assert_eq!(children, std::slice::from_ref(&pid1));
     // Fixed, the next restart goes through.
     std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     p.signal(nix::libc::SIGUSR2);
