@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p overseer-harness --bench proof
 //! cargo bench -p overseer-harness --bench proof -- --rate 5000 --handovers 50 --handover-every 200ms
-//! cargo bench -p overseer-harness --bench proof -- --mode close --upgrades 3 --max-throughput
+//! cargo bench -p overseer-harness --bench proof -- --mode close --upgrades 3 --upgrade-every 2s --max-throughput
 //! ```
 //!
 //! Requests are due at fixed intervals (`--rate`), spread over
@@ -88,6 +88,8 @@ struct Options {
     handovers: usize,
     every: Duration,
     upgrades: usize,
+    /// How often a new build is published (at most: one at a time).
+    upgrade_every: Duration,
     steady: Duration,
     timeout: Duration,
     modes: Vec<Mode>,
@@ -101,12 +103,13 @@ struct Options {
 fn main() {
     let opts = parse_args();
     println!(
-        "proof bench: {} req/s open loop over {} connections, {} handovers every {} ms, {} upgrades, modes {}",
+        "proof bench: {} req/s open loop over {} connections, {} handovers every {} ms, {} upgrades every {} ms, modes {}",
         opts.rate,
         opts.connections,
         opts.handovers,
         opts.every.as_millis(),
         opts.upgrades,
+        opts.upgrade_every.as_millis(),
         opts.modes.iter().map(|m| m.key()).collect::<Vec<_>>().join(",")
     );
     let mut results = Vec::new();
@@ -125,9 +128,10 @@ fn main() {
         let direct = run_direct(&opts, mode, ours.span);
         let upgrades = (opts.upgrades > 0).then(|| {
             println!(
-                "[{}] under overseer, {} upgrades",
+                "[{}] under overseer, {} upgrades, one every {} ms at most",
                 mode.key(),
-                opts.upgrades
+                opts.upgrades,
+                opts.upgrade_every.as_millis()
             );
             run_upgrades(&opts, mode)
         });
@@ -163,6 +167,7 @@ fn parse_args() -> Options {
         handovers: 20,
         every: Duration::from_millis(200),
         upgrades: 0,
+        upgrade_every: Duration::from_secs(1),
         steady: Duration::from_secs(1),
         timeout: Duration::from_secs(5),
         modes: vec![Mode::KeepAlive, Mode::Close],
@@ -189,6 +194,7 @@ fn parse_args() -> Options {
             "--handovers" => opts.handovers = number(value()).min(10_000.0) as usize,
             "--handover-every" => opts.every = duration(&arg, &value()),
             "--upgrades" => opts.upgrades = number(value()).min(100.0) as usize,
+            "--upgrade-every" => opts.upgrade_every = duration(&arg, &value()),
             "--steady" => opts.steady = duration(&arg, &value()),
             "--timeout" => opts.timeout = duration(&arg, &value()),
             "--capacity-seconds" => opts.capacity_secs = duration(&arg, &format!("{}s", value())),
@@ -233,7 +239,7 @@ fn usage(problem: &str) -> ! {
     eprintln!("proof bench: {problem}");
     eprintln!(
         "usage: [--rate R] [--connections N] [--handovers N] [--handover-every 200ms] \
-         [--upgrades N] [--mode keepalive|close|both] [--steady 1s] [--timeout 5s] \
+         [--upgrades N] [--upgrade-every 1s] [--mode keepalive|close|both] [--steady 1s] [--timeout 5s] \
          [--max-throughput] [--capacity-seconds S] [--idle-seconds S] [--out DIR]"
     );
     std::process::exit(2);
@@ -283,6 +289,7 @@ fn write_outputs(
         "options": {
             "rate": opts.rate, "connections": opts.connections, "handovers": opts.handovers,
             "handover_every_ms": opts.every.as_millis() as u64, "upgrades": opts.upgrades,
+            "upgrade_every_ms": opts.upgrade_every.as_millis() as u64,
             "steady_ms": opts.steady.as_millis() as u64, "timeout_ms": opts.timeout.as_millis() as u64,
         },
         "definitions": {

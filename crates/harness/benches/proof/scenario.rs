@@ -121,10 +121,10 @@ pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
 }
 
 /// Self-upgrades under load: `upgrade-app` polls a local release server every
-/// 50 ms; each round publishes a new signed build (a stamped copy of the same
-/// binary) and waits for it to pass probation. The trigger is the moment the
-/// release is published, so the window includes download, verification,
-/// sanity check and swap.
+/// 50 ms; a new signed build (a stamped copy of the same binary) is published
+/// every `--upgrade-every`, or as soon as the one before has passed probation
+/// if that takes longer. The trigger is the moment the release is published,
+/// so the window includes download, verification, sanity check and swap.
 pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let bin = dir.path().join("app");
@@ -141,20 +141,19 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
     proc.expect_line("worker 1 ready after", Duration::from_secs(20));
     wait_serving(addr, SERVING_TIMEOUT);
     let before = MasterFigures::of(proc.pid);
-    let bound = opts.steady * 2 + UPGRADE_TIMEOUT * opts.upgrades as u32;
+    let bound = opts.steady * 2 + (opts.upgrade_every + UPGRADE_TIMEOUT) * opts.upgrades as u32;
     let load = OpenLoop::start(load_spec(opts, mode, addr, bound + Duration::from_secs(30)));
     let mut t = Tracker::new(&proc, load.origin());
-    t.wait_until(opts.steady);
     let mut handovers = Vec::new();
     for k in 0..opts.upgrades {
         let version = format!("{}.0.0", k + 2);
         let file = dir.path().join("release.tmp");
         stamp(Path::new(APP), &file, &format!("version={version}")).expect("a build");
         let bytes = std::fs::read(&file).expect("the build");
-        server.publish(
-            "app.minisig",
-            keys.sign(&bytes, &version, &this_target()).into_bytes(),
-        );
+        let signature = keys.sign(&bytes, &version, &this_target()).into_bytes();
+        let planned = opts.steady + opts.upgrade_every * k as u32;
+        t.wait_until(planned.max(t.now()));
+        server.publish("app.minisig", signature);
         let trigger = t.now();
         server.publish("app", bytes);
         let number = k as u64 + 2;
