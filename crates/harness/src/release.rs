@@ -419,26 +419,38 @@ pub fn idle_cost(
     interval: Duration,
     span: Duration,
 ) -> IdleCost {
-    use crate::proc::{anon_kb, cpu_time, rss_kb, Proc};
     let mut cmd = std::process::Command::new(bin);
     cmd.env("UA_FETCH_URL", server.url("app"))
         .env("UA_PUBKEYS", public_key)
         .env("UA_INTERVAL_MS", interval.as_millis().to_string());
+    measure_idle(cmd, Some((server, "app")), interval, span)
+}
+
+/// Starts the master `cmd`, waits for its first worker to be ready and, when
+/// it polls `path` on a release server every `interval`, for its first polls
+/// to pass (they download the release and find the running binary); then
+/// measures it for `span`. The master is stopped before this returns.
+pub fn measure_idle(
+    cmd: std::process::Command,
+    polled: Option<(&ReleaseServer, &str)>,
+    interval: Duration,
+    span: Duration,
+) -> IdleCost {
+    use crate::proc::{anon_kb, cpu_time, rss_kb, Proc};
     let p = Proc::spawn_quiet(cmd);
     p.expect_line("worker 1 ready", Duration::from_secs(60));
-    // The first poll downloads the release and finds the running binary.
     std::thread::sleep(interval * 3);
-    let (c0, r0, d0) = (
-        cpu_time(p.pid).unwrap_or_default(),
-        server.requests.load(Ordering::Relaxed),
-        server.downloads("app"),
-    );
+    let counts = || {
+        polled.map_or((0, 0), |(server, path)| {
+            (
+                server.requests.load(Ordering::Relaxed),
+                server.downloads(path),
+            )
+        })
+    };
+    let (c0, (r0, d0)) = (cpu_time(p.pid).unwrap_or_default(), counts());
     std::thread::sleep(span);
-    let (c1, r1, d1) = (
-        cpu_time(p.pid).unwrap_or_default(),
-        server.requests.load(Ordering::Relaxed),
-        server.downloads("app"),
-    );
+    let (c1, (r1, d1)) = (cpu_time(p.pid).unwrap_or_default(), counts());
     let cpu = c1.saturating_sub(c0);
     IdleCost {
         span,
