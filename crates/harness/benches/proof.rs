@@ -97,11 +97,37 @@ struct Options {
     capacity_secs: Duration,
     /// How long to measure an idle master with a fetcher (zero: not at all).
     idle: Duration,
+    /// CPUs for the servers (every master, worker and direct server) and for
+    /// this process, the load generator: empty, the same as everything.
+    server_cpus: Vec<usize>,
+    load_cpus: Vec<usize>,
     out: PathBuf,
 }
 
 fn main() {
     let opts = parse_args();
+    if !opts.load_cpus.is_empty() {
+        pin_load(&opts.load_cpus);
+    }
+    if !opts.server_cpus.is_empty() {
+        let list: Vec<String> = opts.server_cpus.iter().map(usize::to_string).collect();
+        // Set once, before any server starts.
+        let _ = scenario::SERVER_CPUS.set(list.join(","));
+        println!(
+            "servers on CPUs {}, load generator on CPUs {}",
+            list.join(","),
+            if opts.load_cpus.is_empty() {
+                "any".to_string()
+            } else {
+                format!("{:?}", opts.load_cpus)
+            }
+        );
+    } else if !opts.load_cpus.is_empty() {
+        println!(
+            "load generator on CPUs {:?}, servers on any",
+            opts.load_cpus
+        );
+    }
     println!(
         "proof bench: {} req/s open loop over {} connections, {} handovers every {} ms, {} upgrades every {} ms, modes {}",
         opts.rate,
@@ -174,6 +200,8 @@ fn parse_args() -> Options {
         max_throughput: false,
         capacity_secs: Duration::from_secs(10),
         idle: Duration::from_secs(20),
+        server_cpus: Vec::new(),
+        load_cpus: Vec::new(),
         out: default_out(),
     };
     let mut args = std::env::args().skip(1);
@@ -200,6 +228,8 @@ fn parse_args() -> Options {
             "--capacity-seconds" => opts.capacity_secs = duration(&arg, &format!("{}s", value())),
             "--idle-seconds" => opts.idle = duration(&arg, &format!("{}s", value())),
             "--max-throughput" => opts.max_throughput = true,
+            "--server-cpus" => opts.server_cpus = cpu_list(&arg, &value()),
+            "--load-cpus" => opts.load_cpus = cpu_list(&arg, &value()),
             "--out" => opts.out = PathBuf::from(value()),
             "--mode" => {
                 opts.modes = match value().as_str() {
@@ -216,6 +246,38 @@ fn parse_args() -> Options {
         }
     }
     opts
+}
+
+/// CPU numbers as `taskset --cpu-list` takes them: `0`, `0,2`, `0-3`.
+fn cpu_list(name: &str, v: &str) -> Vec<usize> {
+    let bad = || usage(&format!("{name}: bad CPU list {v:?} (say 1, 0,2 or 0-3)"));
+    let mut cpus = Vec::new();
+    for part in v.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = match (lo.trim().parse(), hi.trim().parse()) {
+            (Ok(lo), Ok(hi)) if lo <= hi && hi < 1024 => (lo, hi),
+            _ => bad(),
+        };
+        cpus.extend(lo..=hi);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// Pins this thread, and so the threads it starts afterwards (the load
+/// generator's), to `cpus`.
+fn pin_load(cpus: &[usize]) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        if set.set(cpu).is_err() {
+            usage(&format!("--load-cpus: CPU {cpu} is out of range"));
+        }
+    }
+    if let Err(e) = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+        usage(&format!("--load-cpus {cpus:?}: {e}"));
+    }
 }
 
 /// `200ms`, `1.5s` or a bare number of milliseconds.
@@ -240,7 +302,8 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: [--rate R] [--connections N] [--handovers N] [--handover-every 200ms] \
          [--upgrades N] [--upgrade-every 1s] [--mode keepalive|close|both] [--steady 1s] [--timeout 5s] \
-         [--max-throughput] [--capacity-seconds S] [--idle-seconds S] [--out DIR]"
+         [--max-throughput] [--capacity-seconds S] [--idle-seconds S] \
+         [--server-cpus 1] [--load-cpus 0] [--out DIR]"
     );
     std::process::exit(2);
 }
@@ -290,6 +353,7 @@ fn write_outputs(
             "rate": opts.rate, "connections": opts.connections, "handovers": opts.handovers,
             "handover_every_ms": opts.every.as_millis() as u64, "upgrades": opts.upgrades,
             "upgrade_every_ms": opts.upgrade_every.as_millis() as u64,
+            "server_cpus": opts.server_cpus, "load_cpus": opts.load_cpus,
             "steady_ms": opts.steady.as_millis() as u64, "timeout_ms": opts.timeout.as_millis() as u64,
         },
         "definitions": {

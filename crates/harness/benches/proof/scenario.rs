@@ -20,6 +20,23 @@ use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE
 /// How long a freshly started server may take to answer.
 const SERVING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The CPUs every server runs on (`--server-cpus`), when set.
+pub static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A command for a server `program`: started through `taskset`, which sets
+/// the CPUs and then executes the program in its own process (same pid), when
+/// `--server-cpus` is given. The master's threads and workers inherit them.
+fn server_command(program: &Path) -> Command {
+    match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("--cpu-list").arg(cpus).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 pub fn load_spec(opts: &Options, mode: Mode, addr: SocketAddr, bound: Duration) -> OpenLoopSpec {
     OpenLoopSpec {
         addr,
@@ -34,7 +51,7 @@ pub fn load_spec(opts: &Options, mode: Mode, addr: SocketAddr, bound: Duration) 
 
 /// Starts the example under overseer and waits until it answers.
 pub fn start_overseer() -> (Proc, SocketAddr) {
-    let mut cmd = Command::new(EXAMPLE);
+    let mut cmd = server_command(Path::new(EXAMPLE));
     cmd.arg("127.0.0.1:0");
     let proc = Proc::spawn_quiet(cmd);
     let addr = proc.listen_addr();
@@ -48,7 +65,7 @@ pub fn start_direct() -> (Proc, SocketAddr, Duration) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("an address");
-    let mut cmd = Command::new(EXAMPLE);
+    let mut cmd = server_command(Path::new(EXAMPLE));
     // No private runtime directory for a master: overseer runs the program directly.
     cmd.arg(addr.to_string())
         .env("TMPDIR", "/nonexistent/overseer-proof-direct");
@@ -131,7 +148,7 @@ pub fn run_upgrades(opts: &Options, mode: Mode) -> Run {
     stamp(Path::new(APP), &bin, "version=1.0.0").expect("install version 1.0.0");
     let keys = Keys::generate();
     let server = ReleaseServer::start();
-    let mut cmd = Command::new(&bin);
+    let mut cmd = server_command(&bin);
     cmd.env("UA_FETCH_URL", server.url("app"))
         .env("UA_PUBKEYS", &keys.public)
         .env("UA_INTERVAL_MS", "50")
