@@ -137,7 +137,6 @@ fn program(state: State) {
         std::thread::sleep(Duration::from_secs(3600));
     }
     let listener = state.tcp_listener().expect("a TCP address");
-    let threads = http_std::Threads::warm(http_std::WARM_THREADS);
     state.ready().expect("readiness reported");
     if let Some(ms) = stamp.get("crash_after_ms").and_then(|m| m.parse().ok()) {
         std::thread::spawn(move || {
@@ -153,7 +152,7 @@ fn program(state: State) {
         }
         (200, format!("{tag}\n"))
     });
-    http_std::serve(&listener, &state.shutdown, handler, threads);
+    http_std::serve(&listener, &state.shutdown, handler);
 }
 
 /// Prints a line on stderr in one write: the master and every worker share

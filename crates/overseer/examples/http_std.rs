@@ -32,8 +32,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 /// A thread with no connection to serve ends after this long.
 const THREAD_IDLE: Duration = Duration::from_secs(10);
-/// Threads started before the worker reports ready.
-pub const WARM_THREADS: usize = 16;
 
 /// Answers a request path with a status and a body.
 pub type Handler = Arc<dyn Fn(&str) -> (u16, String) + Send + Sync>;
@@ -62,15 +60,11 @@ fn program(state: State) {
         state.version.as_deref().unwrap_or("dev"),
     );
     eprintln!("{tag} serving on {}", state.addresses.join(", "));
-    // Ready means ready to serve at full speed: the threads that will take
-    // the connections clients open once the old worker closes theirs are
-    // started now, not one by one as those connections arrive.
-    let threads = Threads::warm(WARM_THREADS);
     if let Err(e) = state.ready() {
         eprintln!("cannot report readiness: {e}");
     }
     let handler: Handler = Arc::new(move |path| answer(&tag, path));
-    serve(&listener, &state.shutdown, handler, threads);
+    serve(&listener, &state.shutdown, handler);
     eprintln!("worker={} drained", state.worker);
 }
 
@@ -90,8 +84,9 @@ fn answer(tag: &str, path: &str) -> (u16, String) {
 /// Serves until `shutdown` fires, then drains and returns once every
 /// connection is closed (the master kills the worker after its
 /// `terminate_timeout` should a connection never finish).
-pub fn serve(listener: &TcpListener, shutdown: &Shutdown, handler: Handler, threads: Threads) {
+pub fn serve(listener: &TcpListener, shutdown: &Shutdown, handler: Handler) {
     let open = Arc::new(Open::default());
+    let threads = Threads::default();
     for stream in shutdown.incoming(listener) {
         let Ok(stream) = stream else { continue };
         let (shutdown, handler, token) = (shutdown.clone(), handler.clone(), Open::enter(&open));
@@ -146,7 +141,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A thread per connection, but threads are reused: starting and ending a
 /// thread costs more than a short request, so with a connection per request
 /// a fresh thread each time would halve throughput.
-pub struct Threads {
+struct Threads {
     jobs: mpsc::Sender<Job>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     /// Idle threads minus jobs queued for them: a job is sent only after
@@ -180,32 +175,14 @@ impl Threads {
                 Err(mpsc::SendError(back)) => job = back,
             }
         }
-        self.spawn(Some(job));
-    }
-
-    /// A pool with `n` threads started and idle, waiting for connections.
-    pub fn warm(n: usize) -> Threads {
-        let threads = Threads::default();
-        for _ in 0..n {
-            threads.idle.fetch_add(1, Ordering::AcqRel);
-            threads.spawn(None);
-        }
-        threads
-    }
-
-    /// A thread that runs `first`, if any, then jobs from the queue until
-    /// it has been idle for `THREAD_IDLE`.
-    fn spawn(&self, first: Option<Job>) {
         let (queue, idle) = (self.queue.clone(), self.idle.clone());
-        std::thread::spawn(move || {
-            if let Some(job) = first {
-                job();
-                idle.fetch_add(1, Ordering::AcqRel);
-            }
-            while let Some(job) = next_job(&queue, &idle) {
-                job();
-                idle.fetch_add(1, Ordering::AcqRel);
-            }
+        std::thread::spawn(move || loop {
+            job();
+            idle.fetch_add(1, Ordering::AcqRel);
+            job = match next_job(&queue, &idle) {
+                Some(next) => next,
+                None => return,
+            };
         });
     }
 }

@@ -114,7 +114,6 @@ fn program(state: State) {
     }
     std::thread::sleep(millis("TS_START_DELAY_MS", 0));
     let listener = state.tcp_listener().expect("a TCP address");
-    let threads = http_std::Threads::warm(http_std::WARM_THREADS);
     if var("TS_READINESS").as_deref() != Some("started") {
         state.ready().expect("readiness reported");
     }
@@ -136,7 +135,7 @@ fn program(state: State) {
     });
     if applies("TS_IGNORE_TERM", n) {
         let shutdown = overseer::Shutdown::new();
-        std::thread::spawn(move || http_std::serve(&listener, &shutdown, handler, threads));
+        std::thread::spawn(move || http_std::serve(&listener, &shutdown, handler));
         state.shutdown.wait();
         eprintln!("worker={n} ignoring SIGTERM as asked");
         std::thread::sleep(Duration::from_secs(3600));
@@ -153,7 +152,7 @@ fn program(state: State) {
         let shutdown = state.shutdown.clone();
         std::thread::spawn(move || serve_streams(&listener, &shutdown, n))
     });
-    http_std::serve(&listener, &state.shutdown, handler, threads);
+    http_std::serve(&listener, &state.shutdown, handler);
     if let Some(streams) = streams {
         let _ = streams.join();
     }
