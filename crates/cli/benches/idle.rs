@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use overseer_harness::release::{measure_idle, this_target, IdleCost, Keys, ReleaseServer};
+use overseer_harness::release::{measure_idle, signed_release, IdleCost};
 
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
 const RSS_TARGET_KIB: u64 = 4096;
@@ -41,13 +41,7 @@ fn main() {
     let plain = measure_idle(master(&program, &[]), None, interval, span);
     report("no fetcher", &plain);
 
-    let keys = Keys::generate();
-    let server = ReleaseServer::start();
-    server.publish(
-        "app.minisig",
-        keys.sign(&bytes, "1.0.0", &this_target()).into_bytes(),
-    );
-    server.publish("app", bytes);
+    let (server, keys) = signed_release(bytes, "1.0.0");
     let url = server.url("app");
     let fetching = measure_idle(
         master(

@@ -408,6 +408,19 @@ pub struct IdleCost {
     pub anon_kb: Option<u64>,
 }
 
+/// A release server with `bytes` published as `app` and signed for
+/// `version` (`app.minisig`) with fresh keys, returned beside it.
+pub fn signed_release(bytes: Vec<u8>, version: &str) -> (ReleaseServer, Keys) {
+    let keys = Keys::generate();
+    let server = ReleaseServer::start();
+    server.publish(
+        "app.minisig",
+        keys.sign(&bytes, version, &this_target()).into_bytes(),
+    );
+    server.publish("app", bytes);
+    (server, keys)
+}
+
 /// Starts an `upgrade-app` master at `bin` polling `server`'s `app` every
 /// `interval` (the installed binary must be the published one, signed for
 /// `public_key`), lets its first poll pass, then measures it for `span`.

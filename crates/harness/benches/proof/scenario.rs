@@ -12,7 +12,9 @@ use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::{anon_kb, cpu_time, parse_ready_after, rss_kb, Proc};
-use overseer_harness::release::{idle_cost, stamp, this_target, IdleCost, Keys, ReleaseServer};
+use overseer_harness::release::{
+    idle_cost, signed_release, stamp, this_target, IdleCost, Keys, ReleaseServer,
+};
 
 use crate::run::{Handover, MasterFigures, Run};
 use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
@@ -243,13 +245,7 @@ pub fn idle(opts: &Options) -> IdleCost {
     let bin = dir.path().join("app");
     stamp(Path::new(APP), &bin, "version=1.0.0").expect("install version 1.0.0");
     let bytes = std::fs::read(&bin).expect("the build");
-    let keys = Keys::generate();
-    let server = ReleaseServer::start();
-    server.publish(
-        "app.minisig",
-        keys.sign(&bytes, "1.0.0", &this_target()).into_bytes(),
-    );
-    server.publish("app", bytes);
+    let (server, keys) = signed_release(bytes, "1.0.0");
     idle_cost(
         &bin,
         &server,
