@@ -105,7 +105,11 @@ struct Options {
 }
 
 fn main() {
-    let opts = parse_args();
+    let mut opts = parse_args();
+    if !opts.load_cpus.is_empty() && opts.server_cpus.is_empty() {
+        // Servers would inherit the generator's CPUs: give them all of ours.
+        opts.server_cpus = own_cpus();
+    }
     if !opts.load_cpus.is_empty() {
         pin_load(&opts.load_cpus);
     }
@@ -121,11 +125,6 @@ fn main() {
             } else {
                 format!("{:?}", opts.load_cpus)
             }
-        );
-    } else if !opts.load_cpus.is_empty() {
-        println!(
-            "load generator on CPUs {:?}, servers on any",
-            opts.load_cpus
         );
     }
     println!(
@@ -265,8 +264,21 @@ fn cpu_list(name: &str, v: &str) -> Vec<usize> {
     cpus
 }
 
-/// Pins this thread, and so the threads it starts afterwards (the load
-/// generator's), to `cpus`.
+/// The CPUs this process may run on.
+fn own_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(e) => usage(&format!(
+            "--load-cpus: cannot read this process's CPUs: {e}"
+        )),
+    }
+}
+
+/// Pins this thread, and so the threads and processes it starts afterwards
+/// (the load generator's; servers go through `taskset`), to `cpus`.
 fn pin_load(cpus: &[usize]) {
     use nix::sched::{sched_setaffinity, CpuSet};
     let mut set = CpuSet::new();
