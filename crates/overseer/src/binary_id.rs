@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

@@ -68,19 +68,19 @@ fn copy(
     size: &mut u64,
 ) -> Result<Staged, Rejection> {
     let deadline = Instant::now() + timeout;
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    // Two chunks in flight are enough to overlap reading with hashing and
+    // writing; each is sent at the size read, so the master holds at most
+    // four chunks' worth (256 KiB) of a download at once.
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
     let reader = std::thread::Builder::new()
         .name("overseer-download".into())
         .spawn(move || {
             let mut body = body;
+            let mut buf = vec![0; CHUNK];
             loop {
-                let mut buf = vec![0; CHUNK];
                 let chunk = match body.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Ok(buf)
-                    }
+                    Ok(n) => Ok(buf[..n].to_vec()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => Err(e),
                 };

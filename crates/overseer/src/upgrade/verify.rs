@@ -219,7 +219,7 @@ pub(crate) fn signature(
 /// Reads a file from the start in chunks.
 pub(crate) fn stream(file: &mut File, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0; 256 * 1024];
+    let mut buf = vec![0; 64 * 1024];
     loop {
         match file.read(&mut buf)? {
             0 => return Ok(()),
