@@ -14,7 +14,7 @@ use tempfile::NamedTempFile;
 use super::Rejection;
 use crate::progress::{DownloadState, Reporter};
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 32 * 1024;
 
 /// A file in the binary's directory holding a download (or what was
 /// unpacked from it). Removed on drop unless swapped in.
@@ -68,10 +68,11 @@ fn copy(
     size: &mut u64,
 ) -> Result<Staged, Rejection> {
     let deadline = Instant::now() + timeout;
-    // Two chunks in flight are enough to overlap reading with hashing and
+    // One chunk in flight is enough to overlap reading with hashing and
     // writing; each is sent at the size read, so the master holds at most
-    // four chunks' worth (256 KiB) of a download at once.
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
+    // three chunks' worth (96 KiB) of a download at once, whatever the
+    // source's speed.
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
     let reader = std::thread::Builder::new()
         .name("overseer-download".into())
         .spawn(move || {
