@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use overseer_harness::proc::binary_summary;
 use overseer_harness::release::{measure_idle, signed_release, IdleCost};
 
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
@@ -35,8 +36,10 @@ fn main() {
     let sleep = which("sleep").expect("sleep in PATH");
     std::fs::copy(&sleep, &program).expect("copy sleep");
     let bytes = std::fs::read(&program).expect("the program");
-    let size_mb = std::fs::metadata(OVERSEER).map_or(0.0, |m| m.len() as f64 / 1e6);
-    println!("overseer run master ({OVERSEER}, {size_mb:.1} MB), idle for {secs} s each:");
+    println!(
+        "overseer run master ({OVERSEER}, {}), idle for {secs} s each:",
+        binary_summary(Path::new(OVERSEER))
+    );
 
     let plain = measure_idle(master(&program, &[]), None, interval, span);
     report("no fetcher", &plain);

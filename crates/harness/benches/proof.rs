@@ -29,10 +29,11 @@ mod run;
 #[path = "proof/scenario.rs"]
 mod scenario;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use overseer_harness::openloop::percentile;
+use overseer_harness::proc::binary_summary;
 use overseer_harness::release::IdleCost;
 use serde_json::{json, Value};
 
@@ -136,6 +137,11 @@ fn main() {
         opts.upgrades,
         opts.upgrade_every.as_millis(),
         opts.modes.iter().map(|m| m.key()).collect::<Vec<_>>().join(",")
+    );
+    println!(
+        "binaries: example-http-std {}; upgrade-app {}",
+        binary_summary(Path::new(EXAMPLE)),
+        binary_summary(Path::new(APP))
     );
     let mut results = Vec::new();
     for &mode in &opts.modes {
@@ -374,6 +380,8 @@ fn write_outputs(
             "handover_overhead": "trigger to the new program's first line",
         },
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).ok()},
+        "binaries": {"example_http_std": binary_summary(Path::new(EXAMPLE)),
+                     "upgrade_app": binary_summary(Path::new(APP))},
         "modes": modes,
         "capacity": capacity,
         "idle": idle.map(|i| json!({

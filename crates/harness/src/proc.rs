@@ -232,6 +232,43 @@ fn status_kb(pid: i32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A binary's size and linking, for benchmark headers: `5.4 MB, dynamically
+/// linked` when its ELF program headers ask for an interpreter (the dynamic
+/// loader, which then maps the C library), else `statically linked`. A
+/// master's resident code pages depend on both.
+pub fn binary_summary(path: &std::path::Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return "unreadable".to_string();
+    };
+    let size = format!("{:.1} MB", bytes.len() as f64 / 1e6);
+    let linking = match elf_has_interpreter(&bytes) {
+        Some(true) => "dynamically linked",
+        Some(false) => "statically linked",
+        None => "not a 64-bit little-endian ELF file",
+    };
+    format!("{size}, {linking}")
+}
+
+/// Whether a 64-bit little-endian ELF file has a `PT_INTERP` program header.
+fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    let le = |at: usize, n: usize| -> Option<u64> {
+        let field = bytes.get(at..at + n)?;
+        Some(field.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b)))
+    };
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = usize::try_from(le(0x20, 8)?).ok()?;
+    let entry_size = usize::try_from(le(0x36, 2)?).ok()?;
+    let count = usize::try_from(le(0x38, 2)?).ok()?;
+    (0..count)
+        .map(|i| le(phoff + i * entry_size, 4))
+        .try_fold(false, |found, kind| {
+            Some(found || kind? == u64::from(PT_INTERP))
+        })
+}
+
 /// How many descriptors a process has open (entries of `/proc/PID/fd`; Linux only).
 pub fn open_fds(pid: i32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
@@ -248,4 +285,37 @@ pub fn parse_ready_after(output: &[String]) -> Vec<f64> {
         (number.parse::<u64>().ok()? >= 2).then_some(ms)
     };
     output.iter().filter_map(parse).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn binary_summary_tells_static_from_dynamic() {
+        // Independent evidence: a dynamically linked process has the
+        // dynamic loader mapped.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let dynamic = maps.lines().any(|l| l.contains("/ld-linux"));
+        let exe = std::env::current_exe().unwrap();
+        let summary = super::binary_summary(&exe);
+        let expected = if dynamic {
+            "dynamically linked"
+        } else {
+            "statically linked"
+        };
+        assert!(summary.ends_with(expected), "{summary}");
+        assert!(summary.contains(" MB, "), "{summary}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("script");
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        assert_eq!(
+            super::binary_summary(&text),
+            "0.0 MB, not a 64-bit little-endian ELF file"
+        );
+        assert_eq!(
+            super::binary_summary(&dir.path().join("none")),
+            "unreadable"
+        );
+    }
 }
