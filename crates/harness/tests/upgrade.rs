@@ -487,3 +487,109 @@ fn highest_version_seen_survives_a_restart_of_the_master() {
     rig.publish_version("2.0.0", "");
     rig.expect_rejected_once("signed version 2.0.0 is not newer than 3.0.0");
 }
+
+#[test]
+fn a_restarted_master_does_not_download_the_installed_release_again() {
+    let mut rig = Rig::start(&[]);
+    rig.publish_signed(rig.original.clone(), "1.0.0");
+    let deadline = Instant::now() + T;
+    while rig.server.downloads("app") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Found identical to the installed binary, once; a few more polls are
+    // conditional (304) and download nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rig.server.downloads("app"), 1);
+    rig.proc.signal(nix::libc::SIGTERM);
+    rig.proc.expect_exit(T);
+
+    let start = |rig: &mut Rig| {
+        let mut cmd = Command::new(rig.bin());
+        cmd.env("UA_FETCH_URL", rig.server.url("app"))
+            .env("UA_PUBKEYS", &rig.keys.public)
+            .env("UA_INTERVAL_MS", "100");
+        rig.proc = Proc::spawn(cmd);
+        rig.addr = rig.proc.listen_addr();
+        rig.proc.expect_line("worker 1 ready", T);
+    };
+    let polls = |rig: &Rig, n: usize| {
+        let seen = rig
+            .server
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + T;
+        while rig
+            .server
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < seen + n
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Restarted, the master knows the release by its ETag: no download.
+    start(&mut rig);
+    polls(&rig, 5);
+    assert_eq!(
+        rig.server.downloads("app"),
+        1,
+        "downloaded again: {:?}",
+        rig.proc.output()
+    );
+    rig.expect_untouched();
+    rig.proc.signal(nix::libc::SIGTERM);
+    rig.proc.expect_exit(T);
+
+    // A binary put in place by other means is not that release any more:
+    // the next master downloads the release to compare.
+    let other = rig.build("version=1.0.0 other=1");
+    std::fs::write(rig.bin(), &other).expect("install another build");
+    start(&mut rig);
+    polls(&rig, 5);
+    assert_eq!(rig.server.downloads("app"), 2, "{:?}", rig.proc.output());
+    // Still refused (not newer) and the new binary is left alone.
+    rig.proc.expect_line("is not newer than 1.0.0", T);
+    assert!(std::fs::read(rig.bin()).expect("read binary") == other);
+
+    // A new release is still found and installed.
+    rig.publish_version("2.0.0", "");
+    rig.expect_version("2.0.0");
+}
+
+#[test]
+fn a_restarted_master_skips_the_installed_release_without_reading_it() {
+    // The file fetcher has no conditional request: the master itself knows
+    // the release by its tag and does not read it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("app");
+    stamp(Path::new(APP), &bin, "version=1.0.0").expect("install v1");
+    let release = dir.path().join("release");
+    std::fs::copy(&bin, &release).expect("publish the same build");
+    let start = || {
+        let mut cmd = Command::new(&bin);
+        cmd.env("UA_FETCH_FILE", &release)
+            .env("UA_INTERVAL_MS", "100")
+            .env("UA_DEBUG", "1");
+        let proc = Proc::spawn(cmd);
+        proc.expect_line("worker 1 ready", T);
+        proc
+    };
+    let mut first = start();
+    first.expect_line("same binary as the running one", T);
+    assert_eq!(first.count("downloading release"), 1);
+    assert_eq!(first.count("is the one installed; not downloaded"), 0);
+    first.signal(nix::libc::SIGTERM);
+    first.expect_exit(T);
+
+    let mut second = start();
+    second.expect_line("is the one installed; not downloaded", T);
+    assert_eq!(
+        second.count("downloading release"),
+        0,
+        "{:?}",
+        second.output()
+    );
+    second.signal(nix::libc::SIGTERM);
+    second.expect_exit(T);
+}

@@ -453,6 +453,17 @@ impl Validators {
         }
     }
 
+    /// The validators behind a release tag: its ETag (always quoted, maybe
+    /// weak) or else its Last-Modified date.
+    fn of_tag(tag: &str) -> Validators {
+        let etag = tag.starts_with('"') || tag.starts_with("W/\"");
+        Validators {
+            etag: etag.then(|| tag.to_string()),
+            last_modified: (!etag).then(|| tag.to_string()),
+            length: None,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.etag.is_none() && self.last_modified.is_none()
     }
@@ -695,8 +706,12 @@ impl Fetcher for Http {
         self.interval
     }
 
-    fn init(&mut self, _context: &super::Context) -> Result<(), FetchError> {
+    fn init(&mut self, context: &super::Context) -> Result<(), FetchError> {
         parse_url(&self.url)?;
+        // The installed binary's release: the first poll asks whether it changed.
+        if let Some(tag) = &context.installed_tag {
+            self.returned = Some(Validators::of_tag(tag));
+        }
         Ok(())
     }
 

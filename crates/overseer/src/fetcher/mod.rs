@@ -180,6 +180,12 @@ pub struct Context {
     pub target: &'static str,
     /// The installed version, when known.
     pub version: Option<String>,
+    /// The tag ([`Release::tag`]) of the release the installed binary came
+    /// from, when this master or an earlier one saw it: a fetcher can make
+    /// its first poll conditional on it rather than download that release
+    /// again. (The master also skips, without reading its body, a release
+    /// with this tag.)
+    pub installed_tag: Option<String>,
 }
 
 /// A source of new releases, polled by the master.

@@ -1,7 +1,9 @@
 //! What the master remembers about releases across restarts: the highest
 //! signed version seen (so an older signed build cannot be replayed after a
-//! restart) and the hashes of releases that failed (so they are not tried
-//! again). Kept in a small text file beside the binary, replaced atomically.
+//! restart), the hashes of releases that failed (so they are not tried
+//! again), and which release at the source the installed binary came from
+//! (so a restarted master does not download it again to recognise it).
+//! Kept in a small text file beside the binary, replaced atomically.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -17,6 +19,9 @@ pub(crate) struct Ledger {
     dir: PathBuf,
     pub highest: Option<semver::Version>,
     pub bad: BTreeSet<String>,
+    /// The installed binary's SHA-256 and the source's tag (`Release::tag`)
+    /// of the release it came from or was found identical to.
+    pub installed: Option<(String, String)>,
 }
 
 impl Ledger {
@@ -37,6 +42,13 @@ impl Ledger {
                     }
                     Some(("bad", h)) => {
                         ledger.bad.insert(h.trim().to_string());
+                    }
+                    Some(("installed", entry)) => {
+                        if let Some((sha, tag)) = entry.split_once(' ') {
+                            if !tag.is_empty() {
+                                ledger.installed = Some((sha.to_string(), tag.to_string()));
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -64,10 +76,57 @@ impl Ledger {
         for h in &self.bad {
             text.push_str(&format!("bad {h}\n"));
         }
+        if let Some((sha, tag)) = &self.installed {
+            text.push_str(&format!("installed {sha} {tag}\n"));
+        }
         let mut f = fs::File::create(&self.tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&self.tmp, &self.path)?;
         swap::sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_saved_is_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("app");
+        fs::write(&bin, b"binary").unwrap();
+        let target = Target::resolve(&bin).unwrap();
+        let mut ledger = Ledger::load(&target);
+        assert!(ledger.highest.is_none() && ledger.bad.is_empty() && ledger.installed.is_none());
+        ledger.saw(&semver::Version::new(1, 2, 3));
+        ledger.bad.insert("ab12".into());
+        // A Last-Modified date as the tag: spaces included.
+        let tag = "Sun, 22 Nov 2026 10:00:00 GMT".to_string();
+        ledger.installed = Some(("cd34".into(), tag.clone()));
+        ledger.save().unwrap();
+
+        let again = Ledger::load(&target);
+        assert_eq!(again.highest, Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(again.bad.iter().collect::<Vec<_>>(), ["ab12"]);
+        assert_eq!(again.installed, Some(("cd34".to_string(), tag)));
+    }
+
+    #[test]
+    fn lines_it_cannot_read_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("app");
+        fs::write(&bin, b"binary").unwrap();
+        let target = Target::resolve(&bin).unwrap();
+        fs::write(
+            target.state_path(),
+            "installed cd34\nhighest-version x\nsomething else\nbad ef56\n",
+        )
+        .unwrap();
+        let ledger = Ledger::load(&target);
+        assert!(ledger.installed.is_none());
+        assert!(ledger.highest.is_none());
+        assert_eq!(ledger.bad.iter().collect::<Vec<_>>(), ["ef56"]);
     }
 }

@@ -120,10 +120,11 @@ pub(crate) fn start(
             "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
         );
     }
-    let context = Context {
+    let mut context = Context {
         bin_path: target.path.clone(),
         target: TARGET,
         version: installed_version,
+        installed_tag: None,
     };
     let mut upgrader = Upgrader {
         config: config.clone(),
@@ -144,6 +145,7 @@ pub(crate) fn start(
                 Ok(f) => f,
                 Err(e) => e.into_inner(),
             };
+            context.installed_tag = upgrader.installed_tag();
             if let Err(e) = fetcher.init(&context) {
                 log::error!("upgrades are off: the fetcher cannot start: {e}");
                 return;
@@ -239,6 +241,28 @@ impl Upgrader {
         }
     }
 
+    /// The source's tag for the binary now installed, when the ledger
+    /// recorded one for this very file.
+    fn installed_tag(&mut self) -> Option<String> {
+        let (sha256, tag) = self.ledger.installed.as_ref()?;
+        (*sha256 == self.binary.current()).then(|| tag.clone())
+    }
+
+    /// Records that the installed binary (`sha256`) is the release `tag`, so
+    /// a restarted master recognises it without downloading it.
+    fn remember_installed(&mut self, sha256: String, tag: Option<String>) {
+        let Some(tag) = tag.filter(|t| !t.is_empty() && !t.chars().any(char::is_control)) else {
+            return;
+        };
+        let entry = Some((sha256, tag));
+        if self.ledger.installed != entry {
+            self.ledger.installed = entry;
+            if let Err(e) = self.ledger.save() {
+                log::debug!("cannot record which release is installed: {e}");
+            }
+        }
+    }
+
     /// Logs a passing failure, once while it repeats.
     fn passing_failure(&mut self, reason: String) {
         let key = failure_key(&reason);
@@ -266,6 +290,8 @@ impl Upgrader {
             Ok(Step::Same) => {
                 self.last_failure = None;
                 log::debug!("{source}: same binary as the running one; nothing to do");
+                let current = self.binary.current();
+                self.remember_installed(current, tag);
             }
             Ok(Step::KnownBad(hash)) => {
                 log::debug!("{source}: release {hash} failed before; skipped");
@@ -290,6 +316,7 @@ impl Upgrader {
                         if let Some(v) = version.as_deref().and_then(verify::parse_version) {
                             self.version = Some(v);
                         }
+                        self.remember_installed(sha, tag);
                     }
                     Ok(Verdict::RolledBack(reason)) => {
                         log::debug!("remembering release {sha} as bad: {reason}");
@@ -337,6 +364,11 @@ impl Upgrader {
     }
 
     fn pipeline(&mut self, release: Release, named: &str) -> Result<Step, Rejection> {
+        // 0. The release the installed binary came from: its body is not read.
+        if release.tag.is_some() && release.tag == self.installed_tag() {
+            log::debug!("release {named} is the one installed; not downloaded");
+            return Ok(Step::Same);
+        }
         let cfg = &self.config;
         let t = &self.target;
         // 1. Download into a private staging file beside the binary.
