@@ -441,7 +441,9 @@ pub fn idle_cost(
 
 /// Starts the master `cmd`, waits for its first worker to be ready and, when
 /// it polls `path` on a release server every `interval`, for its first polls
-/// to pass (they download the release and find the running binary); then
+/// to pass (a master new to the release downloads it once and finds the
+/// running binary; one restarted beside its ledger asks only whether it
+/// changed); then
 /// measures it for `span`. The master is stopped before this returns.
 pub fn measure_idle(
     cmd: std::process::Command,
