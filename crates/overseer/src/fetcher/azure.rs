@@ -294,8 +294,9 @@ impl Fetcher for Azure {
     }
 
     /// Checks the settings and makes the client, so mistakes show at start.
-    fn init(&mut self, _context: &Context) -> Result<(), FetchError> {
-        self.poll.init(&self.store)
+    fn init(&mut self, context: &Context) -> Result<(), FetchError> {
+        self.poll
+            .init(&self.store, context.installed_tag.as_deref())
     }
 
     fn retry(&mut self) {

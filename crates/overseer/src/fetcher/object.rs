@@ -130,7 +130,14 @@ impl Poller {
     }
 
     /// Checks the settings and makes the client, so mistakes show at start.
-    pub fn init(&mut self, store: &dyn Store) -> Result<(), FetchError> {
+    /// `installed` is the tag of the release the installed binary came from
+    /// (`Context::installed_tag`): the first poll is then conditional on it.
+    pub fn init(&mut self, store: &dyn Store, installed: Option<&str>) -> Result<(), FetchError> {
+        if let Some(tag) = installed {
+            self.taken = Some(tag.to_string());
+            // An identity without an ETag is `size@date`; an ETag is quoted.
+            self.etag = (tag.starts_with('"') || tag.starts_with("W/\"")).then(|| tag.to_string());
+        }
         self.connect(store).map(drop)
     }
 
@@ -533,8 +540,70 @@ pub(super) fn check_endpoint(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+
+    /// A store in memory (which honours `If-None-Match`).
+    struct Memory(Arc<InMemory>);
+
+    impl Store for Memory {
+        fn location(&self) -> String {
+            "memory://test".into()
+        }
+        fn build(&self) -> Result<Arc<dyn ObjectStore>, FetchError> {
+            Ok(self.0.clone())
+        }
+        fn is_missing_container(&self, _e: &object_store::Error) -> bool {
+            false
+        }
+        fn explain(&self, what: &str, e: &object_store::Error) -> FetchError {
+            format!("{what}: {e}").into()
+        }
+    }
+
+    fn put(store: &Memory, bytes: &'static [u8]) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(
+                store
+                    .0
+                    .put(&Path::from("app"), PutPayload::from_static(bytes)),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn the_installed_release_is_not_offered_again_to_a_new_poller() {
+        let store = Memory(Arc::new(InMemory::new()));
+        put(&store, b"release one");
+        let mut first = Poller::new("app".into());
+        first.init(&store, None).unwrap();
+        let release = first.fetch(&store).unwrap().expect("a release");
+        let tag = release.tag.clone().expect("a tag");
+        drop(release);
+        assert!(first.fetch(&store).unwrap().is_none());
+
+        // A restarted master's poller, told which release is installed.
+        let mut second = Poller::new("app".into());
+        second.init(&store, Some(&tag)).unwrap();
+        assert!(second.fetch(&store).unwrap().is_none());
+        put(&store, b"release two");
+        let next = second.fetch(&store).unwrap().expect("the new release");
+        assert_ne!(next.tag.as_deref(), Some(tag.as_str()));
+
+        // Without an ETag the identity is size@date: remembered, not sent.
+        let mut third = Poller::new("app".into());
+        third
+            .init(&store, Some("11@2026-01-01 00:00:00 UTC"))
+            .unwrap();
+        assert_eq!(third.etag, None);
+        assert!(third.fetch(&store).unwrap().is_some());
+    }
 
     #[test]
     fn loopback_endpoints() {

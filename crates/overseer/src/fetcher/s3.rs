@@ -300,8 +300,9 @@ impl Fetcher for S3 {
     }
 
     /// Checks the settings and makes the client, so mistakes show at start.
-    fn init(&mut self, _context: &Context) -> Result<(), FetchError> {
-        self.poll.init(&self.store)
+    fn init(&mut self, context: &Context) -> Result<(), FetchError> {
+        self.poll
+            .init(&self.store, context.installed_tag.as_deref())
     }
 
     fn retry(&mut self) {
@@ -410,7 +411,7 @@ mod tests {
         let mut s3 = S3::new("b", "dir//app").credentials("a", "s");
         let err = s3
             .poll
-            .init(&s3.store)
+            .init(&s3.store, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
