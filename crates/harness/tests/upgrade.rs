@@ -498,6 +498,7 @@ fn a_restarted_master_does_not_download_the_installed_release_again() {
     }
     // Found identical to the installed binary, once; a few more polls are
     // conditional (304) and download nothing.
+    wait_installed_recorded(rig.dir.path());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rig.server.downloads("app"), 1);
     rig.proc.signal(nix::libc::SIGTERM);
@@ -577,6 +578,7 @@ fn a_restarted_master_skips_the_installed_release_without_reading_it() {
     };
     let mut first = start();
     first.expect_line("same binary as the running one", T);
+    wait_installed_recorded(dir.path());
     assert_eq!(first.count("downloading release"), 1);
     assert_eq!(first.count("is the one installed; not downloaded"), 0);
     first.signal(nix::libc::SIGTERM);
@@ -592,4 +594,20 @@ fn a_restarted_master_skips_the_installed_release_without_reading_it() {
     );
     second.signal(nix::libc::SIGTERM);
     second.expect_exit(T);
+}
+
+/// Waits until the ledger beside the binary `app` in `dir` records which
+/// release is installed (written after the comparison, which for a large
+/// debug binary takes a while).
+fn wait_installed_recorded(dir: &Path) {
+    let ledger = dir.join(".app.overseer-state");
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("installed ")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never recorded the installed release", ledger.display());
 }
