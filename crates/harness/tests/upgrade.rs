@@ -61,6 +61,18 @@ impl Rig {
         }
     }
 
+    /// Starts a new master at the same binary, polling the same server (the
+    /// last one must have exited).
+    fn start_again(&mut self) {
+        let mut cmd = Command::new(self.bin());
+        cmd.env("UA_FETCH_URL", self.server.url("app"))
+            .env("UA_PUBKEYS", &self.keys.public)
+            .env("UA_INTERVAL_MS", "100");
+        self.proc = Proc::spawn(cmd);
+        self.addr = self.proc.listen_addr();
+        self.proc.expect_line("worker 1 ready", T);
+    }
+
     fn bin(&self) -> PathBuf {
         self.dir.path().join("app")
     }
@@ -477,13 +489,7 @@ fn highest_version_seen_survives_a_restart_of_the_master() {
     std::fs::write(rig.bin(), &rig.original).expect("reinstall v1");
     let server = std::mem::replace(&mut rig.server, ReleaseServer::start());
     drop(server);
-    let mut cmd = Command::new(rig.bin());
-    cmd.env("UA_FETCH_URL", rig.server.url("app"))
-        .env("UA_PUBKEYS", &rig.keys.public)
-        .env("UA_INTERVAL_MS", "100");
-    rig.proc = Proc::spawn(cmd);
-    rig.addr = rig.proc.listen_addr();
-    rig.proc.expect_line("worker 1 ready", T);
+    rig.start_again();
     rig.publish_version("2.0.0", "");
     rig.expect_rejected_once("signed version 2.0.0 is not newer than 3.0.0");
 }
@@ -504,15 +510,6 @@ fn a_restarted_master_does_not_download_the_installed_release_again() {
     rig.proc.signal(nix::libc::SIGTERM);
     rig.proc.expect_exit(T);
 
-    let start = |rig: &mut Rig| {
-        let mut cmd = Command::new(rig.bin());
-        cmd.env("UA_FETCH_URL", rig.server.url("app"))
-            .env("UA_PUBKEYS", &rig.keys.public)
-            .env("UA_INTERVAL_MS", "100");
-        rig.proc = Proc::spawn(cmd);
-        rig.addr = rig.proc.listen_addr();
-        rig.proc.expect_line("worker 1 ready", T);
-    };
     let polls = |rig: &Rig, n: usize| {
         let seen = rig
             .server
@@ -530,7 +527,7 @@ fn a_restarted_master_does_not_download_the_installed_release_again() {
         }
     };
     // Restarted, the master knows the release by its ETag: no download.
-    start(&mut rig);
+    rig.start_again();
     polls(&rig, 5);
     assert_eq!(
         rig.server.downloads("app"),
@@ -546,7 +543,7 @@ fn a_restarted_master_does_not_download_the_installed_release_again() {
     // the next master downloads the release to compare.
     let other = rig.build("version=1.0.0 other=1");
     std::fs::write(rig.bin(), &other).expect("install another build");
-    start(&mut rig);
+    rig.start_again();
     polls(&rig, 5);
     assert_eq!(rig.server.downloads("app"), 2, "{:?}", rig.proc.output());
     // Still refused (not newer) and the new binary is left alone.

@@ -92,12 +92,17 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// A binary `app` in `dir`, as the upgrade target.
+    fn binary_in(dir: &std::path::Path) -> Target {
+        let bin = dir.join("app");
+        fs::write(&bin, b"binary").unwrap();
+        Target::resolve(&bin).unwrap()
+    }
+
     #[test]
     fn what_is_saved_is_loaded_again() {
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("app");
-        fs::write(&bin, b"binary").unwrap();
-        let target = Target::resolve(&bin).unwrap();
+        let target = binary_in(dir.path());
         let mut ledger = Ledger::load(&target);
         assert!(ledger.highest.is_none() && ledger.bad.is_empty() && ledger.installed.is_none());
         ledger.saw(&semver::Version::new(1, 2, 3));
@@ -116,9 +121,7 @@ mod tests {
     #[test]
     fn lines_it_cannot_read_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("app");
-        fs::write(&bin, b"binary").unwrap();
-        let target = Target::resolve(&bin).unwrap();
+        let target = binary_in(dir.path());
         fs::write(
             target.state_path(),
             "installed cd34\nhighest-version x\nsomething else\nbad ef56\n",
