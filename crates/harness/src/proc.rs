@@ -253,7 +253,7 @@ pub fn binary_summary(path: &std::path::Path) -> String {
 fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
     const PT_INTERP: u32 = 3;
     let le = |at: usize, n: usize| -> Option<u64> {
-        let field = bytes.get(at..at + n)?;
+        let field = bytes.get(at..at.checked_add(n)?)?;
         Some(field.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b)))
     };
     if bytes.get(..6)? != b"\x7fELF\x02\x01" {
@@ -263,7 +263,7 @@ fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
     let entry_size = usize::try_from(le(0x36, 2)?).ok()?;
     let count = usize::try_from(le(0x38, 2)?).ok()?;
     (0..count)
-        .map(|i| le(phoff + i * entry_size, 4))
+        .map(|i| le(phoff.checked_add(i.checked_mul(entry_size)?)?, 4))
         .try_fold(false, |found, kind| {
             Some(found || kind? == u64::from(PT_INTERP))
         })
@@ -295,7 +295,11 @@ mod tests {
         // Independent evidence: a dynamically linked process has the
         // dynamic loader mapped.
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let dynamic = maps.lines().any(|l| l.contains("/ld-linux"));
+        let dynamic = maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with("ld-"))
+        });
         let exe = std::env::current_exe().unwrap();
         let summary = super::binary_summary(&exe);
         let expected = if dynamic {

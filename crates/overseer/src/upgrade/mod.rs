@@ -1,10 +1,11 @@
 //! The self-upgrade pipeline (SPEC §5), run on a thread of the master.
 //!
 //! ```text
-//! fetcher ─► download ─► unpack ─► same hash? ─► checksum ─► signature
-//!   (poll)   (staging,             (skip)                  (version, target)
-//!            cap, deadline)
-//!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
+//! fetcher ─► installed tag? ─► download ─► unpack ─► same hash? ─► checksum
+//!   (poll)   (skip, unread)    (staging,             (skip)
+//!                              cap, deadline)
+//!        ─► signature (version, target) ─► native executable ─► sanity check
+//!        ─► pre_upgrade ─► swap
 //!        ─► Event::Upgrade to the supervisor: restart + probation
 //!             └─ failure: restore the previous binary, remember the release
 //! ```
