@@ -456,7 +456,7 @@ impl Validators {
     /// The validators behind a release tag: its ETag (always quoted, maybe
     /// weak) or else its Last-Modified date.
     fn of_tag(tag: &str) -> Validators {
-        let etag = tag.starts_with('"') || tag.starts_with("W/\"");
+        let etag = super::is_entity_tag(tag);
         Validators {
             etag: etag.then(|| tag.to_string()),
             last_modified: (!etag).then(|| tag.to_string()),

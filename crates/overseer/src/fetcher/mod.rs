@@ -68,6 +68,13 @@ pub use github::GitHub;
 #[cfg(feature = "fetch-http")]
 pub use http::Http;
 
+/// Whether a release tag is an HTTP entity tag (`"…"` or `W/"…"`), which
+/// can be sent back in `If-None-Match`, rather than a date or another identity.
+#[cfg(any(feature = "fetch-http", feature = "fetch-s3", feature = "fetch-azure"))]
+fn is_entity_tag(tag: &str) -> bool {
+    tag.starts_with('"') || tag.starts_with("W/\"")
+}
+
 /// The error a fetcher returns: anything that explains what went wrong.
 /// It is logged (once per distinct message) and the next poll tries again.
 pub type FetchError = Box<dyn std::error::Error + Send + Sync + 'static>;

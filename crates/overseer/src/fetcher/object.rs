@@ -135,8 +135,8 @@ impl Poller {
     pub fn init(&mut self, store: &dyn Store, installed: Option<&str>) -> Result<(), FetchError> {
         if let Some(tag) = installed {
             self.taken = Some(tag.to_string());
-            // An identity without an ETag is `size@date`; an ETag is quoted.
-            self.etag = (tag.starts_with('"') || tag.starts_with("W/\"")).then(|| tag.to_string());
+            // An identity without an ETag is `size@date`.
+            self.etag = super::is_entity_tag(tag).then(|| tag.to_string());
         }
         self.connect(store).map(drop)
     }
