@@ -53,9 +53,20 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        // A binary this process has just written can be "busy" for a moment:
+        // a child that another thread is starting holds a copy of the write
+        // descriptor until its exec. Retried, a bounded number of times.
+        let mut busy = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && busy < 100 => {
+                    busy += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("cannot start {cmd:?}: {e}"),
+            }
+        };
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
             collect(out, lines.clone(), echo.then_some("  |"));
