@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use overseer::fetcher::{Fetcher, Http, Release};
+use overseer::fetcher::{Context, Fetcher, Http, Release};
 use support::*;
 
 fn body(release: Release) -> Vec<u8> {
@@ -48,6 +48,36 @@ fn etag_round_trip_downloads_once() {
     assert!(hits[0]
         .header("user-agent")
         .is_some_and(|ua| ua.starts_with("overseer/")));
+}
+
+#[test]
+fn an_installed_tag_makes_the_first_poll_conditional() {
+    let server = Server::start(|parts| match header(parts, "if-none-match") {
+        Some("\"v1\"") => reply(304, &[("etag", "\"v1\"")], ""),
+        _ => reply(200, &[("etag", "\"v1\"")], "binary v1"),
+    });
+    // A context as the master builds it once a release with this ETag is
+    // installed: the first poll asks whether it changed, and it has not.
+    let context = Context::new("/srv/app")
+        .version("1.0.0")
+        .installed_tag("\"v1\"");
+    assert_eq!(context.bin_path, std::path::Path::new("/srv/app"));
+    assert_eq!(context.version.as_deref(), Some("1.0.0"));
+    let mut fetcher = Http::new(server.url("/app"));
+    fetcher.init(&context).expect("init");
+    assert!(
+        poll(&mut fetcher).is_none(),
+        "the installed release is not new"
+    );
+    // Without the tag, the same fetcher downloads the release.
+    let mut fresh = Http::new(server.url("/app"));
+    fresh.init(&Context::new("/srv/app")).expect("init");
+    assert_eq!(body(poll(&mut fresh).expect("a release")), b"binary v1");
+    let hits = server.hits();
+    let statuses: Vec<u16> = hits.iter().map(|h| h.status.as_u16()).collect();
+    assert_eq!(statuses, [304, 200]);
+    assert_eq!(hits[0].header("if-none-match"), Some("\"v1\""));
+    assert_eq!(hits[1].header("if-none-match"), None);
 }
 
 #[test]

@@ -195,6 +195,33 @@ pub struct Context {
     pub installed_tag: Option<String>,
 }
 
+impl Context {
+    /// The context for upgrading the binary at `bin_path`, built for the
+    /// target this library was compiled for, with no version or installed
+    /// tag known. The master builds one itself; this is for testing a
+    /// [`Fetcher::init`] of your own.
+    pub fn new(bin_path: impl Into<std::path::PathBuf>) -> Context {
+        Context {
+            bin_path: bin_path.into(),
+            target: crate::upgrade::TARGET,
+            version: None,
+            installed_tag: None,
+        }
+    }
+
+    /// Sets [`Context::version`].
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Sets [`Context::installed_tag`].
+    pub fn installed_tag(mut self, tag: impl Into<String>) -> Self {
+        self.installed_tag = Some(tag.into());
+        self
+    }
+}
+
 /// A source of new releases, polled by the master.
 ///
 /// `fetch` runs on the master's upgrade thread, never on its main loop, so it

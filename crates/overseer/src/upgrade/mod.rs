@@ -121,12 +121,8 @@ pub(crate) fn start(
             "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
         );
     }
-    let mut context = Context {
-        bin_path: target.path.clone(),
-        target: TARGET,
-        version: installed_version,
-        installed_tag: None,
-    };
+    let mut context = Context::new(target.path.clone());
+    context.version = installed_version;
     let mut upgrader = Upgrader {
         config: config.clone(),
         binary: BinaryId::new(target.path.clone()),
