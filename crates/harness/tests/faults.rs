@@ -34,8 +34,8 @@ const DEFAULT_SEED: u64 = 0x0f4a_0175_eed5;
 /// The builds an upgrade fault test installs and publishes.
 struct Builds {
     dir: tempfile::TempDir,
-    /// The app without its debug information (the debug build is ~150 MB,
-    /// nearly all of it debug info; stripped it runs the same).
+    /// The app without its line tables and symbols (the test build is ~17 MB,
+    /// two thirds of it those; stripped it runs the same).
     base: PathBuf,
     v1: Vec<u8>,
     keys: Keys,

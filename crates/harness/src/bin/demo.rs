@@ -46,7 +46,7 @@ use overseer_harness::release::{read_stamp, stamp, this_target, Keys, ReleaseSer
 const WAIT: Duration = Duration::from_secs(30);
 /// The slow request must outlast the upgrade to 2.0.0, which downloads,
 /// hashes and verifies the whole binary: it takes 3 s, plus 1 s for every
-/// 25 MB of binary (a debug build is some 150 MB, a release build 6 MB).
+/// 25 MB of binary (a test build is some 18 MB, a release build 6 MB).
 const SLOW_BASE_MS: u64 = 3_000;
 const SLOW_MS_PER_25_MB: u64 = 1_000;
 const KEEP_ALIVE_CLIENTS: usize = 3;
