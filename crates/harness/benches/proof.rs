@@ -16,7 +16,10 @@
 //! overseer's fallback mode: the master cannot create its private runtime
 //! directory (`TMPDIR` points nowhere), so `overseer::run` runs the program
 //! in-process on a listener it binds itself — the same HTTP code, no master,
-//! no socket passing. Results go to `target/proof/results.json` and
+//! no socket passing. While it runs, a second process of the same binary is
+//! started beside it and stopped on the handover schedule: the windows of
+//! those starts are the control for the handover windows (what a process
+//! starting and ending costs the busy server next to it). Results go to `target/proof/results.json` and
 //! `target/proof/latency.svg` (or `--out DIR`). Every wait is bounded; each
 //! server is killed by process group at the end of its run.
 

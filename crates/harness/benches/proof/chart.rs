@@ -178,7 +178,10 @@ fn panel(out: &mut String, p: &Panel<'_>, bucket: Duration, y0: f64) {
     let legend = [
         ("#1f5fa8", "p99 under overseer"),
         ("#7fb3e6", "p50 under overseer"),
-        ("#999", "p99 direct (no overseer)"),
+        (
+            "#999",
+            "p99 direct (no overseer; a process started and ended beside it on the same schedule)",
+        ),
         ("#f5a623", "handover window"),
         ("#d0021b", "failed requests"),
     ];

@@ -84,7 +84,11 @@ pub fn report(
          (open loop, {} req/s over {} connections). A handover window runs from the trigger (SIGUSR2; \
          for upgrades, publishing the release) to the old worker's exit (the master's \
          `worker N drained` line); a request is in a window if [scheduled, answered] overlaps one. \
-         Steady = every other request. Log times are polled every 1 ms.",
+         Steady = every other request. Log times are polled every 1 ms. The direct column's windows \
+         are a control: on the same schedule a second process of the same binary is started beside \
+         the direct server (on a port of its own), stopped with SIGTERM once it says it serves, and \
+         its window runs from its start to its exit: what a process starting and ending costs this \
+         machine's busy server, with no handover.",
         opts.rate, opts.connections
     );
     for (mode, ours, direct, upgrades) in results {
@@ -156,13 +160,14 @@ pub fn report(
                 ratio_opt(a, b),
             );
         }
+        let base_window = direct.window_ms();
         for (label, p) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
-            let a = percentile(&window, p);
+            let (a, b) = (percentile(&window, p), percentile(&base_window, p));
             row(
                 &format!("latency {label} handover windows"),
                 fmt_ms(a),
-                String::new(),
-                String::new(),
+                fmt_ms(b),
+                ratio_opt(a, b),
             );
         }
         row(
@@ -172,19 +177,23 @@ pub fn report(
                 ours.trigger_to_ready_ms().len(),
                 ours.failed_handovers()
             ),
-            String::new(),
+            format!(
+                "{} / {}",
+                direct.trigger_to_ready_ms().len(),
+                direct.failed_handovers()
+            ),
             String::new(),
         );
         row(
             "trigger → ready min/med/max",
             min_med_max(&ours.trigger_to_ready_ms()),
-            String::new(),
+            min_med_max(&direct.trigger_to_ready_ms()),
             String::new(),
         );
         row(
             "  trigger → program's first line",
             min_med_max(&ours.overhead_ms()),
-            String::new(),
+            min_med_max(&direct.overhead_ms()),
             String::new(),
         );
         row(
@@ -199,21 +208,23 @@ pub fn report(
             String::new(),
             String::new(),
         );
-        let profile: Vec<String> = ours
-            .p99_after_trigger_ms(10)
-            .iter()
-            .map(|p| p.map_or("-".into(), |p| format!("{p:.1}")))
-            .collect();
+        let profile = |run: &Run| {
+            run.p99_after_trigger_ms(10)
+                .iter()
+                .map(|p| p.map_or("-".into(), |p| format!("{p:.1}")))
+                .collect::<Vec<String>>()
+                .join(" ")
+        };
         row(
             "p99 by ms after trigger: 0..9 ms",
-            profile.join(" "),
-            String::new(),
+            profile(ours),
+            profile(direct),
             String::new(),
         );
         row(
             "window length (trigger → old exit)",
             min_med_max(&ours.window_len_ms()),
-            String::new(),
+            min_med_max(&direct.window_len_ms()),
             String::new(),
         );
         row(
@@ -348,12 +359,21 @@ pub fn report(
             ),
         );
         let (ps, pw) = (percentile(&steady, 99.0), percentile(&window, 99.0));
+        let (bs, bw) = (percentile(&base, 99.0), percentile(&base_window, 99.0));
         target(
             &mut out,
             *mode,
             "p99 in handover windows <= 1.5 x steady p99",
             judged(ps.zip(pw).map(|(s, w)| w <= 1.5 * s)),
-            format!("{} vs {} ({})", fmt_ms(pw), fmt_ms(ps), ratio_opt(pw, ps)),
+            format!(
+                "{} vs {} ({}); control, the direct server while a process of the same binary starts and ends beside it: {} vs {} ({})",
+                fmt_ms(pw),
+                fmt_ms(ps),
+                ratio_opt(pw, ps),
+                fmt_ms(bw),
+                fmt_ms(bs),
+                ratio_opt(bw, bs)
+            ),
         );
         let cap = capacity.and_then(|c| c.iter().find(|c| c.mode == *mode));
         let (r, how) = match cap {

@@ -2,22 +2,29 @@
 //! run directly, self-upgrades, and closed-loop capacity; and a server's log
 //! with the time each line was seen.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::wait_serving;
 use overseer_harness::load::{Load, LoadSpec};
 use overseer_harness::openloop::{percentile, OpenLoop, OpenLoopSpec};
 use overseer_harness::ports::free_port;
-use overseer_harness::proc::{anon_kb, cpu_time, parse_ready_after, rss_kb, Proc};
+use overseer_harness::proc::{anon_kb, cpu_time, parse_ready_after, rss_kb, send_signal, Proc};
 use overseer_harness::release::{
     idle_cost, signed_release, stamp, this_target, IdleCost, Keys, ReleaseServer,
 };
 
 use crate::run::{Handover, MasterFigures, Run};
 use crate::{Mode, Options, APP, CAPACITY_ROUNDS, EXAMPLE, READY_TIMEOUT, UPGRADE_TIMEOUT};
+
+/// `TMPDIR` for a server run directly: with no place for its private
+/// runtime directory, the master cannot start and overseer runs the program
+/// in-process.
+const DIRECT_TMPDIR: &str = "/nonexistent/overseer-proof-direct";
 
 /// How long a freshly started server may take to answer.
 const SERVING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -69,8 +76,7 @@ pub fn start_direct() -> (Proc, SocketAddr, Duration) {
         .expect("an address");
     let mut cmd = server_command(Path::new(EXAMPLE));
     // No private runtime directory for a master: overseer runs the program directly.
-    cmd.arg(addr.to_string())
-        .env("TMPDIR", "/nonexistent/overseer-proof-direct");
+    cmd.arg(addr.to_string()).env("TMPDIR", DIRECT_TMPDIR);
     let spawned = Instant::now();
     let proc = Proc::spawn_quiet(cmd);
     proc.expect_line("running the program directly", Duration::from_secs(20));
@@ -114,10 +120,21 @@ pub fn run_overseer(opts: &Options, mode: Mode) -> Run {
     })
 }
 
+/// The example run directly for `span`, with a neighbour (see
+/// [`neighbour`]) started and stopped beside it on the handover schedule.
 pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
     let (proc, addr, _) = start_direct();
     let load = OpenLoop::start(load_spec(opts, mode, addr, span));
     let mut t = Tracker::new(&proc, load.origin());
+    let mut neighbours = Vec::new();
+    for k in 0..opts.handovers {
+        let planned = opts.steady + opts.every * k as u32;
+        if planned + opts.steady > span {
+            break;
+        }
+        t.wait_until(planned.max(t.now()));
+        neighbours.push(neighbour(k as u64 + 2, t.origin));
+    }
     t.wait_until(span);
     let span = t.now();
     let samples = load.stop();
@@ -126,7 +143,7 @@ pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
     Run {
         samples,
         span,
-        handovers: Vec::new(),
+        handovers: neighbours,
         before: MasterFigures::default(),
         after: MasterFigures::default(),
         rss_peak_kb: None,
@@ -137,6 +154,75 @@ pub fn run_direct(opts: &Options, mode: Mode, span: Duration) -> Run {
             .filter(|l| !l.contains("running the program directly"))
             .collect(),
     }
+}
+
+/// The control for handover windows: a second process of the example,
+/// started beside the direct server (on a port of its own, also run
+/// directly), stopped with SIGTERM as soon as it says it serves, and waited
+/// for. Its window, from the start to its exit, is what a process of this
+/// binary starting and ending costs a busy server next to it, with no
+/// handover: no sockets passed, no clients moving over, no master.
+/// `program_start` and `ready` are both its first line (`… serving on …`).
+fn neighbour(number: u64, origin: Instant) -> Handover {
+    let mut cmd = server_command(Path::new(EXAMPLE));
+    cmd.arg("127.0.0.1:0")
+        .env("TMPDIR", DIRECT_TMPDIR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut h = Handover {
+        number,
+        trigger: origin.elapsed(),
+        program_start: None,
+        ready: None,
+        drained: None,
+    };
+    let Ok(mut child) = cmd.spawn() else {
+        return h;
+    };
+    let (tx, rx) = mpsc::channel();
+    if let Some(err) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains(" serving on ") {
+            h.program_start = Some(origin.elapsed());
+            h.ready = h.program_start;
+            break;
+        }
+    }
+    let pid = child.id() as i32;
+    let stop = if h.ready.is_some() {
+        nix::libc::SIGTERM
+    } else {
+        nix::libc::SIGKILL
+    };
+    send_signal(pid, stop);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => {
+                h.drained = Some(origin.elapsed());
+                break;
+            }
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            _ => {
+                send_signal(pid, nix::libc::SIGKILL);
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    h
 }
 
 /// Self-upgrades under load: `upgrade-app` polls a local release server every
