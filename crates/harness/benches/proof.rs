@@ -19,9 +19,10 @@
 //! no socket passing. While it runs, a second process of the same binary is
 //! started beside it and stopped on the handover schedule: the windows of
 //! those starts are the control for the handover windows (what a process
-//! starting and ending costs the busy server next to it). Results go to `target/proof/results.json` and
-//! `target/proof/latency.svg` (or `--out DIR`). Every wait is bounded; each
-//! server is killed by process group at the end of its run.
+//! starting and ending costs the busy server next to it). Results go to
+//! `target/proof/results.json` and `target/proof/latency.svg` (or `--out
+//! DIR`). Every wait is bounded; each server is killed by process group at
+//! the end of its run, each neighbour by its pid.
 
 #[path = "proof/chart.rs"]
 mod chart;
