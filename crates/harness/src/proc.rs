@@ -280,6 +280,24 @@ fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
         })
 }
 
+/// Each thread of a process as its name and its blocked signals (`SigBlk`
+/// in `/proc/PID/task/TID/status`, bit `n - 1` for signal `n`; Linux only).
+pub fn thread_signal_masks(pid: i32) -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
+            let name = field("Name:")?.trim().to_string();
+            let blocked = u64::from_str_radix(field("SigBlk:")?.trim(), 16).ok()?;
+            Some((name, blocked))
+        })
+        .collect()
+}
+
 /// How many descriptors a process has open (entries of `/proc/PID/fd`; Linux only).
 pub fn open_fds(pid: i32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())

@@ -28,13 +28,40 @@ fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
 
 #[test]
 fn fallback_serves_on_the_configured_address_when_the_master_cannot_start() {
+    // The master needs a private runtime directory; make that impossible.
+    fallback_serves(
+        ("TMPDIR", "/nonexistent/overseer-test"),
+        "creating a runtime directory",
+    );
+}
+
+#[test]
+fn fallback_after_a_late_set_up_failure_serves_and_stops_on_sigterm() {
+    // The control socket's path is taken by a file: the master fails once
+    // it has bound its sockets and blocked its signals; the program it then
+    // runs directly must get those signals again (SIGTERM stops it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, "a file, not a socket").expect("write a file");
+    let mut p = fallback_serves(
+        ("TS_CONTROL", taken.to_str().expect("utf-8 path")),
+        "exists and is not a socket",
+    );
+    p.signal(15);
+    assert_eq!(describe(p.expect_exit(T)), "exit 0");
+    assert!(taken.is_file(), "the file in the way is kept");
+}
+
+/// Starts the test server with `env`, which makes its master fail for
+/// `cause`; checks that the program then serves directly on its address.
+fn fallback_serves(env: (&str, &str), cause: &str) -> Proc {
     // The port is checked free before the server binds it; if something
     // takes it in between, the server says so and the test tries another.
     for _attempt in 0..5 {
         let addr = format!("127.0.0.1:{}", free_port());
-        // The master needs a private runtime directory; make that impossible.
-        let mut p = start(&[("TS_ADDR", &addr), ("TMPDIR", "/nonexistent/overseer-test")]);
-        p.expect_line("running the program directly", T);
+        let mut p = start(&[("TS_ADDR", &addr), env]);
+        let line = p.expect_line("running the program directly", T);
+        assert!(line.contains(cause), "{line}");
         let deadline = Instant::now() + T;
         while p.count("worker=0") == 0 && p.count("cannot bind") == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -47,7 +74,7 @@ fn fallback_serves_on_the_configured_address_when_the_master_cannot_start() {
         let r = get(addr.parse().expect("address"), "/");
         assert_eq!(r.field("worker"), Some("0"), "{}", r.body);
         assert_eq!(p.count("worker 1 started"), 0);
-        return;
+        return p;
     }
     panic!("five free ports were all taken before the server could bind them");
 }

@@ -6,7 +6,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overseer_harness::proc::{alive, describe, send_signal, Proc};
+use overseer_harness::proc::{alive, describe, send_signal, thread_signal_masks, Proc};
 use support::*;
 
 const SIGHUP: i32 = 1;
@@ -228,4 +228,24 @@ fn ctrl_c_in_a_terminal_reaches_each_worker_once() {
             || !out.contains("forwarding SIGINT"),
         "{out}"
     );
+}
+
+#[test]
+fn the_masters_signals_reach_only_its_signal_thread_and_workers_start_with_none_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = dir.path().join("control.sock");
+    let control = control.to_str().expect("utf-8 path");
+    let (mut p, addr) = start_ready(&[("TS_CONTROL", control)]);
+    // A handover first, so the master has started every kind of thread it
+    // has here: the control socket's, the notify relays, the readiness wait.
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    expect_answering(addr, 2);
+    assert!(thread_signal_masks(p.pid).len() >= 3);
+    expect_signals_only_to_the_signal_thread(p.pid, worker_pid(&p, 2));
+    // And they still arrive: SIGTERM drains the worker, whose status the
+    // master takes.
+    p.signal(SIGTERM);
+    let status = p.expect_exit(T);
+    assert_eq!(status.code(), Some(0), "{}", describe(status));
 }

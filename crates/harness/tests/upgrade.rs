@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use overseer_harness::proc::Proc;
 use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
-use support::{get, load, T};
+use support::{expect_signals_only_to_the_signal_thread, get, load, T};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
 
@@ -172,6 +172,10 @@ fn upgrades_under_load_with_zero_failures_and_a_slow_request_finishing() {
     let installed = std::fs::read(rig.bin()).expect("read");
     assert!(installed != rig.original);
     assert!(rig.proc.count("rolled back") == 0 && rig.proc.count("rejected") == 0);
+    // The fetch, staging and sanity-check threads (and the HTTP client's)
+    // leave the master's signals to its signal thread too.
+    let worker = rig.proc.worker_pid(3, T);
+    expect_signals_only_to_the_signal_thread(rig.proc.pid, worker);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use overseer_harness::client::{Client, Response};
 use overseer_harness::load::{Load, LoadSpec};
-use overseer_harness::proc::Proc;
+use overseer_harness::proc::{thread_signal_masks, Proc};
 
 /// A generous bound for anything that should take milliseconds.
 pub const T: Duration = Duration::from_secs(20);
@@ -72,4 +72,40 @@ pub fn load(addr: SocketAddr, clients: usize, keep_alive: bool) -> Load {
         max_duration: Duration::from_secs(120),
         pause: Duration::ZERO,
     })
+}
+
+/// Signals every master handles: SIGHUP, SIGINT, SIGTERM, SIGUSR2 (the
+/// default restart signal) and SIGCHLD.
+pub const MASTER_SIGNALS: [i32; 5] = [1, 2, 15, 12, 17];
+
+/// Asserts that of the master's threads, only its signal thread takes the
+/// signals it handles (every other thread blocks them all), and that a
+/// worker's threads block no signal at all.
+pub fn expect_signals_only_to_the_signal_thread(master: i32, worker: i32) {
+    let handled = MASTER_SIGNALS
+        .iter()
+        .fold(0u64, |mask, &signal| mask | 1 << (signal - 1));
+    let threads = thread_signal_masks(master);
+    let takers: Vec<&str> = threads
+        .iter()
+        .filter(|(_, blocked)| blocked & handled == 0)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    // Thread names are cut to 15 bytes.
+    assert_eq!(
+        takers,
+        ["overseer-signal"],
+        "threads of the master that take its signals: {threads:x?}"
+    );
+    for (name, blocked) in &threads {
+        assert!(
+            blocked & handled == handled || name == "overseer-signal",
+            "thread {name} of the master takes some of its signals: {threads:x?}"
+        );
+    }
+    let worker_threads = thread_signal_masks(worker);
+    assert!(!worker_threads.is_empty(), "worker {worker} is gone");
+    for (name, blocked) in &worker_threads {
+        assert_eq!(*blocked, 0, "worker thread {name} blocks {blocked:#x}");
+    }
 }

@@ -182,6 +182,12 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         sockets.addresses.clone(),
         config.version.clone(),
     );
+    // Before any thread starts, so that every thread the master starts
+    // inherits the mask and only the signal thread takes these signals; a
+    // set-up error drops the guard, and the fallback runs with the mask the
+    // process had.
+    let _blocked = sys::block_signals(&signals::handled(config.restart_signal))
+        .map_err(|e| Error::io("blocking signals", e))?;
     let (tx, rx) = mpsc::channel();
     // The control socket first: its path is the set-up step most likely to
     // fail, and nothing else has started yet if it does.

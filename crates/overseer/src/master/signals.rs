@@ -20,18 +20,31 @@ pub(crate) const FORWARDED: &[i32] = &[
 /// workers are part of: these already reached them and are not forwarded again.
 const FROM_TERMINAL: &[i32] = &[SIGINT, SIGQUIT, SIGWINCH, SIGHUP];
 
-/// Starts the signal thread.
-pub(crate) fn spawn(restart_signal: i32, tx: Sender<Event>) -> Result<()> {
+/// Every signal the master handles: the forwarded ones, the restart signal
+/// and `SIGCHLD`.
+pub(crate) fn handled(restart_signal: i32) -> Vec<i32> {
     let mut wanted: Vec<i32> = FORWARDED.to_vec();
     wanted.push(SIGCHLD);
     if !wanted.contains(&restart_signal) {
         wanted.push(restart_signal);
     }
+    wanted
+}
+
+/// Starts the signal thread. The master's other threads block the signals
+/// it handles (`sys::block_signals`); this one unblocks them, so the kernel
+/// delivers them here.
+pub(crate) fn spawn(restart_signal: i32, tx: Sender<Event>) -> Result<()> {
+    let wanted = handled(restart_signal);
     let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)
         .map_err(|e| Error::io("installing signal handlers", e))?;
     std::thread::Builder::new()
         .name("overseer-signals".into())
         .spawn(move || {
+            if let Err(e) = crate::sys::unblock_signals(&wanted) {
+                // Signals then wait until the master ends; say so once.
+                crate::log::warning!("cannot unblock signals in the signal thread: {e}");
+            }
             for origin in signals.forever() {
                 let signal = origin.signal;
                 let event = if signal == SIGCHLD {

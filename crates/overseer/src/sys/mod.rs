@@ -128,7 +128,9 @@ const CHILD_STACK: usize = 64 * 1024;
 /// Signals are blocked across the `clone`, and the child sets every signal
 /// with a handler back to its default before unblocking them, so no master
 /// handler ever runs in the child; `SIGPIPE` goes back to its default too,
-/// as `std::process::Command` does. The child reports a failure through
+/// as `std::process::Command` does. The child then takes the mask the master
+/// had before it blocked its own signals ([`block_signals`]), as it would
+/// have inherited from the master's parent. It reports a failure through
 /// memory the two share, then exits with 127.
 #[cfg(target_os = "linux")]
 fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
@@ -164,8 +166,8 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
                 }
             }
         }
-        // SAFETY: restores the mask the master's thread had, which the
-        // program inherits as it would from fork; async-signal-safe.
+        // SAFETY: sets the mask prepared by the parent (the program's own,
+        // as it would inherit from fork); async-signal-safe.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut()) };
         let error = child_exec(shared.data);
         let errno = error.raw_os_error().unwrap_or(libc::EINVAL);
@@ -176,11 +178,13 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
     }
 
     let stack = ChildStack::new()?;
+    let program_mask = PROGRAM_MASK.get().map(|set| *set.as_ref());
+    // SAFETY: a zeroed sigset_t is a valid (empty) set; both are overwritten
+    // below before they are read.
+    let (mut own_mask, mask) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
     let mut shared = Shared {
         data: &mut data,
-        // SAFETY: a zeroed sigset_t is a valid (empty) set; it is overwritten
-        // by pthread_sigmask below before it is read.
-        mask: unsafe { std::mem::zeroed() },
+        mask,
         errno: AtomicI32::new(0),
     };
     // SAFETY: pthread_sigmask with a filled set and a place for the old one;
@@ -191,7 +195,8 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut own_mask);
+        shared.mask = program_mask.unwrap_or(own_mask);
         let pid = libc::clone(
             child,
             stack.top(),
@@ -199,7 +204,7 @@ fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
             (&mut shared as *mut Shared<'_>).cast(),
         );
         let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &own_mask, std::ptr::null_mut());
         if pid < 0 {
             return Err(clone_error);
         }
@@ -370,6 +375,51 @@ pub(crate) fn adopt_fd(raw: RawFd) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// The signal mask of the master's thread before [`block_signals`]: what
+/// its workers start with.
+static PROGRAM_MASK: std::sync::OnceLock<nix::sys::signal::SigSet> = std::sync::OnceLock::new();
+
+/// Blocks `signals` in the calling thread, and so in every thread it starts
+/// from then on, until the returned guard is dropped.
+///
+/// The master calls it before it starts any thread, so that the signals it
+/// handles are delivered to the one thread that unblocks them (the signal
+/// thread) rather than to whichever thread the kernel picks: no helper
+/// thread's system call is interrupted by them. Workers still start with the
+/// mask from before (see [`spawn`]); `die_by_signal` unblocks its signal.
+pub(crate) fn block_signals(signals: &[i32]) -> io::Result<BlockedSignals> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for &signal in signals {
+        set.add(Signal::try_from(signal).map_err(io::Error::from)?);
+    }
+    let old = set.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
+    let _ = PROGRAM_MASK.set(old);
+    Ok(BlockedSignals { old })
+}
+
+/// Unblocks `signals` in the calling thread.
+pub(crate) fn unblock_signals(signals: &[i32]) -> io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for &signal in signals {
+        set.add(Signal::try_from(signal).map_err(io::Error::from)?);
+    }
+    Ok(set.thread_unblock()?)
+}
+
+/// The mask before [`block_signals`], set again in its thread when dropped.
+#[must_use = "dropping the guard unblocks the signals at once"]
+pub(crate) struct BlockedSignals {
+    old: nix::sys::signal::SigSet,
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        let _ = self.old.thread_set_mask();
+    }
 }
 
 /// Ends this process the way a child ended: by the same signal.
