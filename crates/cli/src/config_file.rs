@@ -90,6 +90,8 @@ pub(crate) struct UpgradeFile {
     pub s3_path_style: Option<bool>,
     pub fetch_azure: Option<String>,
     pub azure_endpoint: Option<String>,
+    pub fetch_gcs: Option<String>,
+    pub gcs_endpoint: Option<String>,
     #[serde(default, deserialize_with = "positive_duration")]
     pub fetch_interval: Option<Duration>,
     #[serde(default)]

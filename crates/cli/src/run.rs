@@ -146,8 +146,8 @@ pub(crate) struct RunArgs {
 
     /// CA certificates (a PEM file) for a release source with a private CA:
     /// an https --fetch-url or --fetch-github (GitHub Enterprise) trusts only
-    /// them instead of the bundled Mozilla roots; --fetch-s3 and
-    /// --fetch-azure trust them besides the system's.
+    /// them instead of the bundled Mozilla roots; --fetch-s3, --fetch-azure
+    /// and --fetch-gcs trust them besides the system's.
     /// Example: --ca-file /etc/myapp/releases-ca.pem
     #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
     ca_file: Option<PathBuf>,
@@ -206,8 +206,21 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "URL", help_heading = "Upgrades")]
     azure_endpoint: Option<String>,
 
+    /// Upgrade from a Google Cloud Storage object (credentials from
+    /// GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_SERVICE_ACCOUNT_KEY,
+    /// application default credentials, or the metadata server;
+    /// OBJECT.minisig and OBJECT.sha256 beside it when present).
+    /// Example: --fetch-gcs gs://acme-releases/myapp/linux-x86_64
+    #[arg(long, value_name = "gs://BUCKET/OBJECT", help_heading = "Upgrades")]
+    fetch_gcs: Option<String>,
+
+    /// The XML API's URL, for a private endpoint or a server speaking the
+    /// same protocol [default: https://storage.googleapis.com].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    gcs_endpoint: Option<String>,
+
     /// How often to poll the release source [default: 1s for files and URLs,
-    /// 1m for S3 and Azure, 5m for GitHub].
+    /// 1m for S3, Azure and GCS, 5m for GitHub].
     #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
     fetch_interval: Option<Duration>,
 
@@ -547,14 +560,16 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         || a.fetch_url.is_some()
         || a.fetch_github.is_some()
         || a.fetch_s3.is_some()
-        || a.fetch_azure.is_some();
-    let (fetch_file, fetch_url, fetch_github, fetch_s3, fetch_azure) = if from_flags {
+        || a.fetch_azure.is_some()
+        || a.fetch_gcs.is_some();
+    let (fetch_file, fetch_url, fetch_github, fetch_s3, fetch_azure, fetch_gcs) = if from_flags {
         (
             a.fetch_file,
             a.fetch_url,
             a.fetch_github,
             a.fetch_s3,
             a.fetch_azure,
+            a.fetch_gcs,
         )
     } else {
         (
@@ -563,6 +578,7 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             u.fetch_github,
             u.fetch_s3,
             u.fetch_azure,
+            u.fetch_gcs,
         )
     };
     let sources = [
@@ -571,20 +587,18 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         fetch_github.is_some(),
         fetch_s3.is_some(),
         fetch_azure.is_some(),
+        fetch_gcs.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err(usage(
-            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure".into(),
+            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure, --fetch-gcs".into(),
         ));
     }
     let ca_file = a.ca_file.or(u.ca_file);
-    let networked = fetch_url.is_some()
-        || fetch_github.is_some()
-        || fetch_s3.is_some()
-        || fetch_azure.is_some();
+    let networked = sources[1..].iter().any(|s| *s);
     if ca_file.is_some() && !networked {
         return Err(usage(
-            "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3 or --fetch-azure".into(),
+            "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
         ));
     }
     // Read now, so that a bad file stops everything before it starts.
@@ -719,6 +733,29 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
                 .map_err(|e| ca_error(shown, e))?;
         }
         if let Some(e) = a.azure_endpoint.or(u.azure_endpoint) {
+            fetcher = fetcher.endpoint(e);
+        }
+        if let Some(i) = interval {
+            fetcher = fetcher.interval(i);
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(url) = fetch_gcs {
+        let (bucket, object) = url
+            .strip_prefix("gs://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, o)| !b.is_empty() && !o.is_empty())
+            .ok_or_else(|| {
+                usage(format!(
+                    "bad --fetch-gcs '{url}': expected gs://BUCKET/OBJECT, e.g. gs://acme-releases/myapp/linux-x86_64"
+                ))
+            })?;
+        let mut fetcher = fetcher::Gcs::new(bucket, object).sidecars();
+        if let Some((shown, pem)) = &ca {
+            fetcher = fetcher
+                .add_root_certificates(pem)
+                .map_err(|e| ca_error(shown, e))?;
+        }
+        if let Some(e) = a.gcs_endpoint.or(u.gcs_endpoint) {
             fetcher = fetcher.endpoint(e);
         }
         if let Some(i) = interval {

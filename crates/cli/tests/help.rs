@@ -34,6 +34,8 @@ fn every_subcommand_has_complete_help() {
                 "--fetch-github",
                 "--fetch-s3",
                 "--fetch-azure",
+                "--fetch-gcs",
+                "--gcs-endpoint",
                 "--public-key",
                 "--sanity-check",
                 "Examples",

@@ -19,6 +19,10 @@ use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::Proc;
 
+/// The GCS-shaped server of the library's fetcher tests.
+#[path = "../../overseer/tests/support/gcs.rs"]
+mod gcs;
+
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
 const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
 /// A generous bound for anything that should take milliseconds.
@@ -377,6 +381,19 @@ fn bad_input_is_refused_before_anything_starts() {
         (
             vec!["--fetch-azure", "az://account/container"],
             &["expected az://ACCOUNT/CONTAINER/BLOB"],
+        ),
+        (
+            vec!["--fetch-gcs", "gs://bucket"],
+            &["expected gs://BUCKET/OBJECT"],
+        ),
+        (
+            vec![
+                "--fetch-gcs",
+                "gs://bucket/app",
+                "--fetch-s3",
+                "s3://bucket/app",
+            ],
+            &["more than one release source"],
         ),
         (
             vec!["--ca-file", &missing_s],
@@ -773,6 +790,48 @@ fn upgrade_from_an_azure_blob() {
         .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
     expect_upgrade_to_version_2(cmd, &app);
     drop(server);
+}
+
+/// `overseer run --fetch-gcs` takes a release from a server on loopback
+/// that speaks GCS's XML API and verifies every request's token, signed by
+/// the service account key given in GOOGLE_SERVICE_ACCOUNT_KEY.
+#[test]
+fn upgrade_from_a_gcs_object() {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = d.join("app");
+    write_worker(&app, "1");
+    write_worker(&d.join("release"), "2");
+    let account = gcs::ServiceAccount::generate("deployer");
+    let key = account.key_json.clone();
+    let server = gcs::GcsServer::start("acme-releases", account);
+    let release = std::fs::read(d.join("release")).expect("the release");
+    server.put("myapp/app", &release, Some("2"));
+
+    let endpoint = server.endpoint();
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--fetch-gcs",
+        "gs://acme-releases/myapp/app",
+        "--gcs-endpoint",
+        &endpoint,
+        "--fetch-interval",
+        "100ms",
+        "--",
+    ]);
+    cmd.arg(&app)
+        .env("WORKER_READY", "notify")
+        .env("GOOGLE_SERVICE_ACCOUNT_KEY", key);
+    expect_upgrade_to_version_2(cmd, &app);
+    let hits = server.hits();
+    assert!(hits
+        .iter()
+        .any(|h| h.status == 200 && h.object == "myapp/app"));
+    assert!(hits.iter().all(|h| h.status != 401), "{hits:?}");
 }
 
 /// On a terminal a download draws a progress bar instead of the plain

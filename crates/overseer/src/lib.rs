@@ -129,8 +129,8 @@
 //! `flate2`/`lzma-rs`/`ruzstd`/`tar`/`zip` (unpacking, each behind a
 //! feature), `ureq` (the HTTP and GitHub fetchers: small, blocking, rustls
 //! with ring or, by the `tls-aws-lc-rs` feature, aws-lc-rs) and
-//! `object_store` (S3 and Azure Blob Storage, on a private runtime; it
-//! brings aws-lc-rs).
+//! `object_store` (S3, Azure Blob Storage and Google Cloud Storage, on a
+//! private runtime; it brings aws-lc-rs).
 #![deny(missing_docs)]
 
 mod accept;

@@ -15,6 +15,7 @@
 //! | `S3` | `fetch-s3` | ETag (`If-None-Match`, or compared when the store ignores it) |
 //! | `GitHub` | `fetch-github` | release ETag, asset id and date |
 //! | `Azure` | `fetch-azure` | ETag (`If-None-Match`) |
+//! | `Gcs` | `fetch-gcs` | ETag (`If-None-Match`) |
 //!
 //! HTTPS in `Http` and `GitHub` uses ring (`tls-ring`, a default feature) or
 //! aws-lc-rs (`tls-aws-lc-rs`, which wins when both are on). `fetch-s3`
@@ -52,7 +53,11 @@ pub use file::File;
 mod azure;
 #[cfg(feature = "fetch-azure")]
 pub use azure::Azure;
-#[cfg(any(feature = "fetch-s3", feature = "fetch-azure"))]
+#[cfg(feature = "fetch-gcs")]
+mod gcs;
+#[cfg(feature = "fetch-gcs")]
+pub use gcs::Gcs;
+#[cfg(any(feature = "fetch-s3", feature = "fetch-azure", feature = "fetch-gcs"))]
 mod object;
 #[cfg(feature = "fetch-s3")]
 mod s3;
@@ -70,7 +75,12 @@ pub use http::Http;
 
 /// Whether a release tag is an HTTP entity tag (`"…"` or `W/"…"`), which
 /// can be sent back in `If-None-Match`, rather than a date or another identity.
-#[cfg(any(feature = "fetch-http", feature = "fetch-s3", feature = "fetch-azure"))]
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
 fn is_entity_tag(tag: &str) -> bool {
     tag.starts_with('"') || tag.starts_with("W/\"")
 }

@@ -1,4 +1,4 @@
-//! What the object-store fetchers (`S3`, `Azure`) share:
+//! What the object-store fetchers (`S3`, `Azure`, `Gcs`) share:
 //! polling one object by ETag, the checksum and signature objects beside it,
 //! and streaming its body, through Apache Arrow's `object_store`.
 //!
@@ -29,12 +29,12 @@ use crate::log;
 const SIDECAR_LIMIT: u64 = 64 * 1024;
 
 /// The user-defined metadata entry (`x-amz-meta-version`,
-/// `x-ms-meta-version`) read as [`Release::version`].
+/// `x-ms-meta-version`, `x-goog-meta-version`) read as [`Release::version`].
 const VERSION_METADATA: &str = "version";
 
 /// What differs from one store to another.
 pub(super) trait Store {
-    /// `s3://BUCKET` or `az://ACCOUNT/CONTAINER`: an object's name in
+    /// `s3://BUCKET`, `az://ACCOUNT/CONTAINER` or `gs://BUCKET`: an object's name in
     /// messages is this, a slash and its key.
     fn location(&self) -> String;
     /// The checked client (made once, on first use).
