@@ -64,12 +64,14 @@ mod s3;
 #[cfg(feature = "fetch-s3")]
 pub use s3::S3;
 // The HTTP client is shared: the GitHub fetcher downloads through it too.
+#[cfg(any(feature = "fetch-http", feature = "fetch-github"))]
+mod client;
 #[cfg(feature = "fetch-github")]
 mod github;
-#[cfg(any(feature = "fetch-http", feature = "fetch-github"))]
-mod http;
 #[cfg(feature = "fetch-github")]
 pub use github::GitHub;
+#[cfg(feature = "fetch-http")]
+mod http;
 #[cfg(feature = "fetch-http")]
 pub use http::Http;
 
