@@ -59,6 +59,7 @@ mod control;
 mod progress;
 mod publish;
 mod run;
+mod source;
 
 use std::process::ExitCode;
 

@@ -14,9 +14,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use overseer::{fetcher, Config, Probe, Readiness};
+use overseer::{Config, Probe, Readiness};
 
 use crate::config_file::{self, FileConfig};
+use crate::source::SourceArgs;
 use crate::Failure;
 
 /// Examples shown after `overseer run --help`.
@@ -132,92 +133,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     debug: bool,
 
-    /// Upgrade from a file, taken once it stops changing; FILE.minisig and
-    /// FILE.sha256 beside it are read when present. Example:
-    /// --fetch-file /srv/releases/myapp
-    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
-    fetch_file: Option<PathBuf>,
-
-    /// Upgrade from an HTTP(S) URL (conditional requests; URL.minisig and
-    /// URL.sha256 beside it when present). Example:
-    /// --fetch-url https://releases.example.com/myapp
-    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
-    fetch_url: Option<String>,
-
-    /// CA certificates (a PEM file) for a release source with a private CA:
-    /// an https --fetch-url or --fetch-github (GitHub Enterprise) trusts only
-    /// them instead of the bundled Mozilla roots; --fetch-s3, --fetch-azure
-    /// and --fetch-gcs trust them besides the system's.
-    /// Example: --ca-file /etc/myapp/releases-ca.pem
-    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
-    ca_file: Option<PathBuf>,
-
-    /// Upgrade from the latest GitHub release of OWNER/REPO (the asset for
-    /// this OS and CPU, or --asset). Example: --fetch-github acme/myapp
-    #[arg(long, value_name = "OWNER/REPO", help_heading = "Upgrades")]
-    fetch_github: Option<String>,
-
-    /// Environment variable holding a GitHub token (private repositories,
-    /// higher rate limit) [default: GITHUB_TOKEN, when set].
-    #[arg(long, value_name = "VAR", help_heading = "Upgrades")]
-    github_token_env: Option<String>,
-
-    /// GitHub API base URL, for GitHub Enterprise: https://HOST/api/v3
-    /// [default: https://api.github.com].
-    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
-    github_api_url: Option<String>,
-
-    /// The release asset's name (or a part of it) instead of the one chosen
-    /// by OS and CPU.
-    #[arg(long, value_name = "NAME", help_heading = "Upgrades")]
-    asset: Option<String>,
-
-    /// Upgrade from an S3 object (credentials from the environment or the
-    /// instance metadata; KEY.minisig and KEY.sha256 beside it when
-    /// present). Example: --fetch-s3 s3://acme-releases/myapp/linux-x86_64
-    #[arg(long, value_name = "s3://BUCKET/KEY", help_heading = "Upgrades")]
-    fetch_s3: Option<String>,
-
-    /// An S3-compatible endpoint (MinIO, R2, …), e.g. https://minio.internal:9000.
-    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
-    s3_endpoint: Option<String>,
-
-    /// The bucket's region [default: AWS_REGION, else us-east-1].
-    #[arg(long, value_name = "REGION", help_heading = "Upgrades")]
-    s3_region: Option<String>,
-
-    /// Path-style requests (true) or virtual-hosted ones (false) [default: true].
-    #[arg(long, value_name = "BOOL", help_heading = "Upgrades")]
-    s3_path_style: Option<bool>,
-
-    /// Upgrade from an Azure Blob Storage blob (credentials from
-    /// AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, a service
-    /// principal or the managed identity; BLOB.minisig and BLOB.sha256 beside
-    /// it when present). Example: --fetch-azure az://acmereleases/myapp/linux-x86_64
-    #[arg(
-        long,
-        value_name = "az://ACCOUNT/CONTAINER/BLOB",
-        help_heading = "Upgrades"
-    )]
-    fetch_azure: Option<String>,
-
-    /// The blob service's URL, for Azurite, Azure Stack or a sovereign cloud
-    /// [default: https://ACCOUNT.blob.core.windows.net].
-    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
-    azure_endpoint: Option<String>,
-
-    /// Upgrade from a Google Cloud Storage object (credentials from
-    /// GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_SERVICE_ACCOUNT_KEY,
-    /// application default credentials, or the metadata server;
-    /// OBJECT.minisig and OBJECT.sha256 beside it when present).
-    /// Example: --fetch-gcs gs://acme-releases/myapp/linux-x86_64
-    #[arg(long, value_name = "gs://BUCKET/OBJECT", help_heading = "Upgrades")]
-    fetch_gcs: Option<String>,
-
-    /// The XML API's URL, for a private endpoint or a server speaking the
-    /// same protocol [default: https://storage.googleapis.com].
-    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
-    gcs_endpoint: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
 
     /// How often to poll the release source [default: 1s for files and URLs,
     /// 1m for S3, Azure and GCS, 5m for GitHub].
@@ -555,214 +472,18 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         .debug(a.debug || f.debug);
 
     // Upgrades.
-    let u = f.upgrade;
-    let from_flags = a.fetch_file.is_some()
-        || a.fetch_url.is_some()
-        || a.fetch_github.is_some()
-        || a.fetch_s3.is_some()
-        || a.fetch_azure.is_some()
-        || a.fetch_gcs.is_some();
-    let (fetch_file, fetch_url, fetch_github, fetch_s3, fetch_azure, fetch_gcs) = if from_flags {
-        (
-            a.fetch_file,
-            a.fetch_url,
-            a.fetch_github,
-            a.fetch_s3,
-            a.fetch_azure,
-            a.fetch_gcs,
-        )
-    } else {
-        (
-            u.fetch_file,
-            u.fetch_url,
-            u.fetch_github,
-            u.fetch_s3,
-            u.fetch_azure,
-            u.fetch_gcs,
-        )
-    };
-    let sources = [
-        fetch_file.is_some(),
-        fetch_url.is_some(),
-        fetch_github.is_some(),
-        fetch_s3.is_some(),
-        fetch_azure.is_some(),
-        fetch_gcs.is_some(),
-    ];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        return Err(usage(
-            "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure, --fetch-gcs".into(),
-        ));
-    }
-    let ca_file = a.ca_file.or(u.ca_file);
-    let networked = sources[1..].iter().any(|s| *s);
-    if ca_file.is_some() && !networked {
-        return Err(usage(
-            "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
-        ));
-    }
-    // Read now, so that a bad file stops everything before it starts.
-    let ca = match &ca_file {
-        Some(path) => {
-            let shown = path.display();
-            let pem = std::fs::read(path)
-                .map_err(|e| usage(format!("--ca-file {shown}: cannot read it: {e}")))?;
-            Some((shown.to_string(), pem))
-        }
-        None => None,
-    };
-    let ca_error = |shown: &str, e: fetcher::FetchError| usage(format!("--ca-file {shown}: {e}"));
+    let mut u = f.upgrade;
     let interval = a.fetch_interval.or(u.fetch_interval);
     let keys = if a.public_key.is_empty() {
-        u.public_key
+        std::mem::take(&mut u.public_key)
     } else {
         a.public_key
     };
     for key in &keys {
         config = config.public_key(read_public_key(key).map_err(usage)?);
     }
-    let fetching = sources.contains(&true);
-    if let Some(path) = fetch_file {
-        let mut fetcher = fetcher::File::new(path);
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    } else if let Some(url) = fetch_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(usage(format!(
-                "bad --fetch-url '{url}': expected an http:// or https:// URL"
-            )));
-        }
-        let mut fetcher = fetcher::Http::new(url).sidecars();
-        if let Some((shown, pem)) = &ca {
-            fetcher = fetcher
-                .root_certificates(pem)
-                .map_err(|e| ca_error(shown, e))?;
-        }
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    } else if let Some(repo) = fetch_github {
-        let valid = repo
-            .split_once('/')
-            .is_some_and(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'));
-        if !valid {
-            return Err(usage(format!(
-                "bad --fetch-github '{repo}': expected OWNER/REPO, e.g. acme/myapp"
-            )));
-        }
-        let mut fetcher = fetcher::GitHub::new(repo);
-        match a.github_token_env.or(u.github_token_env) {
-            Some(var) => match std::env::var(&var) {
-                Ok(token) => fetcher = fetcher.token(token),
-                Err(_) => {
-                    return Err(usage(format!(
-                        "--github-token-env {var}: the variable {var} is not set"
-                    )))
-                }
-            },
-            None => {
-                if let Ok(token) = std::env::var("GITHUB_TOKEN") {
-                    fetcher = fetcher.token(token);
-                }
-            }
-        }
-        if let Some(api) = a.github_api_url.or(u.github_api_url) {
-            fetcher = fetcher.api_url(api);
-        }
-        if let Some((shown, pem)) = &ca {
-            fetcher = fetcher
-                .root_certificates(pem)
-                .map_err(|e| ca_error(shown, e))?;
-        }
-        if let Some(asset) = a.asset.or(u.asset) {
-            fetcher = fetcher.asset(asset);
-        }
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    } else if let Some(url) = fetch_s3 {
-        let (bucket, key) = url
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split_once('/'))
-            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-            .ok_or_else(|| {
-                usage(format!(
-                    "bad --fetch-s3 '{url}': expected s3://BUCKET/KEY, e.g. s3://acme-releases/myapp"
-                ))
-            })?;
-        let mut fetcher = fetcher::S3::new(bucket, key).sidecars();
-        if let Some((shown, pem)) = &ca {
-            fetcher = fetcher
-                .add_root_certificates(pem)
-                .map_err(|e| ca_error(shown, e))?;
-        }
-        if let Some(e) = a.s3_endpoint.or(u.s3_endpoint) {
-            fetcher = fetcher.endpoint(e);
-        }
-        if let Some(r) = a.s3_region.or(u.s3_region) {
-            fetcher = fetcher.region(r);
-        }
-        if let Some(p) = a.s3_path_style.or(u.s3_path_style) {
-            fetcher = fetcher.path_style(p);
-        }
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    } else if let Some(url) = fetch_azure {
-        let parts: Option<(&str, &str, &str)> = url.strip_prefix("az://").and_then(|rest| {
-            let (account, rest) = rest.split_once('/')?;
-            let (container, blob) = rest.split_once('/')?;
-            Some((account, container, blob))
-        });
-        let Some((account, container, blob)) =
-            parts.filter(|(a, c, b)| !a.is_empty() && !c.is_empty() && !b.is_empty())
-        else {
-            return Err(usage(format!(
-                "bad --fetch-azure '{url}': expected az://ACCOUNT/CONTAINER/BLOB, e.g. az://acmereleases/myapp/linux-x86_64"
-            )));
-        };
-        let mut fetcher = fetcher::Azure::new(account, container, blob).sidecars();
-        if let Some((shown, pem)) = &ca {
-            fetcher = fetcher
-                .add_root_certificates(pem)
-                .map_err(|e| ca_error(shown, e))?;
-        }
-        if let Some(e) = a.azure_endpoint.or(u.azure_endpoint) {
-            fetcher = fetcher.endpoint(e);
-        }
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    } else if let Some(url) = fetch_gcs {
-        let (bucket, object) = url
-            .strip_prefix("gs://")
-            .and_then(|rest| rest.split_once('/'))
-            .filter(|(b, o)| !b.is_empty() && !o.is_empty())
-            .ok_or_else(|| {
-                usage(format!(
-                    "bad --fetch-gcs '{url}': expected gs://BUCKET/OBJECT, e.g. gs://acme-releases/myapp/linux-x86_64"
-                ))
-            })?;
-        let mut fetcher = fetcher::Gcs::new(bucket, object).sidecars();
-        if let Some((shown, pem)) = &ca {
-            fetcher = fetcher
-                .add_root_certificates(pem)
-                .map_err(|e| ca_error(shown, e))?;
-        }
-        if let Some(e) = a.gcs_endpoint.or(u.gcs_endpoint) {
-            fetcher = fetcher.endpoint(e);
-        }
-        if let Some(i) = interval {
-            fetcher = fetcher.interval(i);
-        }
-        config = config.fetcher(fetcher);
-    }
+    let from_file = SourceArgs::from_file(&mut u);
+    let (mut config, fetching) = a.source.or(from_file).add_to(config, interval)?;
     if let Some(i) = interval {
         // The user's interval counts, even below the library's 1 s floor.
         config = config.min_fetch_interval(i);

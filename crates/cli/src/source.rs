@@ -1,0 +1,387 @@
+//! `overseer run`'s release source: which one (the flags, else the config
+//! file's `[upgrade]` table), checked, and built into the library's fetcher.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use overseer::{fetcher, Config};
+
+use crate::config_file::UpgradeFile;
+use crate::Failure;
+
+/// Where releases come from and how to reach it (the "Upgrades" flags that
+/// name a source). Taken whole from the flags when they name a source, else
+/// from the file; the options beside a source each from the flag, else the
+/// file.
+#[derive(Args, Debug, Default)]
+pub(crate) struct SourceArgs {
+    /// Upgrade from a file, taken once it stops changing; FILE.minisig and
+    /// FILE.sha256 beside it are read when present. Example:
+    /// --fetch-file /srv/releases/myapp
+    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
+    pub(crate) fetch_file: Option<PathBuf>,
+
+    /// Upgrade from an HTTP(S) URL (conditional requests; URL.minisig and
+    /// URL.sha256 beside it when present). Example:
+    /// --fetch-url https://releases.example.com/myapp
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    pub(crate) fetch_url: Option<String>,
+
+    /// CA certificates (a PEM file) for a release source with a private CA:
+    /// an https --fetch-url or --fetch-github (GitHub Enterprise) trusts only
+    /// them instead of the bundled Mozilla roots; --fetch-s3, --fetch-azure
+    /// and --fetch-gcs trust them besides the system's.
+    /// Example: --ca-file /etc/myapp/releases-ca.pem
+    #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
+    pub(crate) ca_file: Option<PathBuf>,
+
+    /// Upgrade from the latest GitHub release of OWNER/REPO (the asset for
+    /// this OS and CPU, or --asset). Example: --fetch-github acme/myapp
+    #[arg(long, value_name = "OWNER/REPO", help_heading = "Upgrades")]
+    pub(crate) fetch_github: Option<String>,
+
+    /// Environment variable holding a GitHub token (private repositories,
+    /// higher rate limit) [default: GITHUB_TOKEN, when set].
+    #[arg(long, value_name = "VAR", help_heading = "Upgrades")]
+    pub(crate) github_token_env: Option<String>,
+
+    /// GitHub API base URL, for GitHub Enterprise: https://HOST/api/v3
+    /// [default: https://api.github.com].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    pub(crate) github_api_url: Option<String>,
+
+    /// The release asset's name (or a part of it) instead of the one chosen
+    /// by OS and CPU.
+    #[arg(long, value_name = "NAME", help_heading = "Upgrades")]
+    pub(crate) asset: Option<String>,
+
+    /// Upgrade from an S3 object (credentials from the environment or the
+    /// instance metadata; KEY.minisig and KEY.sha256 beside it when
+    /// present). Example: --fetch-s3 s3://acme-releases/myapp/linux-x86_64
+    #[arg(long, value_name = "s3://BUCKET/KEY", help_heading = "Upgrades")]
+    pub(crate) fetch_s3: Option<String>,
+
+    /// An S3-compatible endpoint (MinIO, R2, …), e.g. https://minio.internal:9000.
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    pub(crate) s3_endpoint: Option<String>,
+
+    /// The bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION", help_heading = "Upgrades")]
+    pub(crate) s3_region: Option<String>,
+
+    /// Path-style requests (true) or virtual-hosted ones (false) [default: true].
+    #[arg(long, value_name = "BOOL", help_heading = "Upgrades")]
+    pub(crate) s3_path_style: Option<bool>,
+
+    /// Upgrade from an Azure Blob Storage blob (credentials from
+    /// AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, a service
+    /// principal or the managed identity; BLOB.minisig and BLOB.sha256 beside
+    /// it when present). Example: --fetch-azure az://acmereleases/myapp/linux-x86_64
+    #[arg(
+        long,
+        value_name = "az://ACCOUNT/CONTAINER/BLOB",
+        help_heading = "Upgrades"
+    )]
+    pub(crate) fetch_azure: Option<String>,
+
+    /// The blob service's URL, for Azurite, Azure Stack or a sovereign cloud
+    /// [default: https://ACCOUNT.blob.core.windows.net].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    pub(crate) azure_endpoint: Option<String>,
+
+    /// Upgrade from a Google Cloud Storage object (credentials from
+    /// GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_SERVICE_ACCOUNT_KEY,
+    /// application default credentials, or the metadata server;
+    /// OBJECT.minisig and OBJECT.sha256 beside it when present).
+    /// Example: --fetch-gcs gs://acme-releases/myapp/linux-x86_64
+    #[arg(long, value_name = "gs://BUCKET/OBJECT", help_heading = "Upgrades")]
+    pub(crate) fetch_gcs: Option<String>,
+
+    /// The XML API's URL, for a private endpoint or a server speaking the
+    /// same protocol [default: https://storage.googleapis.com].
+    #[arg(long, value_name = "URL", help_heading = "Upgrades")]
+    pub(crate) gcs_endpoint: Option<String>,
+}
+
+impl SourceArgs {
+    /// The same settings from the config file's `[upgrade]` table (taken out
+    /// of it).
+    pub(crate) fn from_file(u: &mut UpgradeFile) -> SourceArgs {
+        SourceArgs {
+            fetch_file: u.fetch_file.take(),
+            fetch_url: u.fetch_url.take(),
+            ca_file: u.ca_file.take(),
+            fetch_github: u.fetch_github.take(),
+            github_token_env: u.github_token_env.take(),
+            github_api_url: u.github_api_url.take(),
+            asset: u.asset.take(),
+            fetch_s3: u.fetch_s3.take(),
+            s3_endpoint: u.s3_endpoint.take(),
+            s3_region: u.s3_region.take(),
+            s3_path_style: u.s3_path_style.take(),
+            fetch_azure: u.fetch_azure.take(),
+            azure_endpoint: u.azure_endpoint.take(),
+            fetch_gcs: u.fetch_gcs.take(),
+            gcs_endpoint: u.gcs_endpoint.take(),
+        }
+    }
+
+    /// Which sources are named, in flag order.
+    fn named(&self) -> [bool; 6] {
+        [
+            self.fetch_file.is_some(),
+            self.fetch_url.is_some(),
+            self.fetch_github.is_some(),
+            self.fetch_s3.is_some(),
+            self.fetch_azure.is_some(),
+            self.fetch_gcs.is_some(),
+        ]
+    }
+
+    /// These flags over the file's: the source as a whole (flags naming one
+    /// replace the file's, so the two never add up to two sources), each
+    /// option beside it on its own.
+    pub(crate) fn or(self, file: SourceArgs) -> SourceArgs {
+        let (a, f) = (self, file);
+        let flags = a.named().contains(&true);
+        SourceArgs {
+            fetch_file: if flags { a.fetch_file } else { f.fetch_file },
+            fetch_url: if flags { a.fetch_url } else { f.fetch_url },
+            fetch_github: if flags {
+                a.fetch_github
+            } else {
+                f.fetch_github
+            },
+            fetch_s3: if flags { a.fetch_s3 } else { f.fetch_s3 },
+            fetch_azure: if flags { a.fetch_azure } else { f.fetch_azure },
+            fetch_gcs: if flags { a.fetch_gcs } else { f.fetch_gcs },
+            ca_file: a.ca_file.or(f.ca_file),
+            github_token_env: a.github_token_env.or(f.github_token_env),
+            github_api_url: a.github_api_url.or(f.github_api_url),
+            asset: a.asset.or(f.asset),
+            s3_endpoint: a.s3_endpoint.or(f.s3_endpoint),
+            s3_region: a.s3_region.or(f.s3_region),
+            s3_path_style: a.s3_path_style.or(f.s3_path_style),
+            azure_endpoint: a.azure_endpoint.or(f.azure_endpoint),
+            gcs_endpoint: a.gcs_endpoint.or(f.gcs_endpoint),
+        }
+    }
+
+    /// Adds the fetcher for the source named, if any, to `config`, and says
+    /// whether there was one. Everything is checked first (one source at
+    /// most, its URL's form, the CA file read and parsed), so bad input
+    /// stops the command before anything starts.
+    pub(crate) fn add_to(
+        self,
+        mut config: Config,
+        interval: Option<Duration>,
+    ) -> Result<(Config, bool), Failure> {
+        let usage = Failure::Usage;
+        let sources = self.named();
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(usage(
+                "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure, --fetch-gcs".into(),
+            ));
+        }
+        let networked = sources[1..].iter().any(|s| *s);
+        if self.ca_file.is_some() && !networked {
+            return Err(usage(
+                "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
+            ));
+        }
+        // Read now, so that a bad file stops everything before it starts.
+        let ca = match &self.ca_file {
+            Some(path) => {
+                let shown = path.display();
+                let pem = std::fs::read(path)
+                    .map_err(|e| usage(format!("--ca-file {shown}: cannot read it: {e}")))?;
+                Some((shown.to_string(), pem))
+            }
+            None => None,
+        };
+        let ca_error =
+            |shown: &str, e: fetcher::FetchError| usage(format!("--ca-file {shown}: {e}"));
+        let fetching = sources.contains(&true);
+        if let Some(path) = self.fetch_file {
+            let mut fetcher = fetcher::File::new(path);
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(url) = self.fetch_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(usage(format!(
+                    "bad --fetch-url '{url}': expected an http:// or https:// URL"
+                )));
+            }
+            let mut fetcher = fetcher::Http::new(url).sidecars();
+            if let Some((shown, pem)) = &ca {
+                fetcher = fetcher
+                    .root_certificates(pem)
+                    .map_err(|e| ca_error(shown, e))?;
+            }
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(repo) = self.fetch_github {
+            let valid = repo
+                .split_once('/')
+                .is_some_and(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'));
+            if !valid {
+                return Err(usage(format!(
+                    "bad --fetch-github '{repo}': expected OWNER/REPO, e.g. acme/myapp"
+                )));
+            }
+            let mut fetcher = fetcher::GitHub::new(repo);
+            match self.github_token_env {
+                Some(var) => match std::env::var(&var) {
+                    Ok(token) => fetcher = fetcher.token(token),
+                    Err(_) => {
+                        return Err(usage(format!(
+                            "--github-token-env {var}: the variable {var} is not set"
+                        )))
+                    }
+                },
+                None => {
+                    if let Ok(token) = std::env::var("GITHUB_TOKEN") {
+                        fetcher = fetcher.token(token);
+                    }
+                }
+            }
+            if let Some(api) = self.github_api_url {
+                fetcher = fetcher.api_url(api);
+            }
+            if let Some((shown, pem)) = &ca {
+                fetcher = fetcher
+                    .root_certificates(pem)
+                    .map_err(|e| ca_error(shown, e))?;
+            }
+            if let Some(asset) = self.asset {
+                fetcher = fetcher.asset(asset);
+            }
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(url) = self.fetch_s3 {
+            let (bucket, key) = url
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| {
+                    usage(format!(
+                        "bad --fetch-s3 '{url}': expected s3://BUCKET/KEY, e.g. s3://acme-releases/myapp"
+                    ))
+                })?;
+            let mut fetcher = fetcher::S3::new(bucket, key).sidecars();
+            if let Some((shown, pem)) = &ca {
+                fetcher = fetcher
+                    .add_root_certificates(pem)
+                    .map_err(|e| ca_error(shown, e))?;
+            }
+            if let Some(e) = self.s3_endpoint {
+                fetcher = fetcher.endpoint(e);
+            }
+            if let Some(r) = self.s3_region {
+                fetcher = fetcher.region(r);
+            }
+            if let Some(p) = self.s3_path_style {
+                fetcher = fetcher.path_style(p);
+            }
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(url) = self.fetch_azure {
+            let parts: Option<(&str, &str, &str)> = url.strip_prefix("az://").and_then(|rest| {
+                let (account, rest) = rest.split_once('/')?;
+                let (container, blob) = rest.split_once('/')?;
+                Some((account, container, blob))
+            });
+            let Some((account, container, blob)) =
+                parts.filter(|(a, c, b)| !a.is_empty() && !c.is_empty() && !b.is_empty())
+            else {
+                return Err(usage(format!(
+                    "bad --fetch-azure '{url}': expected az://ACCOUNT/CONTAINER/BLOB, e.g. az://acmereleases/myapp/linux-x86_64"
+                )));
+            };
+            let mut fetcher = fetcher::Azure::new(account, container, blob).sidecars();
+            if let Some((shown, pem)) = &ca {
+                fetcher = fetcher
+                    .add_root_certificates(pem)
+                    .map_err(|e| ca_error(shown, e))?;
+            }
+            if let Some(e) = self.azure_endpoint {
+                fetcher = fetcher.endpoint(e);
+            }
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(url) = self.fetch_gcs {
+            let (bucket, object) = url
+                .strip_prefix("gs://")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(b, o)| !b.is_empty() && !o.is_empty())
+                .ok_or_else(|| {
+                    usage(format!(
+                        "bad --fetch-gcs '{url}': expected gs://BUCKET/OBJECT, e.g. gs://acme-releases/myapp/linux-x86_64"
+                    ))
+                })?;
+            let mut fetcher = fetcher::Gcs::new(bucket, object).sidecars();
+            if let Some((shown, pem)) = &ca {
+                fetcher = fetcher
+                    .add_root_certificates(pem)
+                    .map_err(|e| ca_error(shown, e))?;
+            }
+            if let Some(e) = self.gcs_endpoint {
+                fetcher = fetcher.endpoint(e);
+            }
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        }
+        Ok((config, fetching))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> SourceArgs {
+        SourceArgs {
+            fetch_s3: Some("s3://acme/app".into()),
+            s3_region: Some("eu-west-1".into()),
+            ca_file: Some("/etc/app/ca.pem".into()),
+            ..SourceArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_source_given_as_a_flag_replaces_the_files_source_whole() {
+        let flags = SourceArgs {
+            fetch_url: Some("https://releases.example.com/app".into()),
+            ..SourceArgs::default()
+        };
+        let merged = flags.or(file());
+        assert_eq!(merged.named(), [false, true, false, false, false, false]);
+        // The options beside a source still come from the file unless a flag sets them.
+        assert_eq!(merged.ca_file, Some(PathBuf::from("/etc/app/ca.pem")));
+    }
+
+    #[test]
+    fn without_a_source_flag_the_files_source_stands_and_flags_set_its_options() {
+        let flags = SourceArgs {
+            s3_region: Some("us-east-2".into()),
+            ..SourceArgs::default()
+        };
+        let merged = flags.or(file());
+        assert_eq!(merged.fetch_s3.as_deref(), Some("s3://acme/app"));
+        assert_eq!(merged.s3_region.as_deref(), Some("us-east-2"));
+        assert_eq!(merged.named(), [false, false, false, true, false, false]);
+    }
+}
