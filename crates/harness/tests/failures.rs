@@ -64,3 +64,60 @@ fn worker_ignoring_sigterm_is_killed_after_terminate_timeout() {
     assert!(!alive(old));
     expect_answering(addr, 2);
 }
+
+/// A killed master cannot remove its runtime directory (its workers' notify
+/// sockets); the next master started in the same place removes it, and no
+/// live master's.
+#[test]
+fn a_killed_masters_runtime_directory_is_removed_by_the_next_master() {
+    const SIGKILL: i32 = 9;
+    const SIGTERM: i32 = 15;
+    let base = tempfile::tempdir().expect("temp dir");
+    let base_str = base.path().to_str().expect("a UTF-8 temp dir");
+    let envs = [("TMPDIR", base_str), ("XDG_RUNTIME_DIR", base_str)];
+    let dirs = || -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir(base.path())
+            .expect("read the temp dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs
+    };
+
+    let (mut killed, _) = start_ready(&envs);
+    let killed_dir = match dirs().as_slice() {
+        [one] => one.clone(),
+        other => panic!("one runtime directory expected: {other:?}"),
+    };
+    let (mut live, _) = start_ready(&envs);
+    let live_dir = dirs()
+        .into_iter()
+        .find(|d| *d != killed_dir)
+        .expect("the second master's directory");
+
+    let worker = worker_pid(&killed, 1);
+    killed.signal(SIGKILL);
+    killed.expect_exit(T);
+    let deadline = std::time::Instant::now() + T;
+    while alive(worker) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(worker), "worker {worker} outlived its master");
+    assert!(
+        killed_dir.is_dir(),
+        "nothing removes it before the next start"
+    );
+
+    let (mut next, _) = start_ready(&envs);
+    assert!(!killed_dir.exists(), "the dead master's directory is left");
+    assert!(live_dir.is_dir(), "the live master's directory was removed");
+    expect_answering(live.listen_addr(), 1);
+
+    for p in [&mut live, &mut next] {
+        p.signal(SIGTERM);
+        p.expect_exit(T);
+    }
+    assert_eq!(dirs(), Vec::<std::path::PathBuf>::new(), "left behind");
+}

@@ -10,6 +10,7 @@ mod child;
 mod control;
 pub(crate) mod others;
 mod readiness;
+mod run_dir;
 mod signals;
 mod supervisor;
 mod systemd;
@@ -30,6 +31,7 @@ use crate::listener::{self, Listener, Sockets};
 use crate::log;
 use crate::sys;
 use child::LaunchSpec;
+use run_dir::RunDir;
 use supervisor::{Outcome, Settings, Supervisor};
 
 /// What the master's loop reacts to.
@@ -138,7 +140,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
             (resolved, path.clone().into_os_string(), args.clone())
         }
     };
-    let run_dir = runtime_dir()?;
+    let run_dir = RunDir::create()?;
     let sockets = activation::open(config, &addresses)?;
     let launch = Launch {
         program,
@@ -160,7 +162,7 @@ struct Launch {
     program: PathBuf,
     arg0: OsString,
     args: Vec<OsString>,
-    run_dir: tempfile::TempDir,
+    run_dir: RunDir,
 }
 
 /// Starts the master's threads and its supervisor over open sockets and runs
@@ -241,7 +243,7 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
     let outcome = supervisor.run();
     listener::remove_socket_files(&sockets.bound);
     remove_control();
-    let _ = run_dir.close();
+    run_dir.close();
     match outcome {
         Outcome::Exit(code) => std::process::exit(code),
         Outcome::Signal(signal) => {
@@ -250,21 +252,4 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
             sys::die_by_signal(signal)
         }
     }
-}
-
-/// A private (0700) directory for the workers' notify sockets.
-fn runtime_dir() -> Result<tempfile::TempDir> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("overseer-")
-        .tempdir_in(&base)
-        .map_err(|e| {
-            Error::io(
-                format!("creating a runtime directory in {}", base.display()),
-                e,
-            )
-        })
 }

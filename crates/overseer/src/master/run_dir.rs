@@ -1,0 +1,158 @@
+//! The master's private runtime directory: its workers' notify sockets.
+//!
+//! A master removes its directory when it ends, but one that is killed
+//! (SIGKILL at the end of a stop timeout, the OOM killer) cannot, and each
+//! start makes a new one: left alone, they pile up in `$XDG_RUNTIME_DIR` or
+//! the temporary directory. So a live master holds an exclusive `flock` on a
+//! `lock` file in its directory for its whole life, which the kernel drops
+//! however the process ends, and a starting master removes each directory
+//! of this kind, of its user, whose lock it can take: one whose master is
+//! gone. A lock, not a pid, tells the live from the dead: masters in other
+//! pid namespaces (containers) may share the directory, and pids are
+//! reused.
+//!
+//! The lock file is locked under a temporary name and then renamed to
+//! `lock`, so a directory with a `lock` file is never one still being set
+//! up. A directory without one (a master that could not lock, or a version
+//! before this) is left alone. Taking or checking locks is housekeeping:
+//! when it fails, the master starts all the same.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::log;
+
+/// The directories' name prefix.
+const PREFIX: &str = "overseer-";
+/// The lock file's name, once it is locked.
+const LOCK: &str = "lock";
+
+/// A master's runtime directory, locked for as long as this value lives.
+pub(crate) struct RunDir {
+    dir: tempfile::TempDir,
+    /// Held, not read: the lock lasts as long as the descriptor (which the
+    /// standard library opens close-on-exec, so no worker inherits it).
+    _lock: Option<File>,
+}
+
+impl RunDir {
+    /// Removes the directories dead masters left, then makes and locks this
+    /// master's, a private (0700) one in `$XDG_RUNTIME_DIR` when that is a
+    /// directory, else in the temporary directory.
+    pub(crate) fn create() -> Result<RunDir> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        remove_stale(&base);
+        let dir = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .tempdir_in(&base)
+            .map_err(|e| {
+                Error::io(
+                    format!("creating a runtime directory in {}", base.display()),
+                    e,
+                )
+            })?;
+        let lock = match lock(dir.path()) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::debug!(
+                    "{} is not locked ({e}): if this master is killed, the next one will not remove it",
+                    dir.path().display()
+                );
+                None
+            }
+        };
+        Ok(RunDir { dir, _lock: lock })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Removes the directory (the lock goes with the descriptor).
+    pub(crate) fn close(self) {
+        let _ = self.dir.close();
+    }
+}
+
+/// Creates `dir/lock`, locked before it has its name.
+fn lock(dir: &Path) -> std::io::Result<File> {
+    let staging = dir.join(".lock");
+    let file = File::create(&staging)?;
+    file.try_lock().map_err(std::io::Error::from)?;
+    fs::rename(&staging, dir.join(LOCK))?;
+    Ok(file)
+}
+
+/// Removes the runtime directories in `base` of this user's masters that
+/// are gone.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        // Not followed: a link, or another user's directory, is never touched.
+        let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours {
+            continue;
+        }
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path.join(LOCK))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // its master is alive
+        }
+        match fs::remove_dir_all(&path) {
+            Ok(()) => log::debug!("removed {}, left by a master that is gone", path.display()),
+            Err(e) => log::debug!(
+                "cannot remove {}, left by a master that is gone: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory like a master's, and its lock (dropping it lets go).
+    fn master_dir(base: &Path, name: &str) -> (PathBuf, File) {
+        let dir = base.join(name);
+        fs::create_dir(&dir).expect("mkdir");
+        let file = lock(&dir).expect("lock");
+        (dir, file)
+    }
+
+    #[test]
+    fn only_directories_whose_master_is_gone_are_removed() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let (live, _held) = master_dir(base.path(), "overseer-live");
+        let (dead, held) = master_dir(base.path(), "overseer-dead");
+        drop(held); // its master ended without removing it
+        let unlocked = base.path().join("overseer-unlocked");
+        fs::create_dir(&unlocked).expect("mkdir");
+        let (other, held) = master_dir(base.path(), "other-dead");
+        drop(held);
+
+        remove_stale(base.path());
+
+        assert!(live.is_dir(), "a live master's directory was removed");
+        assert!(!dead.exists(), "a dead master's directory was left");
+        assert!(unlocked.is_dir(), "a directory without a lock was removed");
+        assert!(other.is_dir(), "a directory without the prefix was removed");
+    }
+}
