@@ -14,20 +14,23 @@
 //! The lock file is locked under a temporary name and then renamed to
 //! `lock`, so a directory with a `lock` file is never one still being set
 //! up. A directory without one (a master that could not lock, or a version
-//! before this) is left alone. Taking or checking locks is housekeeping:
-//! when it fails, the master starts all the same.
+//! before this), not named as `create` names them, or holding anything but
+//! the lock and notify sockets is left alone. Taking or checking locks is
+//! housekeeping: when it fails, the master starts all the same.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::log;
 
-/// The directories' name prefix.
+/// The directories' name: this prefix and this many random letters and digits.
 const PREFIX: &str = "overseer-";
-/// The lock file's name, once it is locked.
+const RANDOM: usize = 6;
+/// The lock file's name, once it is locked, and before.
 const LOCK: &str = "lock";
+const STAGING_LOCK: &str = ".lock";
 
 /// A master's runtime directory, locked for as long as this value lives.
 pub(crate) struct RunDir {
@@ -49,6 +52,7 @@ impl RunDir {
         remove_stale(&base);
         let dir = tempfile::Builder::new()
             .prefix(PREFIX)
+            .rand_bytes(RANDOM)
             .tempdir_in(&base)
             .map_err(|e| {
                 Error::io(
@@ -81,7 +85,7 @@ impl RunDir {
 
 /// Creates `dir/lock`, locked before it has its name.
 fn lock(dir: &Path) -> std::io::Result<File> {
-    let staging = dir.join(".lock");
+    let staging = dir.join(STAGING_LOCK);
     let file = File::create(&staging)?;
     file.try_lock().map_err(std::io::Error::from)?;
     fs::rename(&staging, dir.join(LOCK))?;
@@ -96,13 +100,13 @@ fn remove_stale(base: &Path) {
     };
     let uid = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+        if !is_master_dir_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let path = entry.path();
         // Not followed: a link, or another user's directory, is never touched.
         let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if !ours {
+        if !ours || !holds_only_master_files(&path) {
             continue;
         }
         let Ok(file) = OpenOptions::new()
@@ -125,6 +129,31 @@ fn remove_stale(base: &Path) {
     }
 }
 
+/// Whether a name is one `RunDir::create` gives: `overseer-` and six
+/// letters or digits.
+fn is_master_dir_name(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.len() == RANDOM && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether a directory holds nothing but what a master puts there: its lock
+/// file and its workers' notify sockets. Anything else, and it is not
+/// removed, whatever its name.
+fn holds_only_master_files(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.into_iter().all(|entry| {
+        let Ok(entry) = entry else { return false };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let socket = entry.file_type().is_ok_and(|t| t.is_socket());
+        name == LOCK
+            || name == STAGING_LOCK
+            || (socket && name.starts_with("worker-") && name.ends_with(".sock"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,12 +169,19 @@ mod tests {
     #[test]
     fn only_directories_whose_master_is_gone_are_removed() {
         let base = tempfile::tempdir().expect("temp dir");
-        let (live, _held) = master_dir(base.path(), "overseer-live");
-        let (dead, held) = master_dir(base.path(), "overseer-dead");
-        drop(held); // its master ended without removing it
-        let unlocked = base.path().join("overseer-unlocked");
+        let (live, _held) = master_dir(base.path(), "overseer-live01");
+        let (dead, held) = master_dir(base.path(), "overseer-dead01");
+        let socket = std::os::unix::net::UnixDatagram::bind(dead.join("worker-3.sock"))
+            .expect("bind a notify socket");
+        drop((held, socket)); // its master ended without removing it
+        let unlocked = base.path().join("overseer-nolock");
         fs::create_dir(&unlocked).expect("mkdir");
-        let (other, held) = master_dir(base.path(), "other-dead");
+        let (other, held) = master_dir(base.path(), "other-dead01");
+        drop(held);
+        let (misnamed, held) = master_dir(base.path(), "overseer-notes");
+        drop(held);
+        let (more, held) = master_dir(base.path(), "overseer-more01");
+        fs::write(more.join("notes.txt"), "not a master's").expect("write");
         drop(held);
 
         remove_stale(base.path());
@@ -154,5 +190,19 @@ mod tests {
         assert!(!dead.exists(), "a dead master's directory was left");
         assert!(unlocked.is_dir(), "a directory without a lock was removed");
         assert!(other.is_dir(), "a directory without the prefix was removed");
+        assert!(
+            misnamed.is_dir(),
+            "a directory not named like a master's was removed"
+        );
+        assert!(more.is_dir(), "a directory holding other files was removed");
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_master_dir_name("overseer-Ab3xZ9"));
+        assert!(!is_master_dir_name("overseer-Ab3xZ"));
+        assert!(!is_master_dir_name("overseer-Ab3xZ9x"));
+        assert!(!is_master_dir_name("overseer-Ab-xZ9"));
+        assert!(!is_master_dir_name("overseer"));
     }
 }
