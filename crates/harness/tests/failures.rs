@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use overseer_harness::proc::alive;
@@ -65,9 +66,9 @@ fn worker_ignoring_sigterm_is_killed_after_terminate_timeout() {
     expect_answering(addr, 2);
 }
 
-/// A killed master cannot remove its runtime directory (its workers' notify
-/// sockets); the next master started in the same place removes it, and no
-/// live master's.
+/// A master's runtime directory (its workers' notify sockets) is private. A
+/// killed master cannot remove it; the next master started in the same place
+/// removes it, and no live master's.
 #[test]
 fn a_killed_masters_runtime_directory_is_removed_by_the_next_master() {
     const SIGKILL: i32 = 9;
@@ -91,6 +92,11 @@ fn a_killed_masters_runtime_directory_is_removed_by_the_next_master() {
         [one] => one.clone(),
         other => panic!("one runtime directory expected: {other:?}"),
     };
+    let mode = std::fs::metadata(&killed_dir).expect("stat").mode() & 0o777;
+    assert_eq!(
+        mode, 0o700,
+        "the runtime directory is not private: {mode:o}"
+    );
     let (mut live, _) = start_ready(&envs);
     let live_dir = dirs()
         .into_iter()

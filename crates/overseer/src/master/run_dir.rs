@@ -19,7 +19,7 @@
 //! housekeeping: when it fails, the master starts all the same.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -53,6 +53,8 @@ impl RunDir {
         let dir = tempfile::Builder::new()
             .prefix(PREFIX)
             .rand_bytes(RANDOM)
+            // Private: tempfile's default for directories is 0777 less the umask.
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(&base)
             .map_err(|e| {
                 Error::io(
