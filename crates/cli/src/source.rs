@@ -266,11 +266,7 @@ impl SourceArgs {
             }
             config = config.fetcher(fetcher);
         } else if let Some(url) = self.fetch_s3 {
-            let (bucket, key) = url
-                .strip_prefix("s3://")
-                .and_then(|rest| rest.split_once('/'))
-                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-                .ok_or_else(|| {
+            let (bucket, key) = bucket_and_object(&url, "s3://").ok_or_else(|| {
                     usage(format!(
                         "bad --fetch-s3 '{url}': expected s3://BUCKET/KEY, e.g. s3://acme-releases/myapp"
                     ))
@@ -321,11 +317,7 @@ impl SourceArgs {
             }
             config = config.fetcher(fetcher);
         } else if let Some(url) = self.fetch_gcs {
-            let (bucket, object) = url
-                .strip_prefix("gs://")
-                .and_then(|rest| rest.split_once('/'))
-                .filter(|(b, o)| !b.is_empty() && !o.is_empty())
-                .ok_or_else(|| {
+            let (bucket, object) = bucket_and_object(&url, "gs://").ok_or_else(|| {
                     usage(format!(
                         "bad --fetch-gcs '{url}': expected gs://BUCKET/OBJECT, e.g. gs://acme-releases/myapp/linux-x86_64"
                     ))
@@ -346,6 +338,13 @@ impl SourceArgs {
         }
         Ok((config, fetching))
     }
+}
+
+/// The bucket and object of `SCHEME://BUCKET/OBJECT`, both non-empty.
+fn bucket_and_object<'a>(url: &'a str, scheme: &str) -> Option<(&'a str, &'a str)> {
+    url.strip_prefix(scheme)
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(bucket, object)| !bucket.is_empty() && !object.is_empty())
 }
 
 #[cfg(test)]
