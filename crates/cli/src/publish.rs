@@ -149,16 +149,29 @@ fn sign(
     let v = version.trim_start_matches(['v', 'V']);
     if v.is_empty()
         || !v.starts_with(|c: char| c.is_ascii_digit())
-        || v.contains(char::is_whitespace)
+        || v.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':' || c == '=')
     {
         return Err(format!(
             "--version {version:?} is not a semantic version (like 1.4.0)"
         ));
     }
     let target = target.map(str::to_string).unwrap_or_else(this_target);
-    if target.contains(char::is_whitespace) || target.is_empty() {
+    if target.is_empty() || target.contains(|c: char| c.is_whitespace() || c == ':' || c == '=') {
         return Err(format!(
             "--target {target:?} must be one word, like x86_64-unknown-linux-gnu"
+        ));
+    }
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Fields are tab-separated and the verifier refuses a key given twice;
+    // the file name, the one part not chosen by the signer's flags, goes
+    // last and may not hold a tab or any other control character, so it
+    // can never be read as a field of its own.
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "the file name {name:?} holds a control character (a tab or a line break): rename the file before signing it"
         ));
     }
     let sk_text = std::fs::read_to_string(key)
@@ -177,15 +190,11 @@ fn sign(
     })?;
     let data =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let comment = format!("timestamp:{timestamp}\tfile:{name}\tversion:{v}\ttarget:{target}");
+    let comment = format!("timestamp:{timestamp}\tversion:{v}\ttarget:{target}\tfile:{name}");
     let sig = minisign::sign(None, &sk, data, Some(&comment), None)
         .map_err(|e| format!("cannot sign {}: {e}", file.display()))?;
     let out = output.unwrap_or_else(|| {

@@ -606,6 +606,73 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
     stop(p);
 }
 
+/// A file name cannot forge the signed version: a release in a file named
+/// `app version=99.0.0`, signed by `overseer sign` as 1.0.1, installs as
+/// 1.0.1, and the next release, 1.0.2, still installs after it.
+#[test]
+fn a_file_name_cannot_raise_the_signed_version() {
+    let dir = signing_workspace(&["bin", "releases"]);
+    let d = dir.path();
+    let app: PathBuf = d.join("bin/app");
+    write_worker(&app, "1");
+    let published = d.join("releases/app version=99.0.0");
+    let releases = published.to_string_lossy().into_owned();
+    let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--app-version",
+        "1.0.0",
+        "--fetch-file",
+        &releases,
+        "--fetch-interval",
+        "100ms",
+        "--public-key",
+        &key,
+        "--probation",
+        "500ms",
+        "--",
+    ]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+
+    // Signed under its own name, so the name is in the signed comment; the
+    // signature is written first and the file renamed into place last.
+    let publish_as = |worker_version: &str, semver: &str| {
+        let staging = d.join("staging").join("app version=99.0.0");
+        std::fs::create_dir_all(staging.parent().expect("parent")).expect("mkdir");
+        write_worker(&staging, worker_version);
+        let mut sig = published.as_os_str().to_owned();
+        sig.push(".minisig");
+        run_ok(
+            Command::new(OVERSEER)
+                .args(["sign", "--key"])
+                .arg(d.join("keys/overseer.key"))
+                .args(["--version", semver, "--output"])
+                .arg(&sig)
+                .arg(&staging),
+        );
+        std::fs::rename(&staging, &published).expect("rename");
+    };
+    publish_as("2", "1.0.1");
+    p.expect_line("installed version 1.0.1", T);
+    p.expect_line("version 1.0.1 passed probation", T);
+    expect_field(addr, "version", "2");
+    let ledger = std::fs::read_to_string(d.join("bin/.app.overseer-state")).expect("ledger");
+    assert!(ledger.contains("highest-version 1.0.1\n"), "{ledger}");
+
+    publish_as("3", "1.0.2");
+    p.expect_line("installed version 1.0.2", T);
+    expect_field(addr, "version", "3");
+    let log = p.output().join("\n");
+    assert!(!log.contains("version 99"), "{log}");
+    stop(p);
+}
+
 /// A release server over HTTPS with Python's standard library: serves
 /// DIR on 127.0.0.1:PORT with CERT and KEY (arguments: PORT DIR CERT KEY).
 const HTTPS_SERVER: &str = r#"

@@ -100,6 +100,17 @@ fn bad_input_is_refused_clearly() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     assert!(!Path::new(&format!("{}.minisig", file.display())).exists());
+    // A file name that could be read as a field of the signed comment.
+    let tabbed = d.join("app\tversion:99.0.0");
+    std::fs::write(&tabbed, b"x").expect("write");
+    let out = run(Command::new(OVERSEER)
+        .args(["sign", "--key"])
+        .arg(d.join("missing.key"))
+        .args(["--version", "1.0.0"])
+        .arg(&tabbed));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("control character"), "{err}");
     let out = run(Command::new(OVERSEER).args(["sign", "--bogus"]));
     assert!(!out.status.success());
 }

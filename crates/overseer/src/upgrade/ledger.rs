@@ -59,7 +59,12 @@ impl Ledger {
 
     /// Raises the highest version seen.
     pub fn saw(&mut self, version: &semver::Version) {
-        if self.highest.as_ref().is_none_or(|h| version > h) {
+        // Precedence, as the pipeline compares: build metadata does not count.
+        if self
+            .highest
+            .as_ref()
+            .is_none_or(|h| version.cmp_precedence(h).is_gt())
+        {
             self.highest = Some(version.clone());
         }
     }

@@ -431,17 +431,12 @@ impl Upgrader {
                 bin.file.as_file_mut(),
                 download.as_mut().map(|d| d.file.as_file_mut()),
             )?;
-            // Not newer than the installed version, or older than the highest
-            // seen (a replay after a restart), is refused. The highest seen
-            // itself is not: a master stopped between here and the swap
-            // recorded it, and must install that release at its next start.
-            let installed = self.version.as_ref().filter(|v| signed.version <= **v);
-            let seen = self
-                .ledger
-                .highest
-                .as_ref()
-                .filter(|h| signed.version < **h);
-            if let Some(floor) = installed.into_iter().chain(seen).max() {
+            let floor = verify::version_floor(
+                &signed.version,
+                self.version.as_ref(),
+                self.ledger.highest.as_ref(),
+            );
+            if let Some(floor) = floor {
                 if !cfg.allow_downgrade {
                     return Err(Rejection::release(format!(
                         "signed version {} is not newer than {floor} (installed or seen before); set allow_downgrade to accept it",

@@ -62,14 +62,69 @@ pub(crate) fn parse_version(s: &str) -> Option<semver::Version> {
     None
 }
 
+/// The version a signed release must be newer than, if it is not: the
+/// installed version when the signed one is not above it, or the highest
+/// version seen when the signed one is below it (a replay after a restart).
+/// The highest seen itself is not refused: a master stopped between
+/// recording it and the swap must install that release at its next start.
+///
+/// Versions compare by semantic-version precedence: build metadata does
+/// not count, so `1.4.0+f00d` is not newer than `1.4.0+0bad`.
+pub(crate) fn version_floor<'a>(
+    signed: &semver::Version,
+    installed: Option<&'a semver::Version>,
+    highest_seen: Option<&'a semver::Version>,
+) -> Option<&'a semver::Version> {
+    let installed = installed.filter(|v| signed.cmp_precedence(v).is_le());
+    let seen = highest_seen.filter(|h| signed.cmp_precedence(h).is_lt());
+    installed
+        .into_iter()
+        .chain(seen)
+        .max_by(|a, b| a.cmp_precedence(b))
+}
+
 #[cfg_attr(not(feature = "signatures"), allow(dead_code))]
-/// Reads `key:value` or `key=value` pairs, separated by tabs or spaces, from
-/// a trusted comment (minisign's own `timestamp:… file:…` included).
-pub(crate) fn metadata(comment: &str, key: &str) -> Option<String> {
-    comment.split(['\t', ' ']).find_map(|field| {
-        let (k, v) = field.split_once([':', '='])?;
-        (k == key && !v.is_empty()).then(|| v.to_string())
-    })
+/// The `key:value` (or `key=value`) fields of a trusted comment.
+///
+/// Two forms are read, exactly:
+/// - with a tab anywhere, fields are separated by tabs only, as `overseer
+///   sign` and the `minisign` tool write them (`timestamp:…\tfile:NAME\t…`):
+///   a value may then hold spaces (a file name), and is never split;
+/// - without a tab, a comment written by hand for `minisign -t` (`version:1.4.0
+///   target:x86_64-unknown-linux-gnu`): fields are separated by spaces.
+///
+/// Words without `:` or `=` (minisign's `hashed`) are not fields. A key
+/// given twice is refused, so no part of a comment can override another.
+pub(crate) fn comment_fields(comment: &str) -> Result<Vec<(&str, &str)>, String> {
+    let parts: Vec<&str> = if comment.contains('\t') {
+        comment.split('\t').collect()
+    } else {
+        comment.split(' ').collect()
+    };
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    for part in parts {
+        let Some((key, value)) = part.split_once([':', '=']) else {
+            continue;
+        };
+        if key.is_empty() {
+            continue;
+        }
+        if fields.iter().any(|(k, _)| *k == key) {
+            return Err(format!("the trusted comment names {key:?} more than once"));
+        }
+        fields.push((key, value));
+    }
+    Ok(fields)
+}
+
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
+/// One field of a trusted comment (see [`comment_fields`]); `Ok(None)` when
+/// it is missing or empty.
+pub(crate) fn metadata(comment: &str, key: &str) -> Result<Option<String>, String> {
+    Ok(comment_fields(comment)?
+        .into_iter()
+        .find(|(k, v)| *k == key && !v.is_empty())
+        .map(|(_, v)| v.to_string()))
 }
 
 #[cfg_attr(not(feature = "signatures"), allow(dead_code))]
@@ -186,14 +241,16 @@ pub(crate) fn check_keys(keys: &[String]) -> Result<(), String> {
 /// The version and target a verified trusted comment carries.
 fn signed_metadata(comment: &str) -> Result<Signed, Rejection> {
     let hint = "sign with a trusted comment like 'version:1.2.3 target:x86_64-unknown-linux-gnu'";
-    let version = metadata(comment, "version")
+    let field =
+        |key| metadata(comment, key).map_err(|e| Rejection::release(format!("{e}: refused")));
+    let version = field("version")?
         .ok_or_else(|| Rejection::release(format!("the signature names no version: {hint}")))?;
     let version = parse_version(&version).ok_or_else(|| {
         Rejection::release(format!(
             "the signed version {version:?} is not a semantic version"
         ))
     })?;
-    let target = metadata(comment, "target")
+    let target = field("target")?
         .ok_or_else(|| Rejection::release(format!("the signature names no target: {hint}")))?;
     if !target_matches(&target) {
         return Err(Rejection::release(format!(
@@ -316,15 +373,80 @@ mod tests {
     }
 
     #[test]
-    fn metadata_reads_minisign_style_comments() {
-        let c = "timestamp:1700000000\tfile:app\tversion:2.0.1 target=x86_64-unknown-linux-gnu";
-        assert_eq!(metadata(c, "version").as_deref(), Some("2.0.1"));
+    fn comments_are_read_as_the_signer_and_the_minisign_tool_write_them() {
+        let field = |c: &str, k: &str| metadata(c, k).expect("readable");
+        // `overseer sign`: tab-separated, a file name may hold spaces.
+        let c = "timestamp:1700000000\tversion:2.0.1\ttarget:x86_64-unknown-linux-gnu\tfile:my app";
+        assert_eq!(field(c, "version").as_deref(), Some("2.0.1"));
         assert_eq!(
-            metadata(c, "target").as_deref(),
+            field(c, "target").as_deref(),
             Some("x86_64-unknown-linux-gnu")
         );
-        assert_eq!(metadata(c, "file").as_deref(), Some("app"));
-        assert_eq!(metadata(c, "missing"), None);
+        assert_eq!(field(c, "file").as_deref(), Some("my app"));
+        assert_eq!(field(c, "missing"), None);
+        // minisign's own default comment, and a hand-written `-t` one.
+        let c = "timestamp:1700000000\tfile:app\thashed";
+        assert_eq!(field(c, "file").as_deref(), Some("app"));
+        assert_eq!(field(c, "version"), None);
+        let c = "version:1.4.0 target=x86_64-unknown-linux-gnu";
+        assert_eq!(field(c, "version").as_deref(), Some("1.4.0"));
+        assert_eq!(
+            field(c, "target").as_deref(),
+            Some("x86_64-unknown-linux-gnu")
+        );
+    }
+
+    #[test]
+    fn a_file_name_cannot_forge_a_field() {
+        // What an earlier signer wrote for a file named `svc version=99.0.0`.
+        let c = "timestamp:1700000000\tfile:svc version=99.0.0\tversion:1.0.1\ttarget:x86_64-unknown-linux-gnu";
+        assert_eq!(
+            metadata(c, "version").expect("readable").as_deref(),
+            Some("1.0.1")
+        );
+        // A key twice, in either form, is refused rather than chosen.
+        for c in [
+            "version:1.0.1\tversion:99.0.0\ttarget:x",
+            "version:1.0.1 target:x version=99.0.0",
+            "file:a\tversion=99.0.0\tversion:1.0.1",
+        ] {
+            let e = metadata(c, "version").expect_err(c);
+            assert!(e.contains("\"version\" more than once"), "{e}");
+        }
+        // A value that swallowed a field is not a version.
+        let c = "timestamp:1\tversion:1.0.1 version=99.0.0\ttarget:x";
+        let v = metadata(c, "version").expect("readable").expect("present");
+        assert_eq!(parse_version(&v), None);
+    }
+
+    #[test]
+    fn newer_is_by_precedence_not_build_metadata() {
+        let v = |s: &str| semver::Version::parse(s).expect("version");
+        let floor = |signed: &str, installed: Option<&str>, seen: Option<&str>| {
+            let (installed, seen) = (installed.map(v), seen.map(v));
+            version_floor(&v(signed), installed.as_ref(), seen.as_ref()).map(|f| f.to_string())
+        };
+        // Build metadata alone never makes a release newer.
+        assert_eq!(
+            floor("1.4.0+f00d", Some("1.4.0+0bad"), None).as_deref(),
+            Some("1.4.0+0bad")
+        );
+        assert_eq!(
+            floor("1.4.0+0bad", Some("1.4.0+f00d"), None).as_deref(),
+            Some("1.4.0+f00d")
+        );
+        assert_eq!(floor("1.4.1+0", Some("1.4.0+f00d"), None), None);
+        // Pre-releases come before their release.
+        assert!(floor("1.4.0-rc.1", Some("1.4.0"), None).is_some());
+        assert_eq!(floor("1.4.0", Some("1.4.0-rc.1"), None), None);
+        // The highest seen: below it is a replay; equal (any build) is the
+        // release a stopped master had recorded but not yet installed.
+        assert_eq!(
+            floor("1.5.0", Some("1.4.0"), Some("1.6.0")).as_deref(),
+            Some("1.6.0")
+        );
+        assert_eq!(floor("1.6.0+b", Some("1.4.0"), Some("1.6.0+a")), None);
+        assert_eq!(floor("2.0.0", None, None), None);
     }
 
     #[test]
