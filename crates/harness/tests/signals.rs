@@ -211,8 +211,9 @@ fn ctrl_c_in_a_terminal_reaches_each_worker_once() {
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"\x03").expect("typing ^C");
     stdin.flush().expect("flush");
-    // The worker exits 0 half a second after its first SIGINT; the master follows.
-    let exited = wait_for("exiting with it");
+    // The worker exits 0 half a second after its first SIGINT: a stop, which
+    // the master follows.
+    let exited = wait_for("ended after a stop signal");
     send_signal(-pid, SIGKILL);
     let _ = child.wait();
     let out = text();

@@ -296,6 +296,51 @@ fn build_that_crashes_within_probation_is_rolled_back_and_the_old_one_serves() {
     assert!(rig.proc.count("failed within the") == 1);
 }
 
+/// SIGINT, SIGHUP (forwarded by the master) or ^C (the whole process group)
+/// while a release is on probation stop the service: the worker's exit is
+/// not the release failing, so nothing is rolled back, the release stays
+/// installed and is not remembered as bad, and no other worker starts.
+#[test]
+fn stop_signals_during_probation_stop_the_service_and_keep_the_release() {
+    use nix::sys::signal::{killpg, Signal};
+    use std::os::unix::process::ExitStatusExt;
+    let cases = [
+        (Signal::SIGINT, false),
+        (Signal::SIGHUP, false),
+        (Signal::SIGINT, true),
+    ];
+    for (signal, whole_group) in cases {
+        let what = format!(
+            "{signal} to the {}",
+            if whole_group { "group" } else { "master" }
+        );
+        let mut rig = Rig::start(&[("UA_PROBATION_MS", "60000")]);
+        let release = rig.build("version=2.0.0");
+        rig.publish_signed(release.clone(), "2.0.0");
+        rig.proc.expect_line("installed version 2.0.0", T);
+        rig.expect_version("2.0.0");
+        let pid = rig.proc.pid;
+        if whole_group {
+            killpg(nix::unistd::Pid::from_raw(pid), signal).expect("killpg");
+        } else {
+            rig.proc.signal(signal as i32);
+        }
+        let status = rig.proc.expect_exit(T);
+        // The master ends as its worker did: by the same signal.
+        assert_eq!(status.signal(), Some(signal as i32), "{what}: {status:?}");
+        let log = rig.proc.output().join("\n");
+        assert!(!log.contains("rolled back"), "{what}: {log}");
+        assert!(!log.contains("worker 3 started"), "{what}: {log}");
+        assert!(
+            std::fs::read(rig.bin()).expect("read binary") == release,
+            "{what}: the release is no longer installed"
+        );
+        let ledger =
+            std::fs::read_to_string(rig.dir.path().join(".app.overseer-state")).unwrap_or_default();
+        assert!(!ledger.contains("bad "), "{what}: {ledger}");
+    }
+}
+
 #[test]
 fn endless_stream_is_abandoned_at_the_size_cap() {
     let max = (std::fs::metadata(APP).expect("app").len() * 2).to_string();

@@ -82,6 +82,9 @@ pub(crate) struct Worker {
     pub kill_deadline: Option<Instant>,
     /// Set once SIGKILL was sent, with the reason to report.
     pub killed: Option<String>,
+    /// When a stop signal (SIGINT, SIGQUIT, SIGHUP) last reached the worker
+    /// from the operator: an exit soon after is a stop, not a failure.
+    pub stop_signalled: Option<Instant>,
     stop_notify: Arc<AtomicBool>,
     /// Ends the notify relay's wait when the worker is gone.
     notify_closer: Option<NotifyCloser>,
@@ -151,6 +154,7 @@ impl Worker {
             ready_deadline: started + ready_timeout,
             kill_deadline: None,
             killed: None,
+            stop_signalled: None,
             stop_notify,
             notify_closer,
         })
@@ -182,6 +186,13 @@ impl Worker {
             self.signal(libc::SIGKILL);
             self.killed = Some(reason);
         }
+    }
+
+    /// Whether the worker was asked to stop by the operator (a stop signal
+    /// within `grace` before now), so that its exit is a stop, whatever
+    /// its status.
+    pub fn asked_to_stop(&self, grace: Duration) -> bool {
+        self.stop_signalled.is_some_and(|t| t.elapsed() <= grace)
     }
 
     /// The earliest time this worker needs attention.

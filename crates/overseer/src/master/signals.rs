@@ -20,6 +20,11 @@ pub(crate) const FORWARDED: &[i32] = &[
 /// workers are part of: these already reached them and are not forwarded again.
 const FROM_TERMINAL: &[i32] = &[SIGINT, SIGQUIT, SIGWINCH, SIGHUP];
 
+/// The forwarded signals that ask a program to stop (SIGTERM, the master's
+/// own stop, is handled apart): a worker that ends soon after one of them
+/// reached it was stopped by the operator, not failing.
+pub(crate) const STOP: &[i32] = &[SIGINT, SIGQUIT, SIGHUP];
+
 /// Every signal the master handles: the forwarded ones, the restart signal
 /// and `SIGCHLD`.
 pub(crate) fn handled(restart_signal: i32) -> Vec<i32> {

@@ -209,16 +209,26 @@ impl Supervisor {
             self.stop();
             return;
         }
+        let stop_signal = signals::STOP.contains(&signal);
         if from_terminal {
             // The terminal signalled the whole process group, workers included.
             log::debug!(
                 "{} from the terminal already reached the workers",
                 signals::name(signal)
             );
+            if stop_signal {
+                let now = Instant::now();
+                for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
+                    w.stop_signalled = Some(now);
+                }
+            }
             return;
         }
-        match self.serving.as_ref().or(self.starting.as_ref()) {
+        match self.serving.as_mut().or(self.starting.as_mut()) {
             Some(w) => {
+                if stop_signal {
+                    w.stop_signalled = Some(Instant::now());
+                }
                 log::debug!(
                     "forwarding {} to worker {}",
                     signals::name(signal),
@@ -486,7 +496,9 @@ impl Supervisor {
                 self.control
                     .failed(Some(w.number), &format!("worker {} {reason}", w.number));
             }
-            let failed_release = self.in_probation(w.number);
+            // A worker that ends after the operator's stop signal did not fail.
+            let asked_to_stop = w.asked_to_stop(self.settings.terminate_timeout);
+            let failed_release = self.in_probation(w.number) && !asked_to_stop;
             if failed_release {
                 self.roll_back(&format!("its worker {} {reason}", w.number));
             }
@@ -529,6 +541,18 @@ impl Supervisor {
         if let Some(w) = self.serving.take_if(|w| w.pid == pid) {
             let outcome = Outcome::from_status(&status);
             let clean = matches!(status, WaitStatus::Exited(_, 0));
+            // Ended by the operator's SIGINT, SIGQUIT or SIGHUP (or ^C): the
+            // service is stopping, whatever the status; a release on
+            // probation is not to blame and stays installed.
+            if w.asked_to_stop(self.settings.terminate_timeout) && !self.stopping {
+                log::info!(
+                    "worker {} ended after a stop signal ({how}): stopping",
+                    w.number
+                );
+                self.outcome = Some(outcome);
+                self.stop();
+                return;
+            }
             if self.in_probation(w.number) && !self.stopping && !clean {
                 self.roll_back(&format!(
                     "its worker {} failed within the {:?} probation ({how})",
