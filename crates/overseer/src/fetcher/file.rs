@@ -55,12 +55,54 @@ impl File {
         self
     }
 
-    fn sidecar(path: &Path, ext: &str) -> Option<String> {
+    /// Reads the sidecar `PATH.EXT`: `Ok(None)` when there is none. It must
+    /// be a regular file of at most [`MAX_SIDECAR`] bytes of text; anything
+    /// else (a link to `/dev/zero`, a FIFO, a huge file) is refused
+    /// unread, without blocking.
+    fn sidecar(path: &Path, ext: &str) -> Result<Option<String>, FetchError> {
+        use std::io::Read;
         let mut p = path.as_os_str().to_owned();
         p.push(ext);
-        std::fs::read_to_string(PathBuf::from(p)).ok()
+        let p = PathBuf::from(p);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            // A FIFO would block the open until someone writes to it.
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = match options.open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", p.display()).into()),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file: refused", p.display()).into());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_SIDECAR + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if bytes.len() as u64 > MAX_SIDECAR {
+            return Err(format!(
+                "{} is larger than {MAX_SIDECAR} bytes (a signature or a checksum is far smaller): refused",
+                p.display()
+            )
+            .into());
+        }
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| format!("{} is not text: refused", p.display()).into())
     }
 }
+
+/// The most a `.minisig` or `.sha256` sidecar may hold (a signature is
+/// about 300 bytes, a checksum line about 100).
+const MAX_SIDECAR: u64 = 64 * 1024;
 
 impl Fetcher for File {
     fn interval(&self) -> Duration {
@@ -97,19 +139,23 @@ impl Fetcher for File {
                 return Ok(None);
             }
         }
-        self.taken = Some(stamp);
+        // Sidecars first: a refused one fails this poll, and the release is
+        // offered again (not taken) at the next.
+        let signature = Self::sidecar(&self.path, ".minisig")?;
+        let checksum = Self::sidecar(&self.path, ".sha256")?;
         let body =
             std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.taken = Some(stamp);
         let mut release = Release::new(body, self.path.display().to_string())
             .tag(tag(stamp))
             .size(stamp.0);
         if let Some(name) = self.path.file_name() {
             release = release.name(name.to_string_lossy());
         }
-        if let Some(sig) = Self::sidecar(&self.path, ".minisig") {
+        if let Some(sig) = signature {
             release = release.signature(sig);
         }
-        if let Some(sum) = Self::sidecar(&self.path, ".sha256") {
+        if let Some(sum) = checksum {
             if let Some(hex) = sum.split_whitespace().next() {
                 release = release.sha256(hex);
             }

@@ -395,9 +395,12 @@ impl Upgrader {
             .executable_name
             .clone()
             .unwrap_or_else(|| t.name.clone())];
-        if let Some(n) = &name {
-            let stem = n.split('.').next().unwrap_or(n).to_string();
-            wanted.push(stem);
+        // The release's name without its extensions (`app.tar.gz` → `app`);
+        // none for a name that starts with a dot.
+        if let Some(stem) = name.as_deref().and_then(|n| n.split('.').next()) {
+            if !stem.is_empty() {
+                wanted.push(stem.to_string());
+            }
         }
         let unpack = stage::Unpack {
             dir: &t.dir,

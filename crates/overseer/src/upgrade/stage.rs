@@ -364,7 +364,9 @@ fn unpack_one<R: Read + Seek>(
 /// Picks the archive entry to install: the first wanted name present, else
 /// the only executable file, else the only file.
 fn choose(entries: &[(String, bool)], wanted: &[String]) -> io::Result<usize> {
-    for w in wanted {
+    // Entries that are not files have no name here: an empty wanted name
+    // (from a release named `.hidden`) must not pick one of them.
+    for w in wanted.iter().filter(|w| !w.is_empty()) {
         if let Some(i) = entries.iter().position(|(n, _)| n == w) {
             return Ok(i);
         }
@@ -384,5 +386,27 @@ fn choose(entries: &[(String, bool)], wanted: &[String]) -> io::Result<usize> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    #[test]
+    fn an_empty_wanted_name_never_picks_a_directory_or_a_link() {
+        // A directory and a symbolic link (no name: not files), then the binary.
+        let entries = [
+            (String::new(), false),
+            (String::new(), false),
+            ("app".to_string(), true),
+        ];
+        assert_eq!(choose(&entries, &[String::new()]).ok(), Some(2));
+        assert_eq!(
+            choose(&entries, &[String::new(), "app".to_string()]).ok(),
+            Some(2)
+        );
+        let only_links = [(String::new(), false)];
+        assert!(choose(&only_links, &[String::new()]).is_err());
     }
 }
