@@ -345,6 +345,23 @@ fn sanity_check_that_exits_leaving_a_child_holding_its_output_is_refused() {
 }
 
 #[test]
+fn sanity_check_dies_with_a_master_killed_outright() {
+    let mut rig = Rig::start(&[("UA_SANITY_TIMEOUT_MS", "60000")]);
+    rig.publish_version("2.0.0", "sanity_child=hang");
+    let procs = SanityProcs::read(rig.dir.path());
+    assert!(alive(procs.pid), "the sanity check is running");
+    // The master's whole group, as a terminal or a test would: the check is
+    // not in it, but dies by the parent-death signal.
+    send_signal(-rig.proc.pid, nix::libc::SIGKILL);
+    rig.proc.expect_exit(T);
+    let deadline = Instant::now() + T;
+    while alive(procs.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(procs.pid), "the sanity check outlived its master");
+}
+
+#[test]
 fn release_vetoed_by_pre_upgrade_is_refused_and_a_later_one_installed() {
     let rig = Rig::start(&[("UA_VETO", "embargoed")]);
     rig.publish_version("2.0.0", "embargoed=1");

@@ -8,7 +8,8 @@
 //! and without `NOTIFY_SOCKET` or `LISTEN_*`, so it cannot disturb the running
 //! service or talk to systemd, whatever it does. It runs in a process group
 //! of its own, killed whole at the timeout and once the binary has exited, so
-//! nothing it starts outlives the check; one that still holds the check's
+//! nothing it starts outlives the check (and the binary dies with the master,
+//! by the parent-death signal, as workers do); one that still holds the check's
 //! output after the binary exited gets the release refused. No wait is
 //! unbounded: the upgrade thread is back within the timeout and a second.
 
@@ -59,6 +60,8 @@ pub(crate) fn check(
         .stderr(Stdio::piped())
         // A process group of its own: whatever it starts is killed with it.
         .process_group(0);
+    // Out of the master's group, it would outlive a master killed outright.
+    crate::sys::die_with_parent(&mut cmd);
     // Another thread may fork while the staging file was still open for
     // writing in this process; exec then fails with ETXTBSY for a moment.
     let mut attempts = 0;
