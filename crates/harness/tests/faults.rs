@@ -496,6 +496,97 @@ fn storm_of_a_hundred_restart_signals_coalesces_and_leaks_nothing() {
     assert!(stats.ok > 0);
 }
 
+/// A rogue worker floods its notify socket while the master's service
+/// manager reads slowly (the master relays the serving worker's `STATUS=`
+/// lines to it): the master's memory stays bounded, the worker's readiness
+/// and its restart request amid the flood still count, the flood is
+/// reported once, and no request fails.
+#[test]
+fn a_worker_flooding_its_notify_socket_leaves_the_master_bounded_and_working() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    /// Growth of the master's resident memory that fails the test (a
+    /// queue of this many 4 KB messages is the defect).
+    const LIMIT_KB: u64 = 48 * 1024;
+
+    // The service manager's end, reading a datagram a millisecond at most.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager_path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&manager_path).expect("bind the notify socket");
+    manager
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, received) = (stop.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if manager.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.env("NOTIFY_SOCKET", &manager_path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env("TS_NOTIFY_FLOOD", "1")
+        .env("TS_NOTIFY_FLOOD_MS", "3000");
+    let p = Proc::spawn_quiet(cmd);
+    let addr = p.listen_addr();
+    let base = rss_kb(p.pid).expect("the master's RSS");
+    p.expect_line("worker=1 flooding its notify socket", T);
+    p.expect_line("worker 1 ready", T);
+    let load = load(addr, 2, true);
+    // Until the flood is over and its worker gone, bounded in time; the
+    // master's memory is watched throughout, and a runaway stops the test
+    // before it can hurt the machine.
+    let mut peak = base;
+    let deadline = Instant::now() + T;
+    let over = |p: &Proc| p.count("worker=1 flood thread") == 4 || p.count("worker 1 drained") > 0;
+    while !over(&p) && Instant::now() < deadline {
+        let now = rss_kb(p.pid).unwrap_or(0);
+        peak = peak.max(now);
+        assert!(
+            now < base + LIMIT_KB,
+            "the master grew from {base} kB to {now} kB under the flood:\n{}",
+            tail(&p, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(over(&p), "the flood did not end:\n{}", tail(&p, 30));
+    p.expect_line("worker=1 asked for a restart amid its flood", T);
+    p.expect_line("worker 2 ready", T);
+    expect_answering(addr, 2);
+    let stats = load.stop();
+    stop.store(true, Ordering::SeqCst);
+    let _ = reader.join();
+    report(&format!(
+        "faults: notify flood: master RSS {base} kB, peak {peak} kB; {} datagrams reached the service manager",
+        received.load(Ordering::SeqCst)
+    ));
+    assert_eq!(
+        p.count("sends notify messages faster than"),
+        1,
+        "the flood is reported once:\n{}",
+        tail(&p, 30)
+    );
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests: {:?}",
+        stats.failures.len(),
+        stats.failures.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(stats.ok > 0);
+}
+
 #[test]
 fn a_thousand_handovers_under_keepalive_load_leak_nothing_and_lose_nothing() {
     const HANDOVERS: u64 = 1000;
