@@ -13,6 +13,8 @@
 //! | `never_ready=1` | every worker hangs before ready |
 //! | `crash_after_ms=M` | every worker exits with status 3, M ms after ready |
 //! | `start_delay_ms=M` | every process of the build, its sanity check included, sleeps M ms first |
+//! | `sanity_child=hang` | its sanity check starts a child that keeps the check's output open, then hangs |
+//! | `sanity_child=exit` | the same child, then the check answers and exits 0 |
 //!
 //! The master's settings come from the environment:
 //!
@@ -23,7 +25,7 @@
 //! | `UA_FETCH_FILE` | or watch this file |
 //! | `UA_INTERVAL_MS` | poll interval (default 200) |
 //! | `UA_PUBKEYS` | trusted minisign public keys, comma-separated |
-//! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS` | timings |
+//! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS`, `UA_SANITY_TIMEOUT_MS` | timings |
 //! | `UA_MAX_DOWNLOAD` | max_download_size in bytes |
 //! | `UA_NO_RESTART_AFTER_FETCH=1` | install without restarting |
 //! | `UA_CONTROL` | the control socket's path |
@@ -62,6 +64,11 @@ pub fn main_from_env() {
     {
         std::thread::sleep(Duration::from_millis(ms));
     }
+    if let Some(how) = own_stamp().get("sanity_child") {
+        if std::env::var_os("OVERSEER_BIN_CHECK").is_some() {
+            sanity_child(how);
+        }
+    }
     overseer::sanity_check();
     let stamp = own_stamp();
     let version = stamp
@@ -76,6 +83,7 @@ pub fn main_from_env() {
         .terminate_timeout(Duration::from_secs(10))
         .probation(millis("UA_PROBATION_MS", 1_000))
         .download_timeout(millis("UA_DOWNLOAD_TIMEOUT_MS", 30_000))
+        .sanity_timeout(millis("UA_SANITY_TIMEOUT_MS", 10_000))
         .min_fetch_interval(Duration::from_millis(50))
         .no_restart_after_fetch(var("UA_NO_RESTART_AFTER_FETCH").is_some())
         .version(version)
@@ -116,6 +124,38 @@ pub fn main_from_env() {
     }
     overseer::run(config);
 }
+
+/// A misbehaving sanity check: starts `sleep 3600` sharing its stdout and
+/// stderr, writes `PID PGID CHILD_PID` to [`SANITY_CHILD_FILE`] beside the
+/// binary (so a test can find both processes), then hangs (`hang`) or goes
+/// on to answer the check (`exit`).
+// The child is left running on purpose: the test checks that the master ends it.
+#[allow(clippy::zombie_processes)]
+fn sanity_child(how: &str) {
+    let child = std::process::Command::new("sleep")
+        .arg("3600")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("own directory");
+    let line = format!(
+        "{} {} {}\n",
+        std::process::id(),
+        nix::unistd::getpgrp(),
+        child.id()
+    );
+    // Written whole, then renamed: a reader never sees half of it.
+    let tmp = dir.join(format!("{SANITY_CHILD_FILE}.tmp"));
+    std::fs::write(&tmp, line).expect("write the pid file");
+    std::fs::rename(&tmp, dir.join(SANITY_CHILD_FILE)).expect("rename the pid file");
+    if how == "hang" {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The file [`sanity_child`] writes beside the binary it runs from.
+pub const SANITY_CHILD_FILE: &str = "sanity-child.pid";
 
 /// Runs in each worker.
 fn program(state: State) {

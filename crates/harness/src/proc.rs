@@ -207,6 +207,30 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// The live (not zombie) processes whose process group is `pgid`, from
+/// `/proc` (Linux only).
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // After the `)` closing the command name: state, ppid, pgrp, …
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let mut fields = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest)
+                    .unwrap_or("")
+                    .split_whitespace();
+                let state = fields.next();
+                let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+                state != Some("Z") && pgrp == Some(pgid)
+            })
+        })
+        .collect()
+}
+
 /// Describes an exit status for assertions.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {

@@ -1,6 +1,8 @@
 //! The control socket: `restart` answers with the real outcome of the
 //! handover, `status` with the master's state; only the master's user may
-//! connect, and two masters cannot share one socket.
+//! connect, two masters cannot share one socket, the socket's directory must
+//! be private to the master's user, and a socket file is replaced only when
+//! it is this user's and nothing listens on it.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::process::Command;
 use overseer::control::{self, Error};
 use overseer_harness::proc::{alive, Proc};
 use overseer_harness::release::stamp;
-use support::{answering, expect_answering, get, load, T};
+use support::{answering, expect_answering, get, load, root, OTHER_UID, T};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
 
@@ -235,4 +237,146 @@ fn the_socket_is_private_to_the_masters_user() {
         assert_eq!(said.trim(), "PermissionError", "{out:?}");
     }
     assert!(alive(rig.proc.pid));
+}
+
+/// A master of `upgrade-app` installed in `dir`, its control socket at
+/// `socket`, required to start (no fallback to running directly); run as
+/// user `uid` when given.
+fn spawn_required(dir: &Path, socket: &Path, uid: Option<u32>) -> Proc {
+    use std::os::unix::process::CommandExt;
+    stamp(Path::new(APP), &dir.join("app"), "version=1.0.0").expect("install");
+    let mut cmd = Command::new(dir.join("app"));
+    cmd.env("UA_CONTROL", socket)
+        .env("UA_REQUIRED", "1")
+        .env_remove("XDG_RUNTIME_DIR");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    Proc::spawn(cmd)
+}
+
+/// Expects a master to refuse to start, saying `needle` (and `path`), with
+/// no worker started.
+fn expect_refused(mut p: Proc, path: &Path, needle: &str) {
+    let status = p.expect_exit(T);
+    assert!(!status.success(), "the master started: {:?}", p.output());
+    let line = p.expect_line(needle, T);
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert_eq!(p.count("worker 1 started"), 0, "{:?}", p.output());
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The device and inode of the file at `path` (not following a link), and its owner.
+fn identity(path: &Path) -> (u64, u64, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).expect("the file is there");
+    (m.dev(), m.ino(), m.uid())
+}
+
+#[test]
+fn a_control_directory_others_may_write_in_is_refused() {
+    for mode in [0o777, 0o770, 0o1777] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).expect("mkdir");
+        chmod(&run, mode);
+        let socket = run.join("control.sock");
+        let p = spawn_required(dir.path(), &socket, None);
+        expect_refused(p, &run, "lets others write in it");
+        assert!(!socket.exists(), "no socket in a shared directory");
+    }
+}
+
+#[test]
+fn a_control_directory_that_is_a_symbolic_link_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The link's target is private, but the link could be swapped at any time.
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    chmod(&real, 0o700);
+    let run = dir.path().join("run");
+    std::os::unix::fs::symlink(&real, &run).expect("symlink");
+    let socket = run.join("control.sock");
+    let p = spawn_required(dir.path(), &socket, None);
+    expect_refused(p, &run, "is a symbolic link");
+    assert!(!real.join("control.sock").exists());
+}
+
+#[test]
+fn a_control_directory_of_another_user_is_refused() {
+    if !root() {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    chmod(&run, 0o700);
+    std::os::unix::fs::chown(&run, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    let socket = run.join("control.sock");
+    let p = spawn_required(dir.path(), &socket, None);
+    expect_refused(p, &run, &format!("it belongs to uid {OTHER_UID}"));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_stale_control_socket_of_another_user_is_left_alone() {
+    if !root() {
+        eprintln!("skipped: giving a socket file to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    chmod(&run, 0o700);
+    let socket = run.join("control.sock");
+    // Nothing listens on it (a connection is refused), but it is not ours.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    std::os::unix::fs::chown(&socket, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    let before = identity(&socket);
+    let p = spawn_required(dir.path(), &socket, None);
+    expect_refused(p, &socket, &format!("belongs to uid {OTHER_UID}"));
+    assert_eq!(identity(&socket), before, "the file was replaced");
+}
+
+#[test]
+fn a_live_control_socket_the_master_cannot_connect_to_is_left_alone() {
+    if !root() {
+        eprintln!("skipped: running a master as another user needs root");
+        return;
+    }
+    // The master runs as another user, in a directory of its own; the
+    // socket in it is root's, live, and refuses that user (EACCES).
+    let dir = tempfile::tempdir().expect("tempdir");
+    chmod(dir.path(), 0o755);
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    chmod(&run, 0o700);
+    std::os::unix::fs::chown(&run, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    let socket = run.join("control.sock");
+    let live = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    chmod(&socket, 0o700);
+    let before = identity(&socket);
+    let p = spawn_required(dir.path(), &socket, Some(OTHER_UID));
+    expect_refused(p, &socket, "Permission denied");
+    assert_eq!(
+        identity(&socket),
+        before,
+        "the live socket's file was replaced"
+    );
+    // Still the test's own socket, answering.
+    live.set_nonblocking(true).expect("nonblocking");
+    let _client = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let deadline = std::time::Instant::now() + T;
+    while live.accept().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live socket never accepted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -301,11 +301,12 @@ fn master_killed_at_random_points_of_an_upgrade_leaves_a_whole_binary() {
     );
 }
 
-/// The first process of group `pgrp` running a staged file (a sanity check).
-fn sanity_check_running(pgrp: i32) -> Option<i32> {
+/// The first child of `master` running a staged file (a sanity check, in a
+/// process group of its own).
+fn sanity_check_running(master: i32) -> Option<i32> {
     all_processes().into_iter().find_map(|s| {
         let exe = std::fs::read_link(format!("/proc/{}/exe", s.pid)).ok()?;
-        (s.pgrp == pgrp && exe.to_string_lossy().contains(".staging")).then_some(s.pid)
+        (s.ppid == master && exe.to_string_lossy().contains(".staging")).then_some(s.pid)
     })
 }
 
@@ -330,14 +331,13 @@ fn release_interrupted_between_its_signature_check_and_the_swap_installs_at_the_
     while sanity_check_running(p.pid).is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(
-        sanity_check_running(p.pid).is_some(),
-        "no sanity check seen:\n{}",
-        tail(&p, 30)
-    );
+    let check = sanity_check_running(p.pid);
+    let check = check.unwrap_or_else(|| panic!("no sanity check seen:\n{}", tail(&p, 30)));
     send_signal(-p.pid, SIGKILL);
     p.expect_exit(T);
     expect_group_gone(p.pid, "the killed master");
+    // Its own group is not the master's: it dies with the master all the same.
+    expect_group_gone(check, "the killed master's sanity check");
     assert!(
         std::fs::read(&bin).expect("read") == b.v1,
         "swapped already"
@@ -487,6 +487,97 @@ fn storm_of_a_hundred_restart_signals_coalesces_and_leaks_nothing() {
     assert_eq!(fds_after, fds_before, "the master's descriptors changed");
     expect_answering(addr, last);
     let stats = load.stop();
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests: {:?}",
+        stats.failures.len(),
+        stats.failures.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(stats.ok > 0);
+}
+
+/// A rogue worker floods its notify socket while the master's service
+/// manager reads slowly (the master relays the serving worker's `STATUS=`
+/// lines to it): the master's memory stays bounded, the worker's readiness
+/// and its restart request amid the flood still count, the flood is
+/// reported once, and no request fails.
+#[test]
+fn a_worker_flooding_its_notify_socket_leaves_the_master_bounded_and_working() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    /// Growth of the master's resident memory that fails the test (a
+    /// queue of this many 4 KB messages is the defect).
+    const LIMIT_KB: u64 = 48 * 1024;
+
+    // The service manager's end, reading a datagram a millisecond at most.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager_path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&manager_path).expect("bind the notify socket");
+    manager
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, received) = (stop.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if manager.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testserver"));
+    cmd.env("NOTIFY_SOCKET", &manager_path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env("TS_NOTIFY_FLOOD", "1")
+        .env("TS_NOTIFY_FLOOD_MS", "3000");
+    let p = Proc::spawn_quiet(cmd);
+    let addr = p.listen_addr();
+    let base = rss_kb(p.pid).expect("the master's RSS");
+    p.expect_line("worker=1 flooding its notify socket", T);
+    p.expect_line("worker 1 ready", T);
+    let load = load(addr, 2, true);
+    // Until the flood is over and its worker gone, bounded in time; the
+    // master's memory is watched throughout, and a runaway stops the test
+    // before it can hurt the machine.
+    let mut peak = base;
+    let deadline = Instant::now() + T;
+    let over = |p: &Proc| p.count("worker=1 flood thread") == 4 || p.count("worker 1 drained") > 0;
+    while !over(&p) && Instant::now() < deadline {
+        let now = rss_kb(p.pid).unwrap_or(0);
+        peak = peak.max(now);
+        assert!(
+            now < base + LIMIT_KB,
+            "the master grew from {base} kB to {now} kB under the flood:\n{}",
+            tail(&p, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(over(&p), "the flood did not end:\n{}", tail(&p, 30));
+    p.expect_line("worker=1 asked for a restart amid its flood", T);
+    p.expect_line("worker 2 ready", T);
+    expect_answering(addr, 2);
+    let stats = load.stop();
+    stop.store(true, Ordering::SeqCst);
+    let _ = reader.join();
+    report(&format!(
+        "faults: notify flood: master RSS {base} kB, peak {peak} kB; {} datagrams reached the service manager",
+        received.load(Ordering::SeqCst)
+    ));
+    assert_eq!(
+        p.count("sends notify messages faster than"),
+        1,
+        "the flood is reported once:\n{}",
+        tail(&p, 30)
+    );
     assert!(
         stats.failures.is_empty(),
         "{} failed requests: {:?}",

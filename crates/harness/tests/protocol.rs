@@ -127,3 +127,94 @@ fn unix_socket_address_is_served_and_its_file_removed_on_exit() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The device and inode of the file at `path` (not following a link), and its owner.
+fn identity(path: &std::path::Path) -> (u64, u64, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).expect("the file is there");
+    (m.dev(), m.ino(), m.uid())
+}
+
+/// A command-mode master serving `unix:PATH`, run as user `uid` when given.
+fn unix_master(path: &std::path::Path, uid: Option<u32>) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_command-master"));
+    cmd.args([
+        &format!("unix:{}", path.display()),
+        env!("CARGO_BIN_EXE_listenfd-worker"),
+    ])
+    .env_remove("XDG_RUNTIME_DIR");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    Proc::spawn(cmd)
+}
+
+/// Expects the master to refuse the address, saying `needle` about `path`.
+fn expect_left_alone(mut p: Proc, path: &std::path::Path, needle: &str) {
+    let status = p.expect_exit(T);
+    assert!(!status.success(), "the master started: {:?}", p.output());
+    let line = p.expect_line("is left alone", T);
+    assert!(
+        line.contains(needle) && line.contains(&path.display().to_string()),
+        "{line}"
+    );
+    assert_eq!(p.count("worker 1 started"), 0, "{:?}", p.output());
+}
+
+#[test]
+fn a_stale_unix_socket_file_of_another_user_is_left_alone() {
+    if !root() {
+        eprintln!("skipped: giving a socket file to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.sock");
+    // Nothing listens on it (a connection is refused), but it is not ours.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    std::os::unix::fs::chown(&path, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    let before = identity(&path);
+    expect_left_alone(
+        unix_master(&path, None),
+        &path,
+        &format!("belongs to uid {OTHER_UID}"),
+    );
+    assert_eq!(identity(&path), before, "the file was replaced");
+}
+
+#[test]
+fn a_live_unix_socket_the_master_cannot_connect_to_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root() {
+        eprintln!("skipped: running a master as another user needs root");
+        return;
+    }
+    // The master runs as another user whose directory holds root's live
+    // socket, which refuses that user (EACCES): not proof that it is stale.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    std::os::unix::fs::chown(&run, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    let path = run.join("app.sock");
+    let live = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let before = identity(&path);
+    expect_left_alone(
+        unix_master(&path, Some(OTHER_UID)),
+        &path,
+        "Permission denied",
+    );
+    assert_eq!(
+        identity(&path),
+        before,
+        "the live socket's file was replaced"
+    );
+    live.set_nonblocking(true).expect("nonblocking");
+    let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    let deadline = Instant::now() + T;
+    while live.accept().is_err() {
+        assert!(Instant::now() < deadline, "the live socket never accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overseer_harness::proc::Proc;
+use overseer_harness::app::SANITY_CHILD_FILE;
+use overseer_harness::proc::{alive, group_members, send_signal, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
 use support::{expect_signals_only_to_the_signal_thread, get, load, T};
 
@@ -253,6 +254,111 @@ fn program_that_is_not_an_overseer_binary_is_refused() {
     let bytes = std::fs::read("/bin/true").expect("/bin/true");
     rig.publish_signed(bytes, "2.0.0");
     rig.expect_rejected_once("sanity check");
+}
+
+/// The processes of a misbehaving sanity check, as it wrote them down: its
+/// own pid and process group, and its child's pid. Both are SIGKILLed by pid
+/// when this is dropped, whatever the test's outcome.
+struct SanityProcs {
+    pid: i32,
+    pgid: i32,
+    child: i32,
+}
+
+impl SanityProcs {
+    /// Waits (bounded) for the file the check writes beside the binary.
+    fn read(dir: &Path) -> SanityProcs {
+        let path = dir.join(SANITY_CHILD_FILE);
+        let deadline = Instant::now() + T;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let n: Vec<i32> = text
+                    .split_whitespace()
+                    .map(|v| v.parse().expect("a pid"))
+                    .collect();
+                return SanityProcs {
+                    pid: n[0],
+                    pgid: n[1],
+                    child: n[2],
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sanity check never wrote {}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SanityProcs {
+    fn drop(&mut self) {
+        for pid in [self.child, self.pid] {
+            if alive(pid) {
+                send_signal(pid, nix::libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A release whose sanity check starts a child that keeps the check's output
+/// open is refused (with `needle`), and neither the check nor its child is
+/// left running: they ran in a process group of their own, killed whole.
+fn sanity_check_with_a_child_holding_its_output(how: &str, needle: &str) {
+    let rig = Rig::start(&[("UA_SANITY_TIMEOUT_MS", "2000")]);
+    rig.publish_version("2.0.0", &format!("sanity_child={how}"));
+    let procs = SanityProcs::read(rig.dir.path());
+    rig.expect_rejected_once(needle);
+    assert_eq!(
+        procs.pgid, procs.pid,
+        "the sanity check runs in a process group of its own"
+    );
+    let deadline = Instant::now() + T;
+    while !group_members(procs.pgid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        group_members(procs.pgid),
+        Vec::<i32>::new(),
+        "processes of the sanity check's group still run"
+    );
+    assert!(
+        !alive(procs.child),
+        "the check's child {} runs",
+        procs.child
+    );
+    assert!(!alive(procs.pid), "the check {} runs", procs.pid);
+    // The upgrade thread is free: a good release after it is installed.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+}
+
+#[test]
+fn sanity_check_that_hangs_with_a_child_holding_its_output_is_ended_at_the_timeout() {
+    sanity_check_with_a_child_holding_its_output("hang", "did not finish within 2s");
+}
+
+#[test]
+fn sanity_check_that_exits_leaving_a_child_holding_its_output_is_refused() {
+    sanity_check_with_a_child_holding_its_output("exit", "kept its output open");
+}
+
+#[test]
+fn sanity_check_dies_with_a_master_killed_outright() {
+    let mut rig = Rig::start(&[("UA_SANITY_TIMEOUT_MS", "60000")]);
+    rig.publish_version("2.0.0", "sanity_child=hang");
+    let procs = SanityProcs::read(rig.dir.path());
+    assert!(alive(procs.pid), "the sanity check is running");
+    // The master's whole group, as a terminal or a test would: the check is
+    // not in it, but dies by the parent-death signal.
+    send_signal(-rig.proc.pid, nix::libc::SIGKILL);
+    rig.proc.expect_exit(T);
+    let deadline = Instant::now() + T;
+    while alive(procs.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(procs.pid), "the sanity check outlived its master");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! | `:port` | TCP on all interfaces (IPv6 dual-stack where available, else IPv4) |
 //! | `tcp:…` | the same, spelled out |
 //! | `udp:host:port`, `udp::port` | a UDP socket |
-//! | `unix:/path/to.sock` | a Unix stream socket (a stale socket file is replaced; removed on exit) |
+//! | `unix:/path/to.sock` | a Unix stream socket (a stale socket file — this user's, refusing connections — is replaced; removed on exit) |
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -392,9 +392,12 @@ impl Config {
     /// with its real outcome, or the master's status (see [`crate::control`];
     /// `overseer restart` and `overseer status` use it). Only the master's
     /// user and root may connect: the file is made `0600` and each peer's
-    /// credentials are checked; a missing directory is created `0700`. A
-    /// stale socket file is replaced; one a live master answers on is an
-    /// error. Off by default.
+    /// credentials are checked. The directory is created `0700` when
+    /// missing; an existing one must be a real directory (not a symbolic
+    /// link) of this user or root that no one else may write in, or the
+    /// master does not start. A stale socket file (this user's, refusing
+    /// connections) is replaced; one a live master answers on, or any other,
+    /// is an error. Off by default.
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.control_socket = Some(path.into());
         self

@@ -4,7 +4,9 @@
 //! A master started with [`Config::control_socket`](crate::Config::control_socket)
 //! listens on a Unix stream socket that only its own user (and root) may
 //! use: the file is created `0600` in a directory the master creates `0700`
-//! when missing, and every peer's credentials are checked. `overseer restart`
+//! when missing and otherwise requires to be private (this user's or
+//! root's, not a symbolic link, writable by no one else), and every peer's
+//! credentials are checked. `overseer restart`
 //! and `overseer status` are clients of it; so can be any program:
 //!
 //! ```no_run

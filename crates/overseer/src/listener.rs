@@ -247,23 +247,28 @@ pub(crate) fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
 
 #[cfg(unix)]
 fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<Bound> {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::net::UnixStream;
     let err = |source: io::Error| Error::Bind {
         address: address.text.clone(),
         source,
     };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
+    match existing_socket(path) {
+        Existing::Nothing => {}
+        Existing::NotSocket => {
             return Err(Error::PathInUse {
                 path: path.to_path_buf(),
-            });
+            })
         }
-        // A socket file nobody answers on is left over from a dead process.
-        match UnixStream::connect(path) {
-            Ok(_) => return Err(err(io::Error::from(io::ErrorKind::AddrInUse))),
-            Err(_) => std::fs::remove_file(path).map_err(err)?,
+        Existing::Live => return Err(err(io::Error::from(io::ErrorKind::AddrInUse))),
+        Existing::Keep(reason) => {
+            return Err(err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "the socket file {} is left alone: {reason}; remove it if it is stale",
+                    path.display()
+                ),
+            )))
         }
+        Existing::Stale(seen) => remove_stale(path, &seen).map_err(err)?,
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
     socket
@@ -277,6 +282,98 @@ fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<
         listener: Listener::Unix(UnixListener::from(OwnedFd::from(socket))),
         unix_path: Some(path.to_path_buf()),
     })
+}
+
+/// What is at a Unix socket path about to be bound.
+#[cfg(unix)]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Nothing: the path is free.
+    Nothing,
+    /// A file that is not a socket (never touched).
+    NotSocket,
+    /// A socket somebody answers on.
+    Live,
+    /// A socket file of this user that refuses connections: nobody listens,
+    /// it is left over from a process that died. The file's identity, so that
+    /// only this very file is removed.
+    Stale(FileId),
+    /// A socket that is not this process's to remove, and why.
+    Keep(String),
+}
+
+/// A file's device and inode numbers.
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The decision about an existing socket file, from what a connection to it
+/// gave. Only `ECONNREFUSED` (nothing listens) on a socket file owned by
+/// this user (`owner` is `own`) makes it stale: any other failure to connect
+/// (`EACCES` on another user's live socket, a full backlog, …) says nothing
+/// about whether it is in use, and another user's file is not ours to remove
+/// even when nothing listens on it.
+#[cfg(unix)]
+pub(crate) fn judge_existing(
+    id: FileId,
+    owner: u32,
+    own: u32,
+    connect: &io::Result<()>,
+) -> Existing {
+    match connect {
+        Ok(()) => Existing::Live,
+        Err(e) if e.raw_os_error() != Some(libc::ECONNREFUSED) => Existing::Keep(format!(
+            "connecting to it failed ({e}), so it may be in use"
+        )),
+        Err(_) if owner != own => Existing::Keep(format!(
+            "nothing listens on it, but it belongs to uid {owner}, not to this process's user ({own})"
+        )),
+        Err(_) => Existing::Stale(id),
+    }
+}
+
+/// Looks at `path` without following a symbolic link, and connects to it if
+/// it is a socket.
+#[cfg(unix)]
+pub(crate) fn existing_socket(path: &std::path::Path) -> Existing {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::net::UnixStream;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Existing::Nothing,
+        Err(e) => return Existing::Keep(format!("it cannot be examined ({e})")),
+    };
+    if !meta.file_type().is_socket() {
+        return Existing::NotSocket;
+    }
+    let id = FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    let connect = UnixStream::connect(path).map(drop);
+    judge_existing(id, meta.uid(), nix::unistd::geteuid().as_raw(), &connect)
+}
+
+/// Removes the stale socket file `seen` at `path`, unless the path now holds
+/// another file.
+#[cfg(unix)]
+fn remove_stale(path: &std::path::Path, seen: &FileId) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if (FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }) != *seen
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} was replaced while being examined", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }
 
 #[cfg(not(unix))]
@@ -341,6 +438,55 @@ mod tests {
         let err = bind(&[&text]).unwrap_err();
         assert!(matches!(err, Error::PathInUse { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    }
+
+    #[test]
+    fn only_a_refused_connection_to_an_own_socket_file_is_stale() {
+        let id = FileId { dev: 1, ino: 2 };
+        let refused = Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let denied = Err(io::Error::from_raw_os_error(libc::EACCES));
+        let busy = Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(
+            judge_existing(id, 1000, 1000, &refused),
+            Existing::Stale(id)
+        );
+        assert_eq!(judge_existing(id, 1000, 1000, &Ok(())), Existing::Live);
+        for (owner, connect) in [(1000, &denied), (1000, &busy), (0, &refused), (0, &denied)] {
+            let got = judge_existing(id, owner, 1000, connect);
+            assert!(
+                matches!(got, Existing::Keep(_)),
+                "{owner} {connect:?}: {got:?}"
+            );
+        }
+        let Existing::Keep(why) = judge_existing(id, 1000, 1000, &denied) else {
+            unreachable!()
+        };
+        assert!(why.contains("Permission denied"), "{why}");
+        let Existing::Keep(why) = judge_existing(id, 0, 1000, &refused) else {
+            unreachable!()
+        };
+        assert!(why.contains("uid 0"), "{why}");
+    }
+
+    #[test]
+    fn another_users_stale_socket_file_is_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: changing a file's owner needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        let ino = std::fs::symlink_metadata(&path).unwrap().ino();
+        let err = bind(&[&format!("unix:{}", path.display())]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("uid 65534") && text.contains("left alone"),
+            "{text}"
+        );
+        assert_eq!(std::fs::symlink_metadata(&path).unwrap().ino(), ino);
     }
 
     #[test]

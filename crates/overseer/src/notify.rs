@@ -61,6 +61,10 @@ fn send_abstract(_: &UnixDatagram, _: &str, _: &str) -> io::Result<()> {
     ))
 }
 
+/// The longest datagram the master reads whole (the kernel cuts off the rest
+/// of a longer one); sd_notify messages are a few short lines.
+pub(crate) const MAX_DATAGRAM: usize = 4096;
+
 /// The master's end: a datagram socket bound at a private path.
 #[derive(Debug)]
 pub(crate) struct NotifyReceiver {
@@ -93,7 +97,7 @@ impl NotifyReceiver {
     /// or the receiver was closed.
     pub fn recv(&self, timeout: Duration) -> io::Result<Option<String>> {
         self.socket.set_read_timeout(Some(timeout))?;
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; MAX_DATAGRAM];
         match self.socket.recv(&mut buf) {
             // Empty datagrams mean nothing; after `close`, reads return 0.
             Ok(0) => Ok(None),

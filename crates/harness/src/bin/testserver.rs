@@ -20,6 +20,7 @@
 //! | `TS_STATUS=S` | each worker, once ready, publishes the status `S (worker N)` |
 //! | `TS_STREAM_ADDR` | a second address, for long-lived streamed responses (below) |
 //! | `TS_CONTROL=PATH` | the master's control socket |
+//! | `TS_NOTIFY_FLOOD=N` | worker N floods its notify socket from four threads with 4000-byte `STATUS=` datagrams for `TS_NOTIFY_FLOOD_MS` (default 3000) ms; it becomes ready 300 ms into the flood and asks for a restart 2 s later |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
 //! calls `overseer::restart()` from the worker. On `TS_STREAM_ADDR`,
@@ -112,10 +113,24 @@ fn program(state: State) {
             .status();
         eprintln!("worker={n} left orphans behind: {status:?}");
     }
+    let flood = applies("TS_NOTIFY_FLOOD", n);
+    if flood {
+        flood_notify(n, millis("TS_NOTIFY_FLOOD_MS", 3000));
+        std::thread::sleep(Duration::from_millis(300));
+    }
     std::thread::sleep(millis("TS_START_DELAY_MS", 0));
     let listener = state.tcp_listener().expect("a TCP address");
     if var("TS_READINESS").as_deref() != Some("started") {
         state.ready().expect("readiness reported");
+    }
+    if flood {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2000));
+            match overseer::restart() {
+                Ok(()) => eprintln!("worker={n} asked for a restart amid its flood"),
+                Err(e) => eprintln!("worker={n} could not ask for a restart: {e}"),
+            }
+        });
     }
     if let Some(status) = var("TS_STATUS") {
         state
@@ -157,6 +172,28 @@ fn program(state: State) {
         let _ = streams.join();
     }
     eprintln!("worker={n} drained");
+}
+
+/// Sends 4000-byte `STATUS=` datagrams to the worker's notify socket as fast
+/// as four threads can, for `duration` (a worker gone rogue).
+fn flood_notify(n: u64, duration: Duration) {
+    let target = var("NOTIFY_SOCKET").expect("a notify socket");
+    let message = format!("STATUS={}", "x".repeat(3993));
+    let deadline = std::time::Instant::now() + duration;
+    eprintln!("worker={n} flooding its notify socket");
+    for thread in 0..4 {
+        let (target, message) = (target.clone(), message.clone());
+        std::thread::spawn(move || {
+            let socket = std::os::unix::net::UnixDatagram::unbound().expect("a datagram socket");
+            let mut sent = 0u64;
+            while std::time::Instant::now() < deadline {
+                if socket.send_to(message.as_bytes(), &target).is_ok() {
+                    sent += 1;
+                }
+            }
+            eprintln!("worker={n} flood thread {thread} over: {sent} datagrams sent");
+        });
+    }
 }
 
 /// Serves `GET /stream?ms=N` until shutdown, then waits for open streams.

@@ -109,3 +109,13 @@ pub fn expect_signals_only_to_the_signal_thread(master: i32, worker: i32) {
         assert_eq!(*blocked, 0, "worker thread {name} blocks {blocked:#x}");
     }
 }
+
+/// Whether the tests run as root (some set up files of another user).
+pub fn root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The user (and group) tests run masters as when they need one that is not
+/// root: `nobody` on most systems.
+pub const OTHER_UID: u32 = 65534;

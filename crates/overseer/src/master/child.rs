@@ -139,7 +139,7 @@ impl Worker {
         let pid = Pid::from_raw(pid as i32);
         let stop_notify = Arc::new(AtomicBool::new(false));
         let notify_closer = receiver.closer().ok();
-        if let Err(e) = relay_notifications(receiver, number, stop_notify.clone(), tx.clone()) {
+        if let Err(e) = super::relay::start(receiver, number, stop_notify.clone(), tx.clone()) {
             // Without its notify relay the worker could never become ready.
             let _ = kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -214,40 +214,6 @@ impl Drop for Worker {
             closer.close();
         }
     }
-}
-
-/// Forwards a worker's notify datagrams to the master's loop until stopped.
-fn relay_notifications(
-    receiver: NotifyReceiver,
-    number: u64,
-    stop: Arc<AtomicBool>,
-    tx: Sender<Event>,
-) -> Result<()> {
-    std::thread::Builder::new()
-        .name(format!("overseer-notify-{number}"))
-        .spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                // The worker's `Drop` closes the socket to end this wait; the
-                // timeout is only a safety net, so an idle master sleeps.
-                match receiver.recv(Duration::from_secs(30)) {
-                    Ok(Some(message)) => {
-                        if tx
-                            .send(Event::Notify {
-                                worker: number,
-                                message,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
-                }
-            }
-        })
-        .map_err(|e| Error::io("starting a notify thread", e))?;
-    Ok(())
 }
 
 /// Describes how a process ended.

@@ -2,15 +2,24 @@
 //! accepting connections from the master's own user, each request handed to
 //! the supervisor's loop, which answers when it knows the outcome.
 
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fchmodat, fstatat, FchmodatFlags, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
 use super::Event;
 use crate::error::{Error, Result};
+use crate::listener::{self, Existing, FileId};
 use crate::log;
 
 /// What a client asks.
@@ -36,56 +45,210 @@ pub(crate) fn failed(reason: &str) -> Answer {
 /// The bound control socket; its file is removed by [`ControlSocket::remove`].
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
-    path: PathBuf,
+    /// The verified directory the socket file is in (see [`start`]).
+    dir: File,
+    /// The socket file's name in it.
+    name: OsString,
 }
 
 impl ControlSocket {
     /// Removes the socket file (the accepting thread ends with the process).
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = unlinkat(
+            Some(self.dir.as_raw_fd()),
+            self.name.as_os_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
     }
 }
 
 /// Binds the control socket and starts its thread.
+///
+/// Nobody else may be able to move, replace or redirect the socket file, so
+/// its directory is made private first and then trusted only through a
+/// descriptor: created `0700` when missing, then opened without following a
+/// symbolic link (`O_NOFOLLOW`), and its owner and mode checked on that
+/// descriptor (`fstat`), not on a path someone could swap in between. It
+/// must belong to this user (or root) and be writable by no one else, for
+/// the default path and a given one alike. Everything after goes through
+/// that descriptor too: the existing entry is examined and a stale one
+/// removed relative to it (`fstatat`, `unlinkat`), and once bound the
+/// socket file is found there, checked to be this user's socket, and made
+/// `0600` relative to it (`fchmodat`). As no one else can write in the
+/// directory, the entry checked is the entry changed: a `chmod` by path
+/// after `bind` could instead follow a symbolic link swapped in meanwhile.
 pub(crate) fn start(path: &Path, tx: Sender<Event>) -> Result<ControlSocket> {
     let err = |what: &str, e: io::Error| {
         Error::io(format!("{what} the control socket {}", path.display()), e)
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| err("creating the directory of", e))?;
-        }
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
+    let name = path.file_name().ok_or_else(|| {
+        Error::Config(format!(
+            "the control socket path {} does not name a file",
+            path.display()
+        ))
+    })?;
+    let dir_path = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = private_dir(dir_path, path)?;
+    let at = Some(dir.as_raw_fd());
+    let own = nix::unistd::geteuid().as_raw();
+    match fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(err("examining the existing file of", e.into())),
+        Ok(st) if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFSOCK.bits() => {
             return Err(Error::PathInUse {
                 path: path.to_path_buf(),
-            });
+            })
         }
-        // A socket nobody answers on is left over from a master that died.
-        if UnixStream::connect(path).is_ok() {
-            return Err(Error::Config(format!(
-                "another master answers on the control socket {}; give this master its own (`overseer run`: --name or --control)",
-                path.display()
-            )));
+        Ok(st) => {
+            let id = file_id(&st);
+            let connect = UnixStream::connect(path).map(drop);
+            match listener::judge_existing(id, st.st_uid, own, &connect) {
+                Existing::Stale(seen) => {
+                    // Only that very file: gone or replaced since, it stays.
+                    let now = fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|e| err("examining the stale file of", e.into()))?;
+                    if file_id(&now) != seen {
+                        return Err(Error::Config(format!(
+                            "the control socket {} was replaced while being examined",
+                            path.display()
+                        )));
+                    }
+                    unlinkat(at, name, UnlinkatFlags::NoRemoveDir)
+                        .map_err(|e| err("replacing the stale file of", e.into()))?;
+                }
+                Existing::Live => {
+                    return Err(Error::Config(format!(
+                        "another master answers on the control socket {}; give this master its own (`overseer run`: --name or --control)",
+                        path.display()
+                    )))
+                }
+                Existing::Keep(reason) => {
+                    return Err(Error::Config(format!(
+                        "the control socket {} is left alone: {reason}; remove it if it is stale, or give this master its own (`overseer run`: --name or --control)",
+                        path.display()
+                    )))
+                }
+                Existing::Nothing | Existing::NotSocket => {}
+            }
         }
-        std::fs::remove_file(path).map_err(|e| err("replacing the stale file of", e))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| err("binding", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| err("restricting", e))?;
+    // The file bound must be the one in the directory checked above.
+    let bound = fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW);
+    match bound {
+        Ok(st)
+            if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFSOCK.bits() && st.st_uid == own => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "the control socket {} is not in the directory checked: was {} moved?",
+                path.display(),
+                dir_path.display()
+            )))
+        }
+    }
+    let socket = ControlSocket {
+        dir,
+        name: name.to_os_string(),
+    };
+    if let Err(e) = fchmodat(
+        at,
+        name,
+        Mode::from_bits_truncate(0o600),
+        FchmodatFlags::FollowSymlink,
+    ) {
+        socket.remove();
+        return Err(err("restricting", e.into()));
+    }
     log::info!("control socket at {}", path.display());
-    std::thread::Builder::new()
+    if let Err(e) = std::thread::Builder::new()
         .name("overseer-control".into())
         .spawn(move || accept_loop(listener, tx))
-        .map_err(|e| err("starting the thread of", e))?;
-    Ok(ControlSocket {
-        path: path.to_path_buf(),
-    })
+    {
+        socket.remove();
+        return Err(err("starting the thread of", e));
+    }
+    Ok(socket)
+}
+
+/// Creates the directory `dir` of the control socket `socket` (`0700`, with
+/// any missing parents) if it is missing, then opens it without following a
+/// symbolic link and checks, on the open directory, that it belongs to this
+/// user or root and that no one else may write in it.
+fn private_dir(dir: &Path, socket: &Path) -> Result<File> {
+    let shown = || {
+        format!(
+            "the directory {} of the control socket {}",
+            dir.display(),
+            socket.display()
+        )
+    };
+    if let Err(e) = std::fs::symlink_metadata(dir) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(Error::io(format!("examining {}", shown()), e));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", shown()), e))?;
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir);
+    let dir_file = match opened {
+        Ok(f) => f,
+        // A symbolic link gives ELOOP or, with O_DIRECTORY, ENOTDIR.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            let link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+            return Err(Error::Config(if link {
+                format!(
+                    "{} is a symbolic link: give the real directory, which must be private to this user",
+                    shown()
+                )
+            } else {
+                format!("{} is not a directory", shown())
+            }));
+        }
+        Err(e) => return Err(Error::io(format!("opening {}", shown()), e)),
+    };
+    let meta = dir_file
+        .metadata()
+        .map_err(|e| Error::io(format!("examining {}", shown()), e))?;
+    let own = nix::unistd::geteuid().as_raw();
+    if let Some(problem) = not_private(meta.uid(), meta.mode(), own) {
+        return Err(Error::Config(format!(
+            "{} is not private to this user: {problem}; it must belong to this user (uid {own}) or root and be writable by no one else",
+            shown()
+        )));
+    }
+    Ok(dir_file)
+}
+
+/// Why a directory with this owner and mode is not private to user `own`.
+fn not_private(owner: u32, mode: u32, own: u32) -> Option<String> {
+    if owner != own && owner != 0 {
+        Some(format!("it belongs to uid {owner}"))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "its mode {:04o} lets others write in it",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
+// `dev_t` and `ino_t` are not 64 bits everywhere (macOS: a 32-bit `dev_t`).
+#[allow(clippy::unnecessary_cast)]
+fn file_id(st: &nix::sys::stat::FileStat) -> FileId {
+    FileId {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    }
 }
 
 fn accept_loop(listener: UnixListener, tx: Sender<Event>) {
@@ -276,4 +439,43 @@ pub(crate) fn ago(event: &Option<(std::time::Instant, String)>) -> Option<String
     event
         .as_ref()
         .map(|(at, what)| format!("{what}, {} ago", crate::control::human(at.elapsed())))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_directory_belongs_to_this_user_or_root_and_only_they_write() {
+        assert_eq!(not_private(1000, 0o40700, 1000), None);
+        assert_eq!(not_private(0, 0o40755, 1000), None);
+        assert!(not_private(1001, 0o40700, 1000)
+            .unwrap()
+            .contains("uid 1001"));
+        for mode in [0o40770, 0o40702, 0o41777] {
+            let why = not_private(1000, mode, 1000).unwrap();
+            assert!(why.contains("lets others write"), "{mode:o}: {why}");
+        }
+    }
+
+    #[test]
+    fn the_directory_is_created_private_and_never_followed_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let made = tmp.path().join("a/b");
+        let socket = made.join("c.sock");
+        private_dir(&made, &socket).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        let err = private_dir(&link, &link.join("c.sock")).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_dir(&made, &socket).unwrap_err();
+        assert!(err.to_string().contains("mode 0777"), "{err}");
+    }
 }

@@ -10,6 +10,7 @@ mod child;
 mod control;
 pub(crate) mod others;
 mod readiness;
+mod relay;
 mod run_dir;
 mod signals;
 mod supervisor;

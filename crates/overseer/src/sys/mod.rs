@@ -3,6 +3,7 @@
 //! The rest of the crate denies `unsafe_code`. What lives here: starting a
 //! worker (a `clone` that shares the master's memory until `execve`, and fd
 //! placement in the child, where only async-signal-safe calls are allowed),
+//! the parent-death signal for the sanity check,
 //! adopting inherited descriptors, and dying by a signal to proxy a worker's
 //! death.
 #![allow(unsafe_code)]
@@ -420,6 +421,38 @@ impl Drop for BlockedSignals {
     fn drop(&mut self) {
         let _ = self.old.thread_set_mask();
     }
+}
+
+/// Has the child `cmd` starts killed (SIGKILL) when the calling thread ends,
+/// the master's death included (Linux's parent-death signal; elsewhere
+/// nothing). For children that are not workers, started with
+/// `std::process::Command` from a thread that lives as long as the master
+/// (the sanity check, in a process group of its own that a kill of the
+/// master's group does not reach).
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and makes
+        // only async-signal-safe calls (prctl, getppid) with plain integers;
+        // its errors are OS errors, which do not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The master may have died between the fork and prctl.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = cmd;
 }
 
 /// Ends this process the way a child ended: by the same signal.

@@ -6,20 +6,33 @@
 //!
 //! The new binary runs without the master's sockets (they are close-on-exec)
 //! and without `NOTIFY_SOCKET` or `LISTEN_*`, so it cannot disturb the running
-//! service or talk to systemd, whatever it does.
+//! service or talk to systemd, whatever it does. It runs in a process group
+//! of its own, killed whole at the timeout and once the binary has exited, so
+//! nothing it starts outlives the check (and the binary dies with the master,
+//! by the parent-death signal, as workers do); one that still holds the check's
+//! output after the binary exited gets the release refused. No wait is
+//! unbounded: the upgrade thread is back within the timeout and a second.
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
 use super::Rejection;
+use crate::log;
 use crate::master::others;
 use crate::protocol::OVERSEER_BIN_CHECK;
 
 /// Output kept from the check, at most.
-const MAX_OUTPUT: u64 = 64 * 1024;
+const MAX_OUTPUT: usize = 64 * 1024;
 
 /// Runs the sanity check on `path`: the token check, or with `args` the
 /// exit-status check.
@@ -44,7 +57,11 @@ pub(crate) fn check(
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // A process group of its own: whatever it starts is killed with it.
+        .process_group(0);
+    // Out of the master's group, it would outlive a master killed outright.
+    crate::sys::die_with_parent(&mut cmd);
     // Another thread may fork while the staging file was still open for
     // writing in this process; exec then fails with ETXTBSY for a moment.
     let mut attempts = 0;
@@ -63,9 +80,11 @@ pub(crate) fn check(
         }
     };
     let pid = child.id() as i32;
+    let out = Output::default();
+    let err = Output::default();
     let readers = [
-        child.stdout.take().map(|s| collect(Box::new(s))),
-        child.stderr.take().map(|s| collect(Box::new(s))),
+        child.stdout.take().map(|s| collect(s, out.clone())),
+        child.stderr.take().map(|s| collect(s, err.clone())),
     ];
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -73,19 +92,37 @@ pub(crate) fn check(
             break Some(status);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            kill_group(pid);
             let _ = others::wait(&mut child, pid);
             break None;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     others::forget(pid);
-    let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+    // Once the binary has exited its output ends at once, unless a process
+    // it started still holds it. Either way the group is killed: nothing the
+    // check started outlives it. Every wait here is bounded, and readers
+    // still blocked at the end (a process that left the group holds the
+    // pipes) are left behind with what they read so far.
+    let held_open = status.is_some() && !finished(&readers, Instant::now() + OUTPUT_GRACE);
+    kill_group(pid);
+    let closed = finished(&readers, Instant::now() + OUTPUT_GRACE);
+    let (out, err) = (out.text(), err.text());
     let Some(status) = status else {
         return Err(Rejection::release(format!(
             "sanity check: the new binary did not finish within {timeout:?}"
         )));
     };
+    if held_open {
+        return Err(Rejection::release(format!(
+            "sanity check: the new binary exited but a process it started kept its output open{}",
+            if closed {
+                " (its process group was killed)"
+            } else {
+                " (and left its process group)"
+            }
+        )));
+    }
     let printed = out.lines().any(|l| l.trim_end_matches('\r') == token);
     if status == Some(0) && (printed || args.is_some()) {
         return Ok(());
@@ -120,16 +157,63 @@ pub(crate) fn check(
     )))
 }
 
-/// Reads a child's output on a thread, keeping at most `MAX_OUTPUT` bytes.
-fn collect(stream: Box<dyn Read + Send>) -> std::thread::JoinHandle<String> {
+/// How long output may stay open after the binary exited, and how long the
+/// readers get once its group is killed.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// A child's output as read so far (shared with the thread reading it, which
+/// may be left behind).
+#[derive(Debug, Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Output {
+    fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Reads a child's output on a thread until end of file, keeping at most
+/// `MAX_OUTPUT` bytes and draining the rest (so the child never blocks on a
+/// full pipe).
+fn collect(mut stream: impl Read + Send + 'static, output: Output) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut limited = stream.take(MAX_OUTPUT);
-        let _ = limited.read_to_end(&mut buf);
-        // Drain the rest so the child never blocks on a full pipe.
-        let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
-        String::from_utf8_lossy(&buf).into_owned()
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let mut kept = output.0.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = MAX_OUTPUT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     })
+}
+
+/// Whether every reader reached the end of its stream by `deadline`.
+fn finished(readers: &[Option<JoinHandle<()>>], deadline: Instant) -> bool {
+    loop {
+        if readers.iter().flatten().all(JoinHandle::is_finished) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGKILLs the check's process group (its leader's pid); a group already
+/// gone is no error.
+fn kill_group(pid: i32) {
+    match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => log::debug!("sanity check: killing process group {pid}: {e}"),
+    }
 }
 
 /// A random token (no extra dependency: the OS's random bytes).
