@@ -7,10 +7,10 @@ use serde::Deserialize;
 use ureq::http::{header, StatusCode};
 
 use super::client::{
-    named_checksum, parse_checksum, parse_url, shown, status_error, Client, Fetched, Get, Roots,
+    named_checksum, parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots,
     SIDECAR_LIMIT,
 };
-use super::{Context, FetchError, Fetcher, Release};
+use super::{plain_http_rule, shown, Context, FetchError, Fetcher, Release};
 
 /// The version of the REST API the requests are written for.
 const API_VERSION: &str = "2022-11-28";
@@ -53,6 +53,11 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// the release (or publish a draft and undraft it last), so a poll never sees
 /// the binary without them.
 ///
+/// **Plain http.** An `http://` API URL, or a download redirected to plain
+/// http, is accepted only to a loopback host (a test server) unless
+/// [`allow_http`](GitHub::allow_http) is set; otherwise it is refused before
+/// anything is sent.
+///
 /// ```no_run
 /// let fetcher = overseer::fetcher::GitHub::new("owner/myapp")
 ///     .token(std::env::var("GITHUB_TOKEN").unwrap_or_default());
@@ -73,6 +78,7 @@ pub struct GitHub {
     /// The tag of the last release returned.
     returned: Option<String>,
     roots: Roots,
+    allow_http: bool,
     client: Option<Client>,
 }
 
@@ -121,6 +127,7 @@ impl GitHub {
             etag: None,
             returned: None,
             roots: Roots::Bundled,
+            allow_http: false,
             client: None,
         }
     }
@@ -139,6 +146,15 @@ impl GitHub {
     /// Enterprise Server, `https://HOST/api/v3`.
     pub fn api_url(mut self, base: impl Into<String>) -> Self {
         self.api = base.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Allows a plain `http://` API URL, and downloads redirected to plain
+    /// http, on a host that is not loopback (default: refused, naming this):
+    /// only on a network you trust, as anyone on the path can read the token
+    /// and replace the release.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
         self
     }
 
@@ -238,6 +254,7 @@ impl GitHub {
             private: &private,
             trusted: &self.api,
             deadline,
+            allow_http: self.allow_http,
         })
     }
 
@@ -352,6 +369,7 @@ impl fmt::Debug for GitHub {
             .field("asset", &self.asset)
             .field("prereleases", &self.prereleases)
             .field("private_roots", &matches!(self.roots, Roots::Only(_)))
+            .field("allow_http", &self.allow_http)
             .finish_non_exhaustive()
     }
 }
@@ -363,7 +381,11 @@ impl Fetcher for GitHub {
 
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
         self.check_repo()?;
-        parse_url(&self.api)?;
+        plain_http_rule(
+            "the GitHub API URL",
+            &parse_url(&self.api)?,
+            self.allow_http,
+        )?;
         self.target = context.target.to_string();
         self.bin_name = context
             .bin_path
