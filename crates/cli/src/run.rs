@@ -523,12 +523,6 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
                 target.display()
             )));
         }
-        if keys.is_empty() {
-            crate::progress::log(
-                "warn",
-                "releases are not signature-checked: without --public-key anyone who can publish to the source can replace the program",
-            );
-        }
         crate::progress::log(
             "info",
             &format!("upgrades replace {} (PROGRAM's own file)", target.display()),

@@ -116,7 +116,11 @@ pub(crate) fn start(
     target.remove_stale_staging();
     let ledger = Ledger::load(&target);
     let version = installed_version.as_deref().and_then(verify::parse_version);
-    if !config.public_keys.is_empty() && version.is_none() && ledger.highest.is_none() {
+    if config.public_keys.is_empty() {
+        log::warning!(
+            "releases are not verified by signature: no public key is set, so whoever can change what the release source serves can run code as this service, starting with the sanity check that runs each new download; set Config::public_key (overseer run: --public-key) and sign releases"
+        );
+    } else if version.is_none() && ledger.highest.is_none() {
         log::warning!(
             "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
         );
