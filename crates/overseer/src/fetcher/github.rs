@@ -36,6 +36,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`token`](GitHub::token) the limit is 5,000 an hour. When it is exhausted
 /// the poll fails with a message saying so, and later polls try again.
 ///
+/// **The token and the workers.** The master keeps `GITHUB_TOKEN`, `GH_TOKEN`
+/// and the variable named by [`token_env`](GitHub::token_env) from the
+/// processes it starts ([`Fetcher::credential_env`]).
+///
 /// **Which asset.** Unless [`asset`](GitHub::asset) names one, the asset is
 /// chosen by name: this binary's Rust target triple
 /// (`x86_64-unknown-linux-gnu`), or its OS and CPU in the common spellings
@@ -59,14 +63,15 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// anything is sent.
 ///
 /// ```no_run
-/// let fetcher = overseer::fetcher::GitHub::new("owner/myapp")
-///     .token(std::env::var("GITHUB_TOKEN").unwrap_or_default());
+/// let fetcher = overseer::fetcher::GitHub::new("owner/myapp").token_env("GITHUB_TOKEN");
 /// overseer::run(overseer::Config::new(|_| {}).fetcher(fetcher));
 /// ```
 pub struct GitHub {
     repo: String,
     api: String,
     token: Option<String>,
+    /// The environment variable the token was read from.
+    token_var: Option<String>,
     interval: Duration,
     timeout: Duration,
     asset: Option<String>,
@@ -118,6 +123,7 @@ impl GitHub {
             repo: repo.into(),
             api: "https://api.github.com".into(),
             token: None,
+            token_var: None,
             interval: Duration::from_secs(300),
             timeout: Duration::from_secs(300),
             asset: None,
@@ -139,6 +145,16 @@ impl GitHub {
     pub fn token(mut self, token: impl Into<String>) -> Self {
         let token = token.into();
         self.token = (!token.trim().is_empty()).then(|| token.trim().to_string());
+        self
+    }
+
+    /// Reads the token (see [`token`](GitHub::token)) from the environment
+    /// variable `var` now; unset or empty, there is none. The variable is
+    /// then kept from the workers, like `GITHUB_TOKEN` and `GH_TOKEN`.
+    pub fn token_env(mut self, var: impl Into<String>) -> Self {
+        let var = var.into();
+        self = self.token(std::env::var(&var).unwrap_or_default());
+        self.token_var = Some(var);
         self
     }
 
@@ -397,6 +413,16 @@ impl Fetcher for GitHub {
     fn retry(&mut self) {
         self.returned = None;
         self.etag = None;
+    }
+
+    /// `GITHUB_TOKEN` and `GH_TOKEN`, the usual homes of a GitHub token, and
+    /// the variable given to [`token_env`](GitHub::token_env).
+    fn credential_env(&self) -> Vec<String> {
+        let mut names = vec!["GITHUB_TOKEN".to_string(), "GH_TOKEN".to_string()];
+        if let Some(var) = self.token_var.as_ref().filter(|v| !names.contains(v)) {
+            names.push(var.clone());
+        }
+        names
     }
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
@@ -760,6 +786,19 @@ fn choose<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tokens_variables_are_withheld() {
+        let names = GitHub::new("o/r").credential_env();
+        assert_eq!(names, ["GITHUB_TOKEN", "GH_TOKEN"]);
+        let names = GitHub::new("o/r")
+            .token_env("OVERSEER_TEST_UNSET_TOKEN")
+            .credential_env();
+        assert_eq!(
+            names,
+            ["GITHUB_TOKEN", "GH_TOKEN", "OVERSEER_TEST_UNSET_TOKEN"]
+        );
+    }
 
     /// The asset `choose` picks for a platform among space-separated names.
     fn pick(platform: &str, names: &str) -> Result<String, String> {

@@ -367,6 +367,16 @@ pub trait Fetcher: Send + 'static {
     /// older version, a build that was rolled back) is not retried; the
     /// master remembers it. The default does nothing.
     fn retry(&mut self) {}
+
+    /// The environment variables this fetcher reads credentials or settings
+    /// from: names, or prefixes ending in `*` (`AWS_*`). The master keeps
+    /// them from every process it starts — the workers, the sanity check,
+    /// readiness probes — as a program that faces the network has no use for
+    /// the release source's keys; [`Config::pass_env`](crate::Config::pass_env)
+    /// passes one on purpose. The default lists none.
+    fn credential_env(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl fmt::Debug for dyn Fetcher {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::Rejection;
 use crate::master::others;
+use crate::master::withheld::Withheld;
 use crate::protocol::OVERSEER_BIN_CHECK;
 
 /// Output kept from the check, at most.
@@ -27,6 +28,7 @@ pub(crate) fn check(
     path: &Path,
     args: Option<&[OsString]>,
     timeout: Duration,
+    withheld: &Withheld,
 ) -> Result<(), Rejection> {
     let token = token();
     let mut cmd = Command::new(path);
@@ -42,6 +44,7 @@ pub(crate) fn check(
     ] {
         cmd.env_remove(var);
     }
+    withheld.remove_from(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
