@@ -12,10 +12,10 @@
 //! `PATH`), `control`, `unix:` addresses in `listen`, and in `[upgrade]`
 //! `fetch-file`, `ca-file` and the `public-key` entries that are files.
 //! `args` are passed to the program as written. A list given by flags
-//! (`--listen`, `--public-key`) replaces the file's list, a release source
-//! given by a flag replaces the file's, and a PROGRAM on the command line
-//! replaces both `program` and `args`; boolean flags can only turn an option
-//! on.
+//! (`--listen`, `--public-key`, `--pass-env`) replaces the file's list, a
+//! release source given by a flag replaces the file's, and a PROGRAM on the
+//! command line replaces both `program` and `args`; boolean flags can only
+//! turn an option on.
 //!
 //! ```toml
 //! program = "/opt/myapp/bin/myapp"
@@ -92,6 +92,10 @@ pub(crate) struct UpgradeFile {
     pub azure_endpoint: Option<String>,
     pub fetch_gcs: Option<String>,
     pub gcs_endpoint: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     #[serde(default, deserialize_with = "positive_duration")]
     pub fetch_interval: Option<Duration>,
     #[serde(default)]
@@ -257,6 +261,8 @@ mod tests {
             max-download-size = "64MiB"
             sanity-check = "version"
             public-key = ["k.pub"]
+            allow-http = true
+            pass-env = ["AWS_REGION"]
             "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -267,6 +273,8 @@ mod tests {
         assert_eq!(c.ready, Some(Ready::After(Duration::from_secs(2))));
         assert_eq!(c.upgrade.max_download_size, Some(64 << 20));
         assert_eq!(c.upgrade.sanity_check, Some(Sanity::Version));
+        assert!(c.upgrade.allow_http);
+        assert_eq!(c.upgrade.pass_env, ["AWS_REGION"]);
         let numeric = parse("restart-signal = 10\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(numeric.restart_signal, Some(10));
     }

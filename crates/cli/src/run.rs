@@ -151,6 +151,14 @@ pub(crate) struct RunArgs {
     #[arg(long, help_heading = "Upgrades")]
     allow_downgrade: bool,
 
+    /// Pass this environment variable to the program, the sanity check and
+    /// the readiness probe although the release source reads it for
+    /// credentials (AWS_* for --fetch-s3, AZURE_* for --fetch-azure,
+    /// GOOGLE_* for --fetch-gcs, GITHUB_TOKEN and GH_TOKEN for
+    /// --fetch-github): those are kept from them otherwise. Repeatable.
+    #[arg(long, value_name = "VAR", help_heading = "Upgrades")]
+    pass_env: Vec<String>,
+
     /// A new release's worker failing within this after becoming ready is
     /// rolled back to the previous binary [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Upgrades")]
@@ -482,6 +490,19 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
     for key in &keys {
         config = config.public_key(read_public_key(key).map_err(usage)?);
     }
+    let pass_env = if a.pass_env.is_empty() {
+        std::mem::take(&mut u.pass_env)
+    } else {
+        a.pass_env
+    };
+    for name in pass_env {
+        if name.is_empty() || name.contains(['=', '*', '\0']) {
+            return Err(usage(format!(
+                "bad --pass-env {name:?}: expected an environment variable's name, e.g. AWS_REGION"
+            )));
+        }
+        config = config.pass_env(name);
+    }
     let from_file = SourceArgs::from_file(&mut u);
     let (mut config, fetching) = a.source.or(from_file).add_to(config, interval)?;
     if let Some(i) = interval {
@@ -522,12 +543,6 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
                  service",
                 target.display()
             )));
-        }
-        if keys.is_empty() {
-            crate::progress::log(
-                "warn",
-                "releases are not signature-checked: without --public-key anyone who can publish to the source can replace the program",
-            );
         }
         crate::progress::log(
             "info",

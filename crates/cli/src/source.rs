@@ -102,6 +102,14 @@ pub(crate) struct SourceArgs {
     /// same protocol [default: https://storage.googleapis.com].
     #[arg(long, value_name = "URL", help_heading = "Upgrades")]
     pub(crate) gcs_endpoint: Option<String>,
+
+    /// Allow a release source over plain http:// on a host that is not
+    /// loopback (--fetch-url, --github-api-url, --s3-endpoint,
+    /// --azure-endpoint, --gcs-endpoint); refused otherwise, as anyone on
+    /// the path could read the credentials or replace the release. Only for a
+    /// network you trust, with --public-key.
+    #[arg(long, help_heading = "Upgrades")]
+    pub(crate) allow_http: bool,
 }
 
 impl SourceArgs {
@@ -124,6 +132,7 @@ impl SourceArgs {
             azure_endpoint: u.azure_endpoint.take(),
             fetch_gcs: u.fetch_gcs.take(),
             gcs_endpoint: u.gcs_endpoint.take(),
+            allow_http: u.allow_http,
         }
     }
 
@@ -165,6 +174,7 @@ impl SourceArgs {
             s3_path_style: a.s3_path_style.or(f.s3_path_style),
             azure_endpoint: a.azure_endpoint.or(f.azure_endpoint),
             gcs_endpoint: a.gcs_endpoint.or(f.gcs_endpoint),
+            allow_http: a.allow_http || f.allow_http,
         }
     }
 
@@ -189,6 +199,26 @@ impl SourceArgs {
             return Err(usage(
                 "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
             ));
+        }
+        if self.allow_http && !networked {
+            return Err(usage(
+                "--allow-http applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
+            ));
+        }
+        let allow_http = self.allow_http;
+        // Plain http where it is not allowed stops everything too, before a
+        // request could be sent.
+        for (flag, url) in [
+            ("--fetch-url", &self.fetch_url),
+            ("--github-api-url", &self.github_api_url),
+            ("--s3-endpoint", &self.s3_endpoint),
+            ("--azure-endpoint", &self.azure_endpoint),
+            ("--gcs-endpoint", &self.gcs_endpoint),
+        ] {
+            if let Some(url) = url.as_deref().filter(|u| u.starts_with("http://")) {
+                fetcher::check_plain_http(url, allow_http)
+                    .map_err(|e| usage(format!("{flag}: {e}")))?;
+            }
         }
         // Read now, so that a bad file stops everything before it starts.
         let ca = match &self.ca_file {
@@ -215,7 +245,7 @@ impl SourceArgs {
                     "bad --fetch-url '{url}': expected an http:// or https:// URL"
                 )));
             }
-            let mut fetcher = fetcher::Http::new(url).sidecars();
+            let mut fetcher = fetcher::Http::new(url).sidecars().allow_http(allow_http);
             if let Some((shown, pem)) = &ca {
                 fetcher = fetcher
                     .root_certificates(pem)
@@ -234,22 +264,19 @@ impl SourceArgs {
                     "bad --fetch-github '{repo}': expected OWNER/REPO, e.g. acme/myapp"
                 )));
             }
-            let mut fetcher = fetcher::GitHub::new(repo);
-            match self.github_token_env {
-                Some(var) => match std::env::var(&var) {
-                    Ok(token) => fetcher = fetcher.token(token),
-                    Err(_) => {
-                        return Err(usage(format!(
-                            "--github-token-env {var}: the variable {var} is not set"
-                        )))
-                    }
-                },
-                None => {
-                    if let Ok(token) = std::env::var("GITHUB_TOKEN") {
-                        fetcher = fetcher.token(token);
-                    }
+            // The token's variable is kept from the workers (GitHub::token_env).
+            let var = match self.github_token_env {
+                Some(var) if std::env::var(&var).is_err() => {
+                    return Err(usage(format!(
+                        "--github-token-env {var}: the variable {var} is not set"
+                    )))
                 }
-            }
+                Some(var) => var,
+                None => "GITHUB_TOKEN".into(),
+            };
+            let mut fetcher = fetcher::GitHub::new(repo)
+                .token_env(var)
+                .allow_http(allow_http);
             if let Some(api) = self.github_api_url {
                 fetcher = fetcher.api_url(api);
             }
@@ -271,7 +298,9 @@ impl SourceArgs {
                         "bad --fetch-s3 '{url}': expected s3://BUCKET/KEY, e.g. s3://acme-releases/myapp"
                     ))
                 })?;
-            let mut fetcher = fetcher::S3::new(bucket, key).sidecars();
+            let mut fetcher = fetcher::S3::new(bucket, key)
+                .sidecars()
+                .allow_http(allow_http);
             if let Some((shown, pem)) = &ca {
                 fetcher = fetcher
                     .add_root_certificates(pem)
@@ -303,7 +332,9 @@ impl SourceArgs {
                     "bad --fetch-azure '{url}': expected az://ACCOUNT/CONTAINER/BLOB, e.g. az://acmereleases/myapp/linux-x86_64"
                 )));
             };
-            let mut fetcher = fetcher::Azure::new(account, container, blob).sidecars();
+            let mut fetcher = fetcher::Azure::new(account, container, blob)
+                .sidecars()
+                .allow_http(allow_http);
             if let Some((shown, pem)) = &ca {
                 fetcher = fetcher
                     .add_root_certificates(pem)
@@ -322,7 +353,9 @@ impl SourceArgs {
                         "bad --fetch-gcs '{url}': expected gs://BUCKET/OBJECT, e.g. gs://acme-releases/myapp/linux-x86_64"
                     ))
                 })?;
-            let mut fetcher = fetcher::Gcs::new(bucket, object).sidecars();
+            let mut fetcher = fetcher::Gcs::new(bucket, object)
+                .sidecars()
+                .allow_http(allow_http);
             if let Some((shown, pem)) = &ca {
                 fetcher = fetcher
                     .add_root_certificates(pem)

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use overseer_harness::client::Client;
 use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::ports::free_port;
-use overseer_harness::proc::Proc;
+use overseer_harness::proc::{env_names, Proc};
+use overseer_harness::release::ReleaseServer;
 
 /// The GCS-shaped server of the library's fetcher tests.
 #[path = "../../overseer/tests/support/gcs.rs"]
@@ -434,6 +435,40 @@ fn bad_input_is_refused_before_anything_starts() {
                 "typo.toml: CA certificates: no certificate in it",
             ],
         ),
+        // Plain http to a host that is not loopback (0.0.0.0 is not, by the
+        // rule; were it ever tried, it would stay on this machine).
+        (
+            vec!["--fetch-url", "http://0.0.0.0:1/app"],
+            &[
+                "--fetch-url",
+                "http://0.0.0.0:1/app",
+                "plain http",
+                "--allow-http",
+            ],
+        ),
+        (
+            vec![
+                "--fetch-github",
+                "acme/app",
+                "--github-api-url",
+                "http://0.0.0.0:1/api/v3",
+            ],
+            &["--github-api-url", "plain http", "--allow-http"],
+        ),
+        (
+            vec![
+                "--fetch-s3",
+                "s3://bucket/app",
+                "--s3-endpoint",
+                "http://0.0.0.0:1",
+            ],
+            &["--s3-endpoint", "plain http", "--allow-http"],
+        ),
+        (
+            vec!["--allow-http"],
+            &["--allow-http applies to a release source over the network"],
+        ),
+        (vec!["--pass-env", "AWS_*"], &["bad --pass-env \"AWS_*\""]),
     ];
     for (args, needles) in cases {
         let mut cmd = overseer(&["--listen", &listen]);
@@ -899,6 +934,139 @@ fn upgrade_from_a_gcs_object() {
         .iter()
         .any(|h| h.status == 200 && h.object == "myapp/app"));
     assert!(hits.iter().all(|h| h.status != 401), "{hits:?}");
+}
+
+/// With --allow-http a release server over plain http on a host that is not
+/// loopback is used (`0.0.0.0`: not loopback by the rule, yet local on
+/// Linux, so nothing leaves the machine). Without --public-key the master
+/// says once, at start, that releases are not verified.
+#[test]
+fn allow_http_takes_a_plain_http_source_on_a_host_that_is_not_loopback() {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = d.join("app");
+    write_worker(&app, "1");
+    write_worker(&d.join("release"), "2");
+    let server = ReleaseServer::start();
+    server.publish(
+        "app",
+        std::fs::read(d.join("release")).expect("the release"),
+    );
+    let url = format!("http://0.0.0.0:{}/app", server.addr.port());
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--fetch-url",
+        &url,
+        "--allow-http",
+        "--fetch-interval",
+        "100ms",
+        "--",
+    ]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    expect_field(addr, "version", "2");
+    let warning = "releases are not verified by signature";
+    let line = p.expect_line(warning, T);
+    assert!(line.contains("--public-key"), "{line}");
+    assert_eq!(p.count(warning), 1);
+    stop(p);
+}
+
+/// The release source's credentials (the service account key in
+/// GOOGLE_SERVICE_ACCOUNT_KEY, read by --fetch-gcs) reach neither the
+/// workers, nor the readiness probe, nor the sanity check of a new release;
+/// the master names them once (never their values).
+#[test]
+fn the_release_sources_credentials_reach_neither_workers_probes_nor_the_sanity_check() {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = d.join("app");
+    write_worker(&app, "1");
+    write_worker(&d.join("release"), "2");
+    let account = gcs::ServiceAccount::generate("deployer");
+    let key = account.key_json.clone();
+    let server = gcs::GcsServer::start("acme-releases", account);
+
+    let probe_env = d.join("probe-env");
+    let check_env = d.join("check-env");
+    let probe = format!("cmd=sh -c 'env > {}'", probe_env.display());
+    let sanity = format!("args=--env-names-to {}", check_env.display());
+    let endpoint = server.endpoint();
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        &probe,
+        "--fetch-gcs",
+        "gs://acme-releases/myapp/app",
+        "--gcs-endpoint",
+        &endpoint,
+        "--fetch-interval",
+        "100ms",
+        "--sanity-check",
+        &sanity,
+        "--pass-env",
+        "GOOGLE_CLOUD_PROJECT",
+        "--",
+    ]);
+    cmd.arg(&app)
+        .env("GOOGLE_SERVICE_ACCOUNT_KEY", &key)
+        .env("GOOGLE_CLOUD_PROJECT", "acme-prod")
+        .env("AWS_SECRET_ACCESS_KEY", "not-read-by-this-fetcher");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    let worker = env_names(p.worker_pid(1, T));
+    assert!(
+        worker.contains(&"AWS_SECRET_ACCESS_KEY".to_string()),
+        "{worker:?}"
+    );
+    assert!(!worker.contains(&"GOOGLE_SERVICE_ACCOUNT_KEY".to_string()));
+    assert!(
+        worker.contains(&"GOOGLE_CLOUD_PROJECT".to_string()),
+        "{worker:?}"
+    );
+    let line = p.expect_line("withheld", T);
+    assert!(
+        line.contains("GOOGLE_SERVICE_ACCOUNT_KEY") && !line.contains("GOOGLE_CLOUD_PROJECT"),
+        "{line}"
+    );
+    let probed = std::fs::read_to_string(&probe_env).expect("the probe's environment");
+    assert!(probed.contains("OVERSEER_WORKER_PID="), "{probed}");
+    assert!(!probed.contains("GOOGLE_SERVICE_ACCOUNT_KEY"), "{probed}");
+    assert!(
+        probed.contains("GOOGLE_CLOUD_PROJECT=acme-prod"),
+        "{probed}"
+    );
+
+    let release = std::fs::read(d.join("release")).expect("the release");
+    server.put("myapp/app", &release, Some("2"));
+    expect_field(addr, "version", "2");
+    let checked = std::fs::read_to_string(&check_env).expect("the sanity check's environment");
+    assert!(checked.lines().any(|l| l == "PATH"), "{checked}");
+    assert!(!checked.contains("GOOGLE_SERVICE_ACCOUNT_KEY"), "{checked}");
+    assert!(
+        checked.lines().any(|l| l == "GOOGLE_CLOUD_PROJECT"),
+        "{checked}"
+    );
+    let worker = env_names(p.worker_pid(2, T));
+    assert!(
+        !worker.contains(&"GOOGLE_SERVICE_ACCOUNT_KEY".to_string()),
+        "{worker:?}"
+    );
+    assert!(key.contains("PRIVATE KEY"));
+    let output = p.output();
+    assert!(
+        !output.iter().any(|l| l.contains("PRIVATE KEY")),
+        "a value was logged"
+    );
+    stop(p);
 }
 
 /// On a terminal a download draws a progress bar instead of the plain

@@ -11,6 +11,8 @@ sd_notify, for the `overseer run` tests.
 - SIGTERM: stop accepting, answer each open connection's next request with
   "Connection: close", close connections idle for a grace period, exit 0.
 - `--version`: print the version and exit 0 (the sanity check).
+- `--env-names-to FILE`: write the names of its environment variables to
+  FILE, one a line, and exit 0 (a sanity check that shows what it was given).
 """
 
 import os
@@ -25,6 +27,11 @@ GRACE = 1.0
 
 if "--version" in sys.argv[1:]:
     print("worker.py", VERSION)
+    sys.exit(0)
+
+if "--env-names-to" in sys.argv[1:-1]:
+    with open(sys.argv[sys.argv.index("--env-names-to") + 1], "w") as out:
+        out.write("\n".join(os.environ))
     sys.exit(0)
 
 PID = os.getpid()

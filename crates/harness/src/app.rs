@@ -23,6 +23,11 @@
 //! | `UA_ADDR` | the address to serve (default `127.0.0.1:0`) |
 //! | `UA_FETCH_URL` | poll this URL (HTTP fetcher, `.minisig`/`.sha256` beside it) |
 //! | `UA_FETCH_FILE` | or watch this file |
+//! | `UA_FETCH_GITHUB` | or poll this repository's latest GitHub release (`OWNER/REPO`; the asset named like the binary, the token from `GITHUB_TOKEN`) |
+//! | `UA_GITHUB_API` | the GitHub API's base URL |
+//! | `UA_ALLOW_HTTP=1` | allow plain http to a host that is not loopback |
+//! | `UA_PASS_ENV` | variables passed to the workers although the fetcher reads them, comma-separated |
+//! | `UA_CHECK_ENV` | the sanity check writes the names of its environment variables to this file |
 //! | `UA_INTERVAL_MS` | poll interval (default 200) |
 //! | `UA_PUBKEYS` | trusted minisign public keys, comma-separated |
 //! | `UA_PROBATION_MS`, `UA_READY_MS`, `UA_DOWNLOAD_TIMEOUT_MS`, `UA_SANITY_TIMEOUT_MS` | timings |
@@ -69,6 +74,12 @@ pub fn main_from_env() {
             sanity_child(how);
         }
     }
+    if let (Some(path), Some(_)) = (var("UA_CHECK_ENV"), std::env::var_os("OVERSEER_BIN_CHECK")) {
+        let names: Vec<String> = std::env::vars_os()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        let _ = std::fs::write(path, names.join("\n"));
+    }
     overseer::sanity_check();
     let stamp = own_stamp();
     let version = stamp
@@ -106,13 +117,30 @@ pub fn main_from_env() {
             }
         });
     }
+    for name in var("UA_PASS_ENV").iter().flat_map(|n| n.split(',')) {
+        config = config.pass_env(name);
+    }
     for key in var("UA_PUBKEYS").iter().flat_map(|k| k.split(',')) {
         config = config.public_key(key);
     }
-    if let Some(url) = var("UA_FETCH_URL") {
+    if let Some(repo) = var("UA_FETCH_GITHUB") {
+        let mut fetcher = overseer::fetcher::GitHub::new(repo)
+            .token_env("GITHUB_TOKEN")
+            .allow_http(var("UA_ALLOW_HTTP").is_some())
+            .interval(interval);
+        if let Some(api) = var("UA_GITHUB_API") {
+            fetcher = fetcher.api_url(api);
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        if let Some(name) = exe.file_name() {
+            fetcher = fetcher.asset(name.to_string_lossy());
+        }
+        config = config.fetcher(fetcher);
+    } else if let Some(url) = var("UA_FETCH_URL") {
         config = config.fetcher(
             overseer::fetcher::Http::new(url)
                 .interval(interval)
+                .allow_http(var("UA_ALLOW_HTTP").is_some())
                 .sidecars(),
         );
     } else if let Some(path) = var("UA_FETCH_FILE") {

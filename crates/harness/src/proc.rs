@@ -322,6 +322,19 @@ pub fn thread_signal_masks(pid: i32) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The names of the environment variables a process was started with
+/// (`/proc/PID/environ`; Linux only); empty when it cannot be read.
+pub fn env_names(pid: i32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            entry.split_once('=').map(|(name, _)| name.to_string())
+        })
+        .collect()
+}
+
 /// How many descriptors a process has open (entries of `/proc/PID/fd`; Linux only).
 pub fn open_fds(pid: i32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())

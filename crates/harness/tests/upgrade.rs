@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::app::SANITY_CHILD_FILE;
-use overseer_harness::proc::{alive, group_members, send_signal, Proc};
+use overseer_harness::proc::{alive, env_names, group_members, send_signal, Proc};
 use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
 use support::{expect_signals_only_to_the_signal_thread, get, load, T};
 
@@ -35,12 +35,21 @@ impl Rig {
     }
 
     fn start_with(env: &[(&str, &str)], wrap: impl FnOnce(Command) -> Command) -> Rig {
+        Rig::start_on(ReleaseServer::start(), env, wrap)
+    }
+
+    /// Starts a master polling `server` (at `UA_FETCH_URL` unless `env` sets
+    /// another source).
+    fn start_on(
+        server: ReleaseServer,
+        env: &[(&str, &str)],
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = dir.path().join("app");
         stamp(Path::new(APP), &bin, "version=1.0.0").expect("install v1");
         let original = std::fs::read(&bin).expect("read v1");
         let keys = Keys::generate();
-        let server = ReleaseServer::start();
         let mut cmd = wrap(Command::new(&bin));
         cmd.env("UA_FETCH_URL", server.url("app"))
             .env("UA_PUBKEYS", &keys.public)
@@ -758,4 +767,131 @@ fn wait_installed_recorded(dir: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{} never recorded the installed release", ledger.display());
+}
+
+/// The warning a master logs at start when releases are not verified.
+const UNSIGNED: &str = "releases are not verified by signature";
+
+#[test]
+fn without_a_public_key_the_master_warns_once_at_start() {
+    let rig = Rig::start(&[("UA_PUBKEYS", "")]);
+    let line = rig.proc.expect_line(UNSIGNED, T);
+    assert!(line.contains("public_key"), "{line}");
+    // Polls come and go; the warning is not repeated.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(rig.proc.count(UNSIGNED), 1);
+    // With a key there is nothing to warn about.
+    let signed = Rig::start(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(signed.proc.count(UNSIGNED), 0, "{:?}", signed.proc.output());
+}
+
+/// Plain http to a host that is not loopback is refused at start, naming the
+/// opt-in, before a request is sent; the binary and the serving worker are
+/// untouched. With the opt-in (`Http::allow_http`) the same URL serves the
+/// upgrade. The host is `0.0.0.0`: not loopback by the rule (`127.0.0.0/8`,
+/// `[::1]`, `localhost`), yet Linux connects to it locally, so the release
+/// server counts whatever reaches it and no packet leaves the machine.
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_needs_consent() {
+    let server = ReleaseServer::start();
+    let far = format!("http://0.0.0.0:{}/app", server.addr.port());
+    let rig = Rig::start_on(server, &[("UA_FETCH_URL", &far)], |cmd| cmd);
+    let worker = rig.proc.worker_pid(1, T);
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("allow_http");
+    let line = rig.proc.expect_line("allow_http", T);
+    assert!(line.contains("plain http") && line.contains(&far), "{line}");
+    assert_eq!(
+        rig.server
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a request reached the release server"
+    );
+    let pid = get(rig.addr, "/").field("pid").map(str::to_string);
+    assert_eq!(pid, Some(worker.to_string()), "worker 1 no longer serves");
+    drop(rig);
+
+    let server = ReleaseServer::start();
+    let far = format!("http://0.0.0.0:{}/app", server.addr.port());
+    let env = [("UA_FETCH_URL", far.as_str()), ("UA_ALLOW_HTTP", "1")];
+    let rig = Rig::start_on(server, &env, |cmd| cmd);
+    rig.publish_version("2.0.0", "");
+    rig.expect_version("2.0.0");
+    assert_eq!(rig.proc.count("allow_http"), 0);
+}
+
+/// Publishes `version` as the latest GitHub release of acme/app on the
+/// release server (the assets first, the release JSON last).
+fn publish_github(rig: &Rig, version: &str, id: u64) {
+    let bytes = rig.build(&format!("version={version}"));
+    let sig = rig.keys.sign(&bytes, version, &this_target());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", bytes);
+    let asset = |id: u64, name: &str| {
+        let url = rig.server.url(name);
+        format!(
+            r#"{{"id": {id}, "name": "{name}", "url": "{url}", "browser_download_url": "{url}",
+                "updated_at": "2026-01-0{id}T00:00:00Z", "state": "uploaded"}}"#
+        )
+    };
+    let json = format!(
+        r#"{{"tag_name": "v{version}", "draft": false, "assets": [{}, {}]}}"#,
+        asset(id, "app"),
+        asset(id + 1, "app.minisig")
+    );
+    rig.server
+        .publish("repos/acme/app/releases/latest", json.into_bytes());
+}
+
+/// The GitHub fetcher reads its token from `GITHUB_TOKEN`: the master keeps
+/// it (and `GH_TOKEN`) from its workers and from the sanity check of a new
+/// release, says so once by name (never the value), and passes what
+/// `pass_env` names. Variables the fetcher does not read (`AWS_*` here)
+/// reach the workers as before.
+#[test]
+fn the_release_sources_credentials_reach_neither_workers_nor_the_sanity_check() {
+    let server = ReleaseServer::start();
+    let api = server.url("").trim_end_matches('/').to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check_env = dir.path().join("check-env");
+    let check_env_s = check_env.to_string_lossy().into_owned();
+    let env = [
+        ("UA_FETCH_GITHUB", "acme/app"),
+        ("UA_GITHUB_API", api.as_str()),
+        ("GITHUB_TOKEN", "ghp-s3cr3t-token"),
+        ("GH_TOKEN", "gh-passed-on-purpose"),
+        ("UA_PASS_ENV", "GH_TOKEN"),
+        ("AWS_SECRET_ACCESS_KEY", "not-read-by-this-fetcher"),
+        ("UA_CHECK_ENV", check_env_s.as_str()),
+    ];
+    let rig = Rig::start_on(server, &env, |cmd| cmd);
+    let worker = env_names(rig.proc.worker_pid(1, T));
+    assert!(!worker.contains(&"GITHUB_TOKEN".to_string()), "{worker:?}");
+    assert!(worker.contains(&"GH_TOKEN".to_string()), "{worker:?}");
+    assert!(worker.contains(&"AWS_SECRET_ACCESS_KEY".to_string()));
+    let line = rig.proc.expect_line("withheld", T);
+    assert!(
+        line.contains("GITHUB_TOKEN") && !line.contains("GH_TOKEN"),
+        "{line}"
+    );
+
+    publish_github(&rig, "2.0.0", 1);
+    rig.expect_version("2.0.0");
+    let checked = std::fs::read_to_string(&check_env).expect("the sanity check's environment");
+    let checked: Vec<&str> = checked.lines().collect();
+    assert!(checked.contains(&"OVERSEER_BIN_CHECK"), "{checked:?}");
+    assert!(!checked.contains(&"GITHUB_TOKEN"), "{checked:?}");
+    assert!(checked.contains(&"GH_TOKEN"), "{checked:?}");
+    let worker = env_names(rig.proc.worker_pid(2, T));
+    assert!(!worker.contains(&"GITHUB_TOKEN".to_string()), "{worker:?}");
+    assert!(worker.contains(&"GH_TOKEN".to_string()), "{worker:?}");
+
+    assert_eq!(rig.proc.count("withheld"), 1);
+    let output = rig.proc.output();
+    assert!(
+        !output.iter().any(|l| l.contains("s3cr3t")),
+        "a value was logged"
+    );
 }

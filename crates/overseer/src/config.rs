@@ -182,6 +182,7 @@ pub struct Config {
     pub(crate) no_warn: bool,
     pub(crate) version: Option<String>,
     pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) pass_env: Vec<String>,
     pub(crate) upgrade: UpgradeConfig,
 }
 
@@ -289,6 +290,7 @@ impl Config {
             no_warn: false,
             version: None,
             control_socket: None,
+            pass_env: Vec::new(),
         }
     }
 
@@ -408,6 +410,16 @@ impl Config {
     /// restarted into, and rolled back if the new worker fails.
     pub fn fetcher(mut self, fetcher: impl Fetcher) -> Self {
         self.upgrade.fetcher = Some(Arc::new(Mutex::new(Box::new(fetcher))));
+        self
+    }
+
+    /// Passes the environment variable `name` to the workers, the sanity
+    /// check and readiness probes although the fetcher reads it for
+    /// credentials ([`Fetcher::credential_env`]): by default the master
+    /// keeps those from every process it starts, and says which at start.
+    /// Repeatable; a name only, no `*`.
+    pub fn pass_env(mut self, name: impl Into<String>) -> Self {
+        self.pass_env.push(name.into());
         self
     }
 
@@ -563,6 +575,13 @@ impl Config {
             }
             if u.max_download_size == 0 {
                 return Err(Error::Config("max_download_size must be above zero".into()));
+            }
+        }
+        for name in &self.pass_env {
+            if name.is_empty() || name.contains(['=', '*', '\0']) {
+                return Err(Error::Config(format!(
+                    "pass_env {name:?}: expected an environment variable's name (no '=', '*' or NUL)"
+                )));
             }
         }
         for name in self.names.iter().flatten() {

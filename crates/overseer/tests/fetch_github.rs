@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use overseer::fetcher::{Fetcher, GitHub, Release};
+use overseer::fetcher::{Context, Fetcher, GitHub, Release};
 use serde_json::json;
 use support::*;
 
@@ -444,4 +444,40 @@ fn enterprise_server_behind_a_private_ca() {
         .expect_err("no certificate")
         .to_string();
     assert!(err.contains("no certificate"), "{err}");
+}
+
+/// The API over plain http to a host that is not loopback, or a download
+/// redirected to one, is refused before connecting (`0.0.0.0`: not loopback
+/// by the rule, yet local on Linux, so the servers count what reaches them).
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_is_refused() {
+    let (api, storage, repo) = github(acme("v1.2.3"));
+    let far_api = format!("http://0.0.0.0:{}", api.addr.port());
+    let mut fetcher = GitHub::new("acme/app").api_url(&far_api);
+    let err = fetcher
+        .init(&Context::new("/srv/app"))
+        .expect_err("refused at start");
+    assert!(err.to_string().contains("allow_http"), "{err}");
+    let err = fetcher.fetch().expect_err("refused at every poll");
+    assert!(err.to_string().contains("allow_http"), "{err}");
+    assert!(api.hits().is_empty(), "a request was sent");
+
+    // The API on loopback, its downloads redirected to such a host.
+    lock(&repo).storage = format!("0.0.0.0:{}", storage.addr.port());
+    let mut fetcher = GitHub::new("acme/app").api_url(api.url(""));
+    fetcher.init(&Context::new("/srv/app")).expect("loopback");
+    let err = fetcher.fetch().expect_err("the redirect is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("redirected") && msg.contains("allow_http"),
+        "{msg}"
+    );
+    assert!(storage.hits().is_empty(), "the redirect was followed");
+
+    // With consent, the same release is taken.
+    let mut fetcher = GitHub::new("acme/app").api_url(&far_api).allow_http(true);
+    fetcher.init(&Context::new("/srv/app")).expect("consent");
+    let release = poll(&mut fetcher).expect("the latest release");
+    assert!(!read(release).is_empty());
+    assert!(!storage.hits().is_empty());
 }

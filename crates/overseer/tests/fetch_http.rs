@@ -447,3 +447,93 @@ fn root_certificates_must_be_pem_certificates() {
         );
     }
 }
+
+/// A URL to `server` through `0.0.0.0`: not a loopback address by the rule
+/// (`127.0.0.0/8`, `[::1]`, `localhost`), yet Linux delivers a connection to
+/// it locally. So a refusal can be checked against a real server that counts
+/// requests, and consent can be shown working, without a packet leaving the
+/// machine.
+fn not_loopback(server: &Server, path: &str) -> String {
+    format!("http://0.0.0.0:{}{path}", server.addr.port())
+}
+
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_connecting() {
+    let server = Server::start(|_| reply(200, &[("etag", "\"1\"")], "release"));
+    let url = not_loopback(&server, "/app");
+    let mut fetcher = Http::new(&url).sidecars();
+    let err = fetcher
+        .init(&Context::new("/srv/app"))
+        .expect_err("refused at start");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plain http") && msg.contains(&url) && msg.contains("allow_http"),
+        "{msg}"
+    );
+    let err = fetcher.fetch().expect_err("refused at every poll");
+    assert!(err.to_string().contains("allow_http"), "{err}");
+    assert!(server.hits().is_empty(), "a request was sent");
+    // TEST-NET-1 (RFC 5737) and a reserved name: refused by `init`, which
+    // never connects, so nothing here can leave the machine.
+    for url in [
+        "http://192.0.2.1/app",
+        "http://releases.example.invalid/app",
+    ] {
+        let err = Http::new(url)
+            .init(&Context::new("/srv/app"))
+            .expect_err("refused");
+        assert!(err.to_string().contains("allow_http"), "{url}: {err}");
+    }
+    // A sidecar URL on such a host is refused too, the release's own being fine.
+    let err = Http::new(server.url("/app"))
+        .checksum_url(not_loopback(&server, "/app.sha256"))
+        .init(&Context::new("/srv/app"))
+        .expect_err("refused");
+    assert!(err.to_string().contains("app.sha256"), "{err}");
+    assert!(server.hits().is_empty(), "a request was sent");
+}
+
+#[test]
+fn a_redirect_to_plain_http_on_a_host_that_is_not_loopback_is_refused() {
+    let storage = Server::start(|_| reply(200, &[], "stored"));
+    let target = not_loopback(&storage, "/blob");
+    let api = Server::start(move |_| reply(302, &[("location", target.as_str())], ""));
+    let err = Http::new(api.url("/download"))
+        .fetch()
+        .expect_err("the redirect is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("redirected") && msg.contains("0.0.0.0") && msg.contains("allow_http"),
+        "{msg}"
+    );
+    assert_eq!(api.hits().len(), 1);
+    assert!(storage.hits().is_empty(), "the redirect was followed");
+}
+
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_is_taken_with_consent() {
+    let storage = Server::start(|_| reply(200, &[("etag", "\"1\"")], "stored"));
+    let target = not_loopback(&storage, "/blob");
+    let api = Server::start(move |_| reply(302, &[("location", target.as_str())], ""));
+    let mut fetcher = Http::new(api.url("/download")).allow_http(true);
+    fetcher.init(&Context::new("/srv/app")).expect("consent");
+    assert_eq!(body(poll(&mut fetcher).expect("release")), b"stored");
+    let mut direct = Http::new(not_loopback(&storage, "/blob")).allow_http(true);
+    direct.init(&Context::new("/srv/app")).expect("consent");
+    assert_eq!(body(poll(&mut direct).expect("release")), b"stored");
+    assert_eq!(storage.hits().len(), 2);
+
+    // A redirect from https down to plain http stays refused, consent or not.
+    let to_http = not_loopback(&storage, "/blob");
+    let port = https_server(move |_, _| (302, vec![("Location", to_http.clone())], Vec::new()));
+    let ca = std::fs::read(tls_file("ca.pem")).expect("the test CA");
+    let err = Http::new(format!("https://127.0.0.1:{port}/app"))
+        .root_certificates(&ca)
+        .expect("a CA certificate")
+        .allow_http(true)
+        .fetch()
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("from https to plain http"), "{err}");
+    assert_eq!(storage.hits().len(), 2, "the redirect was followed");
+}

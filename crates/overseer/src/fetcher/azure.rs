@@ -33,7 +33,10 @@ use super::{Context, FetchError, Fetcher, Release};
 /// `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`), workload identity
 /// (`AZURE_FEDERATED_TOKEN_FILE`), then the managed identity of the VM or
 /// container. With managed identity or a service principal, the identity
-/// needs the "Storage Blob Data Reader" role on the container.
+/// needs the "Storage Blob Data Reader" role on the container. When they
+/// come from the environment, the master keeps every `AZURE_*` variable, and
+/// the managed identity's `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, from
+/// the processes it starts ([`Fetcher::credential_env`]).
 ///
 /// Checksum and signature blobs are read beside the release when asked for
 /// ([`Azure::sidecars`], [`Azure::checksum_key`], [`Azure::signature_key`]),
@@ -293,6 +296,17 @@ impl Fetcher for Azure {
         self.poll.interval
     }
 
+    /// `AZURE_*`, `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, unless an
+    /// access key or SAS token was given (then none is read).
+    fn credential_env(&self) -> Vec<String> {
+        if self.store.access_key.is_some() || self.store.sas_token.is_some() {
+            return Vec::new();
+        }
+        ["AZURE_*", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"]
+            .map(String::from)
+            .to_vec()
+    }
+
     /// Checks the settings and makes the client, so mistakes show at start.
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
         self.poll
@@ -324,6 +338,14 @@ mod tests {
         assert!(build(remote.allow_http(true)).is_none());
         let local = Azure::new("acct", "c", "b").endpoint("http://127.0.0.1:10000/acct");
         assert!(build(local).is_none());
+    }
+
+    #[test]
+    fn the_environment_is_withheld_only_when_read() {
+        let env = Azure::new("a", "c", "b").credential_env();
+        assert_eq!(env, ["AZURE_*", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"]);
+        let keyed = Azure::new("a", "c", "b").access_key("a2V5");
+        assert!(keyed.credential_env().is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
-use super::FetchError;
+use super::{plain_http_rule, shown, FetchError};
 
 /// Redirects followed before giving up (curl's default is 50, browsers ~20).
 const MAX_REDIRECTS: usize = 10;
@@ -48,6 +48,10 @@ pub(super) struct Get<'a> {
     pub trusted: &'a str,
     /// When the whole exchange, body included, must be over.
     pub deadline: Instant,
+    /// Plain http to a host that is not loopback is allowed (see
+    /// [`plain_http_rule`]); it is refused otherwise, for the URL asked
+    /// for and for every redirect, before connecting.
+    pub allow_http: bool,
 }
 
 /// A response, and the URL it finally came from (after redirects).
@@ -227,6 +231,7 @@ impl Client {
     pub fn get(&self, get: &Get<'_>) -> Result<Fetched, FetchError> {
         let trusted = origin(&parse_url(get.trusted)?);
         let mut url = parse_url(get.url)?;
+        plain_http_rule("GET", &url, get.allow_http)?;
         for _ in 0..=MAX_REDIRECTS {
             let remaining = get.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -274,6 +279,11 @@ impl Client {
                 )
                 .into());
             }
+            plain_http_rule(
+                &format!("{} redirected to", shown(&url)),
+                &next,
+                get.allow_http,
+            )?;
             url = next;
         }
         Err(format!(
@@ -335,19 +345,6 @@ fn origin(uri: &Uri) -> (String, String, u16) {
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     (scheme, host, port)
-}
-
-/// A URL as shown in messages and `Release::source`: without `user:pass@`.
-pub(super) fn shown(uri: &Uri) -> String {
-    let Some(authority) = uri.authority() else {
-        return uri.to_string();
-    };
-    let host = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("{}://{host}{path}", uri.scheme_str().unwrap_or("http"))
 }
 
 /// Resolves a `Location` header against the URL that sent it (RFC 3986 §5,

@@ -38,7 +38,9 @@ const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 /// credentials (`GOOGLE_APPLICATION_CREDENTIALS`, or the file `gcloud auth
 /// application-default login` writes), then the metadata server of the VM
 /// or container (GCE, GKE, Cloud Run). The identity needs read access to the
-/// objects (the "Storage Object Viewer" role on the bucket).
+/// objects (the "Storage Object Viewer" role on the bucket). When they come
+/// from the environment, the master keeps every `GOOGLE_*` variable from the
+/// processes it starts ([`Fetcher::credential_env`]).
 ///
 /// Checksum and signature objects are read beside the release when asked for
 /// ([`Gcs::sidecars`], [`Gcs::checksum_key`], [`Gcs::signature_key`]),
@@ -311,6 +313,16 @@ impl Fetcher for Gcs {
         self.poll.interval
     }
 
+    /// `GOOGLE_*`, unless credentials were given explicitly (then none is
+    /// read).
+    fn credential_env(&self) -> Vec<String> {
+        if self.store.explicit_credentials() {
+            Vec::new()
+        } else {
+            vec!["GOOGLE_*".into()]
+        }
+    }
+
     /// Checks the settings and makes the client, so mistakes show at start.
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
         self.poll
@@ -385,6 +397,15 @@ mod tests {
             r#"{"private_key": "not a key", "private_key_id": "1", "client_email": "a@b"}"#,
         ));
         assert!(bad_pem.contains("JSON key file"), "{bad_pem}");
+    }
+
+    #[test]
+    fn the_environment_is_withheld_only_when_read() {
+        assert_eq!(Gcs::new("b", "o").credential_env(), ["GOOGLE_*"]);
+        assert!(Gcs::new("b", "o")
+            .bearer_token("t")
+            .credential_env()
+            .is_empty());
     }
 
     #[test]

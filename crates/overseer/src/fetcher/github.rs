@@ -7,10 +7,10 @@ use serde::Deserialize;
 use ureq::http::{header, StatusCode};
 
 use super::client::{
-    named_checksum, parse_checksum, parse_url, shown, status_error, Client, Fetched, Get, Roots,
+    named_checksum, parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots,
     SIDECAR_LIMIT,
 };
-use super::{Context, FetchError, Fetcher, Release};
+use super::{plain_http_rule, shown, Context, FetchError, Fetcher, Release};
 
 /// The version of the REST API the requests are written for.
 const API_VERSION: &str = "2022-11-28";
@@ -36,6 +36,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`token`](GitHub::token) the limit is 5,000 an hour. When it is exhausted
 /// the poll fails with a message saying so, and later polls try again.
 ///
+/// **The token and the workers.** The master keeps `GITHUB_TOKEN`, `GH_TOKEN`
+/// and the variable named by [`token_env`](GitHub::token_env) from the
+/// processes it starts ([`Fetcher::credential_env`]).
+///
 /// **Which asset.** Unless [`asset`](GitHub::asset) names one, the asset is
 /// chosen by name: this binary's Rust target triple
 /// (`x86_64-unknown-linux-gnu`), or its OS and CPU in the common spellings
@@ -53,15 +57,21 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// the release (or publish a draft and undraft it last), so a poll never sees
 /// the binary without them.
 ///
+/// **Plain http.** An `http://` API URL, or a download redirected to plain
+/// http, is accepted only to a loopback host (a test server) unless
+/// [`allow_http`](GitHub::allow_http) is set; otherwise it is refused before
+/// anything is sent.
+///
 /// ```no_run
-/// let fetcher = overseer::fetcher::GitHub::new("owner/myapp")
-///     .token(std::env::var("GITHUB_TOKEN").unwrap_or_default());
+/// let fetcher = overseer::fetcher::GitHub::new("owner/myapp").token_env("GITHUB_TOKEN");
 /// overseer::run(overseer::Config::new(|_| {}).fetcher(fetcher));
 /// ```
 pub struct GitHub {
     repo: String,
     api: String,
     token: Option<String>,
+    /// The environment variable the token was read from.
+    token_var: Option<String>,
     interval: Duration,
     timeout: Duration,
     asset: Option<String>,
@@ -73,6 +83,7 @@ pub struct GitHub {
     /// The tag of the last release returned.
     returned: Option<String>,
     roots: Roots,
+    allow_http: bool,
     client: Option<Client>,
 }
 
@@ -112,6 +123,7 @@ impl GitHub {
             repo: repo.into(),
             api: "https://api.github.com".into(),
             token: None,
+            token_var: None,
             interval: Duration::from_secs(300),
             timeout: Duration::from_secs(300),
             asset: None,
@@ -121,6 +133,7 @@ impl GitHub {
             etag: None,
             returned: None,
             roots: Roots::Bundled,
+            allow_http: false,
             client: None,
         }
     }
@@ -135,10 +148,29 @@ impl GitHub {
         self
     }
 
+    /// Reads the token (see [`token`](GitHub::token)) from the environment
+    /// variable `var` now; unset or empty, there is none. The variable is
+    /// then kept from the workers, like `GITHUB_TOKEN` and `GH_TOKEN`.
+    pub fn token_env(mut self, var: impl Into<String>) -> Self {
+        let var = var.into();
+        self = self.token(std::env::var(&var).unwrap_or_default());
+        self.token_var = Some(var);
+        self
+    }
+
     /// The API base URL (default `https://api.github.com`); for GitHub
     /// Enterprise Server, `https://HOST/api/v3`.
     pub fn api_url(mut self, base: impl Into<String>) -> Self {
         self.api = base.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Allows a plain `http://` API URL, and downloads redirected to plain
+    /// http, on a host that is not loopback (default: refused, naming this):
+    /// only on a network you trust, as anyone on the path can read the token
+    /// and replace the release.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
         self
     }
 
@@ -238,6 +270,7 @@ impl GitHub {
             private: &private,
             trusted: &self.api,
             deadline,
+            allow_http: self.allow_http,
         })
     }
 
@@ -352,6 +385,7 @@ impl fmt::Debug for GitHub {
             .field("asset", &self.asset)
             .field("prereleases", &self.prereleases)
             .field("private_roots", &matches!(self.roots, Roots::Only(_)))
+            .field("allow_http", &self.allow_http)
             .finish_non_exhaustive()
     }
 }
@@ -363,7 +397,11 @@ impl Fetcher for GitHub {
 
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
         self.check_repo()?;
-        parse_url(&self.api)?;
+        plain_http_rule(
+            "the GitHub API URL",
+            &parse_url(&self.api)?,
+            self.allow_http,
+        )?;
         self.target = context.target.to_string();
         self.bin_name = context
             .bin_path
@@ -375,6 +413,16 @@ impl Fetcher for GitHub {
     fn retry(&mut self) {
         self.returned = None;
         self.etag = None;
+    }
+
+    /// `GITHUB_TOKEN` and `GH_TOKEN`, the usual homes of a GitHub token, and
+    /// the variable given to [`token_env`](GitHub::token_env).
+    fn credential_env(&self) -> Vec<String> {
+        let mut names = vec!["GITHUB_TOKEN".to_string(), "GH_TOKEN".to_string()];
+        if let Some(var) = self.token_var.as_ref().filter(|v| !names.contains(v)) {
+            names.push(var.clone());
+        }
+        names
     }
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
@@ -738,6 +786,19 @@ fn choose<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tokens_variables_are_withheld() {
+        let names = GitHub::new("o/r").credential_env();
+        assert_eq!(names, ["GITHUB_TOKEN", "GH_TOKEN"]);
+        let names = GitHub::new("o/r")
+            .token_env("OVERSEER_TEST_UNSET_TOKEN")
+            .credential_env();
+        assert_eq!(
+            names,
+            ["GITHUB_TOKEN", "GH_TOKEN", "OVERSEER_TEST_UNSET_TOKEN"]
+        );
+    }
 
     /// The asset `choose` picks for a platform among space-separated names.
     fn pick(platform: &str, names: &str) -> Result<String, String> {

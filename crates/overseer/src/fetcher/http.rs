@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use ureq::http::{header, StatusCode, Uri};
 
 use super::client::{
-    parse_checksum, parse_url, shown, status_error, Client, Fetched, Get, Roots, SIDECAR_LIMIT,
+    parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots, SIDECAR_LIMIT,
 };
-use super::{FetchError, Fetcher, Release};
+use super::{plain_http_rule, shown, FetchError, Fetcher, Release};
 
 /// The validators of a response, kept to make the next request conditional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,6 +83,11 @@ enum Sidecar {
 /// by its hash and skips it — but costly, so raise the interval for such a
 /// server.
 ///
+/// Plain `http://` is accepted to a loopback host (`127.0.0.0/8`, `[::1]`,
+/// `localhost`); to any other it needs [`allow_http`](Http::allow_http),
+/// and is otherwise refused before anything is sent, at start and for every
+/// URL a redirect leads to.
+///
 /// Redirects are followed (up to 10; never from https to plain http). The
 /// headers set with [`header`](Http::header) may carry credentials, so they
 /// are sent only to the origin (scheme, host, port) of the configured URL, not
@@ -112,6 +117,7 @@ pub struct Http {
     checksum: Sidecar,
     signature: Sidecar,
     roots: Roots,
+    allow_http: bool,
     /// The validators of the last release returned.
     returned: Option<Validators>,
     client: Option<Client>,
@@ -129,9 +135,19 @@ impl Http {
             checksum: Sidecar::None,
             signature: Sidecar::None,
             roots: Roots::Bundled,
+            allow_http: false,
             returned: None,
             client: None,
         }
+    }
+
+    /// Allows plain `http://` to a host that is not loopback, for the release
+    /// URL, its sidecars and redirects (default: refused, naming this): only
+    /// on a network you trust, and with release signatures on, as anyone on
+    /// the path can read the headers sent and replace the release.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
     }
 
     /// Trusts only the CA certificates in `pem` (one or more `-----BEGIN
@@ -218,6 +234,7 @@ fn read_sidecar(
     sidecar: &Sidecar,
     (what, setter): (&str, &str),
     deadline: Instant,
+    allow_http: bool,
 ) -> Result<Option<String>, FetchError> {
     let (url, required) = match sidecar {
         Sidecar::None => return Ok(None),
@@ -230,6 +247,7 @@ fn read_sidecar(
         private: headers,
         trusted: url,
         deadline,
+        allow_http,
     })?;
     let status = fetched.status();
     if status.is_success() {
@@ -267,6 +285,7 @@ impl fmt::Debug for Http {
             .field("checksum", &self.checksum)
             .field("signature", &self.signature)
             .field("private_roots", &matches!(self.roots, Roots::Only(_)))
+            .field("allow_http", &self.allow_http)
             .finish_non_exhaustive()
     }
 }
@@ -276,8 +295,19 @@ impl Fetcher for Http {
         self.interval
     }
 
+    /// Checks the URLs, so that a mistake, or plain http where it is not
+    /// allowed, shows at start.
     fn init(&mut self, context: &super::Context) -> Result<(), FetchError> {
-        parse_url(&self.url)?;
+        let url = parse_url(&self.url)?;
+        plain_http_rule("the release URL", &url, self.allow_http)?;
+        for (what, sidecar) in [
+            ("the checksum URL", &self.checksum),
+            ("the signature URL", &self.signature),
+        ] {
+            if let Sidecar::Optional(url) | Sidecar::Required(url) = sidecar {
+                plain_http_rule(what, &parse_url(url)?, self.allow_http)?;
+            }
+        }
         // The installed binary's release: the first poll asks whether it changed.
         if let Some(tag) = &context.installed_tag {
             self.returned = Some(Validators::of_tag(tag));
@@ -310,6 +340,7 @@ impl Fetcher for Http {
             private: &self.headers,
             trusted: &self.url,
             deadline,
+            allow_http: self.allow_http,
         })?;
         let status = fetched.status();
         if status == StatusCode::NOT_MODIFIED && !conditional.is_empty() {
@@ -347,8 +378,15 @@ impl Fetcher for Http {
             .clone()
             .or_else(|| validators.last_modified.clone());
         let checksum = ("checksum", "checksum_url");
-        if let Some(text) = read_sidecar(client, &self.headers, &self.checksum, checksum, deadline)?
-        {
+        let allow = self.allow_http;
+        if let Some(text) = read_sidecar(
+            client,
+            &self.headers,
+            &self.checksum,
+            checksum,
+            deadline,
+            allow,
+        )? {
             let name = release.name.as_deref();
             let hex = parse_checksum(&text, name).ok_or_else(|| {
                 format!(
@@ -361,8 +399,14 @@ impl Fetcher for Http {
             release.sha256 = Some(hex);
         }
         let signature = ("signature", "signature_url");
-        release.signature =
-            read_sidecar(client, &self.headers, &self.signature, signature, deadline)?;
+        release.signature = read_sidecar(
+            client,
+            &self.headers,
+            &self.signature,
+            signature,
+            deadline,
+            allow,
+        )?;
         self.returned = (!validators.is_empty()).then_some(validators);
         Ok(Some(release))
     }

@@ -87,6 +87,113 @@ fn is_entity_tag(tag: &str) -> bool {
     tag.starts_with('"') || tag.starts_with("W/\"")
 }
 
+/// The network fetchers' rule for plain `http://`: allowed to a loopback
+/// host (`localhost`, `127.0.0.0/8`, `[::1]`), anywhere else only with
+/// consent (`allow_http(true)`; `overseer run --allow-http`), since anyone on
+/// the path could read the request's credentials or replace the release.
+/// Decided on the URL's text, before anything is resolved or sent; other
+/// schemes are left to the caller. `what` opens the message (`GET`, `the
+/// checksum URL`, `s3://bucket: endpoint`).
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-github",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
+fn plain_http_rule(what: &str, url: &::http::Uri, allow_http: bool) -> Result<(), FetchError> {
+    let plain = url
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    if plain && !allow_http && !is_loopback(url) {
+        let url = shown(url);
+        let subject = if what.is_empty() {
+            url
+        } else {
+            format!("{what} {url}")
+        };
+        return Err(format!(
+            "{subject}: plain http to a host that is not loopback is refused (anyone on the \
+             path could read or replace what it carries): use https, or call \
+             .allow_http(true) (overseer run: --allow-http) for a network you trust"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Applies the built-in fetchers' rule for plain `http://` to `url`: allowed
+/// to a loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), anywhere else
+/// only with `allow_http`. `https://` passes. Nothing is resolved or sent:
+/// for a fetcher of your own, or to check a setting before starting.
+///
+/// ```
+/// use overseer::fetcher::check_plain_http;
+/// assert!(check_plain_http("https://releases.example.com/app", false).is_ok());
+/// assert!(check_plain_http("http://127.0.0.1:8080/app", false).is_ok());
+/// assert!(check_plain_http("http://releases.internal/app", false).is_err());
+/// assert!(check_plain_http("http://releases.internal/app", true).is_ok());
+/// ```
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-github",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
+pub fn check_plain_http(url: &str, allow_http: bool) -> Result<(), FetchError> {
+    let uri = url
+        .parse::<::http::Uri>()
+        .ok()
+        .filter(|u| u.scheme().is_some() && u.host().is_some_and(|h| !h.is_empty()))
+        .ok_or_else(|| format!("{url:?} is not a URL: write it as https://HOST[:PORT]/..."))?;
+    plain_http_rule("", &uri, allow_http)
+}
+
+/// Whether a URL's host is loopback by its text: `localhost`, an address in
+/// `127.0.0.0/8`, or `[::1]`. Nothing is resolved: a name is loopback only
+/// when it is `localhost`.
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-github",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
+fn is_loopback(url: &::http::Uri) -> bool {
+    let Some(host) = url.host() else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A URL as shown in messages and `Release::source`: without `user:pass@`.
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-github",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
+fn shown(uri: &::http::Uri) -> String {
+    let Some(authority) = uri.authority() else {
+        return uri.to_string();
+    };
+    let host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{}://{host}{path}", uri.scheme_str().unwrap_or("http"))
+}
+
 /// The error a fetcher returns: anything that explains what went wrong.
 /// It is logged (once per distinct message) and the next poll tries again.
 pub type FetchError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -260,6 +367,16 @@ pub trait Fetcher: Send + 'static {
     /// older version, a build that was rolled back) is not retried; the
     /// master remembers it. The default does nothing.
     fn retry(&mut self) {}
+
+    /// The environment variables this fetcher reads credentials or settings
+    /// from: names, or prefixes ending in `*` (`AWS_*`). The master keeps
+    /// them from every process it starts — the workers, the sanity check,
+    /// readiness probes — as a program that faces the network has no use for
+    /// the release source's keys; [`Config::pass_env`](crate::Config::pass_env)
+    /// passes one on purpose. The default lists none.
+    fn credential_env(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl fmt::Debug for dyn Fetcher {
@@ -300,5 +417,64 @@ where
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
         (self.fetch)()
+    }
+}
+
+#[cfg(test)]
+#[cfg(any(
+    feature = "fetch-http",
+    feature = "fetch-github",
+    feature = "fetch-s3",
+    feature = "fetch-azure",
+    feature = "fetch-gcs"
+))]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> ::http::Uri {
+        s.parse().expect("test URL")
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://127.1.2.3",
+            "http://localhost:9000/",
+            "http://LOCALHOST/x",
+            "http://[::1]:9000",
+            "http://user@127.0.0.1:1/x",
+        ] {
+            assert!(is_loopback(&uri(url)), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:9000",
+            "http://0.0.0.0:9000",
+            "http://minio.internal",
+            "http://[::2]:9000",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "http://localhost@192.0.2.1/",
+            "nonsense",
+        ] {
+            assert!(!is_loopback(&uri(url)), "{url}");
+        }
+    }
+
+    #[test]
+    fn plain_http_needs_loopback_or_consent() {
+        let far = uri("http://u:secret@192.0.2.1/app");
+        let err = plain_http_rule("GET", &far, false)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("allow_http") && err.contains("192.0.2.1/app"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        assert!(plain_http_rule("GET", &far, true).is_ok());
+        assert!(plain_http_rule("GET", &uri("http://127.0.0.1:8/app"), false).is_ok());
+        assert!(plain_http_rule("GET", &uri("https://192.0.2.1/app"), false).is_ok());
+        assert!(plain_http_rule("GET", &uri("HTTP://192.0.2.1/app"), false).is_err());
     }
 }

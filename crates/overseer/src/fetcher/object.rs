@@ -485,58 +485,35 @@ pub(super) fn is_certificate_error(e: &object_store::Error) -> bool {
     text.contains("certificate") || text.contains("UnknownIssuer")
 }
 
-/// Whether an `http://` URL names a loopback host.
-pub(super) fn is_loopback(url: &str) -> bool {
-    let Some(host) = authority(url) else {
-        return false;
-    };
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let host = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        host.split(':').next().unwrap_or(host)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The `host[:port]` part of a URL.
-pub(super) fn authority(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    rest.split(['/', '?', '#']).next()
-}
-
-/// Checks an endpoint URL: `https://`, or `http://` on loopback or with
-/// consent. Returns whether it is plain http.
+/// Checks an endpoint URL: `https://`, or `http://` as the network
+/// fetchers' rule allows (loopback, or with consent). Returns whether it is
+/// plain http.
 pub(super) fn check_endpoint(
     location: &str,
     endpoint: &str,
     allow_http: bool,
 ) -> Result<bool, FetchError> {
-    let Some((scheme, _)) = endpoint.split_once("://") else {
+    let uri = endpoint
+        .parse::<::http::Uri>()
+        .ok()
+        .filter(|u| u.scheme().is_some() && u.host().is_some_and(|h| !h.is_empty()));
+    let Some(uri) = uri else {
         return Err(format!(
             "{location}: endpoint {endpoint:?} is not a URL; write it as https://host[:port]"
         )
         .into());
     };
-    if scheme.eq_ignore_ascii_case("http") {
-        if !allow_http && !is_loopback(endpoint) {
-            return Err(format!(
-                "{location}: endpoint {endpoint} is plain http on a non-loopback address; use https, or call .allow_http(true) for a network you trust"
-            )
-            .into());
+    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("https") => Ok(false),
+        Some("http") => {
+            super::plain_http_rule(&format!("{location}: endpoint"), &uri, allow_http)?;
+            Ok(true)
         }
-        return Ok(true);
-    }
-    if !scheme.eq_ignore_ascii_case("https") {
-        return Err(format!(
+        _ => Err(format!(
             "{location}: endpoint {endpoint} must start with https:// (or http:// on loopback)"
         )
-        .into());
+        .into()),
     }
-    Ok(false)
 }
 
 #[cfg(test)]
@@ -606,24 +583,16 @@ mod tests {
     }
 
     #[test]
-    fn loopback_endpoints() {
-        for url in [
-            "http://127.0.0.1:9000",
-            "http://127.1.2.3",
-            "http://localhost:9000/",
-            "http://[::1]:9000",
-            "http://user@127.0.0.1:1/x",
-        ] {
-            assert!(is_loopback(url), "{url}");
-        }
-        for url in [
-            "http://10.0.0.1:9000",
-            "http://minio.internal",
-            "http://[::2]:9000",
-            "http://localhost.example.com",
-            "nonsense",
-        ] {
-            assert!(!is_loopback(url), "{url}");
+    fn endpoints() {
+        let check = |e: &str, allow: bool| check_endpoint("s3://b", e, allow);
+        assert!(!check("https://s3.example.com", false).unwrap());
+        assert!(check("http://127.0.0.1:9000", false).unwrap());
+        assert!(check("http://localhost:9000/", false).unwrap());
+        assert!(check("http://minio.internal:9000", true).unwrap());
+        let err = check("http://minio.internal:9000", false).unwrap_err();
+        assert!(err.to_string().contains("allow_http"), "{err}");
+        for bad in ["minio.internal:9000", "ftp://host", "nonsense", "http://"] {
+            assert!(check(bad, true).is_err(), "{bad}");
         }
     }
 }

@@ -31,7 +31,9 @@ use super::{Context, FetchError, Fetcher, Release};
 /// usual environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`, and also `AWS_REGION`, `AWS_ENDPOINT`, …); otherwise
 /// a web identity token, the ECS task role or the EC2 instance metadata
-/// service (`object_store`'s default chain).
+/// service (`object_store`'s default chain). When they come from the
+/// environment, the master keeps every `AWS_*` variable from the processes
+/// it starts ([`Fetcher::credential_env`]).
 ///
 /// Checksum and signature files are read beside the object when asked for
 /// ([`S3::sidecars`], [`S3::checksum_key`], [`S3::signature_key`]). They are
@@ -299,6 +301,15 @@ impl Fetcher for S3 {
         self.poll.interval
     }
 
+    /// `AWS_*`, unless credentials were given to [`S3::credentials`] (then
+    /// none is read).
+    fn credential_env(&self) -> Vec<String> {
+        match self.store.credentials {
+            Some(_) => Vec::new(),
+            None => vec!["AWS_*".into()],
+        }
+    }
+
     /// Checks the settings and makes the client, so mistakes show at start.
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
         self.poll
@@ -416,6 +427,15 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("not a usable object key"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_is_withheld_only_when_read() {
+        assert_eq!(S3::new("b", "k").credential_env(), ["AWS_*"]);
+        assert!(S3::new("b", "k")
+            .credentials("id", "secret")
+            .credential_env()
+            .is_empty());
     }
 
     #[test]

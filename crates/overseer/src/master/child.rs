@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::withheld::Withheld;
 use super::Event;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
@@ -26,8 +27,11 @@ pub(crate) struct LaunchSpec {
     pub program: PathBuf,
     pub arg0: OsString,
     pub args: Vec<OsString>,
-    /// The master's environment without the variables it sets itself.
+    /// The master's environment without the variables it sets itself and
+    /// those withheld.
     pub base_env: Vec<(OsString, OsString)>,
+    /// The release source's credentials, kept from workers and probes.
+    pub withheld: Withheld,
     pub fds: Vec<RawFd>,
     pub names: Vec<String>,
     pub addresses: Vec<String>,
@@ -56,7 +60,15 @@ impl LaunchSpec {
             names,
             addresses,
             version,
+            withheld: Withheld::default(),
         }
+    }
+
+    /// Leaves the `withheld` variables out of the workers' environment (and
+    /// keeps them for the readiness probes').
+    pub fn withhold(&mut self, withheld: Withheld) {
+        self.base_env.retain(|(k, _)| !withheld.contains(k));
+        self.withheld = withheld;
     }
 }
 

@@ -15,6 +15,7 @@ mod run_dir;
 mod signals;
 mod supervisor;
 mod systemd;
+pub(crate) mod withheld;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -34,6 +35,7 @@ use crate::sys;
 use child::LaunchSpec;
 use run_dir::RunDir;
 use supervisor::{Outcome, Settings, Supervisor};
+use withheld::Withheld;
 
 /// What the master's loop reacts to.
 #[derive(Debug)]
@@ -166,6 +168,28 @@ struct Launch {
     run_dir: RunDir,
 }
 
+/// The variables of the master's environment that the fetcher reads for
+/// credentials, less those `Config::pass_env` names: its children do not get
+/// them. Said once, by name.
+fn withheld_credentials(config: &Config) -> Withheld {
+    let Some(fetcher) = &config.upgrade.fetcher else {
+        return Withheld::default();
+    };
+    let patterns = match fetcher.lock() {
+        Ok(f) => f.credential_env(),
+        Err(e) => e.into_inner().credential_env(),
+    };
+    let withheld = Withheld::from_env(&patterns, &config.pass_env);
+    let names = withheld.names();
+    if !names.is_empty() {
+        log::info!(
+            "withheld from the workers, the sanity check and readiness probes, as the release source's credentials: {} (Config::pass_env, or --pass-env, passes one on)",
+            names.join(", ")
+        );
+    }
+    withheld
+}
+
 /// Starts the master's threads and its supervisor over open sockets and runs
 /// the service until it ends. Returns only on a set-up error.
 fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallible> {
@@ -176,7 +200,8 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         run_dir,
     } = launch;
     let listeners: Vec<&Listener> = sockets.bound.iter().map(|b| &b.listener).collect();
-    let spec = LaunchSpec::new(
+    let withheld = withheld_credentials(config);
+    let mut spec = LaunchSpec::new(
         program.clone(),
         arg0,
         args,
@@ -185,6 +210,7 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         sockets.addresses.clone(),
         config.version.clone(),
     );
+    spec.withhold(withheld.clone());
     // Before any thread starts, so that every thread the master starts
     // inherits the mask and only the signal thread takes these signals; a
     // set-up error drops the guard, and the fallback runs with the mask the
@@ -237,6 +263,7 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         config.version.clone(),
         tx,
         supervisor.stop_flag(),
+        withheld,
     ) {
         remove_control();
         return Err(e);

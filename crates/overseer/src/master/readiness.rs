@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::child::Worker;
 use super::others;
+use super::withheld::Withheld;
 use super::Event;
 use crate::config::{Probe, Readiness};
 use crate::log;
@@ -40,6 +41,7 @@ pub(crate) fn watch(
     worker: &Worker,
     ready_timeout: Duration,
     tx: &Sender<Event>,
+    withheld: &Withheld,
 ) {
     let watcher = Watcher {
         number: worker.number,
@@ -47,6 +49,7 @@ pub(crate) fn watch(
         gone: worker.gone_flag(),
         deadline: Instant::now() + ready_timeout,
         tx: tx.clone(),
+        withheld: withheld.clone(),
     };
     let run: Box<dyn FnOnce(Watcher) + Send> = match readiness {
         Readiness::Alive(d) => {
@@ -75,6 +78,8 @@ struct Watcher {
     gone: Arc<AtomicBool>,
     deadline: Instant,
     tx: Sender<Event>,
+    /// Kept from the probe's environment.
+    withheld: Withheld,
 }
 
 impl Watcher {
@@ -169,6 +174,7 @@ impl Watcher {
         ] {
             cmd.env_remove(var);
         }
+        self.withheld.remove_from(&mut cmd);
         let mut child = match others::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {

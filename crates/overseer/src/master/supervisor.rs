@@ -378,6 +378,7 @@ impl Supervisor {
                     &worker,
                     self.settings.ready_timeout,
                     &self.tx,
+                    &self.spec.withheld,
                 );
                 self.starting = Some(worker);
                 if self.settings.ready_on_spawn {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::config::UpgradeConfig;
 use crate::fetcher::{Context, Release};
 use crate::log;
+use crate::master::withheld::Withheld;
 use crate::master::{BinaryId, Event};
 use ledger::Ledger;
 use swap::Target;
@@ -92,6 +93,7 @@ pub(crate) fn start(
     installed_version: Option<String>,
     tx: Sender<Event>,
     stopping: crate::Shutdown,
+    withheld: Withheld,
 ) -> crate::Result<()> {
     let Some(fetcher) = config.fetcher.clone() else {
         return Ok(());
@@ -116,7 +118,11 @@ pub(crate) fn start(
     target.remove_stale_staging();
     let ledger = Ledger::load(&target);
     let version = installed_version.as_deref().and_then(verify::parse_version);
-    if !config.public_keys.is_empty() && version.is_none() && ledger.highest.is_none() {
+    if config.public_keys.is_empty() {
+        log::warning!(
+            "releases are not verified by signature: no public key is set, so whoever can change what the release source serves can run code as this service, starting with the sanity check that runs each new download; set Config::public_key (overseer run: --public-key) and sign releases"
+        );
+    } else if version.is_none() && ledger.highest.is_none() {
         log::warning!(
             "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
         );
@@ -134,6 +140,7 @@ pub(crate) fn start(
         rejected_tags: HashSet::new(),
         last_failure: None,
         retry_wanted: false,
+        withheld,
     };
     std::thread::Builder::new()
         .name("overseer-upgrade".into())
@@ -192,6 +199,8 @@ struct Upgrader {
     /// The release just considered failed for a passing reason: the
     /// fetcher is asked to offer it again.
     retry_wanted: bool,
+    /// The release source's credentials, kept from the sanity check.
+    withheld: Withheld,
 }
 
 impl Upgrader {
@@ -467,7 +476,12 @@ impl Upgrader {
         let temp_path = bin.file.into_temp_path();
         // 7. Sanity check.
         if cfg.sanity_check {
-            sanity::check(&staged_path, cfg.sanity_args.as_deref(), cfg.sanity_timeout)?;
+            sanity::check(
+                &staged_path,
+                cfg.sanity_args.as_deref(),
+                cfg.sanity_timeout,
+                &self.withheld,
+            )?;
         }
         // 8. pre_upgrade veto.
         if let Some(hook) = &cfg.pre_upgrade {

@@ -29,6 +29,7 @@ use nix::unistd::Pid;
 use super::Rejection;
 use crate::log;
 use crate::master::others;
+use crate::master::withheld::Withheld;
 use crate::protocol::OVERSEER_BIN_CHECK;
 
 /// Output kept from the check, at most.
@@ -40,6 +41,7 @@ pub(crate) fn check(
     path: &Path,
     args: Option<&[OsString]>,
     timeout: Duration,
+    withheld: &Withheld,
 ) -> Result<(), Rejection> {
     let token = token();
     let mut cmd = Command::new(path);
@@ -55,6 +57,7 @@ pub(crate) fn check(
     ] {
         cmd.env_remove(var);
     }
+    withheld.remove_from(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
