@@ -783,3 +783,38 @@ fn two_masters_on_one_binary_path_leave_each_other_alone() {
     next.expect_line("installed version 3.0.0", T);
     assert_eq!(next.count("upgrades are off"), 0, "{:?}", next.output());
 }
+
+#[test]
+fn a_floor_raised_by_a_mistaken_version_is_reset_while_the_master_runs() {
+    let rig = Rig::start(&[]);
+    // Build 1.0.1, signed 99.0.0 by mistake: installed, and the floor of
+    // every later release.
+    rig.publish_signed(rig.build("version=1.0.1"), "99.0.0");
+    rig.proc.expect_line("version 99.0.0 passed probation", T);
+    assert_eq!(rig.serving_version(), "1.0.1");
+    rig.publish_version("1.0.2", "");
+    rig.proc
+        .expect_line("signed version 1.0.2 is not newer than 99.0.0", T);
+    let shown = overseer::ledger::show(rig.bin()).expect("show");
+    assert_eq!(shown.highest_version.as_deref(), Some("99.0.0"));
+
+    let reset = overseer::ledger::reset_floor(rig.bin(), Some("1.0.1")).expect("reset");
+    assert_eq!(reset.highest_version.as_deref(), Some("1.0.1"));
+    // The running master takes the reset at its next poll, and the 1.0.2 it
+    // refused (not published again) installs.
+    rig.proc.expect_line("version floor of", T);
+    rig.expect_version("1.0.2");
+    rig.proc.expect_line("version 1.0.2 passed probation", T);
+    assert_eq!(
+        overseer::ledger::show(rig.bin())
+            .expect("show")
+            .highest_version
+            .as_deref(),
+        Some("1.0.2")
+    );
+    // Older signed releases are still refused.
+    rig.publish_version("1.0.1", "again=1");
+    rig.proc
+        .expect_line("signed version 1.0.1 is not newer than 1.0.2", T);
+    assert_eq!(rig.serving_version(), "1.0.2");
+}

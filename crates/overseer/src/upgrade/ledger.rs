@@ -64,7 +64,7 @@ impl Entries {
 
 /// The ledger file of one binary.
 #[derive(Debug, Clone)]
-pub(crate) struct Ledger {
+pub(crate) struct LedgerFile {
     pub path: PathBuf,
     lock_path: PathBuf,
     dir: PathBuf,
@@ -94,10 +94,10 @@ impl fmt::Display for LedgerError {
     }
 }
 
-impl Ledger {
+impl LedgerFile {
     /// The ledger of `target`.
-    pub fn of(target: &Target) -> Ledger {
-        Ledger {
+    pub fn of(target: &Target) -> LedgerFile {
+        LedgerFile {
             path: target.state_path(),
             lock_path: target.state_lock_path(),
             dir: target.dir.clone(),
@@ -302,7 +302,7 @@ mod tests {
     fn what_is_written_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let target = binary_in(dir.path());
-        let ledger = Ledger::of(&target);
+        let ledger = LedgerFile::of(&target);
         assert_eq!(ledger.read().unwrap(), Entries::default());
         // A Last-Modified date as the tag: spaces included.
         let tag = "Sun, 22 Nov 2026 10:00:00 GMT".to_string();
@@ -414,7 +414,7 @@ mod tests {
     fn a_ledger_that_cannot_be_read_is_an_error_and_is_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let target = binary_in(dir.path());
-        let ledger = Ledger::of(&target);
+        let ledger = LedgerFile::of(&target);
         let spoilt = b"highest-version 3.0.0\n# caf\xe9\n";
         fs::write(&ledger.path, spoilt).unwrap();
         let e = ledger.read().unwrap_err().to_string();
@@ -435,7 +435,7 @@ mod tests {
     fn writers_in_turn_keep_each_others_updates() {
         let dir = tempfile::tempdir().unwrap();
         let target = binary_in(dir.path());
-        let (a, b) = (Ledger::of(&target), Ledger::of(&target));
+        let (a, b) = (LedgerFile::of(&target), LedgerFile::of(&target));
         let threads: Vec<_> = [(a, SHA_A), (b, SHA_B)]
             .into_iter()
             .map(|(ledger, sha)| {
@@ -453,6 +453,6 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(Ledger::of(&target).read().unwrap().bad.len(), 40);
+        assert_eq!(LedgerFile::of(&target).read().unwrap().bad.len(), 40);
     }
 }

@@ -35,11 +35,11 @@ use crate::config::UpgradeConfig;
 use crate::fetcher::{Context, Release};
 use crate::log;
 use crate::master::{BinaryId, Event};
-use ledger::{Entries, Ledger, LedgerError};
+use ledger::{Entries, LedgerError, LedgerFile};
 use lock::{BinaryLock, NotLocked};
 use swap::Target;
 
-pub(crate) use verify::{check_keys, TARGET};
+pub(crate) use verify::{check_keys, parse_version, TARGET};
 
 /// Why a release was not installed.
 #[derive(Debug)]
@@ -154,7 +154,7 @@ pub(crate) fn start(
             return Ok(());
         }
     };
-    let ledger = Ledger::of(&target);
+    let ledger = LedgerFile::of(&target);
     // Only with both locks held: no other master, and no ledger writer
     // (whose temporary file is live while it holds the ledger's lock).
     match ledger.lock() {
@@ -242,7 +242,7 @@ struct Upgrader {
     config: UpgradeConfig,
     target: Target,
     binary: BinaryId,
-    ledger: Ledger,
+    ledger: LedgerFile,
     /// The ledger as last read or written.
     known: Entries,
     /// Whether `known` is the ledger's content (false while it cannot be
