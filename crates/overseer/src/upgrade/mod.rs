@@ -354,12 +354,12 @@ impl Upgrader {
     }
 
     /// Takes the ledger as read or written. A floor reset by hand since
-    /// (`floor-resets` changed) also lowers the installed version this
-    /// master remembers to the new floor (a release signed with a mistaken
-    /// high version may be the one installed), and releases refused as not
-    /// newer are considered again.
+    /// (`floor-resets` went up; a ledger removed is not a reset) also lowers
+    /// the installed version this master remembers to the new floor (a
+    /// release signed with a mistaken high version may be the one
+    /// installed), and releases refused as not newer are considered again.
     fn adopt(&mut self, entries: Entries) {
-        if entries.floor_resets != self.known.floor_resets {
+        if entries.floor_resets > self.known.floor_resets {
             self.version = match (self.version.take(), &entries.highest) {
                 (Some(v), Some(floor)) => Some(v.min(floor.clone())),
                 _ => None,
