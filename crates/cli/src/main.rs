@@ -48,14 +48,28 @@
 //! The files are the `minisign` tool's formats; `sign` is the same as
 //! `minisign -S -s KEY -m FILE -t 'version:1.4.0 target:x86_64-unknown-linux-gnu'`.
 //!
+//! ## The ledger
+//!
+//! ```text
+//! overseer ledger show --bin /usr/local/bin/myapp
+//! overseer ledger reset-floor --bin /usr/local/bin/myapp --to 1.0.1
+//! ```
+//!
+//! The master refuses signed releases not newer than the highest version
+//! it has seen. When a release was signed with a wrong, too-high version,
+//! `reset-floor` sets that floor back (a running master applies it at its
+//! next poll).
+//!
 //! ## Modules
 //!
 //! `run.rs` (the `run` command: flags, merging with the file, building the
 //! library's `Config`), `config_file.rs` (the TOML file), `progress.rs`
-//! (download progress), `publish.rs` (`keygen`, `sign`).
+//! (download progress), `publish.rs` (`keygen`, `sign`), `ledger.rs`
+//! (`ledger show`, `ledger reset-floor`).
 
 mod config_file;
 mod control;
+mod ledger;
 mod progress;
 mod publish;
 mod run;
@@ -114,6 +128,12 @@ enum Command {
     /// is validly signed. Sign the executable itself (an archive holding it is
     /// accepted too).
     Sign(publish::SignArgs),
+    /// Shows a self-upgrading binary's ledger, or resets its version floor
+    /// after a release was signed with a mistaken, too-high version.
+    ///
+    /// The ledger (`.NAME.overseer-state` beside the binary) holds the
+    /// highest signed version seen: signed releases not newer are refused.
+    Ledger(ledger::LedgerArgs),
 }
 
 /// Why a command failed, and so its exit status.
@@ -133,6 +153,7 @@ fn main() -> ExitCode {
         Command::Status(args) => control::status(args),
         Command::Keygen(args) => publish::run_keygen(args).map_err(Failure::Runtime),
         Command::Sign(args) => publish::run_sign(args).map_err(Failure::Runtime),
+        Command::Ledger(args) => ledger::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

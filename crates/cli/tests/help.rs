@@ -18,7 +18,16 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_subcommand_has_complete_help() {
     let cases: &[(&[&str], &[&str])] = &[
-        (&[], &["run", "restart", "status", "keygen", "sign"]),
+        (
+            &[],
+            &["run", "restart", "status", "keygen", "sign", "ledger"],
+        ),
+        (&["ledger"], &["show", "reset-floor"]),
+        (&["ledger", "show"], &["--bin"]),
+        (
+            &["ledger", "reset-floor"],
+            &["--bin", "--to", "Example", "Exit status"],
+        ),
         (
             &["run"],
             &[

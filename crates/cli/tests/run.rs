@@ -1,7 +1,8 @@
 //! `overseer run` with a worker that is not Rust (`worker.py`, plain Python 3
 //! reading `LISTEN_FDS` and speaking sd_notify): handovers under load with
 //! every readiness mode, flags over the config file, bad input refused before
-//! anything starts, a signed self-upgrade of the program's own file, and
+//! anything starts, a signed self-upgrade of the program's own file (and
+//! `overseer ledger reset-floor` undoing a mistaken signed version), and
 //! the download's progress bar on a pseudo-terminal.
 //!
 //! Every master runs in its own process group and is killed with it (workers
@@ -705,6 +706,73 @@ fn a_file_name_cannot_raise_the_signed_version() {
     expect_field(addr, "version", "3");
     let log = p.output().join("\n");
     assert!(!log.contains("version 99"), "{log}");
+    stop(p);
+}
+
+/// `overseer ledger ARGS --bin BIN`, which must succeed; its stdout.
+fn ledger_command(args: &[&str], bin: &Path) -> String {
+    let out = Command::new(OVERSEER)
+        .arg("ledger")
+        .args(args)
+        .arg("--bin")
+        .arg(bin)
+        .output()
+        .expect("run overseer ledger");
+    assert!(out.status.success(), "ledger {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_floor_raised_by_a_mistaken_version_is_reset_with_overseer_ledger() {
+    let dir = signing_workspace(&["bin", "releases"]);
+    let d = dir.path();
+    let app: PathBuf = d.join("bin/app");
+    write_worker(&app, "1");
+    let releases = d.join("releases/app").to_string_lossy().into_owned();
+    let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
+    let mut cmd = overseer(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--app-version",
+        "1.0.0",
+        "--fetch-file",
+        &releases,
+        "--fetch-interval",
+        "100ms",
+        "--public-key",
+        &key,
+        "--sanity-check",
+        "version",
+        "--probation",
+        "1s",
+        "--",
+    ]);
+    cmd.arg(&app).env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+
+    // Worker version 2 is signed 99.0.0 by mistake (meant: 1.0.1): it is
+    // installed, and the next release, 1.0.2, is refused as not newer.
+    publish(d, "2", "99.0.0", false);
+    p.expect_line("version 99.0.0 passed probation", T);
+    expect_field(addr, "version", "2");
+    publish(d, "3", "1.0.2", false);
+    p.expect_line("signed version 1.0.2 is not newer than 99.0.0", T);
+    let shown = ledger_command(&["show"], &app);
+    assert!(shown.contains("(the floor): 99.0.0"), "{shown}");
+
+    // The way out, while the master runs: 1.0.2 installs without being
+    // published again, and the floor is 1.0.2 afterwards.
+    let said = ledger_command(&["reset-floor", "--to", "1.0.1"], &app);
+    assert!(said.contains("is now 1.0.1 (was 99.0.0)"), "{said}");
+    p.expect_line("version 1.0.2 passed probation", T);
+    expect_field(addr, "version", "3");
+    let shown = ledger_command(&["show"], &app);
+    assert!(shown.contains("(the floor): 1.0.2"), "{shown}");
+    assert!(shown.contains("floor resets: 1"), "{shown}");
     stop(p);
 }
 

@@ -45,10 +45,30 @@ impl Rig {
         env: &[(&str, &str)],
         wrap: impl FnOnce(Command) -> Command,
     ) -> Rig {
+        Rig::start_full(server, env, |_| {}, wrap)
+    }
+
+    /// Like [`Rig::start_with`], with `prepare` run on the binary's
+    /// directory (the binary in it) before the master starts.
+    fn start_prepared(
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Rig {
+        Rig::start_full(ReleaseServer::start(), env, prepare, wrap)
+    }
+
+    fn start_full(
+        server: ReleaseServer,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = dir.path().join("app");
         stamp(Path::new(APP), &bin, "version=1.0.0").expect("install v1");
         let original = std::fs::read(&bin).expect("read v1");
+        prepare(dir.path());
         let keys = Keys::generate();
         let mut cmd = wrap(Command::new(&bin));
         cmd.env("UA_FETCH_URL", server.url("app"))
@@ -894,4 +914,203 @@ fn the_release_sources_credentials_reach_neither_workers_nor_the_sanity_check() 
         !output.iter().any(|l| l.contains("s3cr3t")),
         "a value was logged"
     );
+}
+
+/// The ledger beside the binary `app`.
+const LEDGER: &str = ".app.overseer-state";
+
+/// A ledger the master cannot use (made so by `spoil`, given its path)
+/// stops upgrades with one clear error naming `needle`: the binary and the
+/// serving worker stay as they are, and a validly signed 2.0.0 — older than
+/// the floor of 3.0.0 the ledger holds — is neither downloaded nor
+/// installed. Once the ledger is repaired, its floor holds.
+fn unusable_ledger_stops_upgrades(spoil: impl FnOnce(&Path), needle: &str) {
+    let rig = Rig::start_prepared(&[], |dir| spoil(&dir.join(LEDGER)), |cmd| cmd);
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once(needle);
+    rig.proc.expect_line("upgrades are paused", T);
+    assert_eq!(rig.server.downloads("app"), 0, "{:?}", rig.proc.output());
+
+    let ledger = rig.dir.path().join(LEDGER);
+    let _ = std::fs::remove_dir(&ledger);
+    let _ = std::fs::remove_file(&ledger);
+    std::fs::write(&ledger, "highest-version 3.0.0\n").expect("repair the ledger");
+    rig.expect_rejected_once("signed version 2.0.0 is not newer than 3.0.0");
+    assert_eq!(rig.proc.count(needle), 1);
+}
+
+#[test]
+fn a_ledger_with_a_byte_that_is_not_utf8_stops_upgrades() {
+    unusable_ledger_stops_upgrades(
+        |ledger| {
+            std::fs::write(ledger, b"highest-version 3.0.0\n# caf\xe9\n").expect("write ledger")
+        },
+        "cannot be read: line 2: not valid UTF-8",
+    );
+}
+
+#[test]
+fn a_ledger_in_the_shape_of_a_directory_stops_upgrades() {
+    unusable_ledger_stops_upgrades(
+        |ledger| std::fs::create_dir(ledger).expect("mkdir"),
+        "cannot be read: not a regular file",
+    );
+}
+
+#[test]
+fn a_ledger_the_master_may_not_read_stops_upgrades() {
+    // EACCES for real: a ledger of mode 000. Root reads it all the same, so
+    // as root the master runs as `nobody`, in a directory it owns (the
+    // ledger stays root's).
+    let root = nix::unistd::geteuid().is_root();
+    const NOBODY: u32 = 65_534;
+    let prepare = |dir: &Path| {
+        let ledger = dir.join(LEDGER);
+        std::fs::write(&ledger, "highest-version 3.0.0\n").expect("write ledger");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        if root {
+            let run = dir.join("run");
+            std::fs::create_dir(&run).expect("mkdir run");
+            for p in [dir, &dir.join("app"), &run] {
+                std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).expect("chown");
+            }
+        }
+    };
+    let rig = Rig::start_prepared(&[], prepare, |mut cmd| {
+        if root {
+            use std::os::unix::process::CommandExt;
+            let dir = Path::new(cmd.get_program())
+                .parent()
+                .expect("dir")
+                .to_path_buf();
+            cmd.uid(NOBODY)
+                .gid(NOBODY)
+                .env("XDG_RUNTIME_DIR", dir.join("run"));
+        }
+        cmd
+    });
+    rig.publish_version("2.0.0", "");
+    rig.expect_rejected_once("cannot be read: Permission denied");
+    assert_eq!(rig.server.downloads("app"), 0, "{:?}", rig.proc.output());
+}
+
+/// The staging files beside the binary `app` in `dir`.
+fn staging_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(".app.overseer-") && name.ends_with(".staging")
+        })
+        .collect()
+}
+
+/// Starts another master at the rig's binary, polling the same server.
+fn start_another_master(rig: &Rig) -> Proc {
+    let mut cmd = Command::new(rig.bin());
+    cmd.env("UA_FETCH_URL", rig.server.url("app"))
+        .env("UA_PUBKEYS", &rig.keys.public)
+        .env("UA_INTERVAL_MS", "100");
+    let other = Proc::spawn(cmd);
+    other.expect_line("worker 1 ready", T);
+    other
+}
+
+#[test]
+fn two_masters_on_one_binary_path_leave_each_other_alone() {
+    // The first master is downloading a release (a trickle), so it has a
+    // staging file beside the binary.
+    let mut rig = Rig::start(&[("UA_DOWNLOAD_TIMEOUT_MS", "3000")]);
+    rig.server.set_mode(Mode::Trickle);
+    rig.publish_version("2.0.0", "");
+    let deadline = Instant::now() + T;
+    let staging = loop {
+        if let Some(p) = staging_files(rig.dir.path()).pop() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no download started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // A second master on the same path (a second instance of a template
+    // unit): it serves, but leaves upgrades to the first, and says so once.
+    let mut other = start_another_master(&rig);
+    let other_addr = other.listen_addr();
+    assert!(
+        staging.exists(),
+        "the second master removed the first one's staging file"
+    );
+    other.expect_line(
+        &format!("upgrades are off: another master (pid {})", rig.proc.pid),
+        T,
+    );
+
+    // The first master installs the release; the rollback copy is the old
+    // build, and the second master downloaded nothing.
+    rig.server.set_mode(Mode::Normal);
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+    let previous = std::fs::read(rig.dir.path().join(".app.overseer-previous")).expect("previous");
+    assert!(
+        previous == rig.original,
+        "the rollback copy is not the old build"
+    );
+    assert_eq!(
+        other.count("downloading release"),
+        0,
+        "{:?}",
+        other.output()
+    );
+    assert_eq!(other.count("upgrades are off"), 1);
+    let r = get(other_addr, "/");
+    assert_eq!(r.field("version"), Some("1.0.0"), "{}", r.body);
+    other.signal(nix::libc::SIGTERM);
+    other.expect_exit(T);
+
+    // The lock goes with its master: once the first one ends, the next
+    // master on the path upgrades it.
+    rig.proc.signal(nix::libc::SIGTERM);
+    rig.proc.expect_exit(T);
+    let next = start_another_master(&rig);
+    rig.publish_version("3.0.0", "");
+    next.expect_line("installed version 3.0.0", T);
+    assert_eq!(next.count("upgrades are off"), 0, "{:?}", next.output());
+}
+
+#[test]
+fn a_floor_raised_by_a_mistaken_version_is_reset_while_the_master_runs() {
+    let rig = Rig::start(&[]);
+    // Build 1.0.1, signed 99.0.0 by mistake: installed, and the floor of
+    // every later release.
+    rig.publish_signed(rig.build("version=1.0.1"), "99.0.0");
+    rig.proc.expect_line("version 99.0.0 passed probation", T);
+    assert_eq!(rig.serving_version(), "1.0.1");
+    rig.publish_version("1.0.2", "");
+    rig.proc
+        .expect_line("signed version 1.0.2 is not newer than 99.0.0", T);
+    let shown = overseer::ledger::show(rig.bin()).expect("show");
+    assert_eq!(shown.highest_version.as_deref(), Some("99.0.0"));
+
+    let reset = overseer::ledger::reset_floor(rig.bin(), Some("1.0.1")).expect("reset");
+    assert_eq!(reset.highest_version.as_deref(), Some("1.0.1"));
+    // The running master takes the reset at its next poll, and the 1.0.2 it
+    // refused (not published again) installs.
+    rig.proc.expect_line("version floor of", T);
+    rig.expect_version("1.0.2");
+    rig.proc.expect_line("version 1.0.2 passed probation", T);
+    assert_eq!(
+        overseer::ledger::show(rig.bin())
+            .expect("show")
+            .highest_version
+            .as_deref(),
+        Some("1.0.2")
+    );
+    // Older signed releases are still refused.
+    rig.publish_version("1.0.1", "again=1");
+    rig.proc
+        .expect_line("signed version 1.0.1 is not newer than 1.0.2", T);
+    assert_eq!(rig.serving_version(), "1.0.2");
 }

@@ -44,6 +44,8 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// A version is not a semantic version (`1.4.0`, `v2.0.0-rc.1`).
+    InvalidVersion(String),
     /// Any other operating-system error, with what was being done.
     Io {
         /// What overseer was doing.
@@ -82,6 +84,10 @@ impl fmt::Display for Error {
             Error::Spawn { program, source } => {
                 write!(f, "cannot start worker {}: {source}", program.display())
             }
+            Error::InvalidVersion(v) => write!(
+                f,
+                "{v:?} is not a version: expected semantic versioning such as 1.4.0"
+            ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

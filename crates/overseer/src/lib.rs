@@ -93,7 +93,10 @@
 //! an atomic, durable swap that keeps the previous binary. The worker started
 //! from the new release is on probation ([`Config::probation`]): if it fails,
 //! the previous binary is restored and served, and the release is remembered
-//! as bad. The `overseer` command signs releases (`overseer sign`).
+//! as bad. The `overseer` command signs releases (`overseer sign`). The
+//! master's memory of releases, with the highest signed version seen, is
+//! the [`ledger`], which also offers the way out when a release was signed
+//! with a mistaken, too-high version.
 //!
 //! ## Under systemd
 //!
@@ -141,6 +144,8 @@ mod config;
 pub mod control;
 mod error;
 pub mod fetcher;
+#[cfg(unix)]
+pub mod ledger;
 mod listener;
 mod log;
 mod progress;

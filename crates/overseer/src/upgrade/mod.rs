@@ -13,8 +13,13 @@
 //! Every step before the swap works on a private staging file in the
 //! binary's directory; the running binary is untouched until the one
 //! `rename`, and the staging file is removed on any failure.
+//!
+//! One master upgrades a binary path at a time (`lock.rs`); the ledger is
+//! read again at every poll, so a repaired ledger or a floor reset by hand
+//! takes effect without a restart, and an unreadable one pauses upgrades.
 
-mod ledger;
+pub(crate) mod ledger;
+mod lock;
 mod sanity;
 mod stage;
 pub(crate) mod swap;
@@ -31,10 +36,11 @@ use crate::fetcher::{Context, Release};
 use crate::log;
 use crate::master::withheld::Withheld;
 use crate::master::{BinaryId, Event};
-use ledger::Ledger;
+use ledger::{Entries, LedgerError, LedgerFile};
+use lock::{BinaryLock, NotLocked};
 use swap::Target;
 
-pub(crate) use verify::{check_keys, TARGET};
+pub(crate) use verify::{check_keys, parse_version, TARGET};
 
 /// Why a release was not installed.
 #[derive(Debug)]
@@ -43,6 +49,9 @@ pub(crate) struct Rejection {
     /// About the release itself (remembered, not tried again) rather than a
     /// passing failure (network, disk) that the next poll may not meet.
     pub of_release: bool,
+    /// Signed with a version not newer than the floor: tried again if the
+    /// floor is reset by hand.
+    pub below_floor: bool,
 }
 
 impl Rejection {
@@ -51,6 +60,7 @@ impl Rejection {
         Rejection {
             reason: reason.into(),
             of_release: false,
+            below_floor: false,
         }
     }
 
@@ -59,6 +69,16 @@ impl Rejection {
         Rejection {
             reason: reason.into(),
             of_release: true,
+            below_floor: false,
+        }
+    }
+
+    /// A release signed with a version not newer than the floor: remembered
+    /// until the floor is reset.
+    pub fn below_floor(reason: impl Into<String>) -> Self {
+        Rejection {
+            below_floor: true,
+            ..Rejection::release(reason)
         }
     }
 
@@ -115,14 +135,45 @@ pub(crate) fn start(
         );
         return Ok(());
     }
-    target.remove_stale_staging();
-    let ledger = Ledger::load(&target);
+    let binary_lock = match BinaryLock::take(&target.lock_path(), &target.path) {
+        Ok(lock) => lock,
+        Err(NotLocked::Held { lock, pid }) => {
+            let who = pid.map_or("another master".to_string(), |p| {
+                format!("another master (pid {p})")
+            });
+            log::error!(
+                "upgrades are off: {who} upgrades {} (it holds {}); this master serves without upgrading it, and runs what that one installs from its next restart",
+                target.path.display(),
+                lock.display()
+            );
+            return Ok(());
+        }
+        Err(NotLocked::Failed { lock, error }) => {
+            log::error!(
+                "upgrades are off: cannot lock {} ({error}), so another master on the same binary could not be kept out",
+                lock.display()
+            );
+            return Ok(());
+        }
+    };
+    let ledger = LedgerFile::of(&target);
+    // Only with both locks held: no other master, and no ledger writer
+    // (whose temporary file is live while it holds the ledger's lock).
+    match ledger.lock() {
+        Ok(_ledger_lock) => target.remove_stale_staging(),
+        Err(e) => log::debug!("stale files are left for the next start: {e}"),
+    }
+    let (known, unreadable) = match ledger.read() {
+        Ok(entries) => (Some(entries), None),
+        Err(e) => (None, Some(e)),
+    };
     let version = installed_version.as_deref().and_then(verify::parse_version);
+    let highest = known.as_ref().and_then(|k| k.highest.as_ref());
     if config.public_keys.is_empty() {
         log::warning!(
             "releases are not verified by signature: no public key is set, so whoever can change what the release source serves can run code as this service, starting with the sanity check that runs each new download; set Config::public_key (overseer run: --public-key) and sign releases"
         );
-    } else if version.is_none() && ledger.highest.is_none() {
+    } else if version.is_none() && unreadable.is_none() && highest.is_none() {
         log::warning!(
             "releases are verified by signature but the installed version is unknown: set Config::version so older signed releases are refused"
         );
@@ -134,14 +185,22 @@ pub(crate) fn start(
         binary: BinaryId::new(target.path.clone()),
         target,
         ledger,
+        ledger_readable: known.is_some(),
+        known: known.unwrap_or_default(),
         version,
         tx,
         stopping,
         rejected_tags: HashSet::new(),
+        below_floor_tags: HashSet::new(),
+        offer_again: false,
         last_failure: None,
         retry_wanted: false,
         withheld,
+        _lock: binary_lock,
     };
+    if let Some(e) = unreadable {
+        upgrader.ledger_unreadable(&e);
+    }
     std::thread::Builder::new()
         .name("overseer-upgrade".into())
         .spawn(move || {
@@ -186,7 +245,12 @@ struct Upgrader {
     config: UpgradeConfig,
     target: Target,
     binary: BinaryId,
-    ledger: Ledger,
+    ledger: LedgerFile,
+    /// The ledger as last read or written.
+    known: Entries,
+    /// Whether `known` is the ledger's content (false while it cannot be
+    /// read: no release is considered then).
+    ledger_readable: bool,
     /// The installed version (signed, or configured).
     version: Option<semver::Version>,
     tx: Sender<Event>,
@@ -194,6 +258,11 @@ struct Upgrader {
     stopping: crate::Shutdown,
     /// Source tags of releases rejected for what they are.
     rejected_tags: HashSet<String>,
+    /// Those of them rejected as not newer than the floor: considered again
+    /// once the floor is reset by hand.
+    below_floor_tags: HashSet<String>,
+    /// The floor was reset: the fetcher is asked to offer its release again.
+    offer_again: bool,
     /// The last passing failure, so a repeated one is logged once.
     last_failure: Option<String>,
     /// The release just considered failed for a passing reason: the
@@ -201,6 +270,8 @@ struct Upgrader {
     retry_wanted: bool,
     /// The release source's credentials, kept from the sanity check.
     withheld: Withheld,
+    /// This master's hold on the binary path, for the thread's whole life.
+    _lock: BinaryLock,
 }
 
 impl Upgrader {
@@ -220,6 +291,13 @@ impl Upgrader {
             // Sleeps the whole interval, unless the master stops meanwhile.
             if self.stopping.wait_timeout(wait) {
                 return;
+            }
+            // No release is judged without the ledger's floor and memory.
+            if !self.read_ledger() {
+                continue;
+            }
+            if std::mem::take(&mut self.offer_again) {
+                fetcher.retry();
             }
             let release = match fetcher.fetch() {
                 Ok(Some(r)) => r,
@@ -247,10 +325,79 @@ impl Upgrader {
         }
     }
 
+    /// Reads the ledger again (an operator may have repaired it or reset
+    /// the floor); false, said once while it lasts, when it cannot be read.
+    fn read_ledger(&mut self) -> bool {
+        match self.ledger.read() {
+            Ok(entries) => {
+                if !std::mem::replace(&mut self.ledger_readable, true) {
+                    log::info!(
+                        "{} can be read now; upgrades resume",
+                        self.ledger.path.display()
+                    );
+                    self.last_failure = None;
+                    // What it holds now is the starting point, not a change.
+                    self.known = entries;
+                } else {
+                    self.adopt(entries);
+                }
+                true
+            }
+            Err(e) => {
+                self.ledger_unreadable(&e);
+                false
+            }
+        }
+    }
+
+    /// Says (once while it lasts) that upgrades wait for the ledger.
+    fn ledger_unreadable(&mut self, e: &LedgerError) {
+        self.ledger_readable = false;
+        self.passing_failure(format!(
+            "upgrades are paused: {e}; repair or remove it (removing it forgets the highest signed version seen and the releases that failed)"
+        ));
+    }
+
+    /// Takes the ledger as read or written. A floor reset by hand since
+    /// (`floor-resets` went up; a ledger removed is not a reset) also lowers
+    /// the installed version this master remembers to the new floor (a
+    /// release signed with a mistaken high version may be the one
+    /// installed), and releases refused as not newer are considered again.
+    fn adopt(&mut self, entries: Entries) {
+        if entries.floor_resets > self.known.floor_resets {
+            self.version = match (self.version.take(), &entries.highest) {
+                (Some(v), Some(floor)) if v.cmp_precedence(floor).is_gt() => Some(floor.clone()),
+                (Some(v), Some(_)) => Some(v),
+                _ => None,
+            };
+            log::info!(
+                "the version floor of {} was reset to {}; releases refused as not newer are considered again",
+                self.target.path.display(),
+                entries
+                    .highest
+                    .as_ref()
+                    .map_or("nothing".to_string(), |v| v.to_string())
+            );
+            for tag in self.below_floor_tags.drain() {
+                self.rejected_tags.remove(&tag);
+            }
+            self.offer_again = true;
+        }
+        self.known = entries;
+    }
+
+    /// Applies `change` to the ledger on disk (read again under its lock,
+    /// so no other writer's update is lost) and takes the result.
+    fn update_ledger(&mut self, change: impl FnOnce(&mut Entries)) -> Result<(), LedgerError> {
+        let entries = self.ledger.update(change)?;
+        self.adopt(entries);
+        Ok(())
+    }
+
     /// The source's tag for the binary now installed, when the ledger
     /// recorded one for this very file.
     fn installed_tag(&mut self) -> Option<String> {
-        let (sha256, tag) = self.ledger.installed.as_ref()?;
+        let (sha256, tag) = self.known.installed.as_ref()?;
         (*sha256 == self.binary.current()).then(|| tag.clone())
     }
 
@@ -261,9 +408,8 @@ impl Upgrader {
             return;
         };
         let entry = Some((sha256, tag));
-        if self.ledger.installed != entry {
-            self.ledger.installed = entry;
-            if let Err(e) = self.ledger.save() {
+        if self.known.installed != entry {
+            if let Err(e) = self.update_ledger(|e| e.installed = entry) {
                 log::debug!("cannot record which release is installed: {e}");
             }
         }
@@ -333,6 +479,11 @@ impl Upgrader {
             }
             Err(r) if r.of_release => {
                 self.last_failure = None;
+                if r.below_floor {
+                    if let Some(t) = &tag {
+                        self.below_floor_tags.insert(t.clone());
+                    }
+                }
                 log::error!(
                     "release {named} rejected: {}; the running binary is unchanged",
                     r.reason
@@ -360,12 +511,10 @@ impl Upgrader {
         if let Some(t) = tag {
             self.rejected_tags.insert(t.to_string());
         }
-        self.ledger.bad.insert(sha256.to_string());
-        if let Err(e) = self.ledger.save() {
-            log::warning!(
-                "cannot record the failed release in {}: {e}",
-                self.target.state_path().display()
-            );
+        if let Err(e) = self.update_ledger(|e| {
+            e.bad.insert(sha256.to_string());
+        }) {
+            log::warning!("cannot record the failed release: {e}");
         }
     }
 
@@ -375,8 +524,9 @@ impl Upgrader {
             log::debug!("release {named} is the one installed; not downloaded");
             return Ok(Step::Same);
         }
-        let cfg = &self.config;
-        let t = &self.target;
+        // Owned: the ledger is written (through `self`) half-way.
+        let cfg = &self.config.clone();
+        let t = &self.target.clone();
         // 1. Download into a private staging file beside the binary.
         let out = stage::staging_file(&t.dir, &t.name).map_err(|e| {
             Rejection::io(
@@ -427,7 +577,7 @@ impl Upgrader {
         if bin.sha256 == self.binary.current() {
             return Ok(Step::Same);
         }
-        if self.ledger.bad.contains(&bin.sha256) || self.ledger.bad.contains(&raw_sha) {
+        if self.known.bad.contains(&bin.sha256) || self.known.bad.contains(&raw_sha) {
             return Ok(Step::KnownBad(bin.sha256));
         }
         // 4. Checksum.
@@ -446,19 +596,19 @@ impl Upgrader {
             let floor = verify::version_floor(
                 &signed.version,
                 self.version.as_ref(),
-                self.ledger.highest.as_ref(),
+                self.known.highest.as_ref(),
             );
             if let Some(floor) = floor {
                 if !cfg.allow_downgrade {
-                    return Err(Rejection::release(format!(
+                    return Err(Rejection::below_floor(format!(
                         "signed version {} is not newer than {floor} (installed or seen before); set allow_downgrade to accept it",
                         signed.version
                     )));
                 }
             }
-            self.ledger.saw(&signed.version);
-            if let Err(e) = self.ledger.save() {
-                return Err(Rejection::io("recording the version seen", e));
+            let version = signed.version.clone();
+            if let Err(e) = self.update_ledger(|e| e.saw(&version)) {
+                return Err(Rejection::new(format!("recording the version seen: {e}")));
             }
             signed_version = Some(signed.version.to_string());
         }

@@ -5,10 +5,15 @@
 //! name in the same directory, the current binary is hard-linked to the
 //! rollback name, and one `rename` puts the new file in place; then the
 //! directory is `fsync`ed. A master killed at any instant leaves either the
-//! old or the new binary at the path (and at worst a stray staging file,
-//! removed at the next start).
+//! old or the new binary at the path (and at worst a stray staging or
+//! temporary file, removed at the next start).
+//!
+//! Every temporary name is unique (`.NAME.PURPOSE.XXXXXX.overseer-tmp`), and
+//! only the master holding the binary's lock (`lock.rs`) swaps, restores or
+//! removes stale files, so two masters sharing a binary path never take or
+//! remove each other's files.
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -47,15 +52,36 @@ impl Target {
         self.dir.join(format!(".{}.overseer-previous", self.name))
     }
 
-    /// Where the upgrade state is kept.
+    /// Where the upgrade state (the ledger) is kept.
     pub fn state_path(&self) -> PathBuf {
         self.dir.join(format!(".{}.overseer-state", self.name))
     }
 
-    /// A private temporary name in the binary's directory.
-    pub fn tmp_path(&self, purpose: &str) -> PathBuf {
-        self.dir
-            .join(format!(".{}.{purpose}.overseer-tmp", self.name))
+    /// The lock of the ledger, held while it is rewritten.
+    pub fn state_lock_path(&self) -> PathBuf {
+        self.dir.join(format!(".{}.overseer-state-lock", self.name))
+    }
+
+    /// The lock of the master that upgrades this binary.
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join(format!(".{}.overseer-lock", self.name))
+    }
+
+    /// Whether `file_name` is one of this binary's private temporary files:
+    /// `.NAME.PURPOSE.XXXXXX.overseer-tmp`, or the fixed
+    /// `.NAME.PURPOSE.overseer-tmp` of versions before unique names.
+    fn is_tmp_name(&self, file_name: &str) -> bool {
+        let Some(middle) = file_name
+            .strip_prefix(&format!(".{}.", self.name))
+            .and_then(|rest| rest.strip_suffix(".overseer-tmp"))
+        else {
+            return false;
+        };
+        let (purpose, random) = middle.split_once('.').unwrap_or((middle, ""));
+        TMP_PURPOSES.contains(&purpose)
+            && (random.is_empty()
+                || (random.len() == TMP_RANDOM
+                    && random.bytes().all(|b| b.is_ascii_alphanumeric())))
     }
 
     /// Checks, by creating and removing a staging file, that a swap can work.
@@ -72,20 +98,40 @@ impl Target {
         Ok(())
     }
 
-    /// Removes staging files left behind by a master that was killed.
+    /// Removes staging and temporary files left behind by a master that was
+    /// killed. Only the master holding the binary's lock and the ledger's
+    /// may call this: any other master's or writer's files are live.
     pub fn remove_stale_staging(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours_tmp =
-                name.starts_with(&format!(".{}.", self.name)) && name.ends_with(".overseer-tmp");
-            if stage::is_staging_name(&name, &self.name) || ours_tmp {
+            if stage::is_staging_name(&name, &self.name) || self.is_tmp_name(&name) {
                 let _ = fs::remove_file(entry.path());
             }
         }
     }
+}
+
+/// The random letters and digits in a temporary file's name.
+pub(crate) const TMP_RANDOM: usize = 6;
+/// What temporary files beside the binary are for: the rollback copy being
+/// made, the restored binary, a new ledger.
+const TMP_PURPOSES: [&str; 3] = ["previous", "restore", "state"];
+
+/// A hard link to (or copy of) `from` under a unique temporary name in the
+/// binary's directory, removed again unless it is persisted.
+fn temporary_copy(
+    target: &Target,
+    from: &Path,
+    purpose: &str,
+) -> io::Result<tempfile::NamedTempFile<()>> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.{purpose}.", target.name))
+        .suffix(".overseer-tmp")
+        .rand_bytes(TMP_RANDOM)
+        .make_in(&target.dir, |path| link_or_copy(from, path))
 }
 
 fn running_as_root() -> bool {
@@ -108,31 +154,34 @@ pub(crate) fn match_permissions(target: &Target, staged: &File) -> io::Result<()
 /// Swaps `staged` (already `fsync`ed and closed) in at the binary path,
 /// keeping the current binary as the rollback copy.
 pub(crate) fn install(target: &Target, staged: TempPath) -> io::Result<()> {
-    let tmp = target.tmp_path("previous");
-    let _ = fs::remove_file(&tmp);
-    link_or_copy(&target.path, &tmp)?;
-    fs::rename(&tmp, target.rollback_path())?;
+    temporary_copy(target, &target.path, "previous")?
+        .persist(target.rollback_path())
+        .map_err(|e| e.error)?;
     staged.persist(&target.path).map_err(|e| e.error)?;
     sync_dir(&target.dir)
 }
 
 /// Puts the rollback copy back at the binary path.
 pub(crate) fn restore(target: &Target) -> io::Result<()> {
-    let tmp = target.tmp_path("restore");
-    let _ = fs::remove_file(&tmp);
-    link_or_copy(&target.rollback_path(), &tmp)?;
-    fs::rename(&tmp, &target.path)?;
+    temporary_copy(target, &target.rollback_path(), "restore")?
+        .persist(&target.path)
+        .map_err(|e| e.error)?;
     sync_dir(&target.dir)
 }
 
 /// A hard link (instant, no extra space), or a durable copy where the
-/// filesystem has no hard links.
+/// filesystem has no hard links. Never replaces an existing `to`.
 fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
-    if fs::hard_link(from, to).is_ok() {
-        return Ok(());
+    match fs::hard_link(from, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
     }
-    fs::copy(from, to)?;
-    File::open(to)?.sync_all()
+    let mut source = File::open(from)?;
+    let mut copy = OpenOptions::new().write(true).create_new(true).open(to)?;
+    io::copy(&mut source, &mut copy)?;
+    copy.set_permissions(source.metadata()?.permissions())?;
+    copy.sync_all()
 }
 
 /// Makes a rename durable.
@@ -177,6 +226,44 @@ mod tests {
             .filter(|n| n.contains("staging") || n.contains("overseer-tmp"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn stale_files_are_this_binarys_own_by_exact_name() -> io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let bin = tmp.path().join("app");
+        fs::write(&bin, b"binary")?;
+        let target = Target::resolve(&bin)?;
+        let stale = [
+            ".app.previous.Ab12Cd.overseer-tmp",
+            ".app.state.Ab12Cd.overseer-tmp",
+            ".app.restore.Ab12Cd.overseer-tmp",
+            // Fixed names of versions before unique ones.
+            ".app.previous.overseer-tmp",
+            ".app.state.overseer-tmp",
+        ];
+        let kept = [
+            // Another binary's (named `app.state`), the ledger, the locks,
+            // the rollback copy, names that only look alike.
+            ".app.state.previous.Ab12Cd.overseer-tmp",
+            ".app.overseer-state",
+            ".app.overseer-state-lock",
+            ".app.overseer-lock",
+            ".app.overseer-previous",
+            ".app.other.Ab12Cd.overseer-tmp",
+            ".app.state.Ab12C.overseer-tmp",
+        ];
+        for name in stale.iter().chain(&kept) {
+            fs::write(tmp.path().join(name), b"x")?;
+        }
+        target.remove_stale_staging();
+        for name in stale {
+            assert!(!tmp.path().join(name).exists(), "{name} was left");
+        }
+        for name in kept {
+            assert!(tmp.path().join(name).exists(), "{name} was removed");
+        }
         Ok(())
     }
 }
