@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overseer_harness::proc::Proc;
-use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
+use overseer_harness::proc::{peak_rss_kb, Proc};
+use overseer_harness::release::{stamp, this_target, zstd_bomb, Keys, Mode, ReleaseServer};
 use support::{expect_signals_only_to_the_signal_thread, get, load, T};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
@@ -468,6 +468,46 @@ fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
         "the unpacked binary is installed"
     );
 }
+
+/// The staging files left beside the binary `app` in `dir`.
+fn staging_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".app.overseer-") && n.ends_with(".staging"))
+        .collect()
+}
+
+#[test]
+fn zstd_declaring_a_64_gib_window_is_refused_in_bounded_memory_and_a_later_release_installed() {
+    // The master in a 4 GiB address space: a decoder that trusted the
+    // declared window would grow its buffer until an allocation failed.
+    let rig = Rig::start_with(&[], |cmd| {
+        let mut wrapped = Command::new("sh");
+        wrapped
+            .args(["-c", r#"ulimit -v 4194304 && exec "$0""#])
+            .arg(cmd.get_program());
+        wrapped
+    });
+    let before = peak_rss_kb(rig.proc.pid).expect("VmHWM");
+    // 2 MiB on the wire, 64 GiB unpacked, signed by the trusted key over the
+    // file as published: the signature passes, the decoder must refuse it.
+    let bomb = zstd_bomb(36, (2 << 20) / 4 - 2);
+    assert!(bomb.len() <= 2 << 20);
+    rig.publish_signed(bomb, "2.0.0");
+    rig.expect_rejected_once("declares a 64 GiB window");
+    let peak = peak_rss_kb(rig.proc.pid).expect("VmHWM");
+    assert!(
+        peak < before + 64 * 1024,
+        "the master's peak RSS grew from {before} kB to {peak} kB"
+    );
+    assert!(staging_files(rig.dir.path()).is_empty());
+    // The upgrade thread is still polling: a good release goes in.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+}
+
 
 #[test]
 fn no_restart_after_fetch_installs_and_waits_for_the_next_restart() {
