@@ -132,6 +132,28 @@ impl Rig {
         self.expect_untouched();
     }
 
+    /// `bytes` as `app` in a `.tar.gz` beside a README, packed by the tar tool.
+    fn tar_gz(&self, bytes: &[u8]) -> Vec<u8> {
+        let stage = self.dir.path().join("pack");
+        std::fs::create_dir_all(&stage).expect("mkdir");
+        std::fs::write(stage.join("app"), bytes).expect("write");
+        std::fs::write(stage.join("README"), b"not the binary").expect("write");
+        let archive = self.dir.path().join("app.tar.gz");
+        let ok = Command::new("tar")
+            .arg("czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&stage)
+            .args(["app", "README"])
+            .status()
+            .expect("tar");
+        assert!(ok.success());
+        let packed = std::fs::read(&archive).expect("archive");
+        std::fs::remove_dir_all(&stage).expect("rm pack");
+        std::fs::remove_file(&archive).expect("rm archive");
+        packed
+    }
+
     fn expect_untouched(&self) {
         assert!(
             std::fs::read(self.bin()).expect("read binary") == self.original,
@@ -427,21 +449,7 @@ fn release_signed_with_the_minisign_tool_is_installed() {
 fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
     let rig = Rig::start(&[]);
     let bytes = rig.build("version=2.0.0");
-    let stage = rig.dir.path().join("pack");
-    std::fs::create_dir_all(&stage).expect("mkdir");
-    std::fs::write(stage.join("app"), &bytes).expect("write");
-    std::fs::write(stage.join("README"), b"not the binary").expect("write");
-    let archive = rig.dir.path().join("app.tar.gz");
-    let ok = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&stage)
-        .args(["app", "README"])
-        .status()
-        .expect("tar");
-    assert!(ok.success());
-    let packed = std::fs::read(&archive).expect("archive");
+    let packed = rig.tar_gz(&bytes);
     // Signed over the executable inside; the checksum names the archive.
     let sig = rig.keys.sign(&bytes, "2.0.0", &this_target());
     let sum = {
@@ -508,6 +516,40 @@ fn zstd_declaring_a_64_gib_window_is_refused_in_bounded_memory_and_a_later_relea
     rig.expect_version("3.0.0");
 }
 
+#[test]
+fn a_forged_bomb_signed_by_an_unknown_key_is_refused_before_unpacking() {
+    let rig = Rig::start(&[("UA_MAX_DOWNLOAD", &(64u64 << 20).to_string())]);
+    // 64 GiB of zeros in 2 MiB, with a modest window: a decoder would run
+    // until the unpacked size reached the cap.
+    let bomb = zstd_bomb(20, (2 << 20) / 4 - 2);
+    let stranger = Keys::generate();
+    let sig = stranger.sign(&bomb, "2.0.0", &this_target());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", bomb);
+    rig.expect_rejected_once("signed by an unknown key");
+    // No decoder ran: nothing was unpacked, or refused while unpacking.
+    assert_eq!(rig.proc.count("unpack"), 0, "{:?}", rig.proc.output());
+    assert!(staging_files(rig.dir.path()).is_empty());
+}
+
+#[test]
+fn release_in_an_archive_signed_as_published_is_installed_and_found_again_quietly() {
+    let rig = Rig::start(&[("UA_DEBUG", "1")]);
+    let bytes = rig.build("version=2.0.0");
+    // Signed over the archive itself: checked before it is unpacked.
+    rig.publish_signed(rig.tar_gz(&bytes), "2.0.0");
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+    assert!(std::fs::read(rig.bin()).expect("read") == bytes);
+    // The same archive under a new tag: the installed binary, skipped
+    // quietly (its signed version is no downgrade to refuse).
+    rig.server.touch("app");
+    rig.proc
+        .expect_line("same binary as the running one; nothing to do", T);
+    for word in ["rejected", "not installed", "rolled back"] {
+        assert_eq!(rig.proc.count(word), 0, "{word}: {:?}", rig.proc.output());
+    }
+}
 
 #[test]
 fn no_restart_after_fetch_installs_and_waits_for_the_next_restart() {

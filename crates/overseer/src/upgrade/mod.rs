@@ -1,11 +1,14 @@
 //! The self-upgrade pipeline (SPEC §5), run on a thread of the master.
 //!
 //! ```text
-//! fetcher ─► installed tag? ─► download ─► unpack ─► same hash? ─► checksum
-//!   (poll)   (skip, unread)    (staging,             (skip)
-//!                              cap, deadline)
-//!        ─► signature (version, target) ─► native executable ─► sanity check
-//!        ─► pre_upgrade ─► swap
+//! fetcher ─► installed tag? ─► download ─► known bad? ─► signed as published?
+//!   (poll)   (skip, unread)    (staging,   (skip)        (packed only: unsigned or
+//!                              cap,                       unknown key refused here)
+//!                              deadline)
+//!        ─► unpack ─► same hash? ─► checksum ─► signature (version, target)
+//!           (memory    (skip)
+//!            bounded)
+//!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
 //!        ─► Event::Upgrade to the supervisor: restart + probation
 //!             └─ failure: restore the previous binary, remember the release
 //! ```
@@ -13,6 +16,11 @@
 //! Every step before the swap works on a private staging file in the
 //! binary's directory; the running binary is untouched until the one
 //! `rename`, and the staging file is removed on any failure.
+//!
+//! A compressed file or archive is checked against its signature before any
+//! decoder reads it, when the signature is over the file as published; one
+//! signed over the executable inside is unpacked first, by decoders whose
+//! memory is bounded (`stage.rs`), and checked after.
 
 mod ledger;
 mod sanity;
@@ -387,9 +395,27 @@ impl Upgrader {
         log::info!("downloading release {named}");
         let progress = crate::progress::Reporter::start(cfg.progress.as_deref(), named, size);
         let limits = (cfg.max_download_size, cfg.download_timeout);
-        let raw = stage::download(body, out, size, limits, progress)?;
+        let mut raw = stage::download(body, out, size, limits, progress)?;
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
+        if self.ledger.bad.contains(&raw_sha) {
+            return Ok(Step::KnownBad(raw_sha));
+        }
+        // A compressed file or archive is checked against its signature
+        // before any decoder reads it, when the signature is over the file
+        // as published; else it may be over the executable inside, checked
+        // after unpacking (step 5).
+        let packed = stage::sniff(raw.file.as_file_mut())
+            .map_err(|e| Rejection::io("reading the staging file", e))?
+            != stage::Format::Plain;
+        let mut verified = None;
+        if packed && !cfg.public_keys.is_empty() {
+            verified = verify::signature_over_download(
+                &cfg.public_keys,
+                signature.as_deref(),
+                raw.file.as_file_mut(),
+            )?;
+        }
         // 2. Unpack.
         let mut wanted = vec![cfg
             .executable_name
@@ -405,17 +431,18 @@ impl Upgrader {
             wanted: &wanted,
             max_size: cfg.max_download_size,
         };
-        // The download is kept, when it differs, for a checksum or signature over it.
-        let mut raw = raw;
-        let (mut bin, mut download) = match stage::unpack(&mut raw, &unpack)? {
-            Some(unpacked) => (unpacked, Some(raw)),
-            None => (raw, None),
+        let mut bin = match stage::unpack(&mut raw, &unpack)? {
+            Some(unpacked) => {
+                drop(raw);
+                unpacked
+            }
+            None => raw,
         };
         // 3. Same binary as the one installed?
         if bin.sha256 == self.binary.current() {
             return Ok(Step::Same);
         }
-        if self.ledger.bad.contains(&bin.sha256) || self.ledger.bad.contains(&raw_sha) {
+        if self.ledger.bad.contains(&bin.sha256) {
             return Ok(Step::KnownBad(bin.sha256));
         }
         // 4. Checksum.
@@ -425,12 +452,17 @@ impl Upgrader {
         // 5. Signature, version, target.
         let mut signed_version = None;
         if !cfg.public_keys.is_empty() {
-            let signed = verify::signature(
-                &cfg.public_keys,
-                signature.as_deref(),
-                bin.file.as_file_mut(),
-                download.as_mut().map(|d| d.file.as_file_mut()),
-            )?;
+            let signed = match &verified {
+                // Verified over the file as published, before unpacking.
+                Some(trusted) => trusted.signed()?,
+                // Not over the file as published (or not packed): over the
+                // executable, then.
+                None => verify::signature(
+                    &cfg.public_keys,
+                    signature.as_deref(),
+                    bin.file.as_file_mut(),
+                )?,
+            };
             // Not newer than the installed version, or older than the highest
             // seen (a replay after a restart), is refused. The highest seen
             // itself is not: a master stopped between here and the swap
@@ -455,7 +487,6 @@ impl Upgrader {
             }
             signed_version = Some(signed.version.to_string());
         }
-        drop(download);
         // 6. A native executable?
         verify::native_executable(bin.file.as_file(), &t.path)?;
         swap::match_permissions(t, bin.file.as_file())
@@ -491,7 +522,7 @@ impl Upgrader {
                 .map(|v| format!("version {v}"))
                 .unwrap_or_else(|| "a new release".into()),
             t.path.display(),
-            &bin.sha256[..12],
+            bin.sha256.get(..12).unwrap_or(&bin.sha256),
             t.rollback_path().display()
         );
         Ok(Step::Installed(Installed {
