@@ -552,6 +552,28 @@ fn release_in_an_archive_signed_as_published_is_installed_and_found_again_quietl
 }
 
 #[test]
+fn a_panic_in_the_pipeline_is_reported_once_and_a_later_release_installed() {
+    let control = tempfile::tempdir().expect("tempdir");
+    let socket = control.path().join("control.sock");
+    let rig = Rig::start(&[
+        ("UA_PANIC", "buggy"),
+        ("UA_CONTROL", socket.to_str().expect("utf-8 path")),
+    ]);
+    rig.publish_version("2.0.0", "buggy=1");
+    rig.expect_rejected_once("pipeline panicked");
+    rig.proc.expect_line("pre_upgrade hook bug", T);
+    // Reported to the supervisor like any rejection, the staged binary removed.
+    let status = overseer::control::status(&socket, T).expect("status");
+    let last = status.last_upgrade.unwrap_or_default();
+    assert!(last.contains("panicked"), "{last}");
+    assert!(staging_files(rig.dir.path()).is_empty());
+    // Polling goes on: the next release is installed.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+    rig.proc.expect_line("installed version 3.0.0", T);
+}
+
+#[test]
 fn no_restart_after_fetch_installs_and_waits_for_the_next_restart() {
     let rig = Rig::start(&[("UA_NO_RESTART_AFTER_FETCH", "1")]);
     let bytes = rig.build("version=2.0.0");

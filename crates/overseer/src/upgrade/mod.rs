@@ -20,7 +20,10 @@
 //! A compressed file or archive is checked against its signature before any
 //! decoder reads it, when the signature is over the file as published; one
 //! signed over the executable inside is unpacked first, by decoders whose
-//! memory is bounded (`stage.rs`), and checked after.
+//! memory is bounded (`stage.rs`), and checked after. A panic in any step
+//! (a decoder's bug, a `pre_upgrade` hook's, a fetcher's) is caught on the
+//! upgrade thread: the release is rejected like any other, the staging files
+//! are removed, and polling goes on.
 
 mod ledger;
 mod sanity;
@@ -28,8 +31,10 @@ mod stage;
 pub(crate) mod swap;
 mod verify;
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
@@ -151,11 +156,31 @@ pub(crate) fn start(
                 Err(e) => e.into_inner(),
             };
             context.installed_tag = upgrader.installed_tag();
-            if let Err(e) = fetcher.init(&context) {
-                log::error!("upgrades are off: the fetcher cannot start: {e}");
-                return;
+            match panic::catch_unwind(AssertUnwindSafe(|| fetcher.init(&context))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("upgrades are off: the fetcher cannot start: {e}");
+                    return;
+                }
+                Err(p) => {
+                    log::error!(
+                        "upgrades are off: the fetcher panicked as it started: {}",
+                        panic_message(&*p)
+                    );
+                    return;
+                }
             }
-            upgrader.poll_loop(&mut **fetcher);
+            let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+                upgrader.poll_loop(&mut **fetcher);
+            }));
+            if let Err(p) = polled {
+                // Every step that runs others' code or reads a release is
+                // caught in the loop; this is the loop's own bug, said aloud.
+                log::error!(
+                    "upgrades are off: the upgrade thread panicked: {}",
+                    panic_message(&*p)
+                );
+            }
         })
         .map_err(|e| crate::Error::io("starting the upgrade thread", e))?;
     Ok(())
@@ -164,6 +189,15 @@ pub(crate) fn start(
 /// The longest wait before retrying a release that failed for a passing
 /// reason (unless the poll interval is longer).
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
+
+/// A panic's message, as `panic!` was given it.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
 
 /// What makes two passing failures "the same" for the log: the message
 /// without its numbers and without the random part of staging file names.
@@ -220,14 +254,22 @@ impl Upgrader {
             if self.stopping.wait_timeout(wait) {
                 return;
             }
-            let release = match fetcher.fetch() {
-                Ok(Some(r)) => r,
-                Ok(None) => {
+            let fetched = panic::catch_unwind(AssertUnwindSafe(|| fetcher.fetch()));
+            let release = match fetched {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => {
                     retries = 0;
                     continue;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     self.passing_failure(format!("fetching failed: {e}"));
+                    continue;
+                }
+                Err(p) => {
+                    self.passing_failure(format!(
+                        "fetching failed: the fetcher panicked: {}",
+                        panic_message(&*p)
+                    ));
                     continue;
                 }
             };
@@ -291,7 +333,17 @@ impl Upgrader {
             }
         }
         let named = describe(&release);
-        match self.pipeline(release, &named) {
+        // A panic is a rejection of the release: unwinding has dropped (and
+        // so removed) its staging files, and what is left of any is removed.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named)))
+            .unwrap_or_else(|p| {
+                self.target.remove_stale_staging();
+                Err(Rejection::release(format!(
+                    "the upgrade pipeline panicked: {}",
+                    panic_message(&*p)
+                )))
+            });
+        match outcome {
             Ok(Step::Same) => {
                 self.last_failure = None;
                 log::debug!("{source}: same binary as the running one; nothing to do");
