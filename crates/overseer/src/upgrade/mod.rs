@@ -25,6 +25,16 @@
 //! upgrade thread: the release is rejected like any other, the staging files
 //! are removed, and polling goes on.
 
+#[cfg(all(
+    test,
+    feature = "signatures",
+    feature = "gzip",
+    feature = "xz",
+    feature = "zstd",
+    feature = "tar",
+    feature = "zip"
+))]
+mod hostile_input;
 mod ledger;
 mod sanity;
 mod stage;
