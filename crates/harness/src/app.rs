@@ -36,6 +36,7 @@
 //! | `UA_CONTROL` | the control socket's path |
 //! | `UA_REQUIRED=1` | exit instead of running directly when the master cannot start |
 //! | `UA_VETO=W` | a `pre_upgrade` hook vetoes builds whose stamp has the word `W` |
+//! | `UA_PANIC=W` | the `pre_upgrade` hook panics on builds whose stamp has the word `W` (a bug in user code) |
 //! | `UA_DEBUG=1` | debug lines |
 //!
 //! `/` and `/slow?ms=N` answer `version=V worker=N pid=P id=…`.
@@ -106,14 +107,18 @@ pub fn main_from_env() {
     if let Some(path) = var("UA_CONTROL") {
         config = config.control_socket(path);
     }
-    if let Some(word) = var("UA_VETO") {
+    let (veto, panic) = (var("UA_VETO"), var("UA_PANIC"));
+    if veto.is_some() || panic.is_some() {
         // Reads the verified new binary where it is staged, as a real hook
         // would (e.g. to check its build metadata against a policy).
         config = config.pre_upgrade(move |staged: &std::path::Path| {
-            if read_stamp(staged).contains_key(&word) {
-                Err(format!("the build is marked {word}"))
-            } else {
-                Ok(())
+            let stamp = read_stamp(staged);
+            if let Some(word) = panic.as_ref().filter(|w| stamp.contains_key(*w)) {
+                panic!("pre_upgrade hook bug: cannot handle a build marked {word}");
+            }
+            match veto.as_ref().filter(|w| stamp.contains_key(*w)) {
+                Some(word) => Err(format!("the build is marked {word}")),
+                None => Ok(()),
             }
         });
     }

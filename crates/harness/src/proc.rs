@@ -245,6 +245,13 @@ pub fn rss_kb(pid: i32) -> Option<u64> {
     status_kb(pid, "VmRSS:")
 }
 
+/// The most resident memory a process has had in its life, in kB (`VmHWM`
+/// in `/proc/PID/status`; Linux only): what an allocation spike costs even
+/// after it has been freed.
+pub fn peak_rss_kb(pid: i32) -> Option<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
 /// The part of a process's resident memory that is its own (`RssAnon`: heap,
 /// stacks, written data), without the code pages it maps from files and
 /// shares with other processes running the same binary or libc.

@@ -140,6 +140,27 @@ pub fn this_target() -> String {
     }
 }
 
+/// A zstd decompression bomb made by hand (RFC 8878): one frame declaring a
+/// window of `2^window_log` bytes, then `blocks` RLE blocks of 128 KiB of
+/// zeros each. It is `6 + 4 * blocks` bytes long and unpacks to
+/// `blocks * 128 KiB` (2 MiB of it, 524,287 blocks, unpack to 64 GiB).
+pub fn zstd_bomb(window_log: u8, blocks: usize) -> Vec<u8> {
+    assert!((10..=41).contains(&window_log) && blocks > 0);
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd];
+    // Frame header descriptor: no content size, not single-segment, no
+    // checksum, no dictionary; then the window descriptor (exponent only).
+    out.push(0);
+    out.push((window_log - 10) << 3);
+    for i in 0..blocks {
+        let last = u32::from(i + 1 == blocks);
+        // Block header: last flag, type 1 (RLE), size 128 KiB; then the byte.
+        let header = last | (1 << 1) | ((128 * 1024) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.push(0);
+    }
+    out
+}
+
 /// How the release server answers downloads of the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

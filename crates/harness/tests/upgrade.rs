@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::app::SANITY_CHILD_FILE;
-use overseer_harness::proc::{alive, env_names, group_members, send_signal, Proc};
-use overseer_harness::release::{stamp, this_target, Keys, Mode, ReleaseServer};
+use overseer_harness::proc::{alive, env_names, group_members, peak_rss_kb, send_signal, Proc};
+use overseer_harness::release::{stamp, this_target, zstd_bomb, Keys, Mode, ReleaseServer};
 use support::{expect_signals_only_to_the_signal_thread, get, load, T};
 
 const APP: &str = env!("CARGO_BIN_EXE_upgrade-app");
@@ -160,6 +160,28 @@ impl Rig {
             "reported more than once: {needle}"
         );
         self.expect_untouched();
+    }
+
+    /// `bytes` as `app` in a `.tar.gz` beside a README, packed by the tar tool.
+    fn tar_gz(&self, bytes: &[u8]) -> Vec<u8> {
+        let stage = self.dir.path().join("pack");
+        std::fs::create_dir_all(&stage).expect("mkdir");
+        std::fs::write(stage.join("app"), bytes).expect("write");
+        std::fs::write(stage.join("README"), b"not the binary").expect("write");
+        let archive = self.dir.path().join("app.tar.gz");
+        let ok = Command::new("tar")
+            .arg("czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&stage)
+            .args(["app", "README"])
+            .status()
+            .expect("tar");
+        assert!(ok.success());
+        let packed = std::fs::read(&archive).expect("archive");
+        std::fs::remove_dir_all(&stage).expect("rm pack");
+        std::fs::remove_file(&archive).expect("rm archive");
+        packed
     }
 
     fn expect_untouched(&self) {
@@ -607,21 +629,7 @@ fn release_signed_with_the_minisign_tool_is_installed() {
 fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
     let rig = Rig::start(&[]);
     let bytes = rig.build("version=2.0.0");
-    let stage = rig.dir.path().join("pack");
-    std::fs::create_dir_all(&stage).expect("mkdir");
-    std::fs::write(stage.join("app"), &bytes).expect("write");
-    std::fs::write(stage.join("README"), b"not the binary").expect("write");
-    let archive = rig.dir.path().join("app.tar.gz");
-    let ok = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&stage)
-        .args(["app", "README"])
-        .status()
-        .expect("tar");
-    assert!(ok.success());
-    let packed = std::fs::read(&archive).expect("archive");
+    let packed = rig.tar_gz(&bytes);
     // Signed over the executable inside; the checksum names the archive.
     let sig = rig.keys.sign(&bytes, "2.0.0", &this_target());
     let sum = {
@@ -647,6 +655,92 @@ fn release_in_a_tar_gz_archive_is_unpacked_and_checked() {
         std::fs::read(rig.bin()).expect("read") == bytes,
         "the unpacked binary is installed"
     );
+}
+
+#[test]
+fn zstd_declaring_a_64_gib_window_is_refused_in_bounded_memory_and_a_later_release_installed() {
+    // The master in a 4 GiB address space: a decoder that trusted the
+    // declared window would grow its buffer until an allocation failed.
+    let rig = Rig::start_with(&[], |cmd| {
+        let mut wrapped = Command::new("sh");
+        wrapped
+            .args(["-c", r#"ulimit -v 4194304 && exec "$0""#])
+            .arg(cmd.get_program());
+        wrapped
+    });
+    let before = peak_rss_kb(rig.proc.pid).expect("VmHWM");
+    // 2 MiB on the wire, 64 GiB unpacked, signed by the trusted key over the
+    // file as published: the signature passes, the decoder must refuse it.
+    let bomb = zstd_bomb(36, (2 << 20) / 4 - 2);
+    assert!(bomb.len() <= 2 << 20);
+    rig.publish_signed(bomb, "2.0.0");
+    rig.expect_rejected_once("declares a 64 GiB window");
+    let peak = peak_rss_kb(rig.proc.pid).expect("VmHWM");
+    assert!(
+        peak < before + 64 * 1024,
+        "the master's peak RSS grew from {before} kB to {peak} kB"
+    );
+    assert!(staging_files(rig.dir.path()).is_empty());
+    // The upgrade thread is still polling: a good release goes in.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+}
+
+#[test]
+fn a_forged_bomb_signed_by_an_unknown_key_is_refused_before_unpacking() {
+    let rig = Rig::start(&[("UA_MAX_DOWNLOAD", &(64u64 << 20).to_string())]);
+    // 64 GiB of zeros in 2 MiB, with a modest window: a decoder would run
+    // until the unpacked size reached the cap.
+    let bomb = zstd_bomb(20, (2 << 20) / 4 - 2);
+    let stranger = Keys::generate();
+    let sig = stranger.sign(&bomb, "2.0.0", &this_target());
+    rig.server.publish("app.minisig", sig.into_bytes());
+    rig.server.publish("app", bomb);
+    rig.expect_rejected_once("signed by an unknown key");
+    // No decoder ran: nothing was unpacked, or refused while unpacking.
+    assert_eq!(rig.proc.count("unpack"), 0, "{:?}", rig.proc.output());
+    assert!(staging_files(rig.dir.path()).is_empty());
+}
+
+#[test]
+fn release_in_an_archive_signed_as_published_is_installed_and_found_again_quietly() {
+    let rig = Rig::start(&[("UA_DEBUG", "1")]);
+    let bytes = rig.build("version=2.0.0");
+    // Signed over the archive itself: checked before it is unpacked.
+    rig.publish_signed(rig.tar_gz(&bytes), "2.0.0");
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+    assert!(std::fs::read(rig.bin()).expect("read") == bytes);
+    // The same archive under a new tag: the installed binary, skipped
+    // quietly (its signed version is no downgrade to refuse).
+    rig.server.touch("app");
+    rig.proc
+        .expect_line("same binary as the running one; nothing to do", T);
+    for word in ["rejected", "not installed", "rolled back"] {
+        assert_eq!(rig.proc.count(word), 0, "{word}: {:?}", rig.proc.output());
+    }
+}
+
+#[test]
+fn a_panic_in_the_pipeline_is_reported_once_and_a_later_release_installed() {
+    let control = tempfile::tempdir().expect("tempdir");
+    let socket = control.path().join("control.sock");
+    let rig = Rig::start(&[
+        ("UA_PANIC", "buggy"),
+        ("UA_CONTROL", socket.to_str().expect("utf-8 path")),
+    ]);
+    rig.publish_version("2.0.0", "buggy=1");
+    rig.expect_rejected_once("pipeline panicked");
+    rig.proc.expect_line("pre_upgrade hook bug", T);
+    // Reported to the supervisor like any rejection, the staged binary removed.
+    let status = overseer::control::status(&socket, T).expect("status");
+    let last = status.last_upgrade.unwrap_or_default();
+    assert!(last.contains("panicked"), "{last}");
+    assert!(staging_files(rig.dir.path()).is_empty());
+    // Polling goes on: the next release is installed.
+    rig.publish_version("3.0.0", "");
+    rig.expect_version("3.0.0");
+    rig.proc.expect_line("installed version 3.0.0", T);
 }
 
 #[test]

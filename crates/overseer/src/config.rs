@@ -473,7 +473,16 @@ impl Config {
         self
     }
 
-    /// The largest release accepted, compressed or not (default 512 MiB).
+    /// The largest release accepted, compressed or not (default 512 MiB): a
+    /// longer download is abandoned, and so is unpacking once what it writes
+    /// would pass this size.
+    ///
+    /// It also bounds the memory unpacking may take, before the release is
+    /// known to be good: a zstd window or xz dictionary over twice this size
+    /// (at least 8 MiB, and never over 128 MiB, the reference zstd decoder's
+    /// own default limit; `xz -9` uses 64 MiB) is refused before decoding.
+    /// Gzip and zip's deflate use a fixed 32 KiB window; a zip's central
+    /// directory and a tar entry's long name or pax header may take 1 MiB.
     pub fn max_download_size(mut self, bytes: u64) -> Self {
         self.upgrade.max_download_size = bytes;
         self

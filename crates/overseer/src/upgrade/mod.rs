@@ -1,11 +1,14 @@
 //! The self-upgrade pipeline (SPEC §5), run on a thread of the master.
 //!
 //! ```text
-//! fetcher ─► installed tag? ─► download ─► unpack ─► same hash? ─► checksum
-//!   (poll)   (skip, unread)    (staging,             (skip)
-//!                              cap, deadline)
-//!        ─► signature (version, target) ─► native executable ─► sanity check
-//!        ─► pre_upgrade ─► swap
+//! fetcher ─► installed tag? ─► download ─► known bad? ─► signed as published?
+//!   (poll)   (skip, unread)    (staging,   (skip)        (packed only: unsigned or
+//!                              cap,                       unknown key refused here)
+//!                              deadline)
+//!        ─► unpack ─► same hash? ─► checksum ─► signature (version, target)
+//!           (memory    (skip)
+//!            bounded)
+//!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
 //!        ─► Event::Upgrade to the supervisor: restart + probation
 //!             └─ failure: restore the previous binary, remember the release
 //! ```
@@ -17,7 +20,25 @@
 //! One master upgrades a binary path at a time (`lock.rs`); the ledger is
 //! read again at every poll, so a repaired ledger or a floor reset by hand
 //! takes effect without a restart, and an unreadable one pauses upgrades.
+//!
+//! A compressed file or archive is checked against its signature before any
+//! decoder reads it, when the signature is over the file as published; one
+//! signed over the executable inside is unpacked first, by decoders whose
+//! memory is bounded (`stage.rs`), and checked after. A panic in any step
+//! (a decoder's bug, a `pre_upgrade` hook's, a fetcher's) is caught on the
+//! upgrade thread: the release is rejected like any other, the staging files
+//! are removed, and polling goes on.
 
+#[cfg(all(
+    test,
+    feature = "signatures",
+    feature = "gzip",
+    feature = "xz",
+    feature = "zstd",
+    feature = "tar",
+    feature = "zip"
+))]
+mod hostile_input;
 pub(crate) mod ledger;
 mod lock;
 mod sanity;
@@ -25,8 +46,10 @@ mod stage;
 pub(crate) mod swap;
 mod verify;
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
@@ -209,11 +232,31 @@ pub(crate) fn start(
                 Err(e) => e.into_inner(),
             };
             context.installed_tag = upgrader.installed_tag();
-            if let Err(e) = fetcher.init(&context) {
-                log::error!("upgrades are off: the fetcher cannot start: {e}");
-                return;
+            match panic::catch_unwind(AssertUnwindSafe(|| fetcher.init(&context))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("upgrades are off: the fetcher cannot start: {e}");
+                    return;
+                }
+                Err(p) => {
+                    log::error!(
+                        "upgrades are off: the fetcher panicked as it started: {}",
+                        panic_message(&*p)
+                    );
+                    return;
+                }
             }
-            upgrader.poll_loop(&mut **fetcher);
+            let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+                upgrader.poll_loop(&mut **fetcher);
+            }));
+            if let Err(p) = polled {
+                // Every step that runs others' code or reads a release is
+                // caught in the loop; this is the loop's own bug, said aloud.
+                log::error!(
+                    "upgrades are off: the upgrade thread panicked: {}",
+                    panic_message(&*p)
+                );
+            }
         })
         .map_err(|e| crate::Error::io("starting the upgrade thread", e))?;
     Ok(())
@@ -222,6 +265,15 @@ pub(crate) fn start(
 /// The longest wait before retrying a release that failed for a passing
 /// reason (unless the poll interval is longer).
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
+
+/// A panic's message, as `panic!` was given it.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
 
 /// What makes two passing failures "the same" for the log: the message
 /// without its numbers and without the random part of staging file names.
@@ -299,14 +351,22 @@ impl Upgrader {
             if std::mem::take(&mut self.offer_again) {
                 fetcher.retry();
             }
-            let release = match fetcher.fetch() {
-                Ok(Some(r)) => r,
-                Ok(None) => {
+            let fetched = panic::catch_unwind(AssertUnwindSafe(|| fetcher.fetch()));
+            let release = match fetched {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => {
                     retries = 0;
                     continue;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     self.passing_failure(format!("fetching failed: {e}"));
+                    continue;
+                }
+                Err(p) => {
+                    self.passing_failure(format!(
+                        "fetching failed: the fetcher panicked: {}",
+                        panic_message(&*p)
+                    ));
                     continue;
                 }
             };
@@ -438,7 +498,17 @@ impl Upgrader {
             }
         }
         let named = describe(&release);
-        match self.pipeline(release, &named) {
+        // A panic is a rejection of the release: unwinding has dropped (and
+        // so removed) its staging files, and what is left of any is removed.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named)))
+            .unwrap_or_else(|p| {
+                self.target.remove_stale_staging();
+                Err(Rejection::release(format!(
+                    "the upgrade pipeline panicked: {}",
+                    panic_message(&*p)
+                )))
+            });
+        match outcome {
             Ok(Step::Same) => {
                 self.last_failure = None;
                 log::debug!("{source}: same binary as the running one; nothing to do");
@@ -546,9 +616,27 @@ impl Upgrader {
         log::info!("downloading release {named}");
         let progress = crate::progress::Reporter::start(cfg.progress.as_deref(), named, size);
         let limits = (cfg.max_download_size, cfg.download_timeout);
-        let raw = stage::download(body, out, size, limits, progress)?;
+        let mut raw = stage::download(body, out, size, limits, progress)?;
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
+        if self.known.bad.contains(&raw_sha) {
+            return Ok(Step::KnownBad(raw_sha));
+        }
+        // A compressed file or archive is checked against its signature
+        // before any decoder reads it, when the signature is over the file
+        // as published; else it may be over the executable inside, checked
+        // after unpacking (step 5).
+        let packed = stage::sniff(raw.file.as_file_mut())
+            .map_err(|e| Rejection::io("reading the staging file", e))?
+            != stage::Format::Plain;
+        let mut verified = None;
+        if packed && !cfg.public_keys.is_empty() {
+            verified = verify::signature_over_download(
+                &cfg.public_keys,
+                signature.as_deref(),
+                raw.file.as_file_mut(),
+            )?;
+        }
         // 2. Unpack.
         let mut wanted = vec![cfg
             .executable_name
@@ -567,17 +655,18 @@ impl Upgrader {
             wanted: &wanted,
             max_size: cfg.max_download_size,
         };
-        // The download is kept, when it differs, for a checksum or signature over it.
-        let mut raw = raw;
-        let (mut bin, mut download) = match stage::unpack(&mut raw, &unpack)? {
-            Some(unpacked) => (unpacked, Some(raw)),
-            None => (raw, None),
+        let mut bin = match stage::unpack(&mut raw, &unpack)? {
+            Some(unpacked) => {
+                drop(raw);
+                unpacked
+            }
+            None => raw,
         };
         // 3. Same binary as the one installed?
         if bin.sha256 == self.binary.current() {
             return Ok(Step::Same);
         }
-        if self.known.bad.contains(&bin.sha256) || self.known.bad.contains(&raw_sha) {
+        if self.known.bad.contains(&bin.sha256) {
             return Ok(Step::KnownBad(bin.sha256));
         }
         // 4. Checksum.
@@ -587,12 +676,17 @@ impl Upgrader {
         // 5. Signature, version, target.
         let mut signed_version = None;
         if !cfg.public_keys.is_empty() {
-            let signed = verify::signature(
-                &cfg.public_keys,
-                signature.as_deref(),
-                bin.file.as_file_mut(),
-                download.as_mut().map(|d| d.file.as_file_mut()),
-            )?;
+            let signed = match &verified {
+                // Verified over the file as published, before unpacking.
+                Some(trusted) => trusted.signed()?,
+                // Not over the file as published (or not packed): over the
+                // executable, then.
+                None => verify::signature(
+                    &cfg.public_keys,
+                    signature.as_deref(),
+                    bin.file.as_file_mut(),
+                )?,
+            };
             let floor = verify::version_floor(
                 &signed.version,
                 self.version.as_ref(),
@@ -612,7 +706,6 @@ impl Upgrader {
             }
             signed_version = Some(signed.version.to_string());
         }
-        drop(download);
         // 6. A native executable?
         verify::native_executable(bin.file.as_file(), &t.path)?;
         swap::match_permissions(t, bin.file.as_file())
@@ -653,7 +746,7 @@ impl Upgrader {
                 .map(|v| format!("version {v}"))
                 .unwrap_or_else(|| "a new release".into()),
             t.path.display(),
-            &bin.sha256[..12],
+            bin.sha256.get(..12).unwrap_or(&bin.sha256),
             t.rollback_path().display()
         );
         Ok(Step::Installed(Installed {

@@ -1,6 +1,15 @@
 //! Steps 1–2 of the pipeline: the streamed download into a private staging
 //! file beside the binary (hashing on the way, with a size cap and a
 //! deadline), then unpacking.
+//!
+//! Unpacking reads what anyone could have published, before it is known to
+//! be good, so its memory is bounded, not only its output: every layer is
+//! written to a file capped at `max_download_size`, and each decoder is held
+//! to `window_limit` — a zstd frame's declared window is read and refused
+//! before the decoder sees it, xz blocks are refused by their dictionary
+//! before it is allocated, gzip and zip's deflate keep a fixed 32 KiB
+//! window, and the archive formats' own metadata (a zip's directory, tar's
+//! long names and pax headers) is bounded before it is read into memory.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -206,6 +215,103 @@ pub(crate) fn sniff(file: &mut File) -> io::Result<Format> {
     })
 }
 
+/// The smallest window or dictionary a decoder may always use: what
+/// `zstd -19` and `xz -6` use for a release of any size.
+const MIN_WINDOW: u64 = 8 << 20;
+/// The largest window or dictionary a decoder may use: the reference zstd
+/// decoder's own default limit (larger needs `--memory`); `xz -9` needs 64 MiB.
+const MAX_WINDOW: u64 = 128 << 20;
+/// The most metadata an archive may make the unpacker hold in memory: a zip's
+/// central directory (the zip library keeps every record), a tar entry's long
+/// name, long link or pax header.
+#[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
+const MAX_ARCHIVE_METADATA: u64 = 1 << 20;
+
+/// The largest window (zstd) or dictionary (xz) a decoder may use for a
+/// release capped at `max_size`: twice the cap (a window beyond everything
+/// unpacked is never used, and compressors round windows up to a power of
+/// two), at least 8 MiB and at most 128 MiB.
+pub(crate) fn window_limit(max_size: u64) -> u64 {
+    max_size.saturating_mul(2).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+/// A byte count for messages: `64 GiB`, `1.5 MiB`, `700 bytes`.
+#[cfg_attr(
+    not(any(feature = "xz", feature = "zstd", feature = "tar", feature = "zip")),
+    allow(dead_code)
+)]
+fn human(bytes: u64) -> String {
+    for (unit, scale) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= scale {
+            return if bytes.is_multiple_of(scale) {
+                format!("{} {unit}", bytes / scale)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / scale as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// The window limit for a cap, as messages say it.
+#[cfg_attr(not(any(feature = "xz", feature = "zstd")), allow(dead_code))]
+fn window_note(max_size: u64) -> String {
+    format!(
+        "{} a decoder may use here (twice max_download_size, between {} and {})",
+        human(window_limit(max_size)),
+        human(MIN_WINDOW),
+        human(MAX_WINDOW)
+    )
+}
+
+/// The window a zstd frame declares (RFC 8878, 3.1.1.1), from its first
+/// bytes: the window descriptor, or the content size of a single-segment
+/// frame (whose window is its whole content).
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
+fn zstd_window(head: &[u8]) -> Result<u64, String> {
+    let short = || "the zstd frame header is truncated".to_string();
+    let descriptor = *head.get(4).ok_or_else(short)?;
+    if descriptor & 0x20 == 0 {
+        let window = *head.get(5).ok_or_else(short)?;
+        let base = 1u64 << (10 + (window >> 3));
+        return Ok(base + (base / 8) * u64::from(window & 7));
+    }
+    let dictionary_id_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let content_size_len = [1, 2, 4, 8][usize::from(descriptor >> 6)];
+    let at = 5 + dictionary_id_len;
+    let bytes = head.get(at..at + content_size_len).ok_or_else(short)?;
+    let mut le = [0u8; 8];
+    le[..content_size_len].copy_from_slice(bytes);
+    let size = u64::from_le_bytes(le);
+    Ok(if content_size_len == 2 {
+        size + 256
+    } else {
+        size
+    })
+}
+
+/// Reads up to `buf.len()` bytes from the start of `input`, then rewinds it.
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
+fn peek<R: Read + Seek>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    input.seek(SeekFrom::Start(0))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    input.seek(SeekFrom::Start(0))?;
+    Ok(n)
+}
+
 /// Writes into a staging file, hashing, refusing to grow past a cap (a
 /// decompression bomb is abandoned like an endless download).
 struct CappedWriter {
@@ -303,33 +409,81 @@ fn unpack_one<R: Read + Seek>(
         #[cfg(feature = "gzip")]
         Format::Gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(input), w).map(drop),
         #[cfg(feature = "xz")]
-        Format::Xz => lzma_rs::xz_decompress(&mut BufReader::new(input), w)
-            .map_err(|e| io::Error::other(format!("{e:?}"))),
+        Format::Xz => {
+            // The limit covers the dictionary and the decoder's own buffers
+            // (about 100 KiB); a block needing more is refused before its
+            // dictionary is allocated, and the dictionary grows only with
+            // what is decoded.
+            let limit_kb = (window_limit(how.max_size) >> 10) + 1024;
+            let limit_kb = u32::try_from(limit_kb).unwrap_or(u32::MAX - 1);
+            let mut d = lzma_rust2::XzReader::new_mem_limit(input, true, limit_kb);
+            io::copy(&mut d, w).map(drop).map_err(|e| {
+                if e.kind() == io::ErrorKind::OutOfMemory {
+                    io::Error::other(format!(
+                        "the xz stream needs a dictionary over the {}: compress with a smaller one",
+                        window_note(how.max_size)
+                    ))
+                } else {
+                    e
+                }
+            })
+        }
         #[cfg(feature = "zstd")]
         Format::Zstd => {
+            // The decoder would take the declared window on trust and grow
+            // a buffer to it: read the frame header first (it decodes that
+            // one frame only).
+            let mut head = [0u8; 18];
+            let n = peek(&mut input, &mut head)?;
+            let window = zstd_window(&head[..n]).map_err(io::Error::other)?;
+            if window > window_limit(how.max_size) {
+                return Err(io::Error::other(format!(
+                    "the frame declares a {} window, over the {}: compress with a smaller window",
+                    human(window),
+                    window_note(how.max_size)
+                )));
+            }
             let mut d = ruzstd::decoding::StreamingDecoder::new(input)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             io::copy(&mut d, w).map(drop)
         }
         #[cfg(feature = "tar")]
         Format::Tar => {
-            // Tar is sequential: list the entries, then read the chosen one.
-            let mut names = Vec::new();
-            for entry in tar::Archive::new(&mut input).entries()? {
+            // The tar library reads long names, long links and pax headers
+            // into memory, and keeps a record per sparse chunk: look at the
+            // raw headers first.
+            for entry in tar::Archive::new(&mut input).entries()?.raw(true) {
+                let entry = entry?;
+                let kind = entry.header().entry_type();
+                if kind.is_gnu_sparse() {
+                    return Err(io::Error::other("sparse files are not supported"));
+                }
+                let metadata = kind.is_gnu_longname()
+                    || kind.is_gnu_longlink()
+                    || kind.is_pax_local_extensions()
+                    || kind.is_pax_global_extensions();
+                if metadata && entry.size() > MAX_ARCHIVE_METADATA {
+                    return Err(io::Error::other(format!(
+                        "a metadata entry (long name or pax header) of {}, over the {} read",
+                        human(entry.size()),
+                        human(MAX_ARCHIVE_METADATA)
+                    )));
+                }
+            }
+            // Tar is sequential: go through the entries, then read the chosen one.
+            input.seek(SeekFrom::Start(0))?;
+            let mut chooser = Chooser::new(how.wanted);
+            for (i, entry) in tar::Archive::new(&mut input).entries()?.enumerate() {
                 let entry = entry?;
                 let header = entry.header();
                 let executable = header.mode().is_ok_and(|m| m & 0o111 != 0);
-                let name = match header.entry_type().is_file() {
-                    true => entry
-                        .path()?
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    false => String::new(),
-                };
-                names.push((name, executable));
+                if header.entry_type().is_file() {
+                    let path = entry.path()?;
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    chooser.file(i, &name, executable);
+                }
             }
-            let index = choose(&names, how.wanted)?;
+            let index = chooser.choose()?;
             input.seek(SeekFrom::Start(0))?;
             let mut archive = tar::Archive::new(input);
             let mut entry = archive
@@ -340,18 +494,29 @@ fn unpack_one<R: Read + Seek>(
         }
         #[cfg(feature = "zip")]
         Format::Zip => {
-            let mut archive = zip::ZipArchive::new(input).map_err(io::Error::other)?;
-            let mut names = Vec::new();
+            // The zip library keeps a record of every entry in its central
+            // directory (several times the bytes it reads): the directory
+            // is read within a budget.
+            let budget = std::rc::Rc::new(std::cell::Cell::new(MAX_ARCHIVE_METADATA));
+            let metered = Metered {
+                inner: input,
+                budget: budget.clone(),
+            };
+            let mut archive = zip::ZipArchive::new(metered).map_err(|e| match e {
+                zip::result::ZipError::Io(e) => e,
+                e => io::Error::other(e),
+            })?;
+            budget.set(u64::MAX);
+            let mut chooser = Chooser::new(how.wanted);
             for i in 0..archive.len() {
                 let f = archive.by_index_raw(i).map_err(io::Error::other)?;
-                let name = Path::new(f.name())
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let executable = f.is_file() && f.unix_mode().is_some_and(|m| m & 0o111 != 0);
-                names.push((if f.is_file() { name } else { String::new() }, executable));
+                if f.is_file() {
+                    let name = Path::new(f.name()).file_name().unwrap_or_default();
+                    let executable = f.unix_mode().is_some_and(|m| m & 0o111 != 0);
+                    chooser.file(i, &name.to_string_lossy(), executable);
+                }
             }
-            let index = choose(&names, how.wanted)?;
+            let index = chooser.choose()?;
             let mut f = archive.by_index(index).map_err(io::Error::other)?;
             io::copy(&mut f, w).map(drop)
         }
@@ -360,53 +525,128 @@ fn unpack_one<R: Read + Seek>(
     }
 }
 
+/// Reads through to `inner` while a byte budget lasts (lifted by setting it
+/// to `u64::MAX`), then fails.
+#[cfg(feature = "zip")]
+struct Metered<R> {
+    inner: R,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+#[cfg(feature = "zip")]
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(io::Error::other(format!(
+                "the zip archive's central directory was not read within {} (it is larger, or missing)",
+                human(MAX_ARCHIVE_METADATA)
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        if left != u64::MAX {
+            self.budget.set(left.saturating_sub(n as u64));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(feature = "zip")]
+impl<R: Seek> Seek for Metered<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+/// How many names an error message lists.
 #[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
-/// Picks the archive entry to install: the first wanted name present, else
-/// the only executable file, else the only file.
-fn choose(entries: &[(String, bool)], wanted: &[String]) -> io::Result<usize> {
-    // Entries that are not files have no name here: an empty wanted name
-    // (from a release named `.hidden`) must not pick one of them.
-    for w in wanted.iter().filter(|w| !w.is_empty()) {
-        if let Some(i) = entries.iter().position(|(n, _)| n == w) {
-            return Ok(i);
+const NAMES_SHOWN: usize = 20;
+
+/// Picks the archive entry to install as the entries go by: the first
+/// wanted name present, else the only executable file, else the only file.
+/// It keeps only what that choice needs, however many entries there are.
+#[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
+struct Chooser<'a> {
+    wanted: &'a [String],
+    /// Per wanted name, the first entry with it.
+    named: Vec<Option<usize>>,
+    /// The first executable file and how many there are.
+    executables: (Option<usize>, usize),
+    /// The first file and how many there are.
+    files: (Option<usize>, usize),
+    /// The first few file names, for the error message.
+    shown: Vec<String>,
+}
+
+#[cfg_attr(not(any(feature = "tar", feature = "zip")), allow(dead_code))]
+impl<'a> Chooser<'a> {
+    fn new(wanted: &'a [String]) -> Self {
+        Chooser {
+            wanted,
+            named: vec![None; wanted.len()],
+            executables: (None, 0),
+            files: (None, 0),
+            shown: Vec::new(),
         }
     }
-    let files: Vec<usize> = (0..entries.len())
-        .filter(|&i| !entries[i].0.is_empty())
-        .collect();
-    let executables: Vec<usize> = files.iter().copied().filter(|&i| entries[i].1).collect();
-    match (executables.as_slice(), files.as_slice()) {
-        ([only], _) | ([], [only]) => Ok(*only),
-        _ => Err(io::Error::other(format!(
-            "no entry named {} and no single executable among: {}",
-            wanted.join(" or "),
-            files
-                .iter()
-                .map(|&i| entries[i].0.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+
+    /// A regular file at `index`, named `name` (its last path component).
+    fn file(&mut self, index: usize, name: &str, executable: bool) {
+        if name.is_empty() {
+            return;
+        }
+        for (w, slot) in self.wanted.iter().zip(&mut self.named) {
+            if slot.is_none() && w == name {
+                *slot = Some(index);
+            }
+        }
+        if executable {
+            self.executables.0.get_or_insert(index);
+            self.executables.1 += 1;
+        }
+        self.files.0.get_or_insert(index);
+        self.files.1 += 1;
+        if self.shown.len() < NAMES_SHOWN {
+            self.shown.push(name.to_string());
+        }
+    }
+
+    fn choose(self) -> io::Result<usize> {
+        if let Some(i) = self.named.iter().flatten().next() {
+            return Ok(*i);
+        }
+        match (self.executables, self.files) {
+            ((Some(only), 1), _) | ((_, 0), (Some(only), 1)) => Ok(only),
+            (_, (_, files)) => {
+                let mut among = self.shown.join(", ");
+                if files > self.shown.len() {
+                    among.push_str(&format!(" and {} more", files - self.shown.len()));
+                }
+                Err(io::Error::other(format!(
+                    "no entry named {} and no single executable among: {among}",
+                    self.wanted.join(" or "),
+                )))
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::choose;
+    use super::Chooser;
 
     #[test]
     fn an_empty_wanted_name_never_picks_a_directory_or_a_link() {
-        // A directory and a symbolic link (no name: not files), then the binary.
-        let entries = [
-            (String::new(), false),
-            (String::new(), false),
-            ("app".to_string(), true),
-        ];
-        assert_eq!(choose(&entries, &[String::new()]).ok(), Some(2));
-        assert_eq!(
-            choose(&entries, &[String::new(), "app".to_string()]).ok(),
-            Some(2)
-        );
-        let only_links = [(String::new(), false)];
-        assert!(choose(&only_links, &[String::new()]).is_err());
+        // From a release named `.hidden`: its stem is empty. Directories and
+        // links (entries 0 and 1) are offered with no name.
+        let wanted = [String::new()];
+        let mut c = Chooser::new(&wanted);
+        c.file(0, "", false);
+        c.file(1, "", false);
+        c.file(2, "app", true);
+        assert_eq!(c.choose().ok(), Some(2));
+        let mut only_links = Chooser::new(&wanted);
+        only_links.file(0, "", false);
+        assert!(only_links.choose().is_err());
     }
 }

@@ -152,16 +152,19 @@ pub(crate) fn target_matches(signed: &str) -> bool {
     .contains(&signed)
 }
 
-/// Step 5: checks a minisign signature over the executable (or, for an
-/// archive, over the file as published) by one of the trusted keys, and
-/// returns what it vouches for.
+/// A release's signature, read, with the configured keys that may have made
+/// it (those with its key id), before any file is checked against it.
 #[cfg(feature = "signatures")]
-pub(crate) fn signature(
-    keys: &[String],
-    signature: Option<&str>,
-    binary: &mut File,
-    download: Option<&mut File>,
-) -> Result<Signed, Rejection> {
+pub(crate) struct Trusted {
+    sig: minisign_verify::Signature,
+    keys: Vec<minisign_verify::PublicKey>,
+}
+
+/// Reads a release's signature and finds the trusted keys with its key id.
+/// A release that is not signed, a signature that cannot be read and one by
+/// an unknown key are refused here, without reading the release.
+#[cfg(feature = "signatures")]
+fn trusted(keys: &[String], signature: Option<&str>) -> Result<Trusted, Rejection> {
     use minisign_verify::{Error as MsError, Signature};
     let Some(text) = signature else {
         return Err(Rejection::release(
@@ -170,44 +173,92 @@ pub(crate) fn signature(
     };
     let sig = Signature::decode(text)
         .map_err(|e| Rejection::release(format!("the release's signature cannot be read: {e}")))?;
-    let mut files: Vec<&mut File> = vec![binary];
-    files.extend(download);
-    let mut key_known = false;
-    let mut last_error = None;
+    let mut matching = Vec::new();
     for key in keys {
         let pk = match parse_public_key(key) {
             Ok(pk) => pk,
             Err(e) => return Err(Rejection::release(e)),
         };
-        for file in files.iter_mut() {
-            let mut verifier = match pk.verify_stream(&sig) {
-                Ok(v) => v,
-                Err(MsError::UnexpectedKeyId) => break,
-                Err(MsError::UnsupportedLegacyMode) => {
-                    return Err(Rejection::release(
-                        "legacy (not pre-hashed) signature: sign with minisign 0.10 or later",
-                    ))
-                }
-                Err(e) => return Err(Rejection::release(format!("bad signature: {e}"))),
-            };
-            key_known = true;
-            stream(file, |chunk| verifier.update(chunk))
-                .map_err(|e| Rejection::io("reading the staging file", e))?;
-            match verifier.finalize() {
-                Ok(()) => return signed_metadata(sig.trusted_comment()),
-                Err(e) => last_error = Some(e),
+        match pk.verify_stream(&sig) {
+            Ok(_) => matching.push(pk),
+            Err(MsError::UnexpectedKeyId) => {}
+            Err(MsError::UnsupportedLegacyMode) => {
+                return Err(Rejection::release(
+                    "legacy (not pre-hashed) signature: sign with minisign 0.10 or later",
+                ))
             }
+            Err(e) => return Err(Rejection::release(format!("bad signature: {e}"))),
         }
     }
-    if !key_known {
+    if matching.is_empty() {
         return Err(Rejection::release(
             "signed by an unknown key: none of the configured public keys made this signature",
         ));
     }
-    Err(Rejection::release(format!(
-        "bad signature: {}",
-        last_error.map_or_else(|| "verification failed".into(), |e| e.to_string())
-    )))
+    Ok(Trusted {
+        sig,
+        keys: matching,
+    })
+}
+
+#[cfg(feature = "signatures")]
+impl Trusted {
+    /// Checks the signature over `file` with each matching key: `Ok(Ok(()))`
+    /// when one verifies, `Ok(Err(why))` when none does.
+    fn over(&self, file: &mut File) -> Result<Result<(), minisign_verify::Error>, Rejection> {
+        let mut last_error = None;
+        for pk in &self.keys {
+            let mut verifier = pk
+                .verify_stream(&self.sig)
+                .map_err(|e| Rejection::release(format!("bad signature: {e}")))?;
+            stream(file, |chunk| verifier.update(chunk))
+                .map_err(|e| Rejection::io("reading the staging file", e))?;
+            match verifier.finalize() {
+                Ok(()) => return Ok(Ok(())),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Ok(Err(
+            last_error.unwrap_or(minisign_verify::Error::InvalidSignature)
+        ))
+    }
+
+    /// What a signature that verified vouches for (its trusted comment).
+    pub(crate) fn signed(&self) -> Result<Signed, Rejection> {
+        signed_metadata(self.sig.trusted_comment())
+    }
+}
+
+/// Step 5, before unpacking: whether the signature, by a trusted key (else
+/// refused), is over the file as published. `Some` when it is (its trusted
+/// comment is read later, at step 5 proper); `None` when it is not: an
+/// archive may be signed over the executable inside instead, which is
+/// checked after unpacking.
+#[cfg(feature = "signatures")]
+pub(crate) fn signature_over_download(
+    keys: &[String],
+    signature: Option<&str>,
+    download: &mut File,
+) -> Result<Option<Trusted>, Rejection> {
+    let trusted = trusted(keys, signature)?;
+    Ok(trusted.over(download)?.is_ok().then_some(trusted))
+}
+
+/// Step 5: checks a minisign signature over the executable by one of the
+/// trusted keys, and returns what it vouches for. (For an archive, one over
+/// the file as published was looked for before unpacking, with
+/// [`signature_over_download`].)
+#[cfg(feature = "signatures")]
+pub(crate) fn signature(
+    keys: &[String],
+    signature: Option<&str>,
+    binary: &mut File,
+) -> Result<Signed, Rejection> {
+    let trusted = trusted(keys, signature)?;
+    match trusted.over(binary)? {
+        Ok(()) => trusted.signed(),
+        Err(e) => Err(Rejection::release(format!("bad signature: {e}"))),
+    }
 }
 
 #[cfg(feature = "signatures")]
@@ -261,15 +312,37 @@ fn signed_metadata(comment: &str) -> Result<Signed, Rejection> {
 }
 
 #[cfg(not(feature = "signatures"))]
+fn no_signatures() -> Rejection {
+    Rejection::release("signature support is not compiled in (enable the `signatures` feature)")
+}
+
+/// Without signature support there is nothing to verify with.
+#[cfg(not(feature = "signatures"))]
+pub(crate) struct Trusted;
+
+#[cfg(not(feature = "signatures"))]
+impl Trusted {
+    pub(crate) fn signed(&self) -> Result<Signed, Rejection> {
+        Err(no_signatures())
+    }
+}
+
+#[cfg(not(feature = "signatures"))]
+pub(crate) fn signature_over_download(
+    _keys: &[String],
+    _signature: Option<&str>,
+    _download: &mut File,
+) -> Result<Option<Trusted>, Rejection> {
+    Err(no_signatures())
+}
+
+#[cfg(not(feature = "signatures"))]
 pub(crate) fn signature(
     _keys: &[String],
     _signature: Option<&str>,
     _binary: &mut File,
-    _download: Option<&mut File>,
 ) -> Result<Signed, Rejection> {
-    Err(Rejection::release(
-        "signature support is not compiled in (enable the `signatures` feature)",
-    ))
+    Err(no_signatures())
 }
 
 #[cfg_attr(not(feature = "signatures"), allow(dead_code))]
