@@ -187,7 +187,7 @@ fn sanity_child(how: &str) {
     }
 }
 
-/// The file [`sanity_child`] writes beside the binary it runs from.
+/// The file `sanity_child` writes beside the binary it runs from.
 pub const SANITY_CHILD_FILE: &str = "sanity-child.pid";
 
 /// Runs in each worker.
