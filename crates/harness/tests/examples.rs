@@ -20,7 +20,7 @@ fn example_survives_handovers(binary: &str) {
     let slow = std::thread::spawn(move || Client::new(addr, false).get("/slow?ms=2000"));
     std::thread::sleep(Duration::from_millis(300));
     for n in 2..=4u64 {
-        p.signal(12);
+        p.signal(overseer::SIGUSR2);
         p.expect_line(&format!("worker {n} ready"), T);
         let deadline = Instant::now() + T;
         while keep_alive.latest_worker() < n && Instant::now() < deadline {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use overseer_harness::proc::alive;
 use support::*;
 
-const SIGUSR2: i32 = 12;
+use overseer::SIGUSR2;
 
 #[test]
 fn new_worker_that_exits_at_start_leaves_old_one_serving() {

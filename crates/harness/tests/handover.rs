@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use overseer_harness::client::Client;
 use support::*;
 
-const SIGUSR2: i32 = 12;
+use overseer::SIGUSR2;
 
 #[test]
 fn twenty_handovers_under_keepalive_and_per_request_load_lose_nothing() {

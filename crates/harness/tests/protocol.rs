@@ -20,7 +20,7 @@ fn a_plain_listenfd_worker_receives_the_sockets_unchanged() {
     assert_eq!(r.field("listenfd"), Some("ok"), "{}", r.body);
     assert_eq!(r.field("names"), Some("web"), "LISTEN_FDNAMES arrives");
     assert_eq!(r.field("worker"), Some("1"));
-    p.signal(12);
+    p.signal(overseer::SIGUSR2);
     p.expect_line("worker 2 ready", T);
     p.expect_line("worker 1 drained", T);
     expect_answering(addr, 2);

@@ -13,7 +13,7 @@ const SIGHUP: i32 = 1;
 const SIGKILL: i32 = 9;
 const SIGSEGV: i32 = 11;
 const SIGTERM: i32 = 15;
-const SIGUSR2: i32 = 12;
+use overseer::SIGUSR2;
 
 #[test]
 fn sighup_reaches_the_worker_and_its_exit_status_becomes_the_masters() {

@@ -20,7 +20,7 @@ use overseer_harness::ports::free_port;
 use overseer_harness::proc::{describe, Proc};
 use support::*;
 
-const SIGUSR2: i32 = 12;
+use overseer::SIGUSR2;
 const SIGTERM: i32 = 15;
 
 /// The service manager's end: a datagram socket the master sends to.
