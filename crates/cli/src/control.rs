@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// How to find a running master: by name, by path, or the only one there is.
 #[derive(Args, Debug, Clone)]

@@ -62,14 +62,24 @@
 //!
 //! ## Modules
 //!
-//! `run.rs` (the `run` command: flags, merging with the file, building the
-//! library's `Config`), `config_file.rs` (the TOML file), `progress.rs`
-//! (download progress), `publish.rs` (`keygen`, `sign`), `ledger.rs`
-//! (`ledger show`, `ledger reset-floor`).
+//! From the top down:
+//!
+//! - `main.rs`: the command line's top level, dispatch, exit status.
+//! - The commands: `run.rs` (`run`: flags, merged over the file, built into
+//!   the library's `Config`), `control.rs` (`restart`, `status`),
+//!   `publish.rs` (`keygen`, `sign`), `ledger.rs` (`ledger show`,
+//!   `ledger reset-floor`).
+//! - What `run` is made of: `source.rs` (the release source),
+//!   `config_file.rs` (the TOML file), `progress.rs` (download progress).
+//! - At the bottom: `parse.rs` (the values of flags and file alike:
+//!   durations, sizes, signals, modes, keys, addresses), `failure.rs` (why a
+//!   command failed, and so its exit status).
 
 mod config_file;
 mod control;
+mod failure;
 mod ledger;
+mod parse;
 mod progress;
 mod publish;
 mod run;
@@ -78,6 +88,8 @@ mod source;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::failure::Failure;
 
 #[derive(Parser)]
 #[command(
@@ -134,15 +146,6 @@ enum Command {
     /// The ledger (`.NAME.overseer-state` beside the binary) holds the
     /// highest signed version seen: signed releases not newer are refused.
     Ledger(ledger::LedgerArgs),
-}
-
-/// Why a command failed, and so its exit status.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Bad input: flags, the config file, the program (exit status 2).
-    Usage(String),
-    /// Anything else (exit status 1).
-    Runtime(String),
 }
 
 fn main() -> ExitCode {
