@@ -70,7 +70,8 @@
 //!   `publish.rs` (`keygen`, `sign`), `ledger.rs` (`ledger show`,
 //!   `ledger reset-floor`).
 //! - What `run` is made of: `source.rs` (the release source),
-//!   `config_file.rs` (the TOML file), `progress.rs` (download progress).
+//!   `config_file.rs` (the TOML file), `program.rs` (PROGRAM found in
+//!   `PATH`, interpreters told apart), `progress.rs` (download progress).
 //! - At the bottom: `parse.rs` (the values of flags and file alike:
 //!   durations, sizes, signals, modes, keys, addresses), `failure.rs` (why a
 //!   command failed, and so its exit status).
@@ -80,6 +81,7 @@ mod control;
 mod failure;
 mod ledger;
 mod parse;
+mod program;
 mod progress;
 mod publish;
 mod run;

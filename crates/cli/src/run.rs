@@ -9,7 +9,6 @@
 //! would be right.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use overseer::{Config, Probe, Readiness};
 use crate::config_file::{self, FileConfig};
 use crate::failure::Failure;
 use crate::parse::{self, Ready, Sanity};
+use crate::program::{find_program, interpreter_name};
 use crate::source::SourceArgs;
 
 /// Examples shown after `overseer run --help`.
@@ -406,77 +406,4 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         config = config.on_download_progress(crate::progress::reporter());
     }
     Ok(config)
-}
-
-/// The name of a well-known script interpreter or launcher (`python3.11`,
-/// `node`, `env`, …), which a release must never replace.
-fn interpreter_name(path: &Path) -> Option<String> {
-    const INTERPRETERS: [&str; 20] = [
-        "python", "pypy", "node", "nodejs", "deno", "bun", "ruby", "perl", "php", "bash", "sh",
-        "dash", "zsh", "java", "lua", "luajit", "pwsh", "dotnet", "env", "busybox",
-    ];
-    let name = path.file_name()?.to_str()?;
-    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    INTERPRETERS.contains(&stem).then(|| name.to_string())
-}
-
-/// Finds PROGRAM like a shell: as given when it has a slash, else in `PATH`;
-/// it must be an executable file.
-fn find_program(program: &Path) -> Result<PathBuf, String> {
-    let shown = program.display();
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.as_os_str().is_empty() {
-        return Err("PROGRAM is empty".into());
-    }
-    if program.components().count() > 1 || program.is_absolute() {
-        if !program.exists() {
-            return Err(format!("PROGRAM not found: '{shown}' does not exist"));
-        }
-        if !executable(program) {
-            return Err(format!(
-                "PROGRAM not executable: '{shown}' is not an executable file (chmod +x it, or run it through its interpreter)"
-            ));
-        }
-        return Ok(program.to_path_buf());
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            format!("PROGRAM not found: '{shown}' is not in PATH / not executable (give a path like ./{shown})")
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interpreters_are_recognised_by_file_name() {
-        for name in [
-            "python3.11",
-            "python3",
-            "node",
-            "bash",
-            "env",
-            "perl5.36",
-            "java",
-        ] {
-            assert!(
-                interpreter_name(Path::new("/usr/bin").join(name).as_path()).is_some(),
-                "{name}"
-            );
-        }
-        for name in ["myapp", "python-api", "nodeserver", "app.py", "shop2"] {
-            assert!(
-                interpreter_name(Path::new("/srv").join(name).as_path()).is_none(),
-                "{name}"
-            );
-        }
-    }
 }
