@@ -93,29 +93,29 @@ pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A size in bytes: `1048576`, `64M`, `64MiB`, `1.5G`, `100MB`.
+///
+/// A bare K, M, G (and T, P, E) is binary here, as in dd(1): `64M` is
+/// 64 MiB, while `64MB` is 64,000,000. `parse_size` reads a bare prefix as
+/// decimal, so it is given one with the `i` of a binary unit (and a
+/// leading `0` to a fraction written `.5G`).
 pub(crate) fn size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size; write it like 64MiB, 512M, 1G or 1048576");
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    let bytes = (n * factor as f64).round();
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{s:?}: must be at least one byte"));
+    let mut text = String::with_capacity(t.len() + 2);
+    if t.starts_with('.') {
+        text.push('0');
     }
-    Ok(bytes as u64)
+    text.push_str(t);
+    if t.ends_with(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E']) {
+        text.push('i');
+    }
+    match parse_size::parse_size(&text) {
+        Ok(0) => Err(format!("{s:?}: must be at least one byte")),
+        Ok(n) => Ok(n),
+        Err(parse_size::Error::PosOverflow) => Err(format!("{s:?} is too large")),
+        Err(_) => Err(format!(
+            "{s:?} is not a size; write it like 64MiB, 512M, 1G or 1048576"
+        )),
+    }
 }
 
 /// A signal by name (`USR2`, `SIGHUP`, case-insensitive) or number, usable
@@ -241,6 +241,37 @@ mod tests {
         assert!(signal("KILL").is_err());
         assert!(signal("TERM").is_err());
         assert!(signal("BANANA").is_err());
+    }
+
+    #[test]
+    fn sizes_in_every_form() {
+        for (text, bytes) in [
+            ("1", 1),
+            ("0.5", 1),
+            ("1024b", 1024),
+            (" 64 MiB ", 64 << 20),
+            ("64mib", 64 << 20),
+            ("64k", 64 << 10),
+            ("64 K", 64 << 10),
+            ("64KiB", 64 << 10),
+            ("64kb", 64_000),
+            ("64KB", 64_000),
+            ("2g", 2 << 30),
+            ("2GB", 2_000_000_000),
+            (".5G", 1 << 29),
+            ("5.M", 5 << 20),
+        ] {
+            assert_eq!(size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "M", "0.4", "-1", "1.2.3", "64 kg", "64 bytes", "1 MiBB"] {
+            assert!(size(text).is_err(), "{text}");
+        }
+        let e = size("lots").expect_err("not a size");
+        assert!(e.contains("is not a size; write it like 64MiB"), "{e}");
+        let e = size("0").expect_err("zero");
+        assert!(e.contains("must be at least one byte"), "{e}");
+        let e = size("99999999999G").expect_err("too large");
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]
