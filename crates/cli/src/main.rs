@@ -62,22 +62,26 @@
 //!
 //! ## Modules
 //!
-//! From the top down:
+//! From the top down; a module uses only modules named after it:
 //!
 //! - `main.rs`: the command line's top level, dispatch, exit status.
 //! - The commands: `run.rs` (`run`: flags, merged over the file, built into
 //!   the library's `Config`), `control.rs` (`restart`, `status`),
 //!   `publish.rs` (`keygen`, `sign`), `ledger.rs` (`ledger show`,
 //!   `ledger reset-floor`).
-//! - What `run` is made of: `source.rs` (the release source),
-//!   `config_file.rs` (the TOML file), `program.rs` (PROGRAM found in
-//!   `PATH`, interpreters told apart), `progress.rs` (download progress).
+//! - What they are made of: `source.rs` (`run`'s release source, which takes
+//!   the file's `[upgrade]` table), `config_file.rs` (the TOML file),
+//!   `program.rs` (PROGRAM found in `PATH`, interpreters told apart),
+//!   `progress.rs` (download progress), `control_socket.rs` (where a
+//!   master's control socket lives: `run` puts it there, `restart` and
+//!   `status` find it there).
 //! - At the bottom: `parse.rs` (the values of flags and file alike:
 //!   durations, sizes, signals, modes, keys, addresses), `failure.rs` (why a
 //!   command failed, and so its exit status).
 
 mod config_file;
 mod control;
+mod control_socket;
 mod failure;
 mod ledger;
 mod parse;

@@ -16,6 +16,7 @@ use clap::Args;
 use overseer::{Config, Probe, Readiness};
 
 use crate::config_file::{self, FileConfig};
+use crate::control_socket;
 use crate::failure::Failure;
 use crate::parse::{self, Ready, Sanity};
 use crate::program::{find_program, interpreter_name};
@@ -244,10 +245,10 @@ fn control_path(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "overseer".into()),
     };
-    crate::control::check_name(&name).map_err(Failure::Usage)?;
-    let dir = crate::control::default_dir();
-    crate::control::check_dir(&dir)?;
-    Ok(crate::control::socket_for(&dir, &name))
+    control_socket::check_name(&name).map_err(Failure::Usage)?;
+    let dir = control_socket::default_dir();
+    control_socket::check_dir(&dir)?;
+    Ok(control_socket::socket_for(&dir, &name))
 }
 
 /// Merges flags over the file and checks everything; builds the library's
