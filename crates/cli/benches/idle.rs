@@ -33,7 +33,7 @@ fn main() {
     // The program: any long-running executable; `sleep` serves nothing, which
     // leaves the master's cost alone in the figures.
     let program = dir.path().join("app");
-    let sleep = which("sleep").expect("sleep in PATH");
+    let sleep = which::which("sleep").expect("sleep in PATH");
     std::fs::copy(&sleep, &program).expect("copy sleep");
     let bytes = std::fs::read(&program).expect("the program");
     println!(
@@ -114,11 +114,4 @@ fn verdict(pass: bool) -> &'static str {
     } else {
         "FAIL"
     }
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }

@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::run::{self, Ready, Sanity};
-use crate::Failure;
+use crate::failure::Failure;
+use crate::parse::{self, Ready, Sanity};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -159,7 +159,7 @@ impl FileConfig {
             join(control);
         }
         for entry in &mut self.listen {
-            let (name, address) = run::split_name(entry);
+            let (name, address) = parse::split_name(entry);
             if let Some(path) = address.strip_prefix("unix:") {
                 let mut path = path.to_string();
                 join_text(&mut path);
@@ -179,7 +179,7 @@ impl FileConfig {
         // An entry is a key itself (one line, or a whole `.pub` file's
         // text), or the path of a `.pub` file.
         for key in &mut upgrade.public_key {
-            if !key.trim().contains('\n') && !run::is_public_key(key) {
+            if !key.trim().contains('\n') && !parse::is_public_key(key) {
                 join_text(key);
             }
         }
@@ -203,11 +203,11 @@ where
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    with(d, run::parse_duration)
+    with(d, parse::duration)
 }
 
 fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    with(d, run::parse_positive_duration)
+    with(d, parse::positive_duration)
 }
 
 fn ready<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ready>, D::Error> {
@@ -223,7 +223,7 @@ fn signal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
         Text::Str(s) => s,
         Text::Int(n) => n.to_string(),
     };
-    run::parse_signal(&text)
+    parse::signal(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -233,7 +233,7 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Text::Str(s) => s,
         Text::Int(n) => n.to_string(),
     };
-    run::parse_size(&text)
+    parse::size(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -1,12 +1,13 @@
 //! `overseer restart` and `overseer status`: clients of a running master's
-//! control socket, and where that socket lives by default.
+//! control socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::Failure;
+use crate::control_socket::{check_dir, default_dir, socket_for};
+use crate::failure::Failure;
 
 /// How to find a running master: by name, by path, or the only one there is.
 #[derive(Args, Debug, Clone)]
@@ -144,76 +145,5 @@ impl Target {
                     .join(", ")
             ))),
         }
-    }
-}
-
-/// Where control sockets go by default: the user's runtime directory, or
-/// `/run/overseer` for root, or a private directory in `/tmp`.
-pub(crate) fn default_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir())
-    {
-        return dir.join("overseer");
-    }
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        PathBuf::from("/run/overseer")
-    } else {
-        std::env::temp_dir().join(format!("overseer-{uid}"))
-    }
-}
-
-/// Refuses a default directory that someone else could tamper with: it
-/// must belong to this user (or root) and be writable by no one else.
-/// (A missing one is created `0700` by the master.)
-pub(crate) fn check_dir(dir: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
-        return Ok(());
-    };
-    let uid = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() || (meta.uid() != uid && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
-        return Err(Failure::Usage(format!(
-            "{} is not a private directory of this user (owner uid {}, mode {:o}); remove it, or give --control PATH",
-            dir.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
-}
-
-/// The socket path for a service name.
-pub(crate) fn socket_for(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.sock"))
-}
-
-/// Checks a service name: it becomes a file name.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "bad service name {name:?}: use letters, digits, '-', '_', '.', '@' (not starting with '.')"
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_file_names() {
-        assert!(check_name("myapp@2").is_ok());
-        assert!(check_name("../x").is_err());
-        assert!(check_name("").is_err());
-        assert!(check_name(".hidden").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 #[derive(Args, Debug)]
 pub(crate) struct LedgerArgs {

@@ -62,14 +62,30 @@
 //!
 //! ## Modules
 //!
-//! `run.rs` (the `run` command: flags, merging with the file, building the
-//! library's `Config`), `config_file.rs` (the TOML file), `progress.rs`
-//! (download progress), `publish.rs` (`keygen`, `sign`), `ledger.rs`
-//! (`ledger show`, `ledger reset-floor`).
+//! From the top down; a module uses only modules named after it:
+//!
+//! - `main.rs`: the command line's top level, dispatch, exit status.
+//! - The commands: `run.rs` (`run`: flags, merged over the file, built into
+//!   the library's `Config`), `control.rs` (`restart`, `status`),
+//!   `publish.rs` (`keygen`, `sign`), `ledger.rs` (`ledger show`,
+//!   `ledger reset-floor`).
+//! - What they are made of: `source.rs` (`run`'s release source, which takes
+//!   the file's `[upgrade]` table), `config_file.rs` (the TOML file),
+//!   `program.rs` (PROGRAM found in `PATH`, interpreters told apart),
+//!   `progress.rs` (download progress), `control_socket.rs` (where a
+//!   master's control socket lives: `run` puts it there, `restart` and
+//!   `status` find it there).
+//! - At the bottom: `parse.rs` (the values of flags and file alike:
+//!   durations, sizes, signals, modes, keys, addresses), `failure.rs` (why a
+//!   command failed, and so its exit status).
 
 mod config_file;
 mod control;
+mod control_socket;
+mod failure;
 mod ledger;
+mod parse;
+mod program;
 mod progress;
 mod publish;
 mod run;
@@ -78,6 +94,8 @@ mod source;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::failure::Failure;
 
 #[derive(Parser)]
 #[command(
@@ -134,15 +152,6 @@ enum Command {
     /// The ledger (`.NAME.overseer-state` beside the binary) holds the
     /// highest signed version seen: signed releases not newer are refused.
     Ledger(ledger::LedgerArgs),
-}
-
-/// Why a command failed, and so its exit status.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Bad input: flags, the config file, the program (exit status 2).
-    Usage(String),
-    /// Anything else (exit status 1).
-    Runtime(String),
 }
 
 fn main() -> ExitCode {

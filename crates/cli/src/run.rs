@@ -2,23 +2,25 @@
 //! the library's `Config` built from both).
 //!
 //! Everything the user gave is checked here, before the library binds a
-//! socket or starts a process: addresses (with the library's own parser),
-//! durations, sizes, the signal, public keys, the release source and the
-//! program itself. Bad input exits with status 2 and a message naming the
-//! flag (or the file and line) and what would be right.
+//! socket or starts a process: the values (`parse`: addresses with the
+//! library's own parser, durations, sizes, the signal, public keys), the
+//! release source (`source`) and the program itself. Bad input exits with
+//! status 2 and a message naming the flag (or the file and line) and what
+//! would be right.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
 use overseer::{Config, Probe, Readiness};
 
 use crate::config_file::{self, FileConfig};
+use crate::control_socket;
+use crate::failure::Failure;
+use crate::parse::{self, Ready, Sanity};
+use crate::program::{find_program, interpreter_name};
 use crate::source::SourceArgs;
-use crate::Failure;
 
 /// Examples shown after `overseer run --help`.
 pub(crate) const EXAMPLES: &str = "\
@@ -84,18 +86,18 @@ pub(crate) struct RunArgs {
 
     /// A new worker not ready within this is killed; the old one keeps
     /// serving [default: 30s]. Durations: 500ms, 30s, 2m, 1h.
-    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::positive_duration)]
     ready_timeout: Option<Duration>,
 
     /// How long a draining worker may take after SIGTERM before SIGKILL
     /// [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::positive_duration)]
     terminate_timeout: Option<Duration>,
 
     /// The signal that triggers a graceful restart: a name (USR2, SIGHUP) or
     /// a number [default: USR2]. Every other signal but SIGCHLD is forwarded
     /// to the worker; SIGTERM stops.
-    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    #[arg(long, value_name = "SIG", value_parser = parse::signal)]
     restart_signal: Option<i32>,
 
     /// Turn restarts off: the restart signal then stops the service
@@ -138,7 +140,7 @@ pub(crate) struct RunArgs {
 
     /// How often to poll the release source [default: 1s for files and URLs,
     /// 1m for S3, Azure and GCS, 5m for GitHub].
-    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    #[arg(long, value_name = "DUR", value_parser = parse::positive_duration, help_heading = "Upgrades")]
     fetch_interval: Option<Duration>,
 
     /// Trust releases signed by this minisign public key: the key itself
@@ -161,7 +163,7 @@ pub(crate) struct RunArgs {
 
     /// A new release's worker failing within this after becoming ready is
     /// rolled back to the previous binary [default: 10s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Upgrades")]
+    #[arg(long, value_name = "DUR", value_parser = parse::duration, help_heading = "Upgrades")]
     probation: Option<Duration>,
 
     /// Install new releases without restarting; they run from the next restart.
@@ -170,11 +172,11 @@ pub(crate) struct RunArgs {
 
     /// The largest release accepted: bytes, or with K, M, G (KiB, MiB, GiB;
     /// KB, MB, GB are powers of 1000) [default: 512MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Upgrades")]
+    #[arg(long, value_name = "SIZE", value_parser = parse::size, help_heading = "Upgrades")]
     max_download_size: Option<u64>,
 
     /// A download still running after this is abandoned [default: 5m].
-    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    #[arg(long, value_name = "DUR", value_parser = parse::positive_duration, help_heading = "Upgrades")]
     download_timeout: Option<Duration>,
 
     /// Run the verified new binary before swapping it in: none, version,
@@ -193,7 +195,7 @@ pub(crate) struct RunArgs {
     sanity_check: Option<Sanity>,
 
     /// How long the sanity check may take [default: 10s].
-    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration, help_heading = "Upgrades")]
+    #[arg(long, value_name = "DUR", value_parser = parse::positive_duration, help_heading = "Upgrades")]
     sanity_timeout: Option<Duration>,
 
     /// The executable's name inside release archives [default: PROGRAM's file name].
@@ -206,141 +208,6 @@ pub(crate) struct RunArgs {
     /// line), not the interpreter.
     #[arg(value_name = "PROGRAM [ARGS]", trailing_var_arg = true)]
     command: Vec<OsString>,
-}
-
-/// `--ready`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ready {
-    Started,
-    Notify,
-    After(Duration),
-    Cmd(Vec<String>),
-}
-
-impl Ready {
-    /// Parses `started`, `notify`, `after=DUR` or `cmd=COMMAND`.
-    pub(crate) fn parse(s: &str) -> Result<Ready, String> {
-        let usage = "expected started, notify, after=DUR or cmd=COMMAND";
-        match s.trim() {
-            "started" => return Ok(Ready::Started),
-            "notify" => return Ok(Ready::Notify),
-            _ => {}
-        }
-        if let Some(d) = s.strip_prefix("after=") {
-            return parse_duration(d).map(Ready::After);
-        }
-        if let Some(c) = s.strip_prefix("cmd=") {
-            return split_words(c, "cmd=").map(Ready::Cmd);
-        }
-        Err(format!("unknown readiness {s:?}: {usage}"))
-    }
-}
-
-/// `--sanity-check`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Sanity {
-    None,
-    Token,
-    Version,
-    Args(Vec<String>),
-}
-
-impl Sanity {
-    /// Parses `none`, `token`, `version` or `args=ARGS`.
-    pub(crate) fn parse(s: &str) -> Result<Sanity, String> {
-        match s.trim() {
-            "none" => Ok(Sanity::None),
-            "token" => Ok(Sanity::Token),
-            "version" => Ok(Sanity::Version),
-            _ => match s.strip_prefix("args=") {
-                Some(a) => split_words(a, "args=").map(Sanity::Args),
-                None => Err(format!(
-                    "unknown sanity check {s:?}: expected none, version, args=ARGS or token"
-                )),
-            },
-        }
-    }
-}
-
-/// Splits a command line into words, quotes grouping, no shell involved.
-fn split_words(s: &str, what: &str) -> Result<Vec<String>, String> {
-    let words = shlex::split(s)
-        .ok_or_else(|| format!("{what}{s}: unbalanced quotes or a trailing backslash"))?;
-    if words.is_empty() {
-        return Err(format!(
-            "{what} needs a command, e.g. {what}'test -e /run/app/{{pid}}.ready'"
-        ));
-    }
-    Ok(words)
-}
-
-/// A duration like `30s`, `500ms`, `2m`, `1h 30m`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 30s or 2m"))
-}
-
-/// A duration above zero.
-pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be above zero"));
-    }
-    Ok(d)
-}
-
-/// A size in bytes: `1048576`, `64M`, `64MiB`, `1.5G`, `100MB`.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size; write it like 64MiB, 512M, 1G or 1048576");
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    let bytes = (n * factor as f64).round();
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{s:?}: must be at least one byte"));
-    }
-    Ok(bytes as u64)
-}
-
-/// A signal by name (`USR2`, `SIGHUP`, case-insensitive) or number, usable
-/// as the restart signal.
-pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
-    use nix::sys::signal::Signal;
-    let t = s.trim();
-    let signal = match t.parse::<i32>() {
-        Ok(n) => Signal::try_from(n).map_err(|_| format!("{n} is not a signal number here"))?,
-        Err(_) => {
-            let upper = t.to_ascii_uppercase();
-            let name = if upper.starts_with("SIG") {
-                upper
-            } else {
-                format!("SIG{upper}")
-            };
-            Signal::from_str(&name)
-                .map_err(|_| format!("unknown signal {s:?}; try USR2, USR1, HUP or a number"))?
-        }
-    };
-    match signal {
-        Signal::SIGKILL | Signal::SIGSTOP => Err(format!(
-            "{signal} cannot be caught; choose USR2, USR1 or HUP"
-        )),
-        Signal::SIGCHLD => Err("the master needs SIGCHLD to watch its workers".into()),
-        Signal::SIGTERM => Err("SIGTERM stops the service; choose USR2, USR1 or HUP".into()),
-        _ => Ok(signal as i32),
-    }
 }
 
 /// Runs `overseer run`: returns only on an error.
@@ -378,10 +245,10 @@ fn control_path(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "overseer".into()),
     };
-    crate::control::check_name(&name).map_err(Failure::Usage)?;
-    let dir = crate::control::default_dir();
-    crate::control::check_dir(&dir)?;
-    Ok(crate::control::socket_for(&dir, &name))
+    control_socket::check_name(&name).map_err(Failure::Usage)?;
+    let dir = control_socket::default_dir();
+    control_socket::check_dir(&dir)?;
+    Ok(control_socket::socket_for(&dir, &name))
 }
 
 /// Merges flags over the file and checks everything; builds the library's
@@ -420,14 +287,7 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         a.listen
     };
     for entry in &listen {
-        let (name, address) = split_name(entry);
-        overseer::address::Address::parse(address).map_err(|e| {
-            let reason = match e {
-                overseer::Error::InvalidAddress { reason, .. } => reason,
-                other => other.to_string(),
-            };
-            usage(format!("bad --listen address '{entry}': {reason}"))
-        })?;
+        let (name, address) = parse::listen(entry).map_err(usage)?;
         config = match name {
             Some(n) => config.named_address(n, address),
             None => config.address(address),
@@ -488,7 +348,7 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         a.public_key
     };
     for key in &keys {
-        config = config.public_key(read_public_key(key).map_err(usage)?);
+        config = config.public_key(parse::public_key(key).map_err(usage)?);
     }
     let pass_env = if a.pass_env.is_empty() {
         std::mem::take(&mut u.pass_env)
@@ -496,11 +356,7 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         a.pass_env
     };
     for name in pass_env {
-        if name.is_empty() || name.contains(['=', '*', '\0']) {
-            return Err(usage(format!(
-                "bad --pass-env {name:?}: expected an environment variable's name, e.g. AWS_REGION"
-            )));
-        }
+        parse::env_name(&name).map_err(usage)?;
         config = config.pass_env(name);
     }
     let from_file = SourceArgs::from_file(&mut u);
@@ -551,179 +407,4 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         config = config.on_download_progress(crate::progress::reporter());
     }
     Ok(config)
-}
-
-/// The name of a well-known script interpreter or launcher (`python3.11`,
-/// `node`, `env`, …), which a release must never replace.
-fn interpreter_name(path: &Path) -> Option<String> {
-    const INTERPRETERS: [&str; 20] = [
-        "python", "pypy", "node", "nodejs", "deno", "bun", "ruby", "perl", "php", "bash", "sh",
-        "dash", "zsh", "java", "lua", "luajit", "pwsh", "dotnet", "env", "busybox",
-    ];
-    let name = path.file_name()?.to_str()?;
-    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    INTERPRETERS.contains(&stem).then(|| name.to_string())
-}
-
-/// Splits `NAME=ADDR`; a plain address (whose text before `=` is no name,
-/// like `unix:/tmp/a=b.sock`) is returned whole.
-pub(crate) fn split_name(entry: &str) -> (Option<&str>, &str) {
-    match entry.split_once('=') {
-        Some((name, address))
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
-        {
-            (Some(name), address)
-        }
-        _ => (None, entry),
-    }
-}
-
-/// Finds PROGRAM like a shell: as given when it has a slash, else in `PATH`;
-/// it must be an executable file.
-fn find_program(program: &Path) -> Result<PathBuf, String> {
-    let shown = program.display();
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.as_os_str().is_empty() {
-        return Err("PROGRAM is empty".into());
-    }
-    if program.components().count() > 1 || program.is_absolute() {
-        if !program.exists() {
-            return Err(format!("PROGRAM not found: '{shown}' does not exist"));
-        }
-        if !executable(program) {
-            return Err(format!(
-                "PROGRAM not executable: '{shown}' is not an executable file (chmod +x it, or run it through its interpreter)"
-            ));
-        }
-        return Ok(program.to_path_buf());
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            format!("PROGRAM not found: '{shown}' is not in PATH / not executable (give a path like ./{shown})")
-        })
-}
-
-/// Whether `value` is a minisign public key itself (rather than a file's path).
-pub(crate) fn is_public_key(value: &str) -> bool {
-    minisign::PublicKey::from_base64(value.trim()).is_ok()
-}
-
-/// A `--public-key` value: a `.pub` file's path, or the key itself; checked
-/// here so that a typo is reported before anything starts.
-fn read_public_key(value: &str) -> Result<String, String> {
-    let path = Path::new(value);
-    let (text, from_file) = if path.is_file() {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("bad --public-key '{value}': cannot read it: {e}"))?;
-        (text, true)
-    } else {
-        (value.to_string(), false)
-    };
-    let parsed = if text.trim().contains('\n') {
-        minisign::PublicKeyBox::from_string(&text).and_then(|b| b.into_public_key())
-    } else {
-        minisign::PublicKey::from_base64(text.trim())
-    };
-    match parsed {
-        Ok(_) => Ok(text),
-        Err(e) if from_file => Err(format!(
-            "bad --public-key '{value}': the file is not a minisign public key ({e})"
-        )),
-        Err(e) => Err(format!(
-            "bad --public-key '{value}': neither a minisign public key (RWQ…: {e}) nor a readable .pub file"
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interpreters_are_recognised_by_file_name() {
-        for name in [
-            "python3.11",
-            "python3",
-            "node",
-            "bash",
-            "env",
-            "perl5.36",
-            "java",
-        ] {
-            assert!(
-                interpreter_name(Path::new("/usr/bin").join(name).as_path()).is_some(),
-                "{name}"
-            );
-        }
-        for name in ["myapp", "python-api", "nodeserver", "app.py", "shop2"] {
-            assert!(
-                interpreter_name(Path::new("/srv").join(name).as_path()).is_none(),
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn durations_sizes_and_signals() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_positive_duration("0s").is_err());
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-        assert_eq!(parse_signal("USR2"), Ok(nix::libc::SIGUSR2));
-        assert_eq!(parse_signal("sighup"), Ok(nix::libc::SIGHUP));
-        assert_eq!(parse_signal("10"), Ok(10));
-        assert!(parse_signal("KILL").is_err());
-        assert!(parse_signal("TERM").is_err());
-        assert!(parse_signal("BANANA").is_err());
-    }
-
-    #[test]
-    fn readiness_modes() {
-        assert_eq!(Ready::parse("notify"), Ok(Ready::Notify));
-        assert_eq!(
-            Ready::parse("after=1s"),
-            Ok(Ready::After(Duration::from_secs(1)))
-        );
-        assert_eq!(
-            Ready::parse("cmd=test -e '/run/a b/{pid}'"),
-            Ok(Ready::Cmd(vec![
-                "test".into(),
-                "-e".into(),
-                "/run/a b/{pid}".into()
-            ]))
-        );
-        assert!(Ready::parse("cmd=").is_err());
-        assert!(Ready::parse("later").is_err());
-        assert_eq!(
-            Sanity::parse("args=--check x"),
-            Ok(Sanity::Args(vec!["--check".into(), "x".into()]))
-        );
-    }
-
-    #[test]
-    fn names_are_split_from_addresses() {
-        assert_eq!(split_name("web=:80"), (Some("web"), ":80"));
-        assert_eq!(split_name(":80"), (None, ":80"));
-        assert_eq!(
-            split_name("unix:/tmp/a=b.sock"),
-            (None, "unix:/tmp/a=b.sock")
-        );
-    }
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use overseer::{fetcher, Config};
 
 use crate::config_file::UpgradeFile;
-use crate::Failure;
+use crate::failure::Failure;
 
 /// Where releases come from and how to reach it (the "Upgrades" flags that
 /// name a source). Taken whole from the flags when they name a source, else
