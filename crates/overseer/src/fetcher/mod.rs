@@ -70,8 +70,11 @@ mod client;
 mod github;
 #[cfg(feature = "fetch-github")]
 pub use github::GitHub;
+// Which release file is for this OS and CPU (the GitHub fetcher's asset choice).
 #[cfg(feature = "fetch-http")]
 mod http;
+#[cfg(feature = "fetch-github")]
+mod platform;
 #[cfg(feature = "fetch-http")]
 pub use http::Http;
 
