@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use ureq::http::{header, StatusCode};
+use url::Url;
 
 use super::client::{
     named_checksum, parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots,
@@ -226,7 +227,8 @@ impl GitHub {
         self
     }
 
-    fn check_repo(&self) -> Result<(), FetchError> {
+    /// The repository's owner and name, checked.
+    fn owner_and_name(&self) -> Result<(&str, &str), FetchError> {
         let valid = |s: &str| {
             !s.is_empty()
                 && s != "."
@@ -235,13 +237,33 @@ impl GitHub {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         match self.repo.split_once('/') {
-            Some((owner, name)) if valid(owner) && valid(name) => Ok(()),
+            Some((owner, name)) if valid(owner) && valid(name) => Ok((owner, name)),
             _ => Err(format!(
                 "invalid GitHub repository '{}': expected 'owner/name', as in github.com/owner/name",
                 self.repo
             )
             .into()),
         }
+    }
+
+    /// The API URL polled: the latest release, or with pre-releases the
+    /// newest few releases.
+    fn releases_url(&self) -> Result<Url, FetchError> {
+        let (owner, name) = self.owner_and_name()?;
+        let mut url = parse_url(&self.api)?;
+        {
+            let not_a_base = |()| format!("invalid GitHub API URL '{}'", self.api);
+            let mut path = url.path_segments_mut().map_err(not_a_base)?;
+            path.pop_if_empty()
+                .extend(["repos", owner, name, "releases"]);
+            if !self.prereleases {
+                path.push("latest");
+            }
+        }
+        if self.prereleases {
+            url.query_pairs_mut().append_pair("per_page", "10");
+        }
+        Ok(url)
     }
 
     /// GETs a URL with the token sent to the API's origin only.
@@ -397,7 +419,7 @@ impl Fetcher for GitHub {
     }
 
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
-        self.check_repo()?;
+        self.owner_and_name()?;
         plain_http_rule(
             "the GitHub API URL",
             &parse_url(&self.api)?,
@@ -427,16 +449,11 @@ impl Fetcher for GitHub {
     }
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
-        self.check_repo()?;
-        let url = if self.prereleases {
-            format!("{}/repos/{}/releases?per_page=10", self.api, self.repo)
-        } else {
-            format!("{}/repos/{}/releases/latest", self.api, self.repo)
-        };
+        let url = self.releases_url()?;
         let api_deadline = Instant::now() + API_TIMEOUT.min(self.timeout);
         let etag = self.etag.clone();
         let fetched = self.get(
-            &url,
+            url.as_str(),
             "application/vnd.github+json",
             etag.as_deref(),
             api_deadline,
