@@ -18,6 +18,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
+use url::Url;
 
 use super::{plain_http_rule, shown, FetchError};
 
@@ -56,7 +57,7 @@ pub(super) struct Get<'a> {
 
 /// A response, and the URL it finally came from (after redirects).
 pub(super) struct Fetched {
-    pub url: Uri,
+    pub url: Url,
     pub response: Response<Body>,
 }
 
@@ -155,14 +156,14 @@ impl ureq::unversioned::resolver::Resolver for Resolver {
     }
 }
 
-/// The socket address of a URL whose host is an IP address (`[…]` for v6).
+/// The socket address of a URL whose host is an IP address (`[…]` for v6),
+/// read by the same host parser as the URLs the client is given.
 fn ip_address(uri: &Uri) -> Option<SocketAddr> {
-    let host = uri.host()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let ip: IpAddr = host.parse().ok()?;
+    let ip = match url::Host::parse(uri.host()?).ok()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
     let port = match (uri.port_u16(), uri.scheme_str()) {
         (Some(port), _) => port,
         (None, Some("http")) => 80,
@@ -229,7 +230,7 @@ impl Client {
     /// Sends a GET, following redirects (at most [`MAX_REDIRECTS`]), and
     /// returns the first response that is not a redirect, whatever its status.
     pub fn get(&self, get: &Get<'_>) -> Result<Fetched, FetchError> {
-        let trusted = origin(&parse_url(get.trusted)?);
+        let trusted = parse_url(get.trusted)?.origin();
         let mut url = parse_url(get.url)?;
         plain_http_rule("GET", &url, get.allow_http)?;
         for _ in 0..=MAX_REDIRECTS {
@@ -239,11 +240,14 @@ impl Client {
             }
             // The bytes as published: no transport compression to undo (and
             // no Content-Length that counts compressed bytes).
-            let mut request = self.agent.get(&url).header("Accept-Encoding", "identity");
+            let mut request = self
+                .agent
+                .get(url.as_str())
+                .header("Accept-Encoding", "identity");
             for (name, value) in get.public {
                 request = request.header(*name, value);
             }
-            if origin(&url) == trusted {
+            if url.origin() == trusted {
                 for (name, value) in get.private {
                     request = request.header(name, value);
                 }
@@ -270,7 +274,7 @@ impl Client {
                     )
                 })?;
             let next = resolve(&url, location)?;
-            if url.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+            if url.scheme() == "https" && next.scheme() != "https" {
                 return Err(format!(
                     "{} redirected from https to plain http ({}): refused; \
                      serve releases over https",
@@ -298,7 +302,7 @@ impl Client {
 const TLS_HINT: &str = "check that the server's certificate names this host and is signed by \
                         a trusted CA (for a private CA: root_certificates, or --ca-file)";
 
-fn request_error(url: &Uri, e: &ureq::Error) -> String {
+fn request_error(url: &Url, e: &ureq::Error) -> String {
     let hint = match e {
         ureq::Error::Timeout(_) => "raise the timeout, or check the server",
         ureq::Error::HostNotFound => "check the host name in the URL",
@@ -324,55 +328,29 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// Parses an absolute http(s) URL.
-pub(super) fn parse_url(url: &str) -> Result<Uri, FetchError> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("invalid URL '{url}': {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+/// Parses an absolute http(s) URL (which always has a host). Credentials
+/// are scoped to its origin ([`Url::origin`]: scheme, host and port).
+pub(super) fn parse_url(url: &str) -> Result<Url, FetchError> {
+    let parsed = Url::parse(url).map_err(|e| format!("invalid URL '{url}': {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
         _ => {
             Err(format!("invalid URL '{url}': expected http://HOST/... or https://HOST/...").into())
         }
     }
 }
 
-/// The origin of a URL: scheme, host and port (credentials are scoped to it).
-fn origin(uri: &Uri) -> (String, String, u16) {
-    let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
-    let host = uri.host().unwrap_or("").to_ascii_lowercase();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    (scheme, host, port)
-}
-
-/// Resolves a `Location` header against the URL that sent it (RFC 3986 §5,
-/// without dot-segment removal: servers normalise paths themselves).
-fn resolve(base: &Uri, location: &str) -> Result<Uri, FetchError> {
-    let location = location.split('#').next().unwrap_or_default().trim();
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base.authority().map_or("", |a| a.as_str());
-    let has_scheme = location.split_once(':').is_some_and(|(s, _)| {
-        s.starts_with(|c: char| c.is_ascii_alphabetic())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    });
-    let full = if has_scheme {
-        location.to_string()
-    } else if let Some(rest) = location.strip_prefix("//") {
-        format!("{scheme}://{rest}")
-    } else if location.starts_with('/') {
-        format!("{scheme}://{authority}{location}")
-    } else if location.starts_with('?') {
-        format!("{scheme}://{authority}{}{location}", base.path())
-    } else {
-        let path = base.path();
-        let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
-        format!("{scheme}://{authority}{dir}{location}")
+/// Resolves a `Location` header against the URL that sent it (RFC 3986 §5),
+/// without its fragment, which is never sent.
+fn resolve(base: &Url, location: &str) -> Result<Url, FetchError> {
+    let unusable = |e: FetchError| -> FetchError {
+        format!("{} redirected to an unusable location: {e}", shown(base)).into()
     };
-    parse_url(&full)
-        .map_err(|e| format!("{} redirected to an unusable location: {e}", shown(base)).into())
+    let mut next = base
+        .join(location)
+        .map_err(|e| unusable(format!("invalid URL '{location}': {e}").into()))?;
+    next.set_fragment(None);
+    parse_url(next.as_str()).map_err(unusable)
 }
 
 /// The hex digest for `name` in a `sha256sum`-style file: the line naming the
@@ -429,12 +407,13 @@ pub(super) fn status_error(what: &str, url: &str, status: StatusCode) -> FetchEr
 mod tests {
     use super::*;
 
-    fn uri(s: &str) -> Uri {
-        s.parse().expect("test URL")
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("test URL")
     }
 
     #[test]
     fn addresses_need_no_lookup() {
+        let uri = |s: &str| s.parse::<Uri>().expect("test URL");
         let address = |s: &str| ip_address(&uri(s)).map(|a| a.to_string());
         assert_eq!(
             address("http://127.0.0.1/a").as_deref(),
@@ -454,7 +433,7 @@ mod tests {
 
     #[test]
     fn resolves_locations() {
-        let base = uri("http://a.example:8080/dir/file?q=1");
+        let base = url("http://a.example:8080/dir/file?q=1");
         let cases = [
             ("https://b.example/x", "https://b.example/x"),
             ("//c.example/y", "http://c.example/y"),
@@ -472,17 +451,17 @@ mod tests {
 
     #[test]
     fn origins_compare_scheme_host_port() {
-        let a = origin(&uri("http://Example.com/x"));
-        assert_eq!(a, origin(&uri("http://example.com:80/y")));
-        assert_ne!(a, origin(&uri("https://example.com/x")));
-        assert_ne!(a, origin(&uri("http://example.com:8080/x")));
-        assert_ne!(a, origin(&uri("http://other.example.com/x")));
+        let a = url("http://Example.com/x").origin();
+        assert_eq!(a, url("http://example.com:80/y").origin());
+        assert_ne!(a, url("https://example.com/x").origin());
+        assert_ne!(a, url("http://example.com:8080/x").origin());
+        assert_ne!(a, url("http://other.example.com/x").origin());
     }
 
     #[test]
     fn hides_credentials() {
         assert_eq!(
-            shown(&uri("https://u:p@host.example/a?b=c")),
+            shown(&url("https://u:p@host.example/a?b=c")),
             "https://host.example/a?b=c"
         );
     }

@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use ureq::http::{header, StatusCode};
+use url::Url;
 
 use super::client::{
     named_checksum, parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots,
     SIDECAR_LIMIT,
 };
+use super::platform::{choose, Platform};
 use super::{plain_http_rule, shown, Context, FetchError, Fetcher, Release};
 
 /// The version of the REST API the requests are written for.
@@ -225,7 +227,8 @@ impl GitHub {
         self
     }
 
-    fn check_repo(&self) -> Result<(), FetchError> {
+    /// The repository's owner and name, checked.
+    fn owner_and_name(&self) -> Result<(&str, &str), FetchError> {
         let valid = |s: &str| {
             !s.is_empty()
                 && s != "."
@@ -234,13 +237,33 @@ impl GitHub {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         match self.repo.split_once('/') {
-            Some((owner, name)) if valid(owner) && valid(name) => Ok(()),
+            Some((owner, name)) if valid(owner) && valid(name) => Ok((owner, name)),
             _ => Err(format!(
                 "invalid GitHub repository '{}': expected 'owner/name', as in github.com/owner/name",
                 self.repo
             )
             .into()),
         }
+    }
+
+    /// The API URL polled: the latest release, or with pre-releases the
+    /// newest few releases.
+    fn releases_url(&self) -> Result<Url, FetchError> {
+        let (owner, name) = self.owner_and_name()?;
+        let mut url = parse_url(&self.api)?;
+        {
+            let not_a_base = |()| format!("invalid GitHub API URL '{}'", self.api);
+            let mut path = url.path_segments_mut().map_err(not_a_base)?;
+            path.pop_if_empty()
+                .extend(["repos", owner, name, "releases"]);
+            if !self.prereleases {
+                path.push("latest");
+            }
+        }
+        if self.prereleases {
+            url.query_pairs_mut().append_pair("per_page", "10");
+        }
+        Ok(url)
     }
 
     /// GETs a URL with the token sent to the API's origin only.
@@ -396,7 +419,7 @@ impl Fetcher for GitHub {
     }
 
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
-        self.check_repo()?;
+        self.owner_and_name()?;
         plain_http_rule(
             "the GitHub API URL",
             &parse_url(&self.api)?,
@@ -426,16 +449,11 @@ impl Fetcher for GitHub {
     }
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
-        self.check_repo()?;
-        let url = if self.prereleases {
-            format!("{}/repos/{}/releases?per_page=10", self.api, self.repo)
-        } else {
-            format!("{}/repos/{}/releases/latest", self.api, self.repo)
-        };
+        let url = self.releases_url()?;
         let api_deadline = Instant::now() + API_TIMEOUT.min(self.timeout);
         let etag = self.etag.clone();
         let fetched = self.get(
-            &url,
+            url.as_str(),
             "application/vnd.github+json",
             etag.as_deref(),
             api_deadline,
@@ -471,9 +489,10 @@ impl Fetcher for GitHub {
             .collect();
         let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
         let platform = Platform::new(&self.target, os, arch, self.bin_name.as_deref());
-        let asset = choose(&assets, &platform, self.asset.as_deref())
-            .map_err(|e| format!("{} release {}: {e}", self.repo, release.tag_name))?
-            .clone();
+        let names: Vec<&str> = assets.iter().map(|a| a.name.as_str()).collect();
+        let chosen = choose(&names, &platform, self.asset.as_deref())
+            .map_err(|e| format!("{} release {}: {e}", self.repo, release.tag_name))?;
+        let asset = assets[chosen].clone();
         let signature = assets
             .iter()
             .find(|a| a.name == format!("{}.minisig", asset.name));
@@ -535,254 +554,6 @@ fn checksum_asset<'a>(asset: &Asset, assets: &'a [Asset]) -> Option<&'a Asset> {
     })
 }
 
-/// What this binary runs on, as asset names spell it.
-#[derive(Debug)]
-struct Platform {
-    triple: String,
-    /// The spellings of this OS (a line of [`OSES`]).
-    os: String,
-    /// The spellings of this CPU (a line of [`ARCHES`]).
-    arch: String,
-    env: Option<String>,
-    bin_name: Option<String>,
-}
-
-/// Operating systems and their spellings in asset names; the first word is
-/// `std::env::consts::OS`.
-const OSES: &[&str] = &[
-    "linux",
-    "macos darwin apple osx mac macosx",
-    "windows win win64 win32",
-    "freebsd",
-    "netbsd",
-    "openbsd",
-    "dragonfly",
-    "illumos",
-    "solaris sunos",
-    "android",
-    "ios",
-];
-
-/// CPUs and their spellings; the first word is `std::env::consts::ARCH`.
-/// `x86_64` and `x86-64` are rewritten `amd64` before matching.
-const ARCHES: &[&str] = &[
-    "x86_64 amd64 x64",
-    "aarch64 arm64 armv8",
-    "x86 i386 i486 i586 i686 386 ia32",
-    "arm armv6 armv6l armv7 armv7l armv7a armhf armel",
-    "riscv64 riscv64gc",
-    "powerpc64 ppc64 ppc64le powerpc64le",
-    "powerpc ppc",
-    "s390x",
-    "loongarch64 loong64",
-    "mips64 mips64el",
-    "mips mipsel",
-    "sparc64",
-];
-
-/// The C library / ABI part of target triples.
-const ENVS: &str = "gnu musl msvc gnueabihf musleabihf gnueabi musleabi androideabi";
-
-/// Builds that run on any CPU of their OS (macOS universal binaries).
-const ANY_ARCH: &str = "universal universal2 fat";
-
-/// Endings of names never chosen as the release: checksums, signatures,
-/// documents, scripts, installers and archive formats the pipeline cannot read.
-const SKIPPED: &str = "\
-    .sha256 .sha256sum .sha512 .sha512sum .sha1 .md5 .minisig .sig .asc .gpg .pem .crt .cert \
-    .pub .key .sbom .spdx .cdx .sigstore .bundle .intoto .jsonl .att .txt .md .json .yaml .yml \
-    .toml .xml .html .pdf .sh .ps1 .bat .cmd .deb .rpm .apk .msi .msix .dmg .pkg .snap \
-    .flatpak .appx .7z .rar .bz2 .tbz .tbz2 .lz .lz4 .jar .whl .nupkg .vsix .zsync";
-
-const TAR_GZ: bool = cfg!(all(feature = "gzip", feature = "tar"));
-const TAR_XZ: bool = cfg!(all(feature = "xz", feature = "tar"));
-const TAR_ZST: bool = cfg!(all(feature = "zstd", feature = "tar"));
-
-/// Archive formats in order of preference, whether this build unpacks them,
-/// and the features that would.
-const FORMATS: &[(&str, bool, &str)] = &[
-    (".tar.gz", TAR_GZ, "gzip, tar"),
-    (".tgz", TAR_GZ, "gzip, tar"),
-    (".tar.xz", TAR_XZ, "xz, tar"),
-    (".txz", TAR_XZ, "xz, tar"),
-    (".tar.zst", TAR_ZST, "zstd, tar"),
-    (".zip", cfg!(feature = "zip"), "zip"),
-    (".gz", cfg!(feature = "gzip"), "gzip"),
-    (".xz", cfg!(feature = "xz"), "xz"),
-    (".zst", cfg!(feature = "zstd"), "zstd"),
-    (".tar", cfg!(feature = "tar"), "tar"),
-];
-
-impl Platform {
-    /// The platform of `target`, running on `os` and `arch` (as
-    /// `std::env::consts` names them).
-    fn new(target: &str, os: &str, arch: &str, bin_name: Option<&str>) -> Platform {
-        let line = |table: &[&str], name: &str| {
-            let first = |l: &&str| l.split_whitespace().next() == Some(name);
-            table
-                .iter()
-                .copied()
-                .find(first)
-                .unwrap_or(name)
-                .to_string()
-        };
-        let parts: Vec<&str> = target.split('-').collect();
-        let env = parts
-            .get(3)
-            .or_else(|| parts.get(2).filter(|e| words(ENVS).any(|v| v == **e)))
-            .map(|e| e.to_string());
-        Platform {
-            triple: target.to_ascii_lowercase(),
-            os: line(OSES, os),
-            arch: line(ARCHES, arch),
-            env,
-            bin_name: bin_name.map(str::to_ascii_lowercase),
-        }
-    }
-
-    /// How well an asset name fits this platform; `None` when it is for
-    /// another OS or CPU.
-    fn score(&self, name: &str) -> Option<i32> {
-        let lower = name.to_ascii_lowercase();
-        let mut score = if lower.contains(&self.triple) {
-            100
-        } else {
-            let name = lower.replace("x86_64", "amd64").replace("x86-64", "amd64");
-            let has = |w: &str| has_word(&name, w);
-            let windows = self.os.starts_with("windows");
-            let exe = lower.ends_with(".exe");
-            let os = words(&self.os).any(has) || (exe && windows);
-            let other_os = OSES.iter().any(|l| words(l).any(has)) || exe;
-            let universal = self.os.starts_with("macos") && words(ANY_ARCH).any(has);
-            let arch = words(&self.arch).any(has) || universal;
-            let other_arch = ARCHES.iter().any(|l| words(l).any(has));
-            if (other_os && !os) || (other_arch && !arch) {
-                return None;
-            }
-            match (os, arch) {
-                (true, true) => 40,
-                (true, false) => 20,
-                (false, true) => 10,
-                (false, false) => 1,
-            }
-        };
-        if let Some(found) = words(ENVS).find(|e| has_word(&lower, e)) {
-            score += match self.env.as_deref() {
-                Some(env) if env == found => 2,
-                // A glibc build does not run on a musl system.
-                Some(env) if env.starts_with("musl") => -10,
-                _ => -2,
-            };
-        }
-        if let Some(bin) = &self.bin_name {
-            score += i32::from(lower.starts_with(bin.as_str()));
-        }
-        Some(score)
-    }
-}
-
-fn words(line: &str) -> std::str::SplitWhitespace<'_> {
-    line.split_whitespace()
-}
-
-/// Whether `word` occurs in `name` between non-alphanumeric characters.
-fn has_word(name: &str, word: &str) -> bool {
-    name.match_indices(word).any(|(i, _)| {
-        let before = name[..i].chars().next_back();
-        let after = name[i + word.len()..].chars().next();
-        !before.is_some_and(|c| c.is_ascii_alphanumeric())
-            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
-    })
-}
-
-fn skipped(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    words(SKIPPED).any(|ext| lower.ends_with(ext))
-        || ["checksums", "sha256sums", "sha512sums"]
-            .iter()
-            .any(|w| lower.contains(w))
-}
-
-/// The archive format of a name: its rank and whether this build unpacks
-/// it (a bare executable ranks last).
-fn archive_format(name: &str) -> (usize, bool, &'static str) {
-    let lower = name.to_ascii_lowercase();
-    FORMATS
-        .iter()
-        .enumerate()
-        .find(|(_, (ext, ..))| lower.ends_with(ext))
-        .map_or((FORMATS.len(), true, ""), |(i, (_, ok, features))| {
-            (i, *ok, *features)
-        })
-}
-
-/// Picks the asset for `platform`, or the one `pattern` names.
-fn choose<'a>(
-    assets: &'a [Asset],
-    platform: &Platform,
-    pattern: Option<&str>,
-) -> Result<&'a Asset, String> {
-    let names = || {
-        let list: Vec<&str> = assets.iter().map(|a| a.name.as_str()).collect();
-        if list.is_empty() {
-            "it has no assets (yet)".to_string()
-        } else {
-            format!("its assets are {}", list.join(", "))
-        }
-    };
-    let mut candidates: Vec<&Asset> = assets.iter().filter(|a| !skipped(&a.name)).collect();
-    if let Some(pattern) = pattern {
-        if let Some(exact) = assets.iter().find(|a| a.name == pattern) {
-            return Ok(exact);
-        }
-        let p = pattern.to_ascii_lowercase();
-        candidates.retain(|a| a.name.to_ascii_lowercase().contains(&p));
-        match candidates.as_slice() {
-            [] => return Err(format!("no asset matches '{pattern}': {}", names())),
-            [one] => return Ok(one),
-            _ => {}
-        }
-    }
-    let mut scored: Vec<(i32, &Asset)> = candidates
-        .iter()
-        .filter_map(|a| platform.score(&a.name).map(|s| (s, *a)))
-        .collect();
-    // The best match among those this build cannot unpack (the first of equals).
-    let unreadable = scored
-        .iter()
-        .filter(|(_, a)| !archive_format(&a.name).1)
-        .min_by_key(|(score, _)| std::cmp::Reverse(*score))
-        .map(|(_, a)| (a.name.as_str(), archive_format(&a.name).2));
-    scored.retain(|(_, a)| archive_format(&a.name).1);
-    let best = scored.iter().max_by(|(sa, a), (sb, b)| {
-        sa.cmp(sb)
-            .then(archive_format(&b.name).0.cmp(&archive_format(&a.name).0))
-    });
-    if let Some((_, asset)) = best {
-        return Ok(asset);
-    }
-    let wanted = format!(
-        "{} ({} {})",
-        platform.triple,
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    );
-    if let Some((name, features)) = unreadable {
-        return Err(format!(
-            "the asset for {wanted} is {name}, which this build cannot unpack: \
-             enable overseer's cargo features {features}"
-        ));
-    }
-    let fix = "name one with .asset(\"NAME\"), or publish one with the target triple in its name";
-    match pattern {
-        Some(p) => Err(format!(
-            "several assets match '{p}' but none is for {wanted}: {}; {fix}",
-            names()
-        )),
-        None => Err(format!("no asset is for {wanted}: {}; {fix}", names())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,112 +569,5 @@ mod tests {
             names,
             ["GITHUB_TOKEN", "GH_TOKEN", "OVERSEER_TEST_UNSET_TOKEN"]
         );
-    }
-
-    /// The asset `choose` picks for a platform among space-separated names.
-    fn pick(platform: &str, names: &str) -> Result<String, String> {
-        let mut parts = platform.split(' ');
-        let (target, os, arch) = (parts.next(), parts.next(), parts.next());
-        let (target, os, arch) = (target.unwrap_or(""), os.unwrap_or(""), arch.unwrap_or(""));
-        let platform = Platform::new(target, os, arch, Some("app"));
-        let assets: Vec<Asset> = names
-            .split_whitespace()
-            .zip(1..)
-            .map(|(name, id)| Asset {
-                id,
-                name: name.to_string(),
-                url: String::new(),
-                browser_download_url: String::new(),
-                size: None,
-                digest: None,
-                updated_at: None,
-                state: None,
-            })
-            .collect();
-        choose(&assets, &platform, None).map(|a| a.name.clone())
-    }
-
-    // Written for the default formats (gzip, tar): the cases prefer archives.
-    #[cfg(all(feature = "gzip", feature = "tar"))]
-    #[test]
-    fn common_spellings() {
-        let cases = [
-            (
-                "app-linux-amd64.tar.gz app-darwin-amd64.tar.gz app-linux-arm64.tar.gz",
-                0,
-            ),
-            (
-                "app_Linux_x86_64.tar.gz app_Darwin_x86_64.tar.gz app_Linux_arm64.tar.gz",
-                0,
-            ),
-            (
-                "app-x86_64-apple-darwin.tar.gz app-x86_64-unknown-linux-gnu.tar.gz",
-                1,
-            ),
-            (
-                "app-x86_64-unknown-linux-musl.zip app-x86_64-unknown-linux-gnu.zip",
-                1,
-            ),
-            ("app-win-x64.exe app-linux-x64", 1),
-            ("app-linux-x86.tar.gz app-linux-x86-64.tar.gz", 1),
-            (
-                "app-linux-amd64.tar.gz.sha256 checksums.txt app-linux-amd64.tar.gz",
-                2,
-            ),
-            ("app-linux-amd64 app-linux-amd64.tar.gz", 1),
-            ("app-linux-amd64.deb app-linux.tar.gz", 1),
-            ("app.exe app", 1),
-            ("app-darwin-arm64.tgz app-amd64.tar.gz", 1),
-        ];
-        for (names, want) in cases {
-            let want = names.split(' ').nth(want).unwrap_or_default();
-            let got = pick("x86_64-unknown-linux-gnu linux x86_64", names);
-            if !archive_format(want).1 {
-                // A format this build leaves out: the error names the asset.
-                let error = got.expect_err(names);
-                assert!(error.contains(want), "{names}: {error}");
-                continue;
-            }
-            assert_eq!(got.as_deref(), Ok(want), "{names}");
-        }
-        let mac = "aarch64-apple-darwin macos aarch64";
-        let names = "app-macos-x86_64.zip app-linux-arm64.tar.gz app-macos-aarch64.tar.gz";
-        assert_eq!(pick(mac, names).as_deref(), Ok("app-macos-aarch64.tar.gz"));
-        let names = "app-linux-arm64.tar.gz app-darwin-universal.tar.gz";
-        assert_eq!(
-            pick(mac, names).as_deref(),
-            Ok("app-darwin-universal.tar.gz")
-        );
-        let win = "i686-pc-windows-msvc windows x86";
-        let names = "app-windows-x64.exe app-darwin-386 app-win32-x86.exe";
-        assert_eq!(pick(win, names).as_deref(), Ok("app-win32-x86.exe"));
-    }
-
-    // Written for the default formats (gzip, tar): the cases prefer archives.
-    #[cfg(all(feature = "gzip", feature = "tar"))]
-    #[test]
-    fn musl_prefers_musl() {
-        let names = "app-x86_64-linux-gnu.tar.gz app-x86_64-linux-musl.tar.gz";
-        let musl = "x86_64-unknown-linux-musl linux x86_64";
-        assert_eq!(
-            pick(musl, names).as_deref(),
-            Ok("app-x86_64-linux-musl.tar.gz")
-        );
-    }
-
-    #[test]
-    fn no_match_lists_assets() {
-        let names = "app-darwin-arm64.tar.gz app.sha256";
-        let err = pick("x86_64-unknown-linux-gnu linux x86_64", names).expect_err("no match");
-        assert!(err.contains("app-darwin-arm64.tar.gz, app.sha256"), "{err}");
-        assert!(err.contains(".asset("), "{err}");
-    }
-
-    #[test]
-    fn words_respect_boundaries() {
-        assert!(has_word("app-darwin-arm64", "darwin"));
-        assert!(!has_word("app-darwin-arm64", "win"));
-        assert!(!has_word("app-arm64", "arm"));
-        assert!(has_word("app_linux_amd64.tar.gz", "amd64"));
     }
 }

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use ureq::http::{header, StatusCode, Uri};
+use percent_encoding::percent_decode_str;
+use ureq::http::{header, StatusCode};
+use url::Url;
 
 use super::client::{
     parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots, SIDECAR_LIMIT,
@@ -429,9 +431,11 @@ fn disposition_filename(value: &str) -> Option<String> {
 }
 
 /// The last segment of a URL's path, percent-decoded, when it is a plain name.
-fn last_segment(uri: &Uri) -> Option<String> {
-    let segment = uri.path().rsplit('/').next()?;
-    let decoded = percent_decode(segment).unwrap_or_else(|| segment.to_string());
+fn last_segment(url: &Url) -> Option<String> {
+    let segment = url.path_segments()?.next_back()?;
+    let decoded = percent_decode_str(segment)
+        .decode_utf8()
+        .map_or_else(|_| segment.to_string(), |d| d.into_owned());
     plain_name(&decoded).then_some(decoded)
 }
 
@@ -446,29 +450,12 @@ fn plain_name(name: &str) -> bool {
             .any(|c| c.is_control() || matches!(c, '/' | '\\' | '"'))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn uri(s: &str) -> Uri {
-        s.parse().expect("test URL")
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("test URL")
     }
 
     #[test]
@@ -484,10 +471,10 @@ mod tests {
         assert_eq!(disposition_filename("attachment; filename=\"../x\""), None);
         assert_eq!(disposition_filename("inline"), None);
         assert_eq!(
-            last_segment(&uri("http://h/a/my%20app.gz?x=1")).as_deref(),
+            last_segment(&url("http://h/a/my%20app.gz?x=1")).as_deref(),
             Some("my app.gz")
         );
-        assert_eq!(last_segment(&uri("http://h/dir/")), None);
-        assert_eq!(last_segment(&uri("http://h/a/x%2Fy")), None);
+        assert_eq!(last_segment(&url("http://h/dir/")), None);
+        assert_eq!(last_segment(&url("http://h/a/x%2Fy")), None);
     }
 }

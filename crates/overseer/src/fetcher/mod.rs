@@ -70,8 +70,11 @@ mod client;
 mod github;
 #[cfg(feature = "fetch-github")]
 pub use github::GitHub;
+// Which release file is for this OS and CPU (the GitHub fetcher's asset choice).
 #[cfg(feature = "fetch-http")]
 mod http;
+#[cfg(feature = "fetch-github")]
+mod platform;
 #[cfg(feature = "fetch-http")]
 pub use http::Http;
 
@@ -91,7 +94,7 @@ fn is_entity_tag(tag: &str) -> bool {
 /// host (`localhost`, `127.0.0.0/8`, `[::1]`), anywhere else only with
 /// consent (`allow_http(true)`; `overseer run --allow-http`), since anyone on
 /// the path could read the request's credentials or replace the release.
-/// Decided on the URL's text, before anything is resolved or sent; other
+/// Decided on the parsed URL, before anything is resolved or sent; other
 /// schemes are left to the caller. `what` opens the message (`GET`, `the
 /// checksum URL`, `s3://bucket: endpoint`).
 #[cfg(any(
@@ -101,11 +104,8 @@ fn is_entity_tag(tag: &str) -> bool {
     feature = "fetch-azure",
     feature = "fetch-gcs"
 ))]
-fn plain_http_rule(what: &str, url: &::http::Uri, allow_http: bool) -> Result<(), FetchError> {
-    let plain = url
-        .scheme_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
-    if plain && !allow_http && !is_loopback(url) {
+fn plain_http_rule(what: &str, url: &url::Url, allow_http: bool) -> Result<(), FetchError> {
+    if url.scheme() == "http" && !allow_http && !is_loopback(url) {
         let url = shown(url);
         let subject = if what.is_empty() {
             url
@@ -142,15 +142,14 @@ fn plain_http_rule(what: &str, url: &::http::Uri, allow_http: bool) -> Result<()
     feature = "fetch-gcs"
 ))]
 pub fn check_plain_http(url: &str, allow_http: bool) -> Result<(), FetchError> {
-    let uri = url
-        .parse::<::http::Uri>()
+    let parsed = url::Url::parse(url)
         .ok()
-        .filter(|u| u.scheme().is_some() && u.host().is_some_and(|h| !h.is_empty()))
+        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
         .ok_or_else(|| format!("{url:?} is not a URL: write it as https://HOST[:PORT]/..."))?;
-    plain_http_rule("", &uri, allow_http)
+    plain_http_rule("", &parsed, allow_http)
 }
 
-/// Whether a URL's host is loopback by its text: `localhost`, an address in
+/// Whether a URL's host is loopback: `localhost`, an address in
 /// `127.0.0.0/8`, or `[::1]`. Nothing is resolved: a name is loopback only
 /// when it is `localhost`.
 #[cfg(any(
@@ -160,21 +159,17 @@ pub fn check_plain_http(url: &str, allow_http: bool) -> Result<(), FetchError> {
     feature = "fetch-azure",
     feature = "fetch-gcs"
 ))]
-fn is_loopback(url: &::http::Uri) -> bool {
-    let Some(host) = url.host() else {
-        return false;
-    };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
-/// A URL as shown in messages and `Release::source`: without `user:pass@`.
+/// A URL as shown in messages and `Release::source`: without `user:pass@`
+/// (or a fragment, which is never sent).
 #[cfg(any(
     feature = "fetch-http",
     feature = "fetch-github",
@@ -182,16 +177,13 @@ fn is_loopback(url: &::http::Uri) -> bool {
     feature = "fetch-azure",
     feature = "fetch-gcs"
 ))]
-fn shown(uri: &::http::Uri) -> String {
-    let Some(authority) = uri.authority() else {
-        return uri.to_string();
-    };
-    let host = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("{}://{host}{path}", uri.scheme_str().unwrap_or("http"))
+fn shown(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    // These fail only for a URL that cannot hold credentials, so has none.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    shown.into()
 }
 
 /// The error a fetcher returns: anything that explains what went wrong.
@@ -431,12 +423,13 @@ where
 mod tests {
     use super::*;
 
-    fn uri(s: &str) -> ::http::Uri {
-        s.parse().expect("test URL")
+    fn url(s: &str) -> url::Url {
+        url::Url::parse(s).expect("test URL")
     }
 
     #[test]
     fn loopback_hosts() {
+        let is_loopback = |url: &str| url::Url::parse(url).is_ok_and(|u| is_loopback(&u));
         for url in [
             "http://127.0.0.1:9000",
             "http://127.1.2.3",
@@ -445,7 +438,7 @@ mod tests {
             "http://[::1]:9000",
             "http://user@127.0.0.1:1/x",
         ] {
-            assert!(is_loopback(&uri(url)), "{url}");
+            assert!(is_loopback(url), "{url}");
         }
         for url in [
             "http://10.0.0.1:9000",
@@ -457,13 +450,13 @@ mod tests {
             "http://localhost@192.0.2.1/",
             "nonsense",
         ] {
-            assert!(!is_loopback(&uri(url)), "{url}");
+            assert!(!is_loopback(url), "{url}");
         }
     }
 
     #[test]
     fn plain_http_needs_loopback_or_consent() {
-        let far = uri("http://u:secret@192.0.2.1/app");
+        let far = url("http://u:secret@192.0.2.1/app");
         let err = plain_http_rule("GET", &far, false)
             .expect_err("refused")
             .to_string();
@@ -473,8 +466,8 @@ mod tests {
         );
         assert!(!err.contains("secret"), "{err}");
         assert!(plain_http_rule("GET", &far, true).is_ok());
-        assert!(plain_http_rule("GET", &uri("http://127.0.0.1:8/app"), false).is_ok());
-        assert!(plain_http_rule("GET", &uri("https://192.0.2.1/app"), false).is_ok());
-        assert!(plain_http_rule("GET", &uri("HTTP://192.0.2.1/app"), false).is_err());
+        assert!(plain_http_rule("GET", &url("http://127.0.0.1:8/app"), false).is_ok());
+        assert!(plain_http_rule("GET", &url("https://192.0.2.1/app"), false).is_ok());
+        assert!(plain_http_rule("GET", &url("HTTP://192.0.2.1/app"), false).is_err());
     }
 }

@@ -493,20 +493,19 @@ pub(super) fn check_endpoint(
     endpoint: &str,
     allow_http: bool,
 ) -> Result<bool, FetchError> {
-    let uri = endpoint
-        .parse::<::http::Uri>()
+    let url = url::Url::parse(endpoint)
         .ok()
-        .filter(|u| u.scheme().is_some() && u.host().is_some_and(|h| !h.is_empty()));
-    let Some(uri) = uri else {
+        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    let Some(url) = url else {
         return Err(format!(
             "{location}: endpoint {endpoint:?} is not a URL; write it as https://host[:port]"
         )
         .into());
     };
-    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("https") => Ok(false),
-        Some("http") => {
-            super::plain_http_rule(&format!("{location}: endpoint"), &uri, allow_http)?;
+    match url.scheme() {
+        "https" => Ok(false),
+        "http" => {
+            super::plain_http_rule(&format!("{location}: endpoint"), &url, allow_http)?;
             Ok(true)
         }
         _ => Err(format!(

@@ -229,7 +229,7 @@ impl Drop for Worker {
 }
 
 /// Describes how a process ended.
-pub(crate) fn describe(status: &WaitStatus) -> String {
+pub(crate) fn describe_exit(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exit status {code}"),
         WaitStatus::Signaled(_, sig, core) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::child::{describe, LaunchSpec, Phase, Worker};
+use super::child::{describe_exit, LaunchSpec, Phase, Worker};
 use super::control::{self, Request};
 use super::signals;
 use super::systemd::Systemd;
@@ -487,7 +487,7 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        let how = describe(&status);
+        let how = describe_exit(&status);
         if let Some(w) = self.starting.take_if(|w| w.pid == pid) {
             let reason = w
                 .killed

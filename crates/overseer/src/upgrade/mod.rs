@@ -497,7 +497,7 @@ impl Upgrader {
                 return true;
             }
         }
-        let named = describe(&release);
+        let named = describe_release(&release);
         // A panic is a rejection of the release: unwinding has dropped (and
         // so removed) its staging files, and what is left of any is removed.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named)))
@@ -765,7 +765,7 @@ enum Step {
     Installed(Installed),
 }
 
-fn describe(r: &Release) -> String {
+fn describe_release(r: &Release) -> String {
     match (&r.version, &r.tag) {
         (Some(v), _) => format!("{v} from {}", r.source),
         (None, Some(t)) => format!("{} ({t})", r.source),

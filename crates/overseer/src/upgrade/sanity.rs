@@ -233,5 +233,5 @@ fn token() -> String {
             .unwrap_or_default();
         bytes = (t ^ u128::from(std::process::id())).to_le_bytes();
     }
-    format!("overseer-check-{}", super::stage::hex(&bytes))
+    format!("overseer-check-{:032x}", u128::from_be_bytes(bytes))
 }

@@ -153,14 +153,9 @@ fn copy(
         .map_err(|e| Rejection::io("writing the staging file", e))?;
     Ok(Staged {
         file: out,
-        sha256: hex(&hasher.finalize()),
+        sha256: format!("{:x}", hasher.finalize()),
         size: *size,
     })
-}
-
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a staged file holds, by its first bytes.
@@ -380,7 +375,7 @@ pub(crate) fn unpack(raw: &mut Staged, how: &Unpack<'_>) -> Result<Option<Staged
             .map_err(|e| Rejection::io("writing the staging file", e))?;
         layer = Some(Staged {
             file: w.out,
-            sha256: hex(&w.hasher.finalize()),
+            sha256: format!("{:x}", w.hasher.finalize()),
             size: w.size,
         });
     }
