@@ -6,7 +6,20 @@
 //! the parent-death signal for the sanity check,
 //! adopting inherited descriptors, and dying by a signal to proxy a worker's
 //! death.
+//!
+//! One facade, two implementations with identical signatures: `linux.rs`
+//! and `unix.rs` (every other Unix). The rest of the crate calls `sys::…`
+//! and never names a platform.
 #![allow(unsafe_code)]
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod platform;
+#[cfg(not(target_os = "linux"))]
+#[path = "unix.rs"]
+mod platform;
+
+pub(crate) use platform::{die_with_parent, release_free_memory, tune_malloc_for_master};
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -47,15 +60,6 @@ struct ExecData {
     die_with_parent: bool,
     parent: libc::pid_t,
 }
-
-// SAFETY: the pointers point into heap buffers owned by the same struct, which
-// is moved as a whole into the `pre_exec` closure and only dereferenced in the
-// forked child, which has its own copy of the address space.
-#[cfg(not(target_os = "linux"))]
-unsafe impl Send for ExecData {}
-// SAFETY: as above; the parent never dereferences the pointers.
-#[cfg(not(target_os = "linux"))]
-unsafe impl Sync for ExecData {}
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
@@ -110,191 +114,7 @@ pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
     };
-    start(spec, data)
-}
-
-/// The child's stack while it shares the master's memory (a few system calls
-/// and `execve`, which runs in the kernel, need little).
-#[cfg(target_os = "linux")]
-const CHILD_STACK: usize = 64 * 1024;
-
-/// Starts the child the way `posix_spawn` does on Linux: `clone` with
-/// `CLONE_VM | CLONE_VFORK`, so the child borrows the master's memory until it
-/// calls `execve` instead of copying its page tables. A `fork` cost the master
-/// about half a millisecond of CPU per worker, and the child as much again to
-/// throw the copy away at `execve`, on CPUs busy serving the old worker's
-/// requests. (`posix_spawn` itself cannot set the parent-death signal, nor
-/// `LISTEN_PID`, which is the child's own pid.)
-///
-/// Signals are blocked across the `clone`, and the child sets every signal
-/// with a handler back to its default before unblocking them, so no master
-/// handler ever runs in the child; `SIGPIPE` goes back to its default too,
-/// as `std::process::Command` does. The child then takes the mask the master
-/// had before it blocked its own signals ([`block_signals`]), as it would
-/// have inherited from the master's parent. It reports a failure through
-/// memory the two share, then exits with 127.
-#[cfg(target_os = "linux")]
-fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    struct Shared<'a> {
-        data: &'a mut ExecData,
-        mask: libc::sigset_t,
-        errno: AtomicI32,
-    }
-
-    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `Shared` below, alive in the parent's frame,
-        // which is suspended (CLONE_VFORK) until this child execs or exits.
-        let shared = unsafe { &mut *arg.cast::<Shared<'_>>() };
-        for signal in 1..NSIG {
-            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-                continue;
-            }
-            // SAFETY: sigaction is async-signal-safe; the zeroed structs are
-            // valid (an empty mask, no flags, SIG_DFL). The C library refuses
-            // the signals it keeps for itself, which is harmless here.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
-                    continue;
-                }
-                let handled =
-                    old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
-                if handled || signal == libc::SIGPIPE {
-                    let default: libc::sigaction = std::mem::zeroed();
-                    libc::sigaction(signal, &default, std::ptr::null_mut());
-                }
-            }
-        }
-        // SAFETY: sets the mask prepared by the parent (the program's own,
-        // as it would inherit from fork); async-signal-safe.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut()) };
-        let error = child_exec(shared.data);
-        let errno = error.raw_os_error().unwrap_or(libc::EINVAL);
-        shared.errno.store(errno, Ordering::SeqCst);
-        // SAFETY: _exit ends the child without running the master's atexit
-        // handlers or flushing its buffers, which the child shares.
-        unsafe { libc::_exit(127) }
-    }
-
-    let stack = ChildStack::new()?;
-    let program_mask = PROGRAM_MASK.get().map(|set| *set.as_ref());
-    // SAFETY: a zeroed sigset_t is a valid (empty) set; both are overwritten
-    // below before they are read.
-    let (mut own_mask, mask) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    let mut shared = Shared {
-        data: &mut data,
-        mask,
-        errno: AtomicI32::new(0),
-    };
-    // SAFETY: pthread_sigmask with a filled set and a place for the old one;
-    // clone gets a function that never returns into Rust frames of the
-    // parent, its own stack, and a pointer to `shared`, which outlives the
-    // call because CLONE_VFORK suspends this thread until the child has
-    // exec'd or exited.
-    let pid = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut own_mask);
-        shared.mask = program_mask.unwrap_or(own_mask);
-        let pid = libc::clone(
-            child,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut shared as *mut Shared<'_>).cast(),
-        );
-        let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &own_mask, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_error);
-        }
-        pid
-    };
-    drop(stack);
-    match shared.errno.load(Ordering::SeqCst) {
-        0 => Ok(pid as u32),
-        errno => {
-            // The child has exited (127); reap it so it does not linger.
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(io::Error::from_raw_os_error(errno))
-        }
-    }
-}
-
-/// The child's stack, mapped for one start with a guard page below it, and
-/// unmapped after: the pages the child touched go back to the system rather
-/// than staying in the master's heap.
-#[cfg(target_os = "linux")]
-struct ChildStack(*mut libc::c_void);
-
-#[cfg(target_os = "linux")]
-impl ChildStack {
-    const GUARD: usize = 4096;
-
-    fn new() -> io::Result<ChildStack> {
-        // SAFETY: a fresh anonymous private mapping where the kernel chooses;
-        // nothing else refers to it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Self::GUARD + CHILD_STACK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let stack = ChildStack(base);
-        // SAFETY: the lowest page of the mapping just made; an overflow then
-        // faults instead of writing below it.
-        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stack)
-    }
-
-    /// Where the stack starts: its top (page-aligned, so 16-byte aligned).
-    fn top(&self) -> *mut libc::c_void {
-        self.0.wrapping_byte_add(Self::GUARD + CHILD_STACK)
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for ChildStack {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, whole, used by no one once the
-        // child has exec'd or exited.
-        unsafe { libc::munmap(self.0, Self::GUARD + CHILD_STACK) };
-    }
-}
-
-/// Signal numbers are below this (Linux: 64 signals).
-#[cfg(target_os = "linux")]
-const NSIG: libc::c_int = 65;
-
-/// Elsewhere: `fork`, through `Command` and its `pre_exec` hook.
-#[cfg(not(target_os = "linux"))]
-fn start(spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new(&spec.program);
-    cmd.stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (fcntl, dup2, prctl, getppid, getpid, execve)
-    // on memory prepared before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || Err(child_exec(&mut data)));
-    }
-    let child = cmd.spawn()?;
-    // The master reaps its children itself (waitpid by pid), so the handle is
-    // not needed; dropping it neither waits nor kills.
-    Ok(child.id())
+    platform::start(spec, data)
 }
 
 /// Runs in the child. Returns only on failure, with the reason.
@@ -317,17 +137,9 @@ fn child_exec(d: &mut ExecData) -> io::Error {
             return io::Error::last_os_error();
         }
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     if d.die_with_parent {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and takes plain integers.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
-            return io::Error::last_os_error();
-        }
-        // The master may have died between the clone and prctl. (No
-        // io::Error::other: that allocates, and the child may not.)
-        // SAFETY: getppid has no preconditions.
-        if unsafe { libc::getppid() } != d.parent {
-            return io::Error::from_raw_os_error(libc::ESRCH);
+        if let Err(e) = platform::child_dies_with_parent(d.parent) {
+            return e;
         }
     }
     if let Some(slot) = d.pid_slot {
@@ -423,38 +235,6 @@ impl Drop for BlockedSignals {
     }
 }
 
-/// Has the child `cmd` starts killed (SIGKILL) when the calling thread ends,
-/// the master's death included (Linux's parent-death signal; elsewhere
-/// nothing). For children that are not workers, started with
-/// `std::process::Command` from a thread that lives as long as the master
-/// (the sanity check, in a process group of its own that a kill of the
-/// master's group does not reach).
-pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the closure runs in the forked child before exec and makes
-        // only async-signal-safe calls (prctl, getppid) with plain integers;
-        // its errors are OS errors, which do not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The master may have died between the fork and prctl.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = cmd;
-}
-
 /// Ends this process the way a child ended: by the same signal.
 ///
 /// Restores the default action, unblocks it and raises it. When that does not
@@ -483,34 +263,6 @@ pub(crate) fn disable_core_dumps() {
     };
     // SAFETY: setrlimit reads a valid struct; lowering a limit cannot fail harmfully.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
-}
-
-/// Keeps the master's heap small: its few threads share one malloc arena
-/// (glibc otherwise gives each thread that allocates an arena of its own,
-/// which keeps what it once held), and buffers of 128 KiB or more are mapped
-/// and unmapped rather than kept in the heap (a fixed threshold: glibc would
-/// raise it after the first large buffer is freed). Only the master calls
-/// this; workers are new processes. Nothing happens with another C library,
-/// and a custom global allocator is not affected.
-pub(crate) fn tune_malloc_for_master() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; it is thread-safe and
-    // takes effect for later allocations.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Returns memory that malloc holds but no longer uses to the system, after
-/// work that allocated a lot and is done (a release downloaded and checked).
-pub(crate) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim walks the allocator's own free lists under its
-    // locks and only gives pages back; it never touches memory in use.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]
