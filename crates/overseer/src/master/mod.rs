@@ -20,12 +20,11 @@ pub(crate) mod withheld;
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
 
-use crate::binary_id::sha256_file;
+use crate::binary_id::BinaryId;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
@@ -68,40 +67,6 @@ pub(crate) fn request_restart() -> Result<()> {
 /// Whether this process is running a master.
 pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
-}
-
-/// The SHA-256 of the worker binary, recomputed only when the file changes.
-#[derive(Debug)]
-pub(crate) struct BinaryId {
-    path: PathBuf,
-    fingerprint: Option<(u64, u64, u64, i64, i64)>,
-    id: String,
-}
-
-impl BinaryId {
-    /// Hashes lazily, at the first `current()`.
-    pub fn new(path: PathBuf) -> Self {
-        BinaryId {
-            path,
-            fingerprint: None,
-            id: String::new(),
-        }
-    }
-
-    /// The ID of the file now at the path (hashing again if it changed).
-    pub fn current(&mut self) -> String {
-        let fingerprint = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        if fingerprint.is_none() || fingerprint != self.fingerprint {
-            match sha256_file(&self.path) {
-                Ok(id) => self.id = id,
-                Err(e) => log::warning!("cannot hash {}: {e}", self.path.display()),
-            }
-            self.fingerprint = fingerprint;
-        }
-        self.id.clone()
-    }
 }
 
 /// Finds a command the way a shell would: as given when it has a slash,

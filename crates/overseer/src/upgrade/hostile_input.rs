@@ -410,7 +410,7 @@ fn trusted_comment() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         "[0-9a-zA-Z.+_-]{0,40}",
         any::<String>(),
-        Just(super::TARGET.to_string()),
+        Just(crate::binary_id::TARGET.to_string()),
         Just("99999999999999999999999.0.0".to_string()),
         Just("1.0.0-".to_string() + &"a.".repeat(2000)),
     ];

@@ -54,16 +54,17 @@ use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
+use crate::binary_id::BinaryId;
 use crate::config::UpgradeConfig;
 use crate::fetcher::{Context, Release};
 use crate::log;
 use crate::master::withheld::Withheld;
-use crate::master::{BinaryId, Event};
+use crate::master::Event;
 use ledger::{Entries, LedgerError, LedgerFile};
 use lock::{BinaryLock, NotLocked};
 use swap::Target;
 
-pub(crate) use verify::{check_keys, parse_version, TARGET};
+pub(crate) use verify::{check_keys, parse_version};
 
 /// Why a release was not installed.
 #[derive(Debug)]

@@ -5,9 +5,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 use super::Rejection;
-
-/// The target triple this binary was built for.
-pub(crate) const TARGET: &str = env!("OVERSEER_TARGET");
+use crate::binary_id::TARGET;
 
 /// Normalises a published SHA-256: hex, lowercase, without a `sha256:` prefix.
 pub(crate) fn normalise_sha256(s: &str) -> Option<String> {
