@@ -575,7 +575,7 @@ impl Config {
         }
         let u = &self.upgrade;
         #[cfg(unix)]
-        crate::upgrade::check_keys(&u.public_keys).map_err(Error::Config)?;
+        crate::keys::check_keys(&u.public_keys).map_err(Error::Config)?;
         if u.fetcher.is_some() {
             if u.download_timeout.is_zero() || u.sanity_timeout.is_zero() {
                 return Err(Error::Config(

@@ -155,6 +155,8 @@ mod state;
 
 mod fallback;
 #[cfg(unix)]
+mod keys;
+#[cfg(unix)]
 mod master;
 #[cfg(unix)]
 mod notify;

@@ -64,7 +64,7 @@ use ledger::{Entries, LedgerError, LedgerFile};
 use lock::{BinaryLock, NotLocked};
 use swap::Target;
 
-pub(crate) use verify::{check_keys, parse_version};
+pub(crate) use verify::parse_version;
 
 /// Why a release was not installed.
 #[derive(Debug)]
