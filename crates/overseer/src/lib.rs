@@ -153,6 +153,8 @@ pub mod protocol;
 mod shutdown;
 mod state;
 
+#[cfg(unix)]
+mod child_registry;
 mod fallback;
 #[cfg(unix)]
 mod keys;
@@ -164,6 +166,8 @@ mod notify;
 mod sys;
 #[cfg(unix)]
 mod upgrade;
+#[cfg(unix)]
+mod withheld;
 #[cfg(unix)]
 mod worker;
 

@@ -13,13 +13,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::withheld::Withheld;
 use super::Event;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
 use crate::notify::{NotifyCloser, NotifyReceiver};
 use crate::protocol::*;
 use crate::sys::{self, ChildSpec};
+use crate::withheld::Withheld;
 
 /// How to start a worker: fixed for the master's life except the binary's ID.
 #[derive(Debug)]

@@ -8,14 +8,12 @@
 pub(crate) mod activation;
 mod child;
 mod control;
-pub(crate) mod others;
 mod readiness;
 mod relay;
 mod run_dir;
 mod signals;
 mod supervisor;
 mod systemd;
-pub(crate) mod withheld;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -31,10 +29,10 @@ use crate::fallback::Failed;
 use crate::listener::{self, Listener, Sockets};
 use crate::log;
 use crate::sys;
+use crate::withheld::Withheld;
 use child::LaunchSpec;
 use run_dir::RunDir;
 use supervisor::{Outcome, Settings, Supervisor};
-use withheld::Withheld;
 
 /// What the master's loop reacts to.
 #[derive(Debug)]

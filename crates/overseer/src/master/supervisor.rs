@@ -17,6 +17,7 @@ use super::signals;
 use super::systemd::Systemd;
 use super::Event;
 use crate::binary_id::BinaryId;
+use crate::child_registry;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
@@ -466,7 +467,7 @@ impl Supervisor {
     fn reap(&mut self) {
         if self.reap_all {
             let mut ended = Vec::new();
-            super::others::reap_all(|pid, status| ended.push((pid, status)));
+            child_registry::reap_all(|pid, status| ended.push((pid, status)));
             for (pid, status) in ended {
                 self.on_exit(pid, status);
             }
