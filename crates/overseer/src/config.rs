@@ -602,13 +602,4 @@ impl Config {
         }
         self.addresses.iter().map(|a| Address::parse(a)).collect()
     }
-
-    /// The `LISTEN_FDNAMES` entry for each address.
-    pub(crate) fn listener_names(&self) -> Vec<String> {
-        self.names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| n.clone().unwrap_or_else(|| format!("listener{i}")))
-            .collect()
-    }
 }

@@ -151,6 +151,8 @@ mod log;
 mod progress;
 pub mod protocol;
 mod shutdown;
+#[cfg(unix)]
+mod sockets;
 mod state;
 
 #[cfg(unix)]

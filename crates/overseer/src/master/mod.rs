@@ -5,7 +5,6 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
-pub(crate) mod activation;
 mod child;
 mod control;
 mod readiness;
@@ -28,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::fallback::Failed;
 use crate::listener::{self, Listener, Sockets};
 use crate::log;
+use crate::sockets;
 use crate::sys;
 use crate::withheld::Withheld;
 use child::LaunchSpec;
@@ -107,7 +107,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
         }
     };
     let run_dir = RunDir::create()?;
-    let sockets = activation::open(config, &addresses)?;
+    let sockets = sockets::open(&addresses, &config.names, config.backlog)?;
     let launch = Launch {
         program,
         arg0,
