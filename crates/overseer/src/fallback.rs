@@ -35,7 +35,7 @@ impl From<Error> for Failed {
 /// returns when the program returns.
 pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
     let Program::Function(program) = &config.program else {
-        return Err(crate::Error::Config(
+        return Err(Error::Config(
             "a command program cannot run without the master".into(),
         ));
     };

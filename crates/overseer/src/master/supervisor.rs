@@ -21,6 +21,7 @@ use crate::child_registry;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
+use crate::shutdown::Shutdown;
 use crate::upgrade::{swap, Installed, Verdict};
 
 /// The parts of the configuration the loop needs.
@@ -87,7 +88,7 @@ pub(crate) struct Supervisor {
     /// Pending control requests and the history `status` shows.
     control: control::Ledger,
     /// Shared with the upgrade thread: set once the master is stopping.
-    stop_flag: crate::Shutdown,
+    stop_flag: Shutdown,
     /// The service manager, when the master runs under systemd.
     systemd: Systemd,
 }
@@ -119,13 +120,13 @@ impl Supervisor {
             reap_all: std::process::id() == 1,
             probation: None,
             control: control::Ledger::new(),
-            stop_flag: crate::Shutdown::new(),
+            stop_flag: Shutdown::new(),
             systemd: Systemd::from_env(),
         }
     }
 
     /// The notification the upgrade thread waits on to stop polling.
-    pub fn stop_flag(&self) -> crate::Shutdown {
+    pub fn stop_flag(&self) -> Shutdown {
         self.stop_flag.clone()
     }
 

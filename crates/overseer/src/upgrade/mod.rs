@@ -56,9 +56,11 @@ use std::time::Duration;
 
 use crate::binary_id::BinaryId;
 use crate::config::UpgradeConfig;
+use crate::error::{Error, Result};
 use crate::fetcher::{Context, Release};
 use crate::log;
 use crate::master::Event;
+use crate::shutdown::Shutdown;
 use crate::withheld::Withheld;
 use ledger::{Entries, LedgerError, LedgerFile};
 use lock::{BinaryLock, NotLocked};
@@ -136,9 +138,9 @@ pub(crate) fn start(
     bin_path: &Path,
     installed_version: Option<String>,
     tx: Sender<Event>,
-    stopping: crate::Shutdown,
+    stopping: Shutdown,
     withheld: Withheld,
-) -> crate::Result<()> {
+) -> Result<()> {
     let Some(fetcher) = config.fetcher.clone() else {
         return Ok(());
     };
@@ -259,7 +261,7 @@ pub(crate) fn start(
                 );
             }
         })
-        .map_err(|e| crate::Error::io("starting the upgrade thread", e))?;
+        .map_err(|e| Error::io("starting the upgrade thread", e))?;
     Ok(())
 }
 
@@ -308,7 +310,7 @@ struct Upgrader {
     version: Option<semver::Version>,
     tx: Sender<Event>,
     /// Fires once the master is stopping.
-    stopping: crate::Shutdown,
+    stopping: Shutdown,
     /// Source tags of releases rejected for what they are.
     rejected_tags: HashSet<String>,
     /// Those of them rejected as not newer than the floor: considered again
