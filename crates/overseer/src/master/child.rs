@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::Event;
+use super::event::Event;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
 use crate::notify::{NotifyCloser, NotifyReceiver};

@@ -17,20 +17,10 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmodat, fstatat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::Event;
+use super::event::{Answer, Event, Request};
 use crate::error::{Error, Result};
 use crate::listener::{self, Existing, FileId};
 use crate::log;
-
-/// What a client asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
-    Restart,
-    Status,
-}
-
-/// The whole answer to one request, as sent on the wire.
-pub(crate) type Answer = String;
 
 /// An `ok` answer with its `key=value` lines.
 pub(crate) fn ok(fields: &str) -> Answer {

@@ -7,6 +7,7 @@
 
 mod child;
 mod control;
+mod event;
 mod readiness;
 mod relay;
 mod run_dir;
@@ -29,29 +30,12 @@ use crate::listener::{self, Listener, Sockets};
 use crate::log;
 use crate::sockets;
 use crate::sys;
+use crate::upgrade::{self, ToSupervisor};
 use crate::withheld::Withheld;
 use child::LaunchSpec;
+use event::Event;
 use run_dir::RunDir;
 use supervisor::{Outcome, Settings, Supervisor};
-
-/// What the master's loop reacts to.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// A signal other than SIGCHLD.
-    Signal { signal: i32, from_terminal: bool },
-    /// SIGCHLD: some child changed state.
-    Child,
-    /// An sd_notify datagram from a worker.
-    Notify { worker: u64, message: String },
-    /// `restart()` called in the master process.
-    Restart,
-    /// The upgrade thread swapped a new release in.
-    Upgrade(crate::upgrade::Installed),
-    /// The upgrade thread turned a release down (for the status).
-    UpgradeRejected(String),
-    /// A request on the control socket, with where to send the answer.
-    Control(control::Request, Sender<control::Answer>),
-}
 
 /// The channel into the running master's loop, for `restart()`.
 static MASTER: OnceLock<Sender<Event>> = OnceLock::new();
@@ -220,11 +204,12 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
     // process instead (fallback), which should keep the allocator's
     // defaults; only the upgrade thread's start can still fail after this.
     sys::tune_malloc_for_master();
-    if let Err(e) = crate::upgrade::start(
+    let to_supervisor = ToSupervisor::new(move |report| tx.send(Event::Upgrade(report)).is_ok());
+    if let Err(e) = upgrade::start(
         &config.upgrade,
         &program,
         config.version.clone(),
-        tx,
+        to_supervisor,
         supervisor.stop_flag(),
         withheld,
     ) {

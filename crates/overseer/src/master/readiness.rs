@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::Worker;
-use super::Event;
+use super::event::Event;
 use crate::child_registry;
 use crate::config::{Probe, Readiness};
 use crate::log;

@@ -12,17 +12,18 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::child::{describe, LaunchSpec, Phase, Worker};
-use super::control::{self, Request};
+use super::control;
+use super::event::{Answer, Event, Request};
 use super::signals;
 use super::systemd::Systemd;
-use super::Event;
 use crate::binary_id::BinaryId;
 use crate::child_registry;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
 use crate::shutdown::Shutdown;
-use crate::upgrade::{swap, Installed, Verdict};
+use crate::upgrade::probation::{Installed, Probation};
+use crate::upgrade::Report;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
@@ -38,16 +39,6 @@ pub(crate) struct Settings {
     /// How long a worker of a new release must run after becoming ready.
     pub probation: Duration,
     pub no_restart_after_fetch: bool,
-}
-
-/// A release just installed, watched through its first worker's start.
-#[derive(Debug)]
-struct Probation {
-    installed: Installed,
-    /// The worker started from it.
-    number: u64,
-    /// Set when that worker became ready; probation ends `probation` later.
-    ready_at: Option<Instant>,
 }
 
 /// How the master will end.
@@ -155,8 +146,7 @@ impl Supervisor {
                 self.stop_flag.trigger();
                 self.control.stopping();
                 if let Some(p) = self.probation.take() {
-                    // Stopping is not the release's fault; it stays installed.
-                    let _ = p.installed.reply.send(Verdict::Kept);
+                    p.abandon();
                 }
             }
             if self.stopping && self.workers().next().is_none() {
@@ -173,11 +163,7 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let probation_end = self
-            .probation
-            .as_ref()
-            .and_then(|p| p.ready_at)
-            .map(|t| t + self.settings.probation);
+        let probation_end = self.probation.as_ref().and_then(Probation::ends_at);
         self.workers()
             .filter_map(Worker::deadline)
             .chain(probation_end)
@@ -197,8 +183,8 @@ impl Supervisor {
                 from_terminal,
             } => self.on_signal(signal, from_terminal),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
-            Event::Upgrade(installed) => self.on_upgrade(installed),
-            Event::UpgradeRejected(what) => self.control.upgrade(what),
+            Event::Upgrade(Report::Installed(installed)) => self.on_upgrade(installed),
+            Event::Upgrade(Report::Rejected(what)) => self.control.upgrade(what),
             Event::Control(request, reply) => self.on_control(request, reply),
         }
     }
@@ -258,20 +244,16 @@ impl Supervisor {
     }
 
     fn on_upgrade(&mut self, installed: Installed) {
-        let what = installed
-            .version
-            .as_ref()
-            .map(|v| format!("version {v}"))
-            .unwrap_or_else(|| format!("release {}", &installed.sha256[..12]));
+        let what = installed.name();
         if self.stopping {
-            let _ = installed.reply.send(Verdict::Kept);
+            installed.keep();
             return;
         }
         if self.settings.no_restart_after_fetch || self.settings.no_restart {
             if let Some(v) = &installed.version {
                 self.spec.version = Some(v.clone());
             }
-            let _ = installed.reply.send(Verdict::Kept);
+            installed.keep();
             if self.settings.no_restart {
                 self.request_restart(&format!("the upgrade to {what}"));
             } else {
@@ -283,49 +265,24 @@ impl Supervisor {
         }
         self.control
             .upgrade(format!("{what} installed, on probation"));
-        self.probation = Some(Probation {
-            installed,
-            number: self.next_number,
-            ready_at: None,
-        });
+        self.probation = Some(installed.on_probation(self.next_number, self.settings.probation));
         self.request_restart(&format!("the upgrade to {what}"));
     }
 
     /// Restores the previous binary after a release's worker failed.
     fn roll_back(&mut self, reason: &str) {
-        let Some(p) = self.probation.take() else {
-            return;
-        };
-        let what = p
-            .installed
-            .version
-            .as_ref()
-            .map(|v| format!("version {v}"))
-            .unwrap_or_else(|| format!("release {}", &p.installed.sha256[..12]));
-        match swap::restore(&p.installed.target) {
-            Ok(()) => log::error!(
-                "upgrade to {what} rolled back: {reason}; the previous binary is back at {}",
-                p.installed.target.path.display()
-            ),
-            Err(e) => log::error!(
-                "upgrade to {what} failed ({reason}) and the previous binary cannot be restored from {}: {e}",
-                p.installed.target.rollback_path().display()
-            ),
+        if let Some(p) = self.probation.take() {
+            let line = p.failed(reason);
+            self.control.upgrade(line);
         }
-        self.control
-            .upgrade(format!("{what} rolled back: {reason}"));
-        let _ = p
-            .installed
-            .reply
-            .send(Verdict::RolledBack(reason.to_string()));
     }
 
     /// What worker `number` runs, for status lines: the version (a new
     /// release's own while it is on probation), else the binary ID's prefix.
     fn release(&self, number: u64, id: &str) -> String {
-        let version = match self.probation.as_ref().filter(|p| p.number == number) {
-            Some(p) => p.installed.version.as_ref(),
-            None => self.spec.version.as_ref(),
+        let version = match self.probation.as_ref().filter(|p| p.is_worker(number)) {
+            Some(p) => p.version(),
+            None => self.spec.version.as_deref(),
         };
         match version {
             Some(v) => format!("version {v}"),
@@ -334,7 +291,7 @@ impl Supervisor {
     }
 
     fn in_probation(&self, number: u64) -> bool {
-        self.probation.as_ref().is_some_and(|p| p.number == number)
+        self.probation.as_ref().is_some_and(|p| p.is_worker(number))
     }
 
     fn request_restart(&mut self, source: &str) {
@@ -428,8 +385,8 @@ impl Supervisor {
             self.serving.is_some(),
         );
         self.systemd.ready(number, new.pid.as_raw());
-        if let Some(p) = self.probation.as_mut().filter(|p| p.number == number) {
-            p.ready_at = Some(Instant::now());
+        if let Some(p) = self.probation.as_mut().filter(|p| p.is_worker(number)) {
+            p.worker_ready(Instant::now());
         }
         if let Some(mut old) = self.serving.replace(new) {
             if self.in_probation(old.number) {
@@ -591,7 +548,7 @@ impl Supervisor {
 
     /// Answers a control request: the status at once, a restart once the
     /// handover it causes has succeeded or failed.
-    fn on_control(&mut self, request: Request, reply: std::sync::mpsc::Sender<control::Answer>) {
+    fn on_control(&mut self, request: Request, reply: Sender<Answer>) {
         match request {
             Request::Status => {
                 let _ = reply.send(control::ok(&self.status().to_fields()));
@@ -638,26 +595,20 @@ impl Supervisor {
         let Some(p) = self.probation.take() else {
             return;
         };
-        let what = match &p.installed.version {
-            Some(v) => {
-                self.spec.version = Some(v.clone());
-                format!("version {v} passed probation")
-            }
-            None => format!("release {} passed probation", &p.installed.sha256[..12]),
-        };
-        log::info!("{what}");
-        self.control.upgrade(what);
-        let _ = p.installed.reply.send(Verdict::Kept);
+        if let Some(v) = p.version() {
+            self.spec.version = Some(v.to_string());
+        }
+        let line = p.passed();
+        self.control.upgrade(line);
     }
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
-        let probation = self.settings.probation;
         if self
             .probation
             .as_ref()
-            .and_then(|p| p.ready_at)
-            .is_some_and(|t| now >= t + probation)
+            .and_then(Probation::ends_at)
+            .is_some_and(|t| now >= t)
         {
             self.pass_probation();
         }

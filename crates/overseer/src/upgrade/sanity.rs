@@ -26,7 +26,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::Rejection;
+use super::rejection::Rejection;
 use crate::child_registry;
 use crate::log;
 use crate::protocol::OVERSEER_BIN_CHECK;

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use super::Rejection;
+use super::rejection::Rejection;
 use crate::binary_id::TARGET;
 #[cfg(feature = "signatures")]
 use crate::keys::parse_public_key;
