@@ -97,7 +97,9 @@ pub(crate) struct Worker {
     /// When a stop signal (SIGINT, SIGQUIT, SIGHUP) last reached the worker
     /// from the operator: an exit soon after is a stop, not a failure.
     pub stop_signalled: Option<Instant>,
-    stop_notify: Arc<AtomicBool>,
+    /// Set once this `Worker` is dropped (the process was reaped): ends
+    /// its notify relay and readiness watcher.
+    gone: Arc<AtomicBool>,
     /// Ends the notify relay's wait when the worker is gone.
     notify_closer: Option<NotifyCloser>,
 }
@@ -149,9 +151,9 @@ impl Worker {
             source,
         })?;
         let pid = Pid::from_raw(pid as i32);
-        let stop_notify = Arc::new(AtomicBool::new(false));
+        let gone = Arc::new(AtomicBool::new(false));
         let notify_closer = receiver.closer().ok();
-        if let Err(e) = super::relay::start(receiver, number, stop_notify.clone(), tx.clone()) {
+        if let Err(e) = super::relay::start(receiver, number, gone.clone(), tx.clone()) {
             // Without its notify relay the worker could never become ready.
             let _ = kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -167,7 +169,7 @@ impl Worker {
             kill_deadline: None,
             killed: None,
             stop_signalled: None,
-            stop_notify,
+            gone,
             notify_closer,
         })
     }
@@ -175,7 +177,7 @@ impl Worker {
     /// A flag set once this `Worker` is dropped (the process was reaped), for
     /// threads that watch it.
     pub fn gone_flag(&self) -> Arc<AtomicBool> {
-        self.stop_notify.clone()
+        self.gone.clone()
     }
 
     /// Sends a signal; a worker that is already gone is not an error.
@@ -221,7 +223,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.stop_notify.store(true, Ordering::SeqCst);
+        self.gone.store(true, Ordering::SeqCst);
         if let Some(closer) = &self.notify_closer {
             closer.close();
         }

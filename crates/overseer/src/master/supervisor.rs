@@ -76,8 +76,9 @@ pub(crate) struct Supervisor {
     outcome: Option<Outcome>,
     reap_all: bool,
     probation: Option<Probation>,
-    /// Pending control requests and the history `status` shows.
-    control: control::Ledger,
+    /// For control clients: pending restart requests and the history
+    /// `status` shows.
+    outcomes: control::Outcomes,
     /// Shared with the upgrade thread: set once the master is stopping.
     stop_flag: Shutdown,
     /// The service manager, when the master runs under systemd.
@@ -110,7 +111,7 @@ impl Supervisor {
             // As PID 1 (a container's init) the master also reaps orphans.
             reap_all: std::process::id() == 1,
             probation: None,
-            control: control::Ledger::new(),
+            outcomes: control::Outcomes::new(),
             stop_flag: Shutdown::new(),
             systemd: Systemd::from_env(),
         }
@@ -144,7 +145,7 @@ impl Supervisor {
             if self.stopping {
                 self.systemd.stopping();
                 self.stop_flag.trigger();
-                self.control.stopping();
+                self.outcomes.stopping();
                 if let Some(p) = self.probation.take() {
                     p.abandon();
                 }
@@ -184,7 +185,7 @@ impl Supervisor {
             } => self.on_signal(signal, from_terminal),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
             Event::Upgrade(Report::Installed(installed)) => self.on_upgrade(installed),
-            Event::Upgrade(Report::Rejected(what)) => self.control.upgrade(what),
+            Event::Upgrade(Report::Rejected(what)) => self.outcomes.upgrade(what),
             Event::Control(request, reply) => self.on_control(request, reply),
         }
     }
@@ -258,12 +259,12 @@ impl Supervisor {
                 self.request_restart(&format!("the upgrade to {what}"));
             } else {
                 log::info!("{what} installed; it runs from the next restart");
-                self.control
+                self.outcomes
                     .upgrade(format!("{what} installed; it runs from the next restart"));
             }
             return;
         }
-        self.control
+        self.outcomes
             .upgrade(format!("{what} installed, on probation"));
         self.probation = Some(installed.on_probation(self.next_number, self.settings.probation));
         self.request_restart(&format!("the upgrade to {what}"));
@@ -273,13 +274,13 @@ impl Supervisor {
     fn roll_back(&mut self, reason: &str) {
         if let Some(p) = self.probation.take() {
             let line = p.failed(reason);
-            self.control.upgrade(line);
+            self.outcomes.upgrade(line);
         }
     }
 
     /// What worker `number` runs, for status lines: the version (a new
     /// release's own while it is on probation), else the binary ID's prefix.
-    fn release(&self, number: u64, id: &str) -> String {
+    fn version_label(&self, number: u64, id: &str) -> String {
         let version = match self.probation.as_ref().filter(|p| p.is_worker(number)) {
             Some(p) => p.version(),
             None => self.spec.version.as_deref(),
@@ -321,7 +322,8 @@ impl Supervisor {
         let number = self.next_number;
         self.next_number += 1;
         let id = self.binary.current();
-        self.systemd.starting(number, self.release(number, &id));
+        self.systemd
+            .starting(number, self.version_label(number, &id));
         match Worker::spawn(
             &self.spec,
             number,
@@ -332,7 +334,7 @@ impl Supervisor {
         ) {
             Ok(worker) => {
                 log::info!("worker {number} started (pid {})", worker.pid);
-                self.control.started(number);
+                self.outcomes.started(number);
                 super::readiness::watch(
                     &self.settings.readiness,
                     &worker,
@@ -348,7 +350,7 @@ impl Supervisor {
             }
             Err(e) => {
                 log::error!("{e}");
-                self.control.failed(None, &e.to_string());
+                self.outcomes.failed(None, &e.to_string());
                 if self.in_probation(number) {
                     self.roll_back(&format!("its worker could not be started: {e}"));
                 }
@@ -378,7 +380,7 @@ impl Supervisor {
             new.started.elapsed().as_millis()
         );
         new.phase = Phase::Serving;
-        self.control.ready(
+        self.outcomes.ready(
             number,
             new.pid.as_raw(),
             new.started.elapsed(),
@@ -454,7 +456,7 @@ impl Supervisor {
                 .clone()
                 .unwrap_or_else(|| format!("exited with {how} before becoming ready"));
             if !self.stopping {
-                self.control
+                self.outcomes
                     .failed(Some(w.number), &format!("worker {} {reason}", w.number));
             }
             // A worker that ends after the operator's stop signal did not fail.
@@ -562,7 +564,7 @@ impl Supervisor {
                 ));
             }
             Request::Restart => {
-                self.control.wait_for_next(reply);
+                self.outcomes.wait_for_next(reply);
                 self.request_restart("the control socket");
             }
         }
@@ -576,17 +578,17 @@ impl Supervisor {
         };
         crate::control::Status {
             master_pid: std::process::id(),
-            uptime: self.control.started_at.elapsed(),
+            uptime: self.outcomes.started_at.elapsed(),
             version: self.spec.version.clone(),
             binary_id: self.binary.current(),
             binary_path: self.spec.program.clone(),
             serving: self.serving.as_ref().map(info),
             starting: self.starting.as_ref().map(info),
             draining: self.draining.iter().map(info).collect(),
-            handovers: self.control.handovers,
-            failed_handovers: self.control.failed_handovers,
-            last_handover: control::ago(&self.control.last_handover),
-            last_upgrade: control::ago(&self.control.last_upgrade),
+            handovers: self.outcomes.handovers,
+            failed_handovers: self.outcomes.failed_handovers,
+            last_handover: control::ago(&self.outcomes.last_handover),
+            last_upgrade: control::ago(&self.outcomes.last_upgrade),
         }
     }
 
@@ -599,7 +601,7 @@ impl Supervisor {
             self.spec.version = Some(v.to_string());
         }
         let line = p.passed();
-        self.control.upgrade(line);
+        self.outcomes.upgrade(line);
     }
 
     fn check_deadlines(&mut self) {
