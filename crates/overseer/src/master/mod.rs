@@ -8,6 +8,7 @@
 mod child;
 mod control;
 mod event;
+mod handover;
 mod readiness;
 mod relay;
 mod run_dir;
@@ -34,8 +35,9 @@ use crate::upgrade::{self, ToSupervisor};
 use crate::withheld::Withheld;
 use child::LaunchSpec;
 use event::Event;
+use handover::Outcome;
 use run_dir::RunDir;
-use supervisor::{Outcome, Settings, Supervisor};
+use supervisor::{Settings, Supervisor};
 
 /// The channel into the running master's loop, for `restart()`.
 static MASTER: OnceLock<Sender<Event>> = OnceLock::new();

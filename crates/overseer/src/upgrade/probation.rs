@@ -90,6 +90,11 @@ impl Probation {
         self.installed.version.as_deref()
     }
 
+    /// How long its worker must run after becoming ready.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     /// Its worker became ready at `now`: the probation period starts.
     pub fn worker_ready(&mut self, now: Instant) {
         self.ready_at = Some(now);
