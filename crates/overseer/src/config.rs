@@ -10,8 +10,17 @@ use std::time::Duration;
 use crate::address::Address;
 use crate::error::{Error, Result};
 use crate::fetcher::Fetcher;
-use crate::progress::ProgressFn;
-use crate::State;
+use crate::progress::{DownloadProgress, ProgressFn};
+use crate::state::State;
+
+/// `SIGUSR1`, for [`Config::restart_signal`].
+#[cfg(unix)]
+pub const SIGUSR1: i32 = libc::SIGUSR1;
+/// `SIGUSR2`, the default restart signal.
+#[cfg(unix)]
+pub const SIGUSR2: i32 = libc::SIGUSR2;
+#[cfg(not(unix))]
+const SIGUSR2: i32 = 0;
 
 /// A `pre_upgrade` hook: gets the path of the verified new binary (still in
 /// its staging place) and may veto the upgrade by returning an error.
@@ -280,7 +289,7 @@ impl Config {
             addresses: Vec::new(),
             names: Vec::new(),
             backlog: DEFAULT_BACKLOG,
-            restart_signal: crate::SIGUSR2,
+            restart_signal: SIGUSR2,
             terminate_timeout: DEFAULT_TERMINATE_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             readiness: Readiness::Started,
@@ -532,7 +541,7 @@ impl Config {
     /// quick.
     pub fn on_download_progress(
         mut self,
-        hook: impl Fn(&crate::DownloadProgress) + Send + Sync + 'static,
+        hook: impl Fn(&DownloadProgress) + Send + Sync + 'static,
     ) -> Self {
         self.upgrade.progress = Some(Arc::new(hook));
         self
@@ -575,7 +584,7 @@ impl Config {
         }
         let u = &self.upgrade;
         #[cfg(unix)]
-        crate::upgrade::check_keys(&u.public_keys).map_err(Error::Config)?;
+        crate::keys::check_keys(&u.public_keys).map_err(Error::Config)?;
         if u.fetcher.is_some() {
             if u.download_timeout.is_zero() || u.sanity_timeout.is_zero() {
                 return Err(Error::Config(
@@ -601,14 +610,5 @@ impl Config {
             }
         }
         self.addresses.iter().map(|a| Address::parse(a)).collect()
-    }
-
-    /// The `LISTEN_FDNAMES` entry for each address.
-    pub(crate) fn listener_names(&self) -> Vec<String> {
-        self.names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| n.clone().unwrap_or_else(|| format!("listener{i}")))
-            .collect()
     }
 }

@@ -35,7 +35,7 @@ impl From<Error> for Failed {
 /// returns when the program returns.
 pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
     let Program::Function(program) = &config.program else {
-        return Err(crate::Error::Config(
+        return Err(Error::Config(
             "a command program cannot run without the master".into(),
         ));
     };
@@ -79,7 +79,7 @@ pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
 /// Adopts the sockets socket activation passed, binds the other addresses.
 #[cfg(unix)]
 fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
-    crate::master::activation::open(config, addresses)
+    crate::sockets::open(addresses, &config.names, config.backlog)
 }
 
 /// Binds the addresses.
@@ -87,7 +87,7 @@ fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
 fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
     Ok(Sockets {
         bound: crate::listener::bind_all(addresses, config.backlog)?,
-        names: config.listener_names(),
+        names: crate::listener::fd_names(&config.names),
         addresses: addresses.iter().map(|a| a.text.clone()).collect(),
     })
 }

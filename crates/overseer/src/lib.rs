@@ -151,9 +151,15 @@ mod log;
 mod progress;
 pub mod protocol;
 mod shutdown;
+#[cfg(unix)]
+mod sockets;
 mod state;
 
+#[cfg(unix)]
+mod child_registry;
 mod fallback;
+#[cfg(unix)]
+mod keys;
 #[cfg(unix)]
 mod master;
 #[cfg(unix)]
@@ -163,24 +169,19 @@ mod sys;
 #[cfg(unix)]
 mod upgrade;
 #[cfg(unix)]
+mod withheld;
+#[cfg(unix)]
 mod worker;
 
 pub use accept::Incoming;
 pub use config::{Config, PreUpgradeFn, Probe, Program, ProgramFn, Readiness};
+#[cfg(unix)]
+pub use config::{SIGUSR1, SIGUSR2};
 pub use error::{Error, Result};
 pub use listener::Listener;
 pub use progress::{DownloadProgress, DownloadState, ProgressFn};
 pub use shutdown::{Notified, Shutdown};
 pub use state::State;
-
-/// `SIGUSR1`, for [`Config::restart_signal`].
-#[cfg(unix)]
-pub const SIGUSR1: i32 = libc::SIGUSR1;
-/// `SIGUSR2`, the default restart signal.
-#[cfg(unix)]
-pub const SIGUSR2: i32 = libc::SIGUSR2;
-#[cfg(not(unix))]
-pub(crate) const SIGUSR2: i32 = 0;
 
 /// Whether this platform can run a master and workers (Unix: Linux, macOS,
 /// the BSDs). Elsewhere [`run`] runs the program directly.

@@ -179,8 +179,18 @@ pub(crate) struct Sockets {
     pub addresses: Vec<String>,
 }
 
+/// The `LISTEN_FDNAMES` entry for each address, from the name it was given
+/// (`listener0`, `listener1`, … for those without).
+pub(crate) fn fd_names(names: &[Option<String>]) -> Vec<String> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.clone().unwrap_or_else(|| format!("listener{i}")))
+        .collect()
+}
+
 /// Binds every address, in order; on error nothing stays bound (Unix uses
-/// `master::activation::open`, which also adopts passed sockets).
+/// `sockets::open`, which also adopts passed sockets).
 #[cfg(any(test, not(unix)))]
 pub(crate) fn bind_all(addresses: &[Address], backlog: i32) -> Result<Vec<Bound>> {
     let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());

@@ -314,7 +314,7 @@ impl Context {
     pub fn new(bin_path: impl Into<std::path::PathBuf>) -> Context {
         Context {
             bin_path: bin_path.into(),
-            target: crate::upgrade::TARGET,
+            target: crate::binary_id::TARGET,
             version: None,
             installed_tag: None,
         }

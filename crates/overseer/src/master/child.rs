@@ -1,5 +1,6 @@
-//! One worker process as the master sees it: its pid, its private notify
-//! socket, and where it is in its life.
+//! One worker process as the master holds it: its pid and its private
+//! notify socket, with the relay that reads it. Where the worker is in its
+//! life is the handover's business (`handover.rs`).
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
@@ -7,19 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::withheld::Withheld;
-use super::Event;
+use super::event::Event;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
 use crate::notify::{NotifyCloser, NotifyReceiver};
 use crate::protocol::*;
 use crate::sys::{self, ChildSpec};
+use crate::withheld::Withheld;
 
 /// How to start a worker: fixed for the master's life except the binary's ID.
 #[derive(Debug)]
@@ -72,32 +72,14 @@ impl LaunchSpec {
     }
 }
 
-/// Where a worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Started, not yet ready; `ready_deadline` applies.
-    Starting,
-    /// Ready and serving.
-    Serving,
-    /// Told to drain (SIGTERM); `kill_deadline` applies.
-    Draining,
-}
-
 /// A worker process.
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub number: u64,
     pub pid: Pid,
-    pub phase: Phase,
-    pub started: Instant,
-    pub ready_deadline: Instant,
-    pub kill_deadline: Option<Instant>,
-    /// Set once SIGKILL was sent, with the reason to report.
-    pub killed: Option<String>,
-    /// When a stop signal (SIGINT, SIGQUIT, SIGHUP) last reached the worker
-    /// from the operator: an exit soon after is a stop, not a failure.
-    pub stop_signalled: Option<Instant>,
-    stop_notify: Arc<AtomicBool>,
+    /// Set once this `Worker` is dropped (the process was reaped): ends
+    /// its notify relay and readiness watcher.
+    gone: Arc<AtomicBool>,
     /// Ends the notify relay's wait when the worker is gone.
     notify_closer: Option<NotifyCloser>,
 }
@@ -110,7 +92,6 @@ impl Worker {
         number: u64,
         bin_id: &str,
         run_dir: &Path,
-        ready_timeout: Duration,
         tx: &Sender<Event>,
     ) -> Result<Worker> {
         let notify_path = run_dir.join(format!("worker-{number}.sock"));
@@ -149,25 +130,18 @@ impl Worker {
             source,
         })?;
         let pid = Pid::from_raw(pid as i32);
-        let stop_notify = Arc::new(AtomicBool::new(false));
+        let gone = Arc::new(AtomicBool::new(false));
         let notify_closer = receiver.closer().ok();
-        if let Err(e) = super::relay::start(receiver, number, stop_notify.clone(), tx.clone()) {
+        if let Err(e) = super::relay::start(receiver, number, gone.clone(), tx.clone()) {
             // Without its notify relay the worker could never become ready.
             let _ = kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
             return Err(e);
         }
-        let started = Instant::now();
         Ok(Worker {
             number,
             pid,
-            phase: Phase::Starting,
-            started,
-            ready_deadline: started + ready_timeout,
-            kill_deadline: None,
-            killed: None,
-            stop_signalled: None,
-            stop_notify,
+            gone,
             notify_closer,
         })
     }
@@ -175,53 +149,13 @@ impl Worker {
     /// A flag set once this `Worker` is dropped (the process was reaped), for
     /// threads that watch it.
     pub fn gone_flag(&self) -> Arc<AtomicBool> {
-        self.stop_notify.clone()
-    }
-
-    /// Sends a signal; a worker that is already gone is not an error.
-    pub fn signal(&self, signal: i32) {
-        if let Ok(sig) = Signal::try_from(signal) {
-            let _ = kill(self.pid, sig);
-        }
-    }
-
-    /// Tells the worker to drain, with `timeout` before SIGKILL.
-    pub fn drain(&mut self, timeout: Duration) {
-        self.phase = Phase::Draining;
-        self.kill_deadline = Some(Instant::now() + timeout);
-        self.signal(libc::SIGTERM);
-    }
-
-    /// SIGKILLs the worker once, remembering why.
-    pub fn kill(&mut self, reason: String) {
-        if self.killed.is_none() {
-            self.signal(libc::SIGKILL);
-            self.killed = Some(reason);
-        }
-    }
-
-    /// Whether the worker was asked to stop by the operator (a stop signal
-    /// within `grace` before now), so that its exit is a stop, whatever
-    /// its status.
-    pub fn asked_to_stop(&self, grace: Duration) -> bool {
-        self.stop_signalled.is_some_and(|t| t.elapsed() <= grace)
-    }
-
-    /// The earliest time this worker needs attention.
-    pub fn deadline(&self) -> Option<Instant> {
-        if self.killed.is_some() {
-            return None;
-        }
-        match self.phase {
-            Phase::Starting => Some(self.ready_deadline),
-            _ => self.kill_deadline,
-        }
+        self.gone.clone()
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.stop_notify.store(true, Ordering::SeqCst);
+        self.gone.store(true, Ordering::SeqCst);
         if let Some(closer) = &self.notify_closer {
             closer.close();
         }

@@ -17,20 +17,10 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmodat, fstatat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::Event;
+use super::event::{Answer, Event, Request};
 use crate::error::{Error, Result};
 use crate::listener::{self, Existing, FileId};
 use crate::log;
-
-/// What a client asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
-    Restart,
-    Status,
-}
-
-/// The whole answer to one request, as sent on the wire.
-pub(crate) type Answer = String;
 
 /// An `ok` answer with its `key=value` lines.
 pub(crate) fn ok(fields: &str) -> Answer {
@@ -352,10 +342,11 @@ fn peer_uid(_: &UnixStream) -> std::result::Result<Option<u32>, String> {
     Ok(None)
 }
 
-/// What the supervisor keeps for control clients: pending `restart`
-/// requests and the history shown by `status`.
+/// The outcomes of handovers and upgrades as control clients see them: the
+/// answers pending `restart` requests wait for, and the history `status`
+/// shows.
 #[derive(Debug)]
-pub(crate) struct Ledger {
+pub(crate) struct Outcomes {
     pub started_at: std::time::Instant,
     /// Pending restart answers: `None` until the next worker starts, then
     /// that worker's number.
@@ -366,9 +357,9 @@ pub(crate) struct Ledger {
     pub last_upgrade: Option<(std::time::Instant, String)>,
 }
 
-impl Ledger {
+impl Outcomes {
     pub fn new() -> Self {
-        Ledger {
+        Outcomes {
             started_at: std::time::Instant::now(),
             waiters: Vec::new(),
             handovers: 0,

@@ -5,56 +5,39 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
-pub(crate) mod activation;
 mod child;
 mod control;
-pub(crate) mod others;
+mod event;
+mod handover;
 mod readiness;
 mod relay;
 mod run_dir;
 mod signals;
 mod supervisor;
 mod systemd;
-pub(crate) mod withheld;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
 
-use crate::binary_id::sha256_file;
+use crate::binary_id::BinaryId;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
 use crate::listener::{self, Listener, Sockets};
 use crate::log;
+use crate::sockets;
 use crate::sys;
+use crate::upgrade::{self, ToSupervisor};
+use crate::withheld::Withheld;
 use child::LaunchSpec;
+use event::Event;
+use handover::Outcome;
 use run_dir::RunDir;
-use supervisor::{Outcome, Settings, Supervisor};
-use withheld::Withheld;
-
-/// What the master's loop reacts to.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// A signal other than SIGCHLD.
-    Signal { signal: i32, from_terminal: bool },
-    /// SIGCHLD: some child changed state.
-    Child,
-    /// An sd_notify datagram from a worker.
-    Notify { worker: u64, message: String },
-    /// `restart()` called in the master process.
-    Restart,
-    /// The upgrade thread swapped a new release in.
-    Upgrade(crate::upgrade::Installed),
-    /// The upgrade thread turned a release down (for the status).
-    UpgradeRejected(String),
-    /// A request on the control socket, with where to send the answer.
-    Control(control::Request, Sender<control::Answer>),
-}
+use supervisor::{Settings, Supervisor};
 
 /// The channel into the running master's loop, for `restart()`.
 static MASTER: OnceLock<Sender<Event>> = OnceLock::new();
@@ -68,40 +51,6 @@ pub(crate) fn request_restart() -> Result<()> {
 /// Whether this process is running a master.
 pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
-}
-
-/// The SHA-256 of the worker binary, recomputed only when the file changes.
-#[derive(Debug)]
-pub(crate) struct BinaryId {
-    path: PathBuf,
-    fingerprint: Option<(u64, u64, u64, i64, i64)>,
-    id: String,
-}
-
-impl BinaryId {
-    /// Hashes lazily, at the first `current()`.
-    pub fn new(path: PathBuf) -> Self {
-        BinaryId {
-            path,
-            fingerprint: None,
-            id: String::new(),
-        }
-    }
-
-    /// The ID of the file now at the path (hashing again if it changed).
-    pub fn current(&mut self) -> String {
-        let fingerprint = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        if fingerprint.is_none() || fingerprint != self.fingerprint {
-            match sha256_file(&self.path) {
-                Ok(id) => self.id = id,
-                Err(e) => log::warning!("cannot hash {}: {e}", self.path.display()),
-            }
-            self.fingerprint = fingerprint;
-        }
-        self.id.clone()
-    }
 }
 
 /// Finds a command the way a shell would: as given when it has a slash,
@@ -144,7 +93,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
         }
     };
     let run_dir = RunDir::create()?;
-    let sockets = activation::open(config, &addresses)?;
+    let sockets = sockets::open(&addresses, &config.names, config.backlog)?;
     let launch = Launch {
         program,
         arg0,
@@ -257,11 +206,12 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
     // process instead (fallback), which should keep the allocator's
     // defaults; only the upgrade thread's start can still fail after this.
     sys::tune_malloc_for_master();
-    if let Err(e) = crate::upgrade::start(
+    let to_supervisor = ToSupervisor::new(move |report| tx.send(Event::Upgrade(report)).is_ok());
+    if let Err(e) = upgrade::start(
         &config.upgrade,
         &program,
         config.version.clone(),
-        tx,
+        to_supervisor,
         supervisor.stop_flag(),
         withheld,
     ) {

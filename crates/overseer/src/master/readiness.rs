@@ -10,7 +10,7 @@
 //! reported, or at `ready_timeout`, whichever comes first.
 //!
 //! Probe commands are children of the master like the sanity check: they are
-//! registered in [`super::others`] so that a master running as PID 1, which
+//! registered in [`crate::child_registry`] so that a master running as PID 1, which
 //! reaps every child with `waitpid(-1)`, keeps their status instead of losing
 //! it; every probe is waited for, killed first if it overruns.
 
@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::Worker;
-use super::others;
-use super::withheld::Withheld;
-use super::Event;
+use super::event::Event;
+use crate::child_registry;
 use crate::config::{Probe, Readiness};
 use crate::log;
 use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, OVERSEER_WORKER};
+use crate::withheld::Withheld;
 
 /// The probe's environment variable holding the new worker's pid.
 pub(crate) const OVERSEER_WORKER_PID: &str = "OVERSEER_WORKER_PID";
@@ -175,7 +175,7 @@ impl Watcher {
             cmd.env_remove(var);
         }
         self.withheld.remove_from(&mut cmd);
-        let mut child = match others::spawn(&mut cmd) {
+        let mut child = match child_registry::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
                 return Attempt::Failed(format!(
@@ -187,7 +187,7 @@ impl Watcher {
         let child_pid = child.id() as i32;
         let until = (Instant::now() + probe.attempt_timeout).min(self.deadline);
         let result = loop {
-            if let Some(status) = others::try_wait(&mut child, child_pid) {
+            if let Some(status) = child_registry::try_wait(&mut child, child_pid) {
                 break match status {
                     Some(0) => Attempt::Passed,
                     Some(code) if code > 0 => Attempt::Failed(format!("exit status {code}")),
@@ -198,7 +198,7 @@ impl Watcher {
             let gone = self.gone.load(Ordering::SeqCst);
             if gone || Instant::now() >= until {
                 let _ = child.kill();
-                let _ = others::wait(&mut child, child_pid);
+                let _ = child_registry::wait(&mut child, child_pid);
                 break if gone || Instant::now() >= self.deadline {
                     Attempt::Abandoned
                 } else {
@@ -210,7 +210,7 @@ impl Watcher {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        others::forget(child_pid);
+        child_registry::forget(child_pid);
         result
     }
 }

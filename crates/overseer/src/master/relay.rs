@@ -25,7 +25,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Event;
+use super::event::Event;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::notify::{self, NotifyReceiver};

@@ -7,7 +7,7 @@ use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::low_level::siginfo::Cause;
 
-use super::Event;
+use super::event::Event;
 use crate::error::{Error, Result};
 
 /// Signals the master forwards to the serving worker (the restart signal is

@@ -1,5 +1,5 @@
-//! The master's event loop: the handover state machine of SPEC §3 and the
-//! signal and exit-status rules of §4.
+//! The master's event loop: events in, the handover's decisions
+//! (`handover.rs`) carried out on real processes.
 //!
 //! All state lives on one thread (the one that called `run`), which is also
 //! the thread that spawns workers, so Linux's parent-death signal — tied to
@@ -8,18 +8,24 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::child::{describe_exit, LaunchSpec, Phase, Worker};
-use super::control::{self, Request};
+use super::child::{describe_exit, LaunchSpec, Worker};
+use super::control;
+use super::event::{Answer, Event, Request};
+use super::handover::{Effects, Ended, Handover, Outcome, Rules, Spawned, WorkerState};
 use super::signals;
 use super::systemd::Systemd;
-use super::{BinaryId, Event};
+use crate::binary_id::BinaryId;
+use crate::child_registry;
 use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
-use crate::upgrade::{swap, Installed, Verdict};
+use crate::shutdown::Shutdown;
+use crate::upgrade::probation::{Installed, Probation};
+use crate::upgrade::Report;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
@@ -37,55 +43,36 @@ pub(crate) struct Settings {
     pub no_restart_after_fetch: bool,
 }
 
-/// A release just installed, watched through its first worker's start.
-#[derive(Debug)]
-struct Probation {
-    installed: Installed,
-    /// The worker started from it.
-    number: u64,
-    /// Set when that worker became ready; probation ends `probation` later.
-    ready_at: Option<Instant>,
-}
-
-/// How the master will end.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome {
-    Exit(i32),
-    Signal(i32),
-}
-
-impl Outcome {
-    fn from_status(status: &WaitStatus) -> Outcome {
-        match status {
-            WaitStatus::Exited(_, code) => Outcome::Exit(*code),
-            WaitStatus::Signaled(_, sig, _) => Outcome::Signal(*sig as i32),
-            _ => Outcome::Exit(1),
-        }
-    }
-}
-
 pub(crate) struct Supervisor {
-    settings: Settings,
+    restart_signal: i32,
+    no_restart: bool,
+    probation: Duration,
+    no_restart_after_fetch: bool,
+    rx: Receiver<Event>,
+    /// What to do: the workers' states, decided without processes.
+    handover: Handover,
+    /// Doing it: the processes, control clients and the service manager.
+    live: Live,
+    /// As PID 1 (a container's init) the master also reaps orphans.
+    reap_all: bool,
+    /// Shared with the upgrade thread: set once the master is stopping.
+    stop_flag: Shutdown,
+}
+
+/// The handover's [`Effects`] on real processes, control clients and the
+/// service manager.
+struct Live {
     spec: LaunchSpec,
     binary: BinaryId,
     run_dir: std::path::PathBuf,
     tx: Sender<Event>,
-    rx: Receiver<Event>,
-    next_number: u64,
-    serving: Option<Worker>,
-    starting: Option<Worker>,
-    draining: Vec<Worker>,
-    restart_queued: bool,
-    /// Set once the master is on its way out, with the status to exit with
-    /// (unknown until the serving worker has ended).
-    stopping: bool,
-    outcome: Option<Outcome>,
-    reap_all: bool,
-    probation: Option<Probation>,
-    /// Pending control requests and the history `status` shows.
-    control: control::Ledger,
-    /// Shared with the upgrade thread: set once the master is stopping.
-    stop_flag: crate::Shutdown,
+    ready_timeout: Duration,
+    readiness: crate::config::Readiness,
+    /// The worker processes (their notify relays end as they are dropped).
+    processes: Vec<Worker>,
+    /// For control clients: pending restart requests and the history
+    /// `status` shows.
+    outcomes: control::Outcomes,
     /// The service manager, when the master runs under systemd.
     systemd: Systemd,
 }
@@ -99,38 +86,44 @@ impl Supervisor {
         tx: Sender<Event>,
         rx: Receiver<Event>,
     ) -> Self {
+        let rules = Rules {
+            terminate_timeout: settings.terminate_timeout,
+            ready_timeout: settings.ready_timeout,
+            ready_on_spawn: settings.ready_on_spawn,
+            no_restart: settings.no_restart,
+        };
         Supervisor {
-            settings,
-            spec,
-            binary,
-            run_dir,
-            tx,
+            restart_signal: settings.restart_signal,
+            no_restart: settings.no_restart,
+            probation: settings.probation,
+            no_restart_after_fetch: settings.no_restart_after_fetch,
             rx,
-            next_number: 1,
-            serving: None,
-            starting: None,
-            draining: Vec::new(),
-            restart_queued: false,
-            stopping: false,
-            outcome: None,
-            // As PID 1 (a container's init) the master also reaps orphans.
+            handover: Handover::new(rules),
+            live: Live {
+                spec,
+                binary,
+                run_dir,
+                tx,
+                ready_timeout: settings.ready_timeout,
+                readiness: settings.readiness,
+                processes: Vec::new(),
+                outcomes: control::Outcomes::new(),
+                systemd: Systemd::from_env(),
+            },
             reap_all: std::process::id() == 1,
-            probation: None,
-            control: control::Ledger::new(),
-            stop_flag: crate::Shutdown::new(),
-            systemd: Systemd::from_env(),
+            stop_flag: Shutdown::new(),
         }
     }
 
     /// The notification the upgrade thread waits on to stop polling.
-    pub fn stop_flag(&self) -> crate::Shutdown {
+    pub fn stop_flag(&self) -> Shutdown {
         self.stop_flag.clone()
     }
 
     /// Runs until the service ends; returns how the master should end.
     pub fn run(mut self) -> Outcome {
-        if !self.start_worker() {
-            return self.outcome.unwrap_or(Outcome::Exit(1));
+        if !self.handover.start(&mut self.live) {
+            return self.handover.outcome().unwrap_or(Outcome::Exit(1));
         }
         loop {
             let timeout = self
@@ -145,333 +138,116 @@ impl Supervisor {
             // Exits can coalesce into one SIGCHLD, and a SIGCHLD can precede
             // the event that explains it: reap on every turn.
             self.reap();
-            self.check_deadlines();
-            self.systemd.keep_alive();
-            if self.stopping {
-                self.systemd.stopping();
+            self.handover.deadlines(Instant::now(), &mut self.live);
+            self.live.systemd.keep_alive();
+            if self.handover.is_stopping() {
+                self.live.systemd.stopping();
                 self.stop_flag.trigger();
-                self.control.stopping();
-                if let Some(p) = self.probation.take() {
+                self.live.outcomes.stopping();
+                if let Some(p) = self.handover.take_probation() {
                     // Stopping is not the release's fault; it stays installed.
-                    let _ = p.installed.reply.send(Verdict::Kept);
+                    p.abandon();
                 }
             }
-            if self.stopping && self.workers().next().is_none() {
-                return self.outcome.unwrap_or(Outcome::Exit(0));
+            if let Some(outcome) = self.handover.finished() {
+                return outcome;
             }
         }
     }
 
-    fn workers(&self) -> impl Iterator<Item = &Worker> {
-        self.serving
-            .iter()
-            .chain(self.starting.iter())
-            .chain(self.draining.iter())
-    }
-
     fn next_deadline(&self) -> Option<Instant> {
-        let probation_end = self
-            .probation
-            .as_ref()
-            .and_then(|p| p.ready_at)
-            .map(|t| t + self.settings.probation);
-        self.workers()
-            .filter_map(Worker::deadline)
-            .chain(probation_end)
-            .chain(self.systemd.next_deadline())
+        self.handover
+            .next_deadline()
+            .into_iter()
+            .chain(self.live.systemd.next_deadline())
             .min()
     }
 
     fn handle(&mut self, event: Event) {
+        let now = Instant::now();
+        let live = &mut self.live;
         match event {
             Event::Child => {}
-            Event::Restart => self.request_restart("restart()"),
-            Event::Signal { signal, .. } if signal == self.settings.restart_signal => {
-                self.request_restart(&signals::name(signal));
+            Event::Restart => self.handover.restart("restart()", now, live),
+            Event::Signal { signal, .. } if signal == self.restart_signal => {
+                self.handover.restart(&signals::name(signal), now, live);
             }
             Event::Signal {
                 signal,
                 from_terminal,
-            } => self.on_signal(signal, from_terminal),
+            } => self.handover.signal(signal, from_terminal, now, live),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
-            Event::Upgrade(installed) => self.on_upgrade(installed),
-            Event::UpgradeRejected(what) => self.control.upgrade(what),
+            Event::Upgrade(Report::Installed(installed)) => self.on_upgrade(installed),
+            Event::Upgrade(Report::Rejected(what)) => live.outcomes.upgrade(what),
             Event::Control(request, reply) => self.on_control(request, reply),
-        }
-    }
-
-    fn on_signal(&mut self, signal: i32, from_terminal: bool) {
-        if signal == libc::SIGTERM {
-            log::info!(
-                "SIGTERM: stopping (workers get {:?} to drain)",
-                self.settings.terminate_timeout
-            );
-            self.stop();
-            return;
-        }
-        let stop_signal = signals::STOP.contains(&signal);
-        if from_terminal {
-            // The terminal signalled the whole process group, workers included.
-            log::debug!(
-                "{} from the terminal already reached the workers",
-                signals::name(signal)
-            );
-            if stop_signal {
-                let now = Instant::now();
-                for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
-                    w.stop_signalled = Some(now);
-                }
-            }
-            return;
-        }
-        match self.serving.as_mut().or(self.starting.as_mut()) {
-            Some(w) => {
-                if stop_signal {
-                    w.stop_signalled = Some(Instant::now());
-                }
-                log::debug!(
-                    "forwarding {} to worker {}",
-                    signals::name(signal),
-                    w.number
-                );
-                w.signal(signal);
-            }
-            None => log::debug!("{} with no worker to forward to", signals::name(signal)),
         }
     }
 
     fn on_notify(&mut self, number: u64, message: &str) {
         for (key, value) in notify::parse(message) {
             match (key, value) {
-                ("READY", "1") => self.on_ready(number),
+                ("READY", "1") => self.handover.ready(number, Instant::now(), &mut self.live),
                 ("STATUS", status) => {
                     log::debug!("worker {number} status: {status}");
-                    self.systemd.worker_status(number, status);
+                    self.live.systemd.worker_status(number, status);
                 }
-                (NOTIFY_RESTART, "1") => self.request_restart(&format!("worker {number}")),
+                (NOTIFY_RESTART, "1") => self.handover.restart(
+                    &format!("worker {number}"),
+                    Instant::now(),
+                    &mut self.live,
+                ),
                 _ => {}
             }
         }
     }
 
     fn on_upgrade(&mut self, installed: Installed) {
-        let what = installed
-            .version
-            .as_ref()
-            .map(|v| format!("version {v}"))
-            .unwrap_or_else(|| format!("release {}", &installed.sha256[..12]));
-        if self.stopping {
-            let _ = installed.reply.send(Verdict::Kept);
+        let what = installed.name();
+        if self.handover.is_stopping() {
+            installed.keep();
             return;
         }
-        if self.settings.no_restart_after_fetch || self.settings.no_restart {
+        let now = Instant::now();
+        if self.no_restart_after_fetch || self.no_restart {
             if let Some(v) = &installed.version {
-                self.spec.version = Some(v.clone());
+                self.live.spec.version = Some(v.clone());
             }
-            let _ = installed.reply.send(Verdict::Kept);
-            if self.settings.no_restart {
-                self.request_restart(&format!("the upgrade to {what}"));
+            installed.keep();
+            if self.no_restart {
+                self.handover
+                    .restart(&format!("the upgrade to {what}"), now, &mut self.live);
             } else {
                 log::info!("{what} installed; it runs from the next restart");
-                self.control
+                self.live
+                    .outcomes
                     .upgrade(format!("{what} installed; it runs from the next restart"));
             }
             return;
         }
-        self.control
+        self.live
+            .outcomes
             .upgrade(format!("{what} installed, on probation"));
-        self.probation = Some(Probation {
-            installed,
-            number: self.next_number,
-            ready_at: None,
-        });
-        self.request_restart(&format!("the upgrade to {what}"));
-    }
-
-    /// Restores the previous binary after a release's worker failed.
-    fn roll_back(&mut self, reason: &str) {
-        let Some(p) = self.probation.take() else {
-            return;
-        };
-        let what = p
-            .installed
-            .version
-            .as_ref()
-            .map(|v| format!("version {v}"))
-            .unwrap_or_else(|| format!("release {}", &p.installed.sha256[..12]));
-        match swap::restore(&p.installed.target) {
-            Ok(()) => log::error!(
-                "upgrade to {what} rolled back: {reason}; the previous binary is back at {}",
-                p.installed.target.path.display()
-            ),
-            Err(e) => log::error!(
-                "upgrade to {what} failed ({reason}) and the previous binary cannot be restored from {}: {e}",
-                p.installed.target.rollback_path().display()
-            ),
-        }
-        self.control
-            .upgrade(format!("{what} rolled back: {reason}"));
-        let _ = p
-            .installed
-            .reply
-            .send(Verdict::RolledBack(reason.to_string()));
-    }
-
-    /// What worker `number` runs, for status lines: the version (a new
-    /// release's own while it is on probation), else the binary ID's prefix.
-    fn release(&self, number: u64, id: &str) -> String {
-        let version = match self.probation.as_ref().filter(|p| p.number == number) {
-            Some(p) => p.installed.version.as_ref(),
-            None => self.spec.version.as_ref(),
-        };
-        match version {
-            Some(v) => format!("version {v}"),
-            None => format!("binary {}", id.get(..12).unwrap_or(id)),
-        }
-    }
-
-    fn in_probation(&self, number: u64) -> bool {
-        self.probation.as_ref().is_some_and(|p| p.number == number)
-    }
-
-    fn request_restart(&mut self, source: &str) {
-        if self.stopping {
-            log::debug!("restart requested by {source} while stopping: ignored");
-            return;
-        }
-        if self.settings.no_restart {
-            log::info!("restart requested by {source}, restarts are off: stopping");
-            self.stop();
-            return;
-        }
-        if self.starting.is_some() {
-            if !self.restart_queued {
-                log::info!("restart requested by {source} during a handover: queued");
-            }
-            self.restart_queued = true;
-            return;
-        }
-        log::info!("restart requested by {source}");
-        self.start_worker();
-    }
-
-    /// Starts the next worker; false when it could not be started (and, for
-    /// the first worker, the outcome is set).
-    fn start_worker(&mut self) -> bool {
-        let number = self.next_number;
-        self.next_number += 1;
-        let id = self.binary.current();
-        self.systemd.starting(number, self.release(number, &id));
-        match Worker::spawn(
-            &self.spec,
-            number,
-            &id,
-            &self.run_dir,
-            self.settings.ready_timeout,
-            &self.tx,
-        ) {
-            Ok(worker) => {
-                log::info!("worker {number} started (pid {})", worker.pid);
-                self.control.started(number);
-                super::readiness::watch(
-                    &self.settings.readiness,
-                    &worker,
-                    self.settings.ready_timeout,
-                    &self.tx,
-                    &self.spec.withheld,
-                );
-                self.starting = Some(worker);
-                if self.settings.ready_on_spawn {
-                    self.on_ready(number);
-                }
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                self.control.failed(None, &e.to_string());
-                if self.in_probation(number) {
-                    self.roll_back(&format!("its worker could not be started: {e}"));
-                }
-                if self.serving.is_none() {
-                    self.stopping = true;
-                    self.outcome = Some(Outcome::Exit(1));
-                } else {
-                    log::error!("restart failed; the current worker keeps serving");
-                    self.systemd.restart_failed(&format!(
-                        "restart failed: {e}; the current worker keeps serving"
-                    ));
-                }
-                false
-            }
-        }
-    }
-
-    fn on_ready(&mut self, number: u64) {
-        let Some(mut new) = self
-            .starting
-            .take_if(|w| w.number == number && w.killed.is_none() && w.phase == Phase::Starting)
-        else {
-            return;
-        };
-        log::info!(
-            "worker {number} ready after {} ms",
-            new.started.elapsed().as_millis()
-        );
-        new.phase = Phase::Serving;
-        self.control.ready(
-            number,
-            new.pid.as_raw(),
-            new.started.elapsed(),
-            self.serving.is_some(),
-        );
-        self.systemd.ready(number, new.pid.as_raw());
-        if let Some(p) = self.probation.as_mut().filter(|p| p.number == number) {
-            p.ready_at = Some(Instant::now());
-        }
-        if let Some(mut old) = self.serving.replace(new) {
-            if self.in_probation(old.number) {
-                // Replaced by a newer worker before probation ended: the
-                // release served until then, so it stays.
-                self.pass_probation();
-            }
-            log::info!("worker {} draining (pid {})", old.number, old.pid);
-            old.drain(self.settings.terminate_timeout);
-            self.draining.push(old);
-        }
-        if self.stopping {
-            // A stop arrived while this worker was starting.
-            if let Some(w) = self.serving.as_mut() {
-                w.drain(self.settings.terminate_timeout);
-            }
-        } else if std::mem::take(&mut self.restart_queued) {
-            self.request_restart("a queued request");
-        }
-    }
-
-    /// Graceful stop: every worker drains, then the master exits with the
-    /// serving worker's status.
-    fn stop(&mut self) {
-        self.stopping = true;
-        self.systemd.stopping();
-        self.restart_queued = false;
-        let timeout = self.settings.terminate_timeout;
-        for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
-            if w.phase != Phase::Draining {
-                w.drain(timeout);
-            }
-        }
+        let number = self.handover.next_number();
+        self.handover
+            .begin_probation(installed.on_probation(number, self.probation));
+        self.handover
+            .restart(&format!("the upgrade to {what}"), now, &mut self.live);
     }
 
     fn reap(&mut self) {
         if self.reap_all {
             let mut ended = Vec::new();
-            super::others::reap_all(|pid, status| ended.push((pid, status)));
+            child_registry::reap_all(|pid, status| ended.push((pid, status)));
             for (pid, status) in ended {
                 self.on_exit(pid, status);
             }
             return;
         }
-        let pids: Vec<Pid> = self.workers().map(|w| w.pid).collect();
+        let pids: Vec<Pid> = self
+            .handover
+            .workers()
+            .map(|w| Pid::from_raw(w.pid))
+            .collect();
         for pid in pids {
             match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {}
@@ -487,195 +263,140 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        let how = describe_exit(&status);
-        if let Some(w) = self.starting.take_if(|w| w.pid == pid) {
-            let reason = w
-                .killed
-                .clone()
-                .unwrap_or_else(|| format!("exited with {how} before becoming ready"));
-            if !self.stopping {
-                self.control
-                    .failed(Some(w.number), &format!("worker {} {reason}", w.number));
-            }
-            // A worker that ends after the operator's stop signal did not fail.
-            let asked_to_stop = w.asked_to_stop(self.settings.terminate_timeout);
-            let failed_release = self.in_probation(w.number) && !asked_to_stop;
-            if failed_release {
-                self.roll_back(&format!("its worker {} {reason}", w.number));
-            }
-            match &self.serving {
-                None if failed_release && !self.stopping => {
-                    log::error!(
-                        "the previous worker ended meanwhile: starting one from the restored binary"
-                    );
-                    self.start_worker();
-                }
-                Some(s) if !self.stopping => {
-                    let why = format!(
-                        "restart failed: worker {} {reason}; worker {} keeps serving",
-                        w.number, s.number
-                    );
-                    log::error!("{why}");
-                    self.systemd.restart_failed(&why);
-                }
-                Some(_) => log::info!("worker {} ended while stopping ({how})", w.number),
-                None => {
-                    log::error!("worker {} {reason}; nothing is serving, exiting", w.number);
-                    self.stopping = true;
-                    if self.outcome.is_none() {
-                        self.outcome = Some(if w.killed.is_some() {
-                            Outcome::Exit(1)
-                        } else {
-                            Outcome::from_status(&status)
-                        });
-                    }
-                    for d in &mut self.draining {
-                        d.kill_deadline.get_or_insert(Instant::now());
-                    }
-                }
-            }
-            if !self.stopping && std::mem::take(&mut self.restart_queued) {
-                self.request_restart("a queued request");
-            }
-            return;
-        }
-        if let Some(w) = self.serving.take_if(|w| w.pid == pid) {
-            let outcome = Outcome::from_status(&status);
-            let clean = matches!(status, WaitStatus::Exited(_, 0));
-            // Ended by the operator's SIGINT, SIGQUIT or SIGHUP (or ^C): the
-            // service is stopping, whatever the status; a release on
-            // probation is not to blame and stays installed.
-            if w.asked_to_stop(self.settings.terminate_timeout) && !self.stopping {
-                log::info!(
-                    "worker {} ended after a stop signal ({how}): stopping",
-                    w.number
-                );
-                self.outcome = Some(outcome);
-                self.stop();
-                return;
-            }
-            if self.in_probation(w.number) && !self.stopping && !clean {
-                self.roll_back(&format!(
-                    "its worker {} failed within the {:?} probation ({how})",
-                    w.number, self.settings.probation
-                ));
-                self.start_worker();
-                return;
-            }
-            if self.stopping {
-                log::info!("worker {} stopped ({how})", w.number);
-            } else if self.starting.is_some() {
-                // It died mid-handover: the new worker may still take over; if
-                // it does not, the master ends with this status.
-                log::warning!("worker {} exited during a handover ({how})", w.number);
-            } else {
-                log::info!("worker {} exited ({how}); exiting with it", w.number);
-                self.stopping = true;
-            }
-            self.outcome = Some(outcome);
-            return;
-        }
-        if let Some(i) = self.draining.iter().position(|w| w.pid == pid) {
-            let w = self.draining.swap_remove(i);
-            match &w.killed {
-                Some(reason) => log::warning!("worker {} {reason}", w.number),
-                None => log::info!("worker {} drained ({how})", w.number),
-            }
-            return;
-        }
-        log::debug!("reaped orphan pid {pid} ({how})");
+        let ended = Ended {
+            how: describe_exit(&status),
+            outcome: match status {
+                WaitStatus::Exited(_, code) => Outcome::Exit(code),
+                WaitStatus::Signaled(_, sig, _) => Outcome::Signal(sig as i32),
+                _ => Outcome::Exit(1),
+            },
+            clean: matches!(status, WaitStatus::Exited(_, 0)),
+        };
+        self.handover
+            .exited(pid.as_raw(), &ended, Instant::now(), &mut self.live);
+        // Gone: its notify relay and readiness watcher end.
+        self.live.processes.retain(|w| w.pid != pid);
     }
 
     /// Answers a control request: the status at once, a restart once the
     /// handover it causes has succeeded or failed.
-    fn on_control(&mut self, request: Request, reply: std::sync::mpsc::Sender<control::Answer>) {
+    fn on_control(&mut self, request: Request, reply: Sender<Answer>) {
         match request {
             Request::Status => {
                 let _ = reply.send(control::ok(&self.status().to_fields()));
             }
-            Request::Restart if self.stopping => {
+            Request::Restart if self.handover.is_stopping() => {
                 let _ = reply.send(control::failed("the master is stopping"));
             }
-            Request::Restart if self.settings.no_restart => {
+            Request::Restart if self.no_restart => {
                 let _ = reply.send(control::failed(
                     "restarts are off (no_restart): nothing was done",
                 ));
             }
             Request::Restart => {
-                self.control.wait_for_next(reply);
-                self.request_restart("the control socket");
+                self.live.outcomes.wait_for_next(reply);
+                self.handover
+                    .restart("the control socket", Instant::now(), &mut self.live);
             }
         }
     }
 
     fn status(&mut self) -> crate::control::Status {
-        let info = |w: &Worker| crate::control::WorkerInfo {
+        let info = |w: &WorkerState| crate::control::WorkerInfo {
             number: w.number,
-            pid: w.pid.as_raw().unsigned_abs(),
+            pid: w.pid.unsigned_abs(),
             age: w.started.elapsed(),
         };
+        let live = &mut self.live;
         crate::control::Status {
             master_pid: std::process::id(),
-            uptime: self.control.started_at.elapsed(),
-            version: self.spec.version.clone(),
-            binary_id: self.binary.current(),
-            binary_path: self.spec.program.clone(),
-            serving: self.serving.as_ref().map(info),
-            starting: self.starting.as_ref().map(info),
-            draining: self.draining.iter().map(info).collect(),
-            handovers: self.control.handovers,
-            failed_handovers: self.control.failed_handovers,
-            last_handover: control::ago(&self.control.last_handover),
-            last_upgrade: control::ago(&self.control.last_upgrade),
+            uptime: live.outcomes.started_at.elapsed(),
+            version: live.spec.version.clone(),
+            binary_id: live.binary.current(),
+            binary_path: live.spec.program.clone(),
+            serving: self.handover.serving().map(info),
+            starting: self.handover.starting().map(info),
+            draining: self.handover.draining().iter().map(info).collect(),
+            handovers: live.outcomes.handovers,
+            failed_handovers: live.outcomes.failed_handovers,
+            last_handover: control::ago(&live.outcomes.last_handover),
+            last_upgrade: control::ago(&live.outcomes.last_upgrade),
+        }
+    }
+}
+
+impl Live {
+    /// What a worker runs, for status lines: the version (a new release's
+    /// own while it is on probation), else the binary ID's prefix.
+    fn version_label(&self, id: &str, probation: Option<&Probation>) -> String {
+        let version = match probation {
+            Some(p) => p.version(),
+            None => self.spec.version.as_deref(),
+        };
+        match version {
+            Some(v) => format!("version {v}"),
+            None => format!("binary {}", id.get(..12).unwrap_or(id)),
+        }
+    }
+}
+
+impl Effects for Live {
+    fn spawn(&mut self, number: u64, probation: Option<&Probation>) -> Result<Spawned, String> {
+        let id = self.binary.current();
+        self.systemd
+            .starting(number, self.version_label(&id, probation));
+        let worker = Worker::spawn(&self.spec, number, &id, &self.run_dir, &self.tx)
+            .map_err(|e| e.to_string())?;
+        let spawned = Spawned {
+            pid: worker.pid.as_raw(),
+            at: Instant::now(),
+        };
+        log::info!("worker {number} started (pid {})", worker.pid);
+        self.outcomes.started(number);
+        super::readiness::watch(
+            &self.readiness,
+            &worker,
+            self.ready_timeout,
+            &self.tx,
+            &self.spec.withheld,
+        );
+        self.processes.push(worker);
+        Ok(spawned)
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) {
+        if let Ok(sig) = Signal::try_from(signal) {
+            let _ = kill(Pid::from_raw(pid), sig);
         }
     }
 
-    /// A release's worker passed probation: the release stays.
-    fn pass_probation(&mut self) {
-        let Some(p) = self.probation.take() else {
-            return;
-        };
-        let what = match &p.installed.version {
-            Some(v) => {
-                self.spec.version = Some(v.clone());
-                format!("version {v} passed probation")
-            }
-            None => format!("release {} passed probation", &p.installed.sha256[..12]),
-        };
-        log::info!("{what}");
-        self.control.upgrade(what);
-        let _ = p.installed.reply.send(Verdict::Kept);
+    fn ready(&mut self, number: u64, pid: i32, after: Duration, handover: bool) {
+        self.outcomes.ready(number, pid, after, handover);
+        self.systemd.ready(number, pid);
     }
 
-    fn check_deadlines(&mut self) {
-        let now = Instant::now();
-        let probation = self.settings.probation;
-        if self
-            .probation
-            .as_ref()
-            .and_then(|p| p.ready_at)
-            .is_some_and(|t| now >= t + probation)
-        {
-            self.pass_probation();
+    fn handover_failed(&mut self, number: Option<u64>, reason: &str) {
+        self.outcomes.failed(number, reason);
+    }
+
+    fn restart_failed(&mut self, why: &str) {
+        self.systemd.restart_failed(why);
+    }
+
+    fn stopping(&mut self) {
+        self.systemd.stopping();
+    }
+
+    fn probation_passed(&mut self, probation: Probation) {
+        if let Some(v) = probation.version() {
+            self.spec.version = Some(v.to_string());
         }
-        let ready_timeout = self.settings.ready_timeout;
-        let terminate_timeout = self.settings.terminate_timeout;
-        if let Some(w) = self.starting.as_mut() {
-            if w.phase == Phase::Starting && now >= w.ready_deadline {
-                w.kill(format!("was not ready within {ready_timeout:?}"));
-            }
-        }
-        for w in self
-            .draining
-            .iter_mut()
-            .chain(self.serving.iter_mut())
-            .chain(self.starting.iter_mut())
-        {
-            if w.phase == Phase::Draining && w.kill_deadline.is_some_and(|d| now >= d) {
-                w.kill(format!(
-                    "was killed: still running {terminate_timeout:?} after SIGTERM"
-                ));
-            }
-        }
+        let line = probation.passed();
+        self.outcomes.upgrade(line);
+    }
+
+    fn probation_failed(&mut self, probation: Probation, reason: &str) {
+        let line = probation.failed(reason);
+        self.outcomes.upgrade(line);
     }
 }

@@ -34,7 +34,7 @@ use super::ledger::LedgerFile;
 use super::stage::{self, Staged, Unpack};
 use super::swap::Target;
 use super::verify;
-use releases::{adversarial_cases, payload, random_bases};
+use releases::{adversarial_cases, payload, random_bases, Expect};
 
 /// `max_download_size` in every case.
 const CAP: u64 = 4 << 20;
@@ -60,39 +60,6 @@ fn memory_bound_kb() -> u64 {
 
 fn sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
-}
-
-/// What a case must come to.
-#[derive(Debug, Clone, PartialEq)]
-enum Expect {
-    /// Already plain: nothing to unpack.
-    Plain,
-    /// Unpacks to exactly the payload.
-    Payload(usize),
-    /// Refused, for a reason mentioning this.
-    Refused(String),
-    /// Either, as long as a refusal is a clean error of the release.
-    Clean,
-}
-
-impl Expect {
-    fn encode(&self) -> String {
-        match self {
-            Expect::Plain => "plain".into(),
-            Expect::Payload(n) => format!("payload {n}"),
-            Expect::Refused(why) => format!("refused {why}"),
-            Expect::Clean => "clean".into(),
-        }
-    }
-
-    fn decode(s: &str) -> Expect {
-        match s.split_once(' ') {
-            Some(("payload", n)) => Expect::Payload(n.parse().expect("payload size")),
-            Some(("refused", why)) => Expect::Refused(why.to_string()),
-            _ if s == "plain" => Expect::Plain,
-            _ => Expect::Clean,
-        }
-    }
 }
 
 // --- The child: unpacking the cases ----------------------------------------
@@ -410,7 +377,7 @@ fn trusted_comment() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         "[0-9a-zA-Z.+_-]{0,40}",
         any::<String>(),
-        Just(super::TARGET.to_string()),
+        Just(crate::binary_id::TARGET.to_string()),
         Just("99999999999999999999999.0.0".to_string()),
         Just("1.0.0-".to_string() + &"a.".repeat(2000)),
     ];

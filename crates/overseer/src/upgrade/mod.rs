@@ -9,7 +9,7 @@
 //!           (memory    (skip)
 //!            bounded)
 //!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
-//!        ─► Event::Upgrade to the supervisor: restart + probation
+//!        ─► Report::Installed to the supervisor: restart + probation
 //!             └─ failure: restore the previous binary, remember the release
 //! ```
 //!
@@ -41,6 +41,8 @@
 mod hostile_input;
 pub(crate) mod ledger;
 mod lock;
+pub(crate) mod probation;
+mod rejection;
 mod sanity;
 mod stage;
 pub(crate) mod swap;
@@ -48,84 +50,49 @@ mod verify;
 
 use std::any::Any;
 use std::collections::HashSet;
-use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::binary_id::BinaryId;
 use crate::config::UpgradeConfig;
+use crate::error::{Error, Result};
 use crate::fetcher::{Context, Release};
 use crate::log;
-use crate::master::withheld::Withheld;
-use crate::master::{BinaryId, Event};
+use crate::shutdown::Shutdown;
+use crate::withheld::Withheld;
 use ledger::{Entries, LedgerError, LedgerFile};
 use lock::{BinaryLock, NotLocked};
+use probation::{Installed, Verdict};
+use rejection::Rejection;
 use swap::Target;
 
-pub(crate) use verify::{check_keys, parse_version, TARGET};
+pub(crate) use verify::parse_version;
 
-/// Why a release was not installed.
+/// What the upgrade thread tells the master's loop.
 #[derive(Debug)]
-pub(crate) struct Rejection {
-    pub reason: String,
-    /// About the release itself (remembered, not tried again) rather than a
-    /// passing failure (network, disk) that the next poll may not meet.
-    pub of_release: bool,
-    /// Signed with a version not newer than the floor: tried again if the
-    /// floor is reset by hand.
-    pub below_floor: bool,
+pub(crate) enum Report {
+    /// A release was swapped in; the loop answers on its `reply` once its
+    /// first worker passed or failed probation (see [`probation`]).
+    Installed(Installed),
+    /// A release was turned down, or could not be considered (for the status).
+    Rejected(String),
 }
 
-impl Rejection {
-    /// A passing failure: the next poll tries again.
-    pub fn new(reason: impl Into<String>) -> Self {
-        Rejection {
-            reason: reason.into(),
-            of_release: false,
-            below_floor: false,
-        }
+/// The upgrade thread's line to the master's loop, handed to it by the
+/// master: sends a [`Report`], false once the loop is gone.
+pub(crate) struct ToSupervisor(Box<dyn Fn(Report) -> bool + Send>);
+
+impl ToSupervisor {
+    /// A line that delivers reports with `send`.
+    pub fn new(send: impl Fn(Report) -> bool + Send + 'static) -> Self {
+        ToSupervisor(Box::new(send))
     }
 
-    /// A fault of the release: remembered and not tried again.
-    pub fn release(reason: impl Into<String>) -> Self {
-        Rejection {
-            reason: reason.into(),
-            of_release: true,
-            below_floor: false,
-        }
+    fn send(&self, report: Report) -> bool {
+        (self.0)(report)
     }
-
-    /// A release signed with a version not newer than the floor: remembered
-    /// until the floor is reset.
-    pub fn below_floor(reason: impl Into<String>) -> Self {
-        Rejection {
-            below_floor: true,
-            ..Rejection::release(reason)
-        }
-    }
-
-    pub fn io(context: &str, e: io::Error) -> Self {
-        Rejection::new(format!("{context}: {e}"))
-    }
-}
-
-/// A release installed at the binary path, waiting for its first worker.
-#[derive(Debug)]
-pub(crate) struct Installed {
-    pub target: Target,
-    pub sha256: String,
-    pub version: Option<String>,
-    pub reply: Sender<Verdict>,
-}
-
-/// The supervisor's answer about an installed release.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    /// Its worker passed probation (or no restart was made).
-    Kept,
-    /// Its worker failed; the previous binary is back in place.
-    RolledBack(String),
 }
 
 /// Prepares the upgrade thread: `Ok(None)` without a fetcher; an error only
@@ -134,10 +101,10 @@ pub(crate) fn start(
     config: &UpgradeConfig,
     bin_path: &Path,
     installed_version: Option<String>,
-    tx: Sender<Event>,
-    stopping: crate::Shutdown,
+    supervisor: ToSupervisor,
+    stopping: Shutdown,
     withheld: Withheld,
-) -> crate::Result<()> {
+) -> Result<()> {
     let Some(fetcher) = config.fetcher.clone() else {
         return Ok(());
     };
@@ -211,7 +178,7 @@ pub(crate) fn start(
         ledger_readable: known.is_some(),
         known: known.unwrap_or_default(),
         version,
-        tx,
+        supervisor,
         stopping,
         rejected_tags: HashSet::new(),
         below_floor_tags: HashSet::new(),
@@ -258,7 +225,7 @@ pub(crate) fn start(
                 );
             }
         })
-        .map_err(|e| crate::Error::io("starting the upgrade thread", e))?;
+        .map_err(|e| Error::io("starting the upgrade thread", e))?;
     Ok(())
 }
 
@@ -305,9 +272,10 @@ struct Upgrader {
     ledger_readable: bool,
     /// The installed version (signed, or configured).
     version: Option<semver::Version>,
-    tx: Sender<Event>,
+    /// Where reports go: the master's loop.
+    supervisor: ToSupervisor,
     /// Fires once the master is stopping.
-    stopping: crate::Shutdown,
+    stopping: Shutdown,
     /// Source tags of releases rejected for what they are.
     rejected_tags: HashSet<String>,
     /// Those of them rejected as not newer than the floor: considered again
@@ -480,7 +448,7 @@ impl Upgrader {
         let key = failure_key(&reason);
         if self.last_failure.as_deref() != Some(key.as_str()) {
             log::error!("{reason}; trying again at the next poll");
-            let _ = self.tx.send(Event::UpgradeRejected(reason.clone()));
+            let _ = self.supervisor.send(Report::Rejected(reason.clone()));
             self.last_failure = Some(key);
         } else {
             log::debug!("{reason} (again)");
@@ -526,11 +494,11 @@ impl Upgrader {
                 let sha = installed.sha256.clone();
                 let version = installed.version.clone();
                 let (reply_tx, reply_rx) = mpsc::channel();
-                let event = Event::Upgrade(Installed {
+                let report = Report::Installed(Installed {
                     reply: reply_tx,
                     ..installed
                 });
-                if self.tx.send(event).is_err() {
+                if !self.supervisor.send(report) {
                     return false;
                 }
                 match reply_rx.recv() {
@@ -558,10 +526,9 @@ impl Upgrader {
                     "release {named} rejected: {}; the running binary is unchanged",
                     r.reason
                 );
-                let _ = self.tx.send(Event::UpgradeRejected(format!(
-                    "{named} rejected: {}",
-                    r.reason
-                )));
+                let _ = self
+                    .supervisor
+                    .send(Report::Rejected(format!("{named} rejected: {}", r.reason)));
                 if let Some(t) = tag {
                     self.rejected_tags.insert(t);
                 }

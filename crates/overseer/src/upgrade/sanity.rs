@@ -26,11 +26,11 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::Rejection;
+use super::rejection::Rejection;
+use crate::child_registry;
 use crate::log;
-use crate::master::others;
-use crate::master::withheld::Withheld;
 use crate::protocol::OVERSEER_BIN_CHECK;
+use crate::withheld::Withheld;
 
 /// Output kept from the check, at most.
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -69,7 +69,7 @@ pub(crate) fn check(
     // writing in this process; exec then fails with ETXTBSY for a moment.
     let mut attempts = 0;
     let mut child = loop {
-        match others::spawn(&mut cmd) {
+        match child_registry::spawn(&mut cmd) {
             Ok(c) => break c,
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 40 => {
                 attempts += 1;
@@ -91,17 +91,17 @@ pub(crate) fn check(
     ];
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = others::try_wait(&mut child, pid) {
+        if let Some(status) = child_registry::try_wait(&mut child, pid) {
             break Some(status);
         }
         if Instant::now() >= deadline {
             kill_group(pid);
-            let _ = others::wait(&mut child, pid);
+            let _ = child_registry::wait(&mut child, pid);
             break None;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    others::forget(pid);
+    child_registry::forget(pid);
     // Once the binary has exited its output ends at once, unless a process
     // it started still holds it. Either way the group is killed: nothing the
     // check started outlives it. Every wait here is bounded, and readers

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
-use super::Rejection;
+use super::rejection::Rejection;
 use crate::progress::{DownloadState, Reporter};
 
 const CHUNK: usize = 32 * 1024;

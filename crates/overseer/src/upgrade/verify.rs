@@ -4,10 +4,10 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use super::Rejection;
-
-/// The target triple this binary was built for.
-pub(crate) const TARGET: &str = env!("OVERSEER_TARGET");
+use super::rejection::Rejection;
+use crate::binary_id::TARGET;
+#[cfg(feature = "signatures")]
+use crate::keys::parse_public_key;
 
 /// Normalises a published SHA-256: hex, lowercase, without a `sha256:` prefix.
 pub(crate) fn normalise_sha256(s: &str) -> Option<String> {
@@ -259,33 +259,6 @@ pub(crate) fn signature(
         Ok(()) => trusted.signed(),
         Err(e) => Err(Rejection::release(format!("bad signature: {e}"))),
     }
-}
-
-#[cfg(feature = "signatures")]
-fn parse_public_key(key: &str) -> Result<minisign_verify::PublicKey, String> {
-    use minisign_verify::PublicKey;
-    let key = key.trim();
-    let parsed = if key.contains('\n') {
-        PublicKey::decode(key)
-    } else {
-        PublicKey::from_base64(key)
-    };
-    parsed.map_err(|e| format!("configured public key {key:?} cannot be read: {e}"))
-}
-
-/// Checks that every configured key can be read (reported at start).
-pub(crate) fn check_keys(keys: &[String]) -> Result<(), String> {
-    #[cfg(feature = "signatures")]
-    for key in keys {
-        parse_public_key(key)?;
-    }
-    #[cfg(not(feature = "signatures"))]
-    if !keys.is_empty() {
-        return Err(
-            "public keys are configured but signature support is not compiled in (enable the `signatures` feature)".into(),
-        );
-    }
-    Ok(())
 }
 
 #[cfg_attr(not(feature = "signatures"), allow(dead_code))]

@@ -7,7 +7,38 @@
 
 use std::io::{Cursor, Write};
 
-use super::Expect;
+/// What a case must come to.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Expect {
+    /// Already plain: nothing to unpack.
+    Plain,
+    /// Unpacks to exactly the payload.
+    Payload(usize),
+    /// Refused, for a reason mentioning this.
+    Refused(String),
+    /// Either, as long as a refusal is a clean error of the release.
+    Clean,
+}
+
+impl Expect {
+    pub(super) fn encode(&self) -> String {
+        match self {
+            Expect::Plain => "plain".into(),
+            Expect::Payload(n) => format!("payload {n}"),
+            Expect::Refused(why) => format!("refused {why}"),
+            Expect::Clean => "clean".into(),
+        }
+    }
+
+    pub(super) fn decode(s: &str) -> Expect {
+        match s.split_once(' ') {
+            Some(("payload", n)) => Expect::Payload(n.parse().expect("payload size")),
+            Some(("refused", why)) => Expect::Refused(why.to_string()),
+            _ if s == "plain" => Expect::Plain,
+            _ => Expect::Clean,
+        }
+    }
+}
 
 /// The binary the archives carry: pseudo-random bytes behind an ELF magic
 /// number (they compress badly, so an archive of them is no bomb).

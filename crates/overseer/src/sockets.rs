@@ -1,9 +1,10 @@
-//! The master's own sockets: adopted from socket activation when the master
-//! was started that way (a systemd `.socket` unit, `systemd-socket-activate`),
-//! bound otherwise.
+//! The service's listening sockets, opened once by the master (or by fallback
+//! mode, when the master failed before it opened them): adopted from socket
+//! activation when the process was started that way (a systemd `.socket`
+//! unit, `systemd-socket-activate`), bound otherwise.
 //!
 //! A passed socket serves the configured address whose name (set with
-//! [`Config::named_address`]) equals its `LISTEN_FDNAMES` entry, else the
+//! [`Config::named_address`](crate::Config::named_address)) equals its `LISTEN_FDNAMES` entry, else the
 //! configured address it is bound to (`host:port`, `:port` for a socket on
 //! every interface, `unix:/path`). Configured addresses left over are bound
 //! as usual. With no configured address at all, the master serves every
@@ -20,17 +21,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::address::{Address, Bind};
-use crate::config::Config;
 use crate::error::Result;
 use crate::listener::{self, Bound, Listener, Sockets};
 use crate::log;
 use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 
 /// Adopts the sockets passed to this process by socket activation, and binds
-/// the configured addresses none of them serves. On error nothing this
-/// function bound stays bound. Used by the master, and by fallback mode when
-/// the master could not start before it opened its sockets.
-pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
+/// the configured `addresses` (each with its configured name in `names`, if
+/// any) none of them serves, with `backlog`. On error nothing this function
+/// bound stays bound. Used by the master, and by fallback mode when the
+/// master could not start before it opened its sockets.
+pub(crate) fn open(
+    addresses: &[Address],
+    names: &[Option<String>],
+    backlog: i32,
+) -> Result<Sockets> {
     let passed = match listener::passed_count() {
         // Taken by a master whose set-up then failed before it could hand
         // them over: they are closed, and the addresses are bound instead.
@@ -57,8 +62,7 @@ pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
     let configured: Vec<(&Bind, Option<&str>)> = addresses
         .iter()
         .zip(
-            config
-                .names
+            names
                 .iter()
                 .map(Option::as_deref)
                 .chain(std::iter::repeat(None)),
@@ -86,7 +90,7 @@ pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
                     unix_path: None,
                 });
             }
-            None => match listener::bind_one(address, config.backlog) {
+            None => match listener::bind_one(address, backlog) {
                 Ok(b) => {
                     log::info!(
                         "listening on {address} ({})",
@@ -120,7 +124,7 @@ pub(crate) fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
     }
     Ok(Sockets {
         bound,
-        names: config.listener_names(),
+        names: listener::fd_names(names),
         addresses: addresses.iter().map(|a| a.text.clone()).collect(),
     })
 }

@@ -1,6 +1,7 @@
-//! Children of the master that are not workers (the sanity check of a new
-//! binary). As PID 1 the master reaps every child with `waitpid(-1)`; a child
-//! registered here has its status kept for its owner instead of lost.
+//! The registry of the master's children that are not workers: the sanity
+//! check of a new binary and readiness probes. As PID 1 the master reaps
+//! every child with `waitpid(-1)`; a child registered here has its status
+//! kept for its owner instead of lost.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,17 +15,17 @@ use nix::unistd::Pid;
 
 /// Registered pids, with their status once reaped by the master (an exit
 /// code, or minus the signal number).
-static OTHERS: Mutex<BTreeMap<i32, Option<i32>>> = Mutex::new(BTreeMap::new());
+static REGISTERED: Mutex<BTreeMap<i32, Option<i32>>> = Mutex::new(BTreeMap::new());
 
 fn lock() -> MutexGuard<'static, BTreeMap<i32, Option<i32>>> {
-    OTHERS.lock().unwrap_or_else(|e| e.into_inner())
+    REGISTERED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Spawns `cmd`, registered before anyone can reap it.
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
-    let mut others = lock();
+    let mut registered = lock();
     let child = cmd.spawn()?;
-    others.insert(child.id() as i32, None);
+    registered.insert(child.id() as i32, None);
     Ok(child)
 }
 
@@ -62,13 +63,13 @@ pub(crate) fn forget(pid: i32) {
 /// Reaps every ended child (PID 1 mode): registered ones have their status
 /// kept, the rest go to `on_exit`.
 pub(crate) fn reap_all(mut on_exit: impl FnMut(Pid, WaitStatus)) {
-    let mut others = lock();
+    let mut registered = lock();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(status) => {
                 let Some(pid) = status.pid() else { continue };
-                if let Some(slot) = others.get_mut(&pid.as_raw()) {
+                if let Some(slot) = registered.get_mut(&pid.as_raw()) {
                     *slot = match status {
                         WaitStatus::Exited(_, code) => Some(code),
                         WaitStatus::Signaled(_, sig, _) => Some(-(sig as i32)),
