@@ -1,6 +1,7 @@
-//! The master under systemd (SPEC §9): the sd_notify datagrams it sends to
-//! its own `NOTIFY_SOCKET` (here a socket the test owns), the watchdog, and
-//! socket activation of the master itself.
+//! The master under systemd (docs/design.md, "Service managers and
+//! containers"): the sd_notify datagrams it sends to its own `NOTIFY_SOCKET`
+//! (here a socket the test owns), the watchdog, and socket activation of the
+//! master itself.
 //!
 //! The socket-activation tests run the master under `systemd-socket-activate`
 //! (Debian package `systemd`; `scripts/test` installs it). Without it they

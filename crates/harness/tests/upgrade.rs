@@ -1,6 +1,7 @@
-//! Self-upgrade (SPEC §5): good releases are installed and served with zero
-//! failed requests; every kind of bad release leaves the binary on disk and
-//! the serving worker untouched (or restored), reported once.
+//! Self-upgrade (docs/design.md, "Self-upgrade"): good releases are installed
+//! and served with zero failed requests; every kind of bad release leaves the
+//! binary on disk and the serving worker untouched (or restored), reported
+//! once.
 //!
 //! Each test runs `upgrade-app` from its own temporary directory, polling a
 //! real HTTP release server on loopback that publishes stamped, signed

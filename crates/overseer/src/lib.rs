@@ -84,19 +84,19 @@
 //! ## Self-upgrade
 //!
 //! With a [`fetcher`] configured ([`Config::fetcher`]), the master polls for
-//! new releases and runs each through the pipeline of SPEC §5: a streamed,
-//! capped, time-limited download into a staging file beside the binary;
-//! unpacking; a checksum; a minisign signature by a key from
-//! [`Config::public_key`] whose signed trusted comment names a newer version
-//! and this target (`version:1.4.0 target:x86_64-unknown-linux-gnu`); a
-//! native-executable check; the sanity check; [`Config::pre_upgrade`]; then
-//! an atomic, durable swap that keeps the previous binary. The worker started
-//! from the new release is on probation ([`Config::probation`]): if it fails,
-//! the previous binary is restored and served, and the release is remembered
-//! as bad. The `overseer` command signs releases (`overseer sign`). The
-//! master's memory of releases, with the highest signed version seen, is
-//! the [`ledger`], which also offers the way out when a release was signed
-//! with a mistaken, too-high version.
+//! new releases and runs each through the pipeline of `docs/design.md`
+//! ("Self-upgrade"): a streamed, capped, time-limited download into a staging
+//! file beside the binary; unpacking; a checksum; a minisign signature by a key
+//! from [`Config::public_key`] whose signed trusted comment names a newer
+//! version and this target (`version:1.4.0 target:x86_64-unknown-linux-gnu`); a
+//! native-executable check; the sanity check; [`Config::pre_upgrade`]; then an
+//! atomic, durable swap that keeps the previous binary. The worker started from
+//! the new release is on probation ([`Config::probation`]): if it fails, the
+//! previous binary is restored and served, and the release is remembered as
+//! bad. The `overseer` command signs releases (`overseer sign`). The master's
+//! memory of releases, with the highest signed version seen, is the [`ledger`],
+//! which also offers the way out when a release was signed with a mistaken,
+//! too-high version.
 //!
 //! ## Under systemd
 //!

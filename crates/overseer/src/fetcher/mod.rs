@@ -1,4 +1,4 @@
-//! Where new releases come from (SPEC §6).
+//! Where new releases come from (docs/design.md, "Release sources").
 //!
 //! A [`Fetcher`] is polled by the master on a thread of its own. When it finds
 //! a release it returns a [`Release`]: a byte stream plus what the source says

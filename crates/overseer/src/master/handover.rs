@@ -1,7 +1,8 @@
-//! The handover state machine of SPEC §3 and the exit-status rules of §4, as
-//! decisions only: what to do on a restart trigger, on `READY=1`, on a
-//! worker's exit, on a deadline and on a signal, for the serving, starting
-//! and draining workers and the release on probation.
+//! The handover state machine (docs/design.md, "Handover") and the exit-status
+//! rules ("Signals and exit status"), as decisions only: what to do on a
+//! restart trigger, on `READY=1`, on a worker's exit, on a deadline and on a
+//! signal, for the serving, starting and draining workers and the release on
+//! probation.
 //!
 //! [`Handover`] never calls `waitpid`, `kill` or `spawn` and never reads the
 //! clock: the time comes with each call, exits come as [`Ended`], and every

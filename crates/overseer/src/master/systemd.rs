@@ -1,5 +1,6 @@
-//! The master as a systemd service (SPEC §9): what it tells the service
-//! manager over the manager's own `NOTIFY_SOCKET`.
+//! The master as a systemd service (docs/design.md, "Service managers and
+//! containers"): what it tells the service manager over the manager's own
+//! `NOTIFY_SOCKET`.
 //!
 //! The workers never talk to systemd: each has a private notify socket owned
 //! by the master (and the master's `NOTIFY_SOCKET` is filtered from their
