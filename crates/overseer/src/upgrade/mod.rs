@@ -24,11 +24,12 @@
 //! A compressed file or archive is checked against its signature before any
 //! decoder reads it, when the signature is over the file as published; one
 //! signed over the executable inside is unpacked first, by decoders whose
-//! memory is bounded (`stage.rs`), and checked after. A panic in any step
+//! memory is bounded (`unpack.rs`), and checked after. A panic in any step
 //! (a decoder's bug, a `pre_upgrade` hook's, a fetcher's) is caught on the
 //! upgrade thread: the release is rejected like any other, the staging files
 //! are removed, and polling goes on.
 
+mod download;
 #[cfg(all(
     test,
     feature = "signatures",
@@ -44,8 +45,8 @@ mod lock;
 pub(crate) mod probation;
 mod rejection;
 mod sanity;
-mod stage;
 pub(crate) mod swap;
+mod unpack;
 mod verify;
 
 use std::any::Any;
@@ -565,7 +566,7 @@ impl Upgrader {
         let cfg = &self.config.clone();
         let t = &self.target.clone();
         // 1. Download into a private staging file beside the binary.
-        let out = stage::staging_file(&t.dir, &t.name).map_err(|e| {
+        let out = download::staging_file(&t.dir, &t.name).map_err(|e| {
             Rejection::io(
                 &format!("creating a staging file in {}", t.dir.display()),
                 e,
@@ -583,7 +584,7 @@ impl Upgrader {
         log::info!("downloading release {named}");
         let progress = crate::progress::Reporter::start(cfg.progress.as_deref(), named, size);
         let limits = (cfg.max_download_size, cfg.download_timeout);
-        let mut raw = stage::download(body, out, size, limits, progress)?;
+        let mut raw = download::download(body, out, size, limits, progress)?;
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
         if self.known.bad.contains(&raw_sha) {
@@ -593,9 +594,9 @@ impl Upgrader {
         // before any decoder reads it, when the signature is over the file
         // as published; else it may be over the executable inside, checked
         // after unpacking (step 5).
-        let packed = stage::sniff(raw.file.as_file_mut())
+        let packed = unpack::sniff(raw.file.as_file_mut())
             .map_err(|e| Rejection::io("reading the staging file", e))?
-            != stage::Format::Plain;
+            != unpack::Format::Plain;
         let mut verified = None;
         if packed && !cfg.public_keys.is_empty() {
             verified = verify::signature_over_download(
@@ -616,13 +617,13 @@ impl Upgrader {
                 wanted.push(stem.to_string());
             }
         }
-        let unpack = stage::Unpack {
+        let unpack = unpack::Unpack {
             dir: &t.dir,
             bin_name: &t.name,
             wanted: &wanted,
             max_size: cfg.max_download_size,
         };
-        let mut bin = match stage::unpack(&mut raw, &unpack)? {
+        let mut bin = match unpack::unpack(&mut raw, &unpack)? {
             Some(unpacked) => {
                 drop(raw);
                 unpacked
