@@ -53,25 +53,19 @@ pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
 }
 
-/// Finds a command the way a shell would: as given when it has a slash,
-/// otherwise in `PATH`.
+/// Finds a command the way a shell would: a path with a slash as given (an
+/// executable file there), otherwise the first executable file of that name
+/// in `PATH`.
 fn resolve_command(path: &Path) -> Result<PathBuf> {
-    let not_found = || Error::Spawn {
-        program: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::NotFound, "no such executable"),
-    };
-    if path.components().count() > 1 || path.is_absolute() {
-        return path
-            .is_file()
-            .then(|| path.to_path_buf())
-            .ok_or_else(not_found);
+    match which::which(path) {
+        // `which` makes a relative path absolute; it is kept as given.
+        Ok(_) if path.components().count() > 1 => Ok(path.to_path_buf()),
+        Ok(found) => Ok(found),
+        Err(_) => Err(Error::Spawn {
+            program: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such executable"),
+        }),
     }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(path))
-        .find(|p| p.is_file())
-        .ok_or_else(not_found)
 }
 
 /// Runs the master until the service ends, then ends this process the way

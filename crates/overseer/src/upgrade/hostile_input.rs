@@ -30,9 +30,10 @@ use sha2::{Digest, Sha256};
 
 mod releases;
 
+use super::download::{self, Staged};
 use super::ledger::LedgerFile;
-use super::stage::{self, Staged, Unpack};
 use super::swap::Target;
+use super::unpack::{self, Unpack};
 use super::verify;
 use releases::{adversarial_cases, payload, random_bases, Expect};
 
@@ -55,7 +56,7 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(240);
 /// limit for `CAP`, and 16 MiB for buffers and the cases' own bookkeeping
 /// (the test binary, its allocator, proptest).
 fn memory_bound_kb() -> u64 {
-    (stage::window_limit(CAP) + (16 << 20)) >> 10
+    (unpack::window_limit(CAP) + (16 << 20)) >> 10
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -110,7 +111,7 @@ fn report(cases: usize, baseline_kb: u64) {
 
 /// Copies `bytes` into a staging file in `work`, as a download would be.
 fn staged(work: &Path, bytes: &mut impl Read) -> Staged {
-    let mut file = stage::staging_file(work, "app").unwrap();
+    let mut file = download::staging_file(work, "app").unwrap();
     let size = io::copy(bytes, &mut file).unwrap();
     file.flush().unwrap();
     Staged {
@@ -132,7 +133,7 @@ fn unpack_case(work: &Path, bytes: &mut impl Read) -> Result<Option<(String, u64
         max_size: CAP,
     };
     let mut raw = staged(work, bytes);
-    let outcome = match stage::unpack(&mut raw, &how) {
+    let outcome = match unpack::unpack(&mut raw, &how) {
         Ok(None) => Ok(None),
         Ok(Some(bin)) => {
             assert!(bin.size <= CAP, "unpacked {} bytes, over the cap", bin.size);

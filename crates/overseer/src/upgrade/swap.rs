@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
-use super::stage;
+use super::download;
 
 /// The binary an upgrade replaces.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl Target {
 
     /// Checks, by creating and removing a staging file, that a swap can work.
     pub fn check_writable(&self) -> io::Result<()> {
-        let f = stage::staging_file(&self.dir, &self.name)?;
+        let f = download::staging_file(&self.dir, &self.name)?;
         f.close()?;
         let meta = fs::metadata(&self.path)?;
         if meta.permissions().readonly() && !running_as_root() {
@@ -107,7 +107,7 @@ impl Target {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if stage::is_staging_name(&name, &self.name) || self.is_tmp_name(&name) {
+            if download::is_staging_name(&name, &self.name) || self.is_tmp_name(&name) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -206,7 +206,7 @@ mod tests {
         let target = Target::resolve(&link)?;
         assert_eq!(target.path, fs::canonicalize(&real)?);
         target.check_writable()?;
-        let mut staged = stage::staging_file(&target.dir, &target.name)?;
+        let mut staged = download::staging_file(&target.dir, &target.name)?;
         staged.write_all(b"new")?;
         match_permissions(&target, staged.as_file())?;
         staged.as_file().sync_all()?;
