@@ -195,7 +195,8 @@ pub struct Config {
     pub(crate) upgrade: UpgradeConfig,
 }
 
-/// The self-upgrade settings (SPEC §5), filled by `Config`'s setters.
+/// The self-upgrade settings (`docs/design.md`, "Self-upgrade"), filled by
+/// `Config`'s setters.
 #[derive(Clone)]
 pub(crate) struct UpgradeConfig {
     pub fetcher: Option<Arc<Mutex<Box<dyn Fetcher>>>>,
@@ -414,7 +415,7 @@ impl Config {
         self
     }
 
-    /// Polls `fetcher` for new releases and upgrades the binary (SPEC §5):
+    /// Polls `fetcher` for new releases and upgrades the binary (see `docs/design.md`):
     /// each release is downloaded, verified, swapped in atomically and
     /// restarted into, and rolled back if the new worker fails.
     pub fn fetcher(mut self, fetcher: impl Fetcher) -> Self {

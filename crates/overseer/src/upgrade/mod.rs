@@ -1,4 +1,5 @@
-//! The self-upgrade pipeline (SPEC §5), run on a thread of the master.
+//! The self-upgrade pipeline (docs/design.md, "Self-upgrade"), run on a
+//! thread of the master.
 //!
 //! ```text
 //! fetcher ─► installed tag? ─► download ─► known bad? ─► signed as published?
@@ -73,8 +74,10 @@ use upgrader::Upgrader;
 pub(crate) use report::{Report, ToSupervisor};
 pub(crate) use verify::parse_version;
 
-/// Prepares the upgrade thread: `Ok(None)` without a fetcher; an error only
-/// for a configuration that cannot work.
+/// Starts the upgrade thread when a fetcher is configured. Upgrades that
+/// cannot run here (the binary unresolvable or not writable, another master
+/// on the same path) are turned off with a message; an error only when the
+/// thread cannot be started.
 pub(crate) fn start(
     config: &UpgradeConfig,
     bin_path: &Path,
