@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use crate::address::{Address, Bind};
 use crate::error::Result;
-use crate::listener::{self, Bound, Listener, Sockets};
+use crate::listener::{self, Listener, Socket};
 use crate::log;
 use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 
@@ -31,11 +31,13 @@ use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 /// any) none of them serves, with `backlog`. On error nothing this function
 /// bound stays bound. Used by the master, and by fallback mode when the
 /// master could not start before it opened its sockets.
+///
+/// The sockets come in the program's order (worker fds 3, 4, …).
 pub(crate) fn open(
     addresses: &[Address],
     names: &[Option<String>],
     backlog: i32,
-) -> Result<Sockets> {
+) -> Result<Vec<Socket>> {
     let passed = match listener::passed_count() {
         // Taken by a master whose set-up then failed before it could hand
         // them over: they are closed, and the addresses are bound instead.
@@ -71,8 +73,8 @@ pub(crate) fn open(
         .collect();
     let plan = assign(&configured, &described);
     let mut passed: Vec<Option<Listener>> = passed.into_iter().map(Some).collect();
-    let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());
-    for (address, slot) in addresses.iter().zip(plan) {
+    let mut bound: Vec<Socket> = Vec::with_capacity(addresses.len());
+    for (i, (address, slot)) in addresses.iter().zip(plan).enumerate() {
         match slot.and_then(|j| Some((j, passed.get_mut(j)?.take()?))) {
             Some((j, listener)) => {
                 let local = listener.local_addr_string();
@@ -85,12 +87,14 @@ pub(crate) fn open(
                     "adopted {local} from socket activation (fd {}){wanted}",
                     fd(j)
                 );
-                bound.push(Bound {
+                bound.push(Socket {
+                    name: listener::fd_name(names, i),
+                    address: address.text.clone(),
                     listener,
                     unix_path: None,
                 });
             }
-            None => match listener::bind_one(address, backlog) {
+            None => match listener::bind_one(address, listener::fd_name(names, i), backlog) {
                 Ok(b) => {
                     log::info!(
                         "listening on {address} ({})",
@@ -122,36 +126,25 @@ pub(crate) fn open(
             unused.join(", ")
         );
     }
-    Ok(Sockets {
-        bound,
-        names: listener::fd_names(names),
-        addresses: addresses.iter().map(|a| a.text.clone()).collect(),
-    })
+    Ok(bound)
 }
 
 /// With no configured address, every passed socket is served, in order.
-fn take_all(passed: Vec<Listener>, fd_names: &[Option<String>]) -> Sockets {
-    let mut sockets = Sockets {
-        bound: Vec::with_capacity(passed.len()),
-        names: Vec::with_capacity(passed.len()),
-        addresses: Vec::with_capacity(passed.len()),
-    };
-    for (j, listener) in passed.into_iter().enumerate() {
-        let address = listener.local_addr_string();
-        log::info!("adopted {address} from socket activation (fd {})", fd(j));
-        let name = fd_names
-            .get(j)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| format!("listener{j}"));
-        sockets.names.push(name);
-        sockets.addresses.push(address);
-        sockets.bound.push(Bound {
-            listener,
-            unix_path: None,
-        });
-    }
-    sockets
+fn take_all(passed: Vec<Listener>, fd_names: &[Option<String>]) -> Vec<Socket> {
+    passed
+        .into_iter()
+        .enumerate()
+        .map(|(j, listener)| {
+            let address = listener.local_addr_string();
+            log::info!("adopted {address} from socket activation (fd {})", fd(j));
+            Socket {
+                name: listener::fd_name(fd_names, j),
+                address,
+                listener,
+                unix_path: None,
+            }
+        })
+        .collect()
 }
 
 /// The descriptor number of the `j`-th passed socket.

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use super::event::Event;
 use crate::error::{Error, Result};
-use crate::listener::Listener;
+use crate::listener::Socket;
 use crate::notify::{NotifyCloser, NotifyReceiver};
 use crate::protocol::*;
 use crate::sys::{self, ChildSpec};
@@ -43,9 +43,7 @@ impl LaunchSpec {
         program: PathBuf,
         arg0: OsString,
         args: Vec<OsString>,
-        listeners: &[&Listener],
-        names: Vec<String>,
-        addresses: Vec<String>,
+        sockets: &[Socket],
         version: Option<String>,
     ) -> Self {
         let base_env = std::env::vars_os()
@@ -56,9 +54,12 @@ impl LaunchSpec {
             arg0,
             args,
             base_env,
-            fds: listeners.iter().map(|l| l.as_fd().as_raw_fd()).collect(),
-            names,
-            addresses,
+            fds: sockets
+                .iter()
+                .map(|s| s.listener.as_fd().as_raw_fd())
+                .collect(),
+            names: sockets.iter().map(|s| s.name.clone()).collect(),
+            addresses: sockets.iter().map(|s| s.address.clone()).collect(),
             version,
             withheld: Withheld::default(),
         }

@@ -27,7 +27,7 @@ use crate::binary_id::BinaryId;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
-use crate::listener::{self, Listener, Sockets};
+use crate::listener::{self, Socket};
 use crate::log;
 use crate::sockets;
 use crate::sys;
@@ -141,24 +141,15 @@ fn withheld_credentials(config: &Config) -> Withheld {
 
 /// Starts the master's threads and its supervisor over open sockets and runs
 /// the service until it ends. Returns only on a set-up error.
-fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallible> {
+fn serve(config: &Config, launch: Launch, sockets: &[Socket]) -> Result<Infallible> {
     let Launch {
         program,
         arg0,
         args,
         run_dir,
     } = launch;
-    let listeners: Vec<&Listener> = sockets.bound.iter().map(|b| &b.listener).collect();
     let withheld = withheld_credentials(config);
-    let mut spec = LaunchSpec::new(
-        program.clone(),
-        arg0,
-        args,
-        &listeners,
-        sockets.names.clone(),
-        sockets.addresses.clone(),
-        config.version.clone(),
-    );
+    let mut spec = LaunchSpec::new(program.clone(), arg0, args, sockets, config.version.clone());
     spec.withhold(withheld.clone());
     // Before any thread starts, so that every thread the master starts
     // inherits the mask and only the signal thread takes these signals; a
@@ -219,7 +210,7 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         return Err(e);
     }
     let outcome = supervisor.run();
-    listener::remove_socket_files(&sockets.bound);
+    listener::remove_socket_files(sockets);
     remove_control();
     run_dir.close();
     match outcome {
