@@ -33,7 +33,6 @@ use crate::sockets;
 use crate::sys;
 use crate::upgrade::{self, ToSupervisor};
 use crate::withheld::Withheld;
-use child::LaunchSpec;
 use event::Event;
 use handover::Outcome;
 use run_dir::RunDir;
@@ -94,27 +93,14 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
     };
     let run_dir = RunDir::create()?;
     let sockets = sockets::open(&addresses, &config.names, config.backlog)?;
-    let launch = Launch {
-        program,
-        arg0,
-        args,
-        run_dir,
-    };
-    match serve(config, launch, &sockets) {
+    let launch = child::launch(program, arg0, args, &sockets);
+    match serve(config, launch, run_dir, &sockets) {
         Ok(never) => match never {},
         Err(error) => Err(Failed {
             error,
             sockets: Some(sockets),
         }),
     }
-}
-
-/// What the master starts its workers from.
-struct Launch {
-    program: PathBuf,
-    arg0: OsString,
-    args: Vec<OsString>,
-    run_dir: RunDir,
 }
 
 /// The variables of the master's environment that the fetcher reads for
@@ -140,17 +126,17 @@ fn withheld_credentials(config: &Config) -> Withheld {
 }
 
 /// Starts the master's threads and its supervisor over open sockets and runs
-/// the service until it ends. Returns only on a set-up error.
-fn serve(config: &Config, launch: Launch, sockets: &[Socket]) -> Result<Infallible> {
-    let Launch {
-        program,
-        arg0,
-        args,
-        run_dir,
-    } = launch;
+/// the service until it ends, starting workers by `launch`. Returns only on
+/// a set-up error.
+fn serve(
+    config: &Config,
+    mut launch: sys::Launch,
+    run_dir: RunDir,
+    sockets: &[Socket],
+) -> Result<Infallible> {
+    let program = launch.program.clone();
     let withheld = withheld_credentials(config);
-    let mut spec = LaunchSpec::new(program.clone(), arg0, args, sockets, config.version.clone());
-    spec.withhold(withheld.clone());
+    child::withhold(&mut launch, &withheld);
     // Before any thread starts, so that every thread the master starts
     // inherits the mask and only the signal thread takes these signals; a
     // set-up error drops the guard, and the fallback runs with the mask the
@@ -184,10 +170,12 @@ fn serve(config: &Config, launch: Launch, sockets: &[Socket]) -> Result<Infallib
         no_restart: config.no_restart,
         probation: config.upgrade.probation,
         no_restart_after_fetch: config.upgrade.no_restart_after_fetch,
+        version: config.version.clone(),
+        withheld: withheld.clone(),
     };
     let supervisor = Supervisor::new(
         settings,
-        spec,
+        launch,
         BinaryId::new(program.clone()),
         run_dir.path().to_path_buf(),
         tx.clone(),
