@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use crate::address::Address;
+use crate::address::{Address, Named};
 use crate::config::{Config, Program};
 use crate::error::{Error, Result};
 use crate::listener::Socket;
@@ -81,12 +81,12 @@ pub(crate) fn run(config: &Config, sockets: Option<Vec<Socket>>) -> Result<()> {
 
 /// Adopts the sockets socket activation passed, binds the other addresses.
 #[cfg(unix)]
-fn open(config: &Config, addresses: &[Address]) -> Result<Vec<Socket>> {
-    crate::sockets::open(addresses, &config.names, config.backlog)
+fn open(config: &Config, addresses: &[Named<Address>]) -> Result<Vec<Socket>> {
+    crate::sockets::open(addresses, config.backlog)
 }
 
 /// Binds the addresses.
 #[cfg(not(unix))]
-fn open(config: &Config, addresses: &[Address]) -> Result<Vec<Socket>> {
-    crate::listener::bind_all(addresses, &config.names, config.backlog)
+fn open(config: &Config, addresses: &[Named<Address>]) -> Result<Vec<Socket>> {
+    crate::listener::bind_all(addresses, config.backlog)
 }

@@ -177,27 +177,22 @@ pub(crate) struct Socket {
     pub unix_path: Option<PathBuf>,
 }
 
-/// The `LISTEN_FDNAMES` name of the `i`-th socket, from the name it was given
-/// in `names` (`listener{i}` without one).
-pub(crate) fn fd_name(names: &[Option<String>], i: usize) -> String {
-    names
-        .get(i)
-        .cloned()
-        .flatten()
-        .unwrap_or_else(|| format!("listener{i}"))
+/// The `LISTEN_FDNAMES` name of the `i`-th socket: the name it was given,
+/// else `listener{i}`.
+pub(crate) fn fd_name(name: Option<&str>, i: usize) -> String {
+    name.map_or_else(|| format!("listener{i}"), str::to_string)
 }
 
 /// Binds every address, in order; on error nothing stays bound (Unix uses
 /// `sockets::open`, which also adopts passed sockets).
 #[cfg(any(test, not(unix)))]
 pub(crate) fn bind_all(
-    addresses: &[Address],
-    names: &[Option<String>],
+    addresses: &[crate::address::Named<Address>],
     backlog: i32,
 ) -> Result<Vec<Socket>> {
     let mut bound: Vec<Socket> = Vec::with_capacity(addresses.len());
-    for (i, address) in addresses.iter().enumerate() {
-        match bind_one(address, fd_name(names, i), backlog) {
+    for (i, a) in addresses.iter().enumerate() {
+        match bind_one(&a.address, fd_name(a.name.as_deref(), i), backlog) {
             Ok(b) => bound.push(b),
             Err(e) => {
                 remove_socket_files(&bound);
@@ -408,11 +403,18 @@ fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Resul
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::address::Named;
     use std::net::TcpStream;
 
     fn bind(texts: &[&str]) -> Result<Vec<Socket>> {
-        let addresses: Vec<Address> = texts.iter().map(|t| Address::parse(t).unwrap()).collect();
-        bind_all(&addresses, &[], 16)
+        let addresses: Vec<Named<Address>> = texts
+            .iter()
+            .map(|t| Named {
+                name: None,
+                address: Address::parse(t).unwrap(),
+            })
+            .collect();
+        bind_all(&addresses, 16)
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
         }
     };
     let run_dir = RunDir::create()?;
-    let sockets = sockets::open(&addresses, &config.names, config.backlog)?;
+    let sockets = sockets::open(&addresses, config.backlog)?;
     let launch = child::launch(program, arg0, args, &sockets);
     match serve(config, launch, run_dir, &sockets) {
         Ok(never) => match never {},
