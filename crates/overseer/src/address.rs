@@ -40,6 +40,17 @@ pub struct Address {
     pub bind: Bind,
 }
 
+/// A listening address as configured, with the name given to it for
+/// `LISTEN_FDNAMES` (if any): as written (`Named<String>`, in the
+/// configuration) or parsed (`Named<Address>`, to be bound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named<A> {
+    /// The name, set with `Config::named_address`.
+    pub name: Option<String>,
+    /// The address.
+    pub address: A,
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)

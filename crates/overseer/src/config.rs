@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::address::Address;
+use crate::address::{Address, Named};
 use crate::error::{Error, Result};
 use crate::fetcher::Fetcher;
 use crate::progress::{DownloadProgress, ProgressFn};
@@ -178,8 +178,8 @@ impl Probe {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) program: Program,
-    pub(crate) addresses: Vec<String>,
-    pub(crate) names: Vec<Option<String>>,
+    /// The listening addresses, in the program's order, with their names.
+    pub(crate) addresses: Vec<Named<String>>,
     pub(crate) backlog: i32,
     pub(crate) restart_signal: i32,
     pub(crate) terminate_timeout: Duration,
@@ -288,7 +288,6 @@ impl Config {
             upgrade,
             program,
             addresses: Vec::new(),
-            names: Vec::new(),
             backlog: DEFAULT_BACKLOG,
             restart_signal: SIGUSR2,
             terminate_timeout: DEFAULT_TERMINATE_TIMEOUT,
@@ -314,8 +313,10 @@ impl Config {
 
     /// Adds a listening address (see [`crate::address`] for the forms).
     pub fn address(mut self, address: impl Into<String>) -> Self {
-        self.addresses.push(address.into());
-        self.names.push(None);
+        self.addresses.push(Named {
+            name: None,
+            address: address.into(),
+        });
         self
     }
 
@@ -333,8 +334,10 @@ impl Config {
 
     /// Adds a listening address with a name for `LISTEN_FDNAMES` (no `:` allowed).
     pub fn named_address(mut self, name: impl Into<String>, address: impl Into<String>) -> Self {
-        self.addresses.push(address.into());
-        self.names.push(Some(name.into()));
+        self.addresses.push(Named {
+            name: Some(name.into()),
+            address: address.into(),
+        });
         self
     }
 
@@ -556,7 +559,7 @@ impl Config {
     }
 
     /// Checks the configuration and parses its addresses.
-    pub(crate) fn validate(&self) -> Result<Vec<Address>> {
+    pub(crate) fn validate(&self) -> Result<Vec<Named<Address>>> {
         if self.terminate_timeout.is_zero() {
             return Err(Error::Config("terminate_timeout must be above zero".into()));
         }
@@ -603,13 +606,21 @@ impl Config {
                 )));
             }
         }
-        for name in self.names.iter().flatten() {
+        for name in self.addresses.iter().filter_map(|a| a.name.as_ref()) {
             if name.is_empty() || name.contains(':') || name.len() > 255 {
                 return Err(Error::Config(format!(
                     "listener name {name:?} must be 1-255 characters without ':'"
                 )));
             }
         }
-        self.addresses.iter().map(|a| Address::parse(a)).collect()
+        self.addresses
+            .iter()
+            .map(|a| {
+                Ok(Named {
+                    name: a.name.clone(),
+                    address: Address::parse(&a.address)?,
+                })
+            })
+            .collect()
     }
 }

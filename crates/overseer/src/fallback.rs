@@ -8,10 +8,10 @@
 
 use std::time::SystemTime;
 
-use crate::address::Address;
+use crate::address::{Address, Named};
 use crate::config::{Config, Program};
 use crate::error::{Error, Result};
-use crate::listener::Sockets;
+use crate::listener::Socket;
 use crate::shutdown::Shutdown;
 use crate::state::State;
 
@@ -19,7 +19,7 @@ use crate::state::State;
 #[derive(Debug)]
 pub(crate) struct Failed {
     pub error: Error,
-    pub sockets: Option<Sockets>,
+    pub sockets: Option<Vec<Socket>>,
 }
 
 impl From<Error> for Failed {
@@ -33,7 +33,7 @@ impl From<Error> for Failed {
 
 /// Runs the program directly, on `sockets` if the master left some open;
 /// returns when the program returns.
-pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
+pub(crate) fn run(config: &Config, sockets: Option<Vec<Socket>>) -> Result<()> {
     let Program::Function(program) = &config.program else {
         return Err(Error::Config(
             "a command program cannot run without the master".into(),
@@ -43,12 +43,15 @@ pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
         Some(sockets) => sockets,
         None => open(config, &config.validate()?)?,
     };
-    let unix_paths: Vec<_> = sockets
-        .bound
-        .iter()
-        .filter_map(|b| b.unix_path.clone())
-        .collect();
-    let listeners = sockets.bound.into_iter().map(|b| b.listener).collect();
+    let unix_paths: Vec<_> = sockets.iter().filter_map(|s| s.unix_path.clone()).collect();
+    let mut listeners = Vec::with_capacity(sockets.len());
+    let mut addresses = Vec::with_capacity(sockets.len());
+    let mut names = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        listeners.push(socket.listener);
+        addresses.push(socket.address);
+        names.push(socket.name);
+    }
     let shutdown = Shutdown::new();
     #[cfg(unix)]
     if let Err(e) = crate::worker::watch_signals(shutdown.clone()) {
@@ -60,8 +63,8 @@ pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
         id: crate::binary_id::sha256_file(&bin_path).unwrap_or_default(),
         started_at: SystemTime::now(),
         listeners,
-        addresses: sockets.addresses,
-        names: sockets.names,
+        addresses,
+        names,
         bin_path,
         worker: 0,
         version: config.version.clone(),
@@ -78,16 +81,12 @@ pub(crate) fn run(config: &Config, sockets: Option<Sockets>) -> Result<()> {
 
 /// Adopts the sockets socket activation passed, binds the other addresses.
 #[cfg(unix)]
-fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
-    crate::sockets::open(addresses, &config.names, config.backlog)
+fn open(config: &Config, addresses: &[Named<Address>]) -> Result<Vec<Socket>> {
+    crate::sockets::open(addresses, config.backlog)
 }
 
 /// Binds the addresses.
 #[cfg(not(unix))]
-fn open(config: &Config, addresses: &[Address]) -> Result<Sockets> {
-    Ok(Sockets {
-        bound: crate::listener::bind_all(addresses, config.backlog)?,
-        names: crate::listener::fd_names(&config.names),
-        addresses: addresses.iter().map(|a| a.text.clone()).collect(),
-    })
+fn open(config: &Config, addresses: &[Named<Address>]) -> Result<Vec<Socket>> {
+    crate::listener::bind_all(addresses, config.backlog)
 }

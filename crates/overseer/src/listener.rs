@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::address::{Address, Bind};
 use crate::error::{Error, Result};
@@ -74,7 +74,7 @@ impl Listener {
     /// Rebuilds a typed listener from an inherited socket descriptor.
     #[cfg(unix)]
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
-        let socket = Socket::from(fd);
+        let socket = socket2::Socket::from(fd);
         let ty = socket.r#type()?;
         let family = socket.local_addr()?.family();
         let fd = OwnedFd::from(socket);
@@ -157,9 +157,19 @@ pub(crate) fn adopt_passed(count: usize) -> Result<Vec<Listener>> {
         .collect()
 }
 
-/// A socket the master bound, and what to clean up when it exits.
+/// One of the service's listening sockets, from where it is opened (bound,
+/// or adopted from socket activation) to the worker's launch: what the
+/// program calls it, the address it serves, the listener, and what to clean
+/// up when the process exits.
 #[derive(Debug)]
-pub(crate) struct Bound {
+pub(crate) struct Socket {
+    /// Its `LISTEN_FDNAMES` name: the configured one, else `listener0`,
+    /// `listener1`, … by position.
+    pub name: String,
+    /// Its address, as configured (or as bound, for a passed socket taken
+    /// without a configured address).
+    pub address: String,
+    /// The listening socket itself.
     pub listener: Listener,
     /// A Unix socket file this process created and must remove on exit
     /// (`None` for a socket adopted from socket activation: its file belongs
@@ -167,35 +177,22 @@ pub(crate) struct Bound {
     pub unix_path: Option<PathBuf>,
 }
 
-/// The listening sockets of a service and what its program is told about them.
-#[derive(Debug)]
-pub(crate) struct Sockets {
-    /// The sockets, in the program's order (worker fds 3, 4, …).
-    pub bound: Vec<Bound>,
-    /// Their `LISTEN_FDNAMES` names.
-    pub names: Vec<String>,
-    /// Their addresses, as configured (or as bound, for passed sockets taken
-    /// without a configured address).
-    pub addresses: Vec<String>,
-}
-
-/// The `LISTEN_FDNAMES` entry for each address, from the name it was given
-/// (`listener0`, `listener1`, … for those without).
-pub(crate) fn fd_names(names: &[Option<String>]) -> Vec<String> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| n.clone().unwrap_or_else(|| format!("listener{i}")))
-        .collect()
+/// The `LISTEN_FDNAMES` name of the `i`-th socket: the name it was given,
+/// else `listener{i}`.
+pub(crate) fn fd_name(name: Option<&str>, i: usize) -> String {
+    name.map_or_else(|| format!("listener{i}"), str::to_string)
 }
 
 /// Binds every address, in order; on error nothing stays bound (Unix uses
 /// `sockets::open`, which also adopts passed sockets).
 #[cfg(any(test, not(unix)))]
-pub(crate) fn bind_all(addresses: &[Address], backlog: i32) -> Result<Vec<Bound>> {
-    let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());
-    for address in addresses {
-        match bind_one(address, backlog) {
+pub(crate) fn bind_all(
+    addresses: &[crate::address::Named<Address>],
+    backlog: i32,
+) -> Result<Vec<Socket>> {
+    let mut bound: Vec<Socket> = Vec::with_capacity(addresses.len());
+    for (i, a) in addresses.iter().enumerate() {
+        match bind_one(&a.address, fd_name(a.name.as_deref(), i), backlog) {
             Ok(b) => bound.push(b),
             Err(e) => {
                 remove_socket_files(&bound);
@@ -207,20 +204,21 @@ pub(crate) fn bind_all(addresses: &[Address], backlog: i32) -> Result<Vec<Bound>
 }
 
 /// Removes the Unix socket files this process created.
-pub(crate) fn remove_socket_files(bound: &[Bound]) {
-    for path in bound.iter().filter_map(|b| b.unix_path.as_ref()) {
+pub(crate) fn remove_socket_files(sockets: &[Socket]) {
+    for path in sockets.iter().filter_map(|s| s.unix_path.as_ref()) {
         let _ = std::fs::remove_file(path);
     }
 }
 
-/// Binds one address.
-pub(crate) fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
+/// Binds one address, the socket called `name`.
+pub(crate) fn bind_one(address: &Address, name: String, backlog: i32) -> Result<Socket> {
     let err = |source: io::Error| Error::Bind {
         address: address.text.clone(),
         source,
     };
     let tcp = |addr: SocketAddr| -> io::Result<Listener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let socket =
+            socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         if addr.is_ipv6() {
             socket.set_only_v6(!addr.ip().is_unspecified())?;
@@ -230,7 +228,8 @@ pub(crate) fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
         Ok(Listener::Tcp(socket.into()))
     };
     let udp = |addr: SocketAddr| -> io::Result<Listener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let socket =
+            socket2::Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             socket.set_only_v6(!addr.ip().is_unspecified())?;
         }
@@ -247,16 +246,25 @@ pub(crate) fn bind_one(address: &Address, backlog: i32) -> Result<Bound> {
         Bind::TcpAny(port) => any(*port, &tcp).map_err(err)?,
         Bind::Udp(addr) => udp(*addr).map_err(err)?,
         Bind::UdpAny(port) => any(*port, &udp).map_err(err)?,
-        Bind::Unix(path) => return bind_unix(address, path, backlog),
+        Bind::Unix(path) => {
+            return Ok(Socket {
+                name,
+                address: address.text.clone(),
+                listener: bind_unix(address, path, backlog)?,
+                unix_path: Some(path.to_path_buf()),
+            })
+        }
     };
-    Ok(Bound {
+    Ok(Socket {
+        name,
+        address: address.text.clone(),
         listener,
         unix_path: None,
     })
 }
 
 #[cfg(unix)]
-fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<Bound> {
+fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<Listener> {
     let err = |source: io::Error| Error::Bind {
         address: address.text.clone(),
         source,
@@ -280,7 +288,7 @@ fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<
         }
         Existing::Stale(seen) => remove_stale(path, &seen).map_err(err)?,
     }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+    let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
     socket
         .bind(&SockAddr::unix(path).map_err(err)?)
         .map_err(err)?;
@@ -288,10 +296,7 @@ fn bind_unix(address: &Address, path: &std::path::Path, backlog: i32) -> Result<
         let _ = std::fs::remove_file(path);
         return Err(err(e));
     }
-    Ok(Bound {
-        listener: Listener::Unix(UnixListener::from(OwnedFd::from(socket))),
-        unix_path: Some(path.to_path_buf()),
-    })
+    Ok(Listener::Unix(UnixListener::from(OwnedFd::from(socket))))
 }
 
 /// What is at a Unix socket path about to be bound.
@@ -387,7 +392,7 @@ fn remove_stale(path: &std::path::Path, seen: &FileId) -> io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Result<Bound> {
+fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Result<Listener> {
     Err(Error::InvalidAddress {
         address: address.text.clone(),
         reason: "Unix sockets are not available on this platform".into(),
@@ -398,10 +403,17 @@ fn bind_unix(address: &Address, _path: &std::path::Path, _backlog: i32) -> Resul
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::address::Named;
     use std::net::TcpStream;
 
-    fn bind(texts: &[&str]) -> Result<Vec<Bound>> {
-        let addresses: Vec<Address> = texts.iter().map(|t| Address::parse(t).unwrap()).collect();
+    fn bind(texts: &[&str]) -> Result<Vec<Socket>> {
+        let addresses: Vec<Named<Address>> = texts
+            .iter()
+            .map(|t| Named {
+                name: None,
+                address: Address::parse(t).unwrap(),
+            })
+            .collect();
         bind_all(&addresses, 16)
     }
 

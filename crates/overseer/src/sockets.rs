@@ -20,22 +20,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::address::{Address, Bind};
+use crate::address::{Address, Bind, Named};
 use crate::error::Result;
-use crate::listener::{self, Bound, Listener, Sockets};
+use crate::listener::{self, Listener, Socket};
 use crate::log;
 use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 
 /// Adopts the sockets passed to this process by socket activation, and binds
-/// the configured `addresses` (each with its configured name in `names`, if
-/// any) none of them serves, with `backlog`. On error nothing this function
+/// the configured `addresses` (each with its configured name, if any) none
+/// of them serves, with `backlog`. On error nothing this function
 /// bound stays bound. Used by the master, and by fallback mode when the
 /// master could not start before it opened its sockets.
-pub(crate) fn open(
-    addresses: &[Address],
-    names: &[Option<String>],
-    backlog: i32,
-) -> Result<Sockets> {
+///
+/// The sockets come in the program's order (worker fds 3, 4, …).
+pub(crate) fn open(addresses: &[Named<Address>], backlog: i32) -> Result<Vec<Socket>> {
     let passed = match listener::passed_count() {
         // Taken by a master whose set-up then failed before it could hand
         // them over: they are closed, and the addresses are bound instead.
@@ -61,18 +59,13 @@ pub(crate) fn open(
         .collect();
     let configured: Vec<(&Bind, Option<&str>)> = addresses
         .iter()
-        .zip(
-            names
-                .iter()
-                .map(Option::as_deref)
-                .chain(std::iter::repeat(None)),
-        )
-        .map(|(a, n)| (&a.bind, n))
+        .map(|a| (&a.address.bind, a.name.as_deref()))
         .collect();
     let plan = assign(&configured, &described);
     let mut passed: Vec<Option<Listener>> = passed.into_iter().map(Some).collect();
-    let mut bound: Vec<Bound> = Vec::with_capacity(addresses.len());
-    for (address, slot) in addresses.iter().zip(plan) {
+    let mut bound: Vec<Socket> = Vec::with_capacity(addresses.len());
+    for (i, (Named { name, address }, slot)) in addresses.iter().zip(plan).enumerate() {
+        let name = listener::fd_name(name.as_deref(), i);
         match slot.and_then(|j| Some((j, passed.get_mut(j)?.take()?))) {
             Some((j, listener)) => {
                 let local = listener.local_addr_string();
@@ -85,12 +78,14 @@ pub(crate) fn open(
                     "adopted {local} from socket activation (fd {}){wanted}",
                     fd(j)
                 );
-                bound.push(Bound {
+                bound.push(Socket {
+                    name,
+                    address: address.text.clone(),
                     listener,
                     unix_path: None,
                 });
             }
-            None => match listener::bind_one(address, backlog) {
+            None => match listener::bind_one(address, name, backlog) {
                 Ok(b) => {
                     log::info!(
                         "listening on {address} ({})",
@@ -122,36 +117,25 @@ pub(crate) fn open(
             unused.join(", ")
         );
     }
-    Ok(Sockets {
-        bound,
-        names: listener::fd_names(names),
-        addresses: addresses.iter().map(|a| a.text.clone()).collect(),
-    })
+    Ok(bound)
 }
 
 /// With no configured address, every passed socket is served, in order.
-fn take_all(passed: Vec<Listener>, fd_names: &[Option<String>]) -> Sockets {
-    let mut sockets = Sockets {
-        bound: Vec::with_capacity(passed.len()),
-        names: Vec::with_capacity(passed.len()),
-        addresses: Vec::with_capacity(passed.len()),
-    };
-    for (j, listener) in passed.into_iter().enumerate() {
-        let address = listener.local_addr_string();
-        log::info!("adopted {address} from socket activation (fd {})", fd(j));
-        let name = fd_names
-            .get(j)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| format!("listener{j}"));
-        sockets.names.push(name);
-        sockets.addresses.push(address);
-        sockets.bound.push(Bound {
-            listener,
-            unix_path: None,
-        });
-    }
-    sockets
+fn take_all(passed: Vec<Listener>, fd_names: &[Option<String>]) -> Vec<Socket> {
+    passed
+        .into_iter()
+        .enumerate()
+        .map(|(j, listener)| {
+            let address = listener.local_addr_string();
+            log::info!("adopted {address} from socket activation (fd {})", fd(j));
+            Socket {
+                name: listener::fd_name(fd_names.get(j).and_then(Option::as_deref), j),
+                address,
+                listener,
+                unix_path: None,
+            }
+        })
+        .collect()
 }
 
 /// The descriptor number of the `j`-th passed socket.

@@ -3,7 +3,7 @@
 //! life is the handover's business (`handover.rs`).
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -15,61 +15,54 @@ use nix::unistd::Pid;
 
 use super::event::Event;
 use crate::error::{Error, Result};
-use crate::listener::Listener;
+use crate::listener::Socket;
 use crate::notify::{NotifyCloser, NotifyReceiver};
 use crate::protocol::*;
-use crate::sys::{self, ChildSpec};
+use crate::sys::{self, Launch};
 use crate::withheld::Withheld;
 
-/// How to start a worker: fixed for the master's life except the binary's ID.
-#[derive(Debug)]
-pub(crate) struct LaunchSpec {
-    pub program: PathBuf,
-    pub arg0: OsString,
-    pub args: Vec<OsString>,
-    /// The master's environment without the variables it sets itself and
-    /// those withheld.
-    pub base_env: Vec<(OsString, OsString)>,
-    /// The release source's credentials, kept from workers and probes.
-    pub withheld: Withheld,
-    pub fds: Vec<RawFd>,
-    pub names: Vec<String>,
-    pub addresses: Vec<String>,
-    pub version: Option<String>,
+/// The master's one [`Launch`] for its workers: `program` run as `arg0`
+/// with `args`, the master's environment without the variables it sets
+/// itself, the `sockets` at fds 3.. and the variables that describe them
+/// (and the master). What differs from one worker to the next is set by
+/// [`Worker::spawn`].
+pub(crate) fn launch(
+    program: PathBuf,
+    arg0: OsString,
+    args: Vec<OsString>,
+    sockets: &[Socket],
+) -> Launch {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !WORKER_VARS.iter().any(|v| k == v))
+        .collect();
+    let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+    set(LISTEN_FDS, sockets.len().to_string());
+    let names: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
+    set(LISTEN_FDNAMES, names.join(":"));
+    set(OVERSEER_MASTER_PID, std::process::id().to_string());
+    set(OVERSEER_BIN_PATH, program.to_string_lossy().into_owned());
+    let addresses: Vec<&str> = sockets.iter().map(|s| s.address.as_str()).collect();
+    set(OVERSEER_ADDRESSES, addresses.join("\n"));
+    Launch {
+        program,
+        arg0,
+        args,
+        env,
+        fds: sockets
+            .iter()
+            .map(|s| s.listener.as_fd().as_raw_fd())
+            .collect(),
+        listen_pid: true,
+        die_with_parent: true,
+    }
 }
 
-impl LaunchSpec {
-    pub fn new(
-        program: PathBuf,
-        arg0: OsString,
-        args: Vec<OsString>,
-        listeners: &[&Listener],
-        names: Vec<String>,
-        addresses: Vec<String>,
-        version: Option<String>,
-    ) -> Self {
-        let base_env = std::env::vars_os()
-            .filter(|(k, _)| !WORKER_VARS.iter().any(|v| k == v))
-            .collect();
-        LaunchSpec {
-            program,
-            arg0,
-            args,
-            base_env,
-            fds: listeners.iter().map(|l| l.as_fd().as_raw_fd()).collect(),
-            names,
-            addresses,
-            version,
-            withheld: Withheld::default(),
-        }
-    }
-
-    /// Leaves the `withheld` variables out of the workers' environment (and
-    /// keeps them for the readiness probes').
-    pub fn withhold(&mut self, withheld: Withheld) {
-        self.base_env.retain(|(k, _)| !withheld.contains(k));
-        self.withheld = withheld;
-    }
+/// Leaves the `withheld` variables of the master's environment out of the
+/// workers' (those the master sets itself stay).
+pub(crate) fn withhold(launch: &mut Launch, withheld: &Withheld) {
+    launch
+        .env
+        .retain(|(k, _)| WORKER_VARS.iter().any(|v| k == v) || !withheld.contains(k));
 }
 
 /// A worker process.
@@ -85,48 +78,33 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts worker `number`. Must run on the master's long-lived thread
-    /// (the parent-death signal is tied to the spawning thread).
+    /// Starts worker `number` of the binary `bin_id` (of `version`, if
+    /// known) by `launch`, with its notify socket in `run_dir`. Must run on
+    /// the master's long-lived thread (the parent-death signal is tied to the
+    /// spawning thread).
     pub fn spawn(
-        spec: &LaunchSpec,
+        launch: &mut Launch,
         number: u64,
         bin_id: &str,
+        version: Option<&str>,
         run_dir: &Path,
         tx: &Sender<Event>,
     ) -> Result<Worker> {
         let notify_path = run_dir.join(format!("worker-{number}.sock"));
         let receiver = NotifyReceiver::bind(&notify_path)
             .map_err(|e| Error::io(format!("binding {}", notify_path.display()), e))?;
-        let mut env = spec.base_env.clone();
-        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
-        set(LISTEN_FDS, spec.fds.len().to_string());
-        set(LISTEN_FDNAMES, spec.names.join(":"));
-        set(
+        launch.set_var(
             crate::notify::NOTIFY_SOCKET,
             notify_path.to_string_lossy().into_owned(),
         );
-        set(OVERSEER_MASTER_PID, std::process::id().to_string());
-        set(OVERSEER_WORKER, number.to_string());
-        set(OVERSEER_BIN_ID, bin_id.to_string());
-        set(
-            OVERSEER_BIN_PATH,
-            spec.program.to_string_lossy().into_owned(),
-        );
-        set(OVERSEER_ADDRESSES, spec.addresses.join("\n"));
-        if let Some(v) = &spec.version {
-            set(OVERSEER_VERSION, v.clone());
+        launch.set_var(OVERSEER_WORKER, number.to_string());
+        launch.set_var(OVERSEER_BIN_ID, bin_id);
+        match version {
+            Some(v) => launch.set_var(OVERSEER_VERSION, v),
+            None => launch.remove_var(OVERSEER_VERSION),
         }
-        let child = ChildSpec {
-            program: spec.program.clone(),
-            arg0: spec.arg0.clone(),
-            args: spec.args.clone(),
-            env,
-            fds: spec.fds.clone(),
-            listen_pid: true,
-            die_with_parent: true,
-        };
-        let pid = sys::spawn(&child).map_err(|source| Error::Spawn {
-            program: spec.program.clone(),
+        let pid = sys::spawn(launch).map_err(|source| Error::Spawn {
+            program: launch.program.clone(),
             source,
         })?;
         let pid = Pid::from_raw(pid as i32);

@@ -27,13 +27,12 @@ use crate::binary_id::BinaryId;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
-use crate::listener::{self, Listener, Sockets};
+use crate::listener::{self, Socket};
 use crate::log;
 use crate::sockets;
 use crate::sys;
 use crate::upgrade::{self, ToSupervisor};
 use crate::withheld::Withheld;
-use child::LaunchSpec;
 use event::Event;
 use handover::Outcome;
 use run_dir::RunDir;
@@ -87,28 +86,15 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
         }
     };
     let run_dir = RunDir::create()?;
-    let sockets = sockets::open(&addresses, &config.names, config.backlog)?;
-    let launch = Launch {
-        program,
-        arg0,
-        args,
-        run_dir,
-    };
-    match serve(config, launch, &sockets) {
+    let sockets = sockets::open(&addresses, config.backlog)?;
+    let launch = child::launch(program, arg0, args, &sockets);
+    match serve(config, launch, run_dir, &sockets) {
         Ok(never) => match never {},
         Err(error) => Err(Failed {
             error,
             sockets: Some(sockets),
         }),
     }
-}
-
-/// What the master starts its workers from.
-struct Launch {
-    program: PathBuf,
-    arg0: OsString,
-    args: Vec<OsString>,
-    run_dir: RunDir,
 }
 
 /// The variables of the master's environment that the fetcher reads for
@@ -134,26 +120,17 @@ fn withheld_credentials(config: &Config) -> Withheld {
 }
 
 /// Starts the master's threads and its supervisor over open sockets and runs
-/// the service until it ends. Returns only on a set-up error.
-fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallible> {
-    let Launch {
-        program,
-        arg0,
-        args,
-        run_dir,
-    } = launch;
-    let listeners: Vec<&Listener> = sockets.bound.iter().map(|b| &b.listener).collect();
+/// the service until it ends, starting workers by `launch`. Returns only on
+/// a set-up error.
+fn serve(
+    config: &Config,
+    mut launch: sys::Launch,
+    run_dir: RunDir,
+    sockets: &[Socket],
+) -> Result<Infallible> {
+    let program = launch.program.clone();
     let withheld = withheld_credentials(config);
-    let mut spec = LaunchSpec::new(
-        program.clone(),
-        arg0,
-        args,
-        &listeners,
-        sockets.names.clone(),
-        sockets.addresses.clone(),
-        config.version.clone(),
-    );
-    spec.withhold(withheld.clone());
+    child::withhold(&mut launch, &withheld);
     // Before any thread starts, so that every thread the master starts
     // inherits the mask and only the signal thread takes these signals; a
     // set-up error drops the guard, and the fallback runs with the mask the
@@ -187,10 +164,12 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         no_restart: config.no_restart,
         probation: config.upgrade.probation,
         no_restart_after_fetch: config.upgrade.no_restart_after_fetch,
+        version: config.version.clone(),
+        withheld: withheld.clone(),
     };
     let supervisor = Supervisor::new(
         settings,
-        spec,
+        launch,
         BinaryId::new(program.clone()),
         run_dir.path().to_path_buf(),
         tx.clone(),
@@ -213,7 +192,7 @@ fn serve(config: &Config, launch: Launch, sockets: &Sockets) -> Result<Infallibl
         return Err(e);
     }
     let outcome = supervisor.run();
-    listener::remove_socket_files(&sockets.bound);
+    listener::remove_socket_files(sockets);
     remove_control();
     run_dir.close();
     match outcome {

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::child::{describe_exit, LaunchSpec, Worker};
+use super::child::{describe_exit, Worker};
 use super::control;
 use super::event::{Answer, Event, Request};
 use super::handover::{Effects, Ended, Handover, Outcome, Rules, Spawned, WorkerState};
@@ -24,8 +24,10 @@ use crate::log;
 use crate::notify;
 use crate::protocol::NOTIFY_RESTART;
 use crate::shutdown::Shutdown;
+use crate::sys::Launch;
 use crate::upgrade::probation::{Installed, Probation};
 use crate::upgrade::Report;
+use crate::withheld::Withheld;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
@@ -41,6 +43,10 @@ pub(crate) struct Settings {
     /// How long a worker of a new release must run after becoming ready.
     pub probation: Duration,
     pub no_restart_after_fetch: bool,
+    /// The configured version, until a release brings another.
+    pub version: Option<String>,
+    /// The release source's credentials, kept from workers and probes.
+    pub withheld: Withheld,
 }
 
 pub(crate) struct Supervisor {
@@ -62,7 +68,12 @@ pub(crate) struct Supervisor {
 /// The handover's [`Effects`] on real processes, control clients and the
 /// service manager.
 struct Live {
-    spec: LaunchSpec,
+    /// How workers start.
+    launch: Launch,
+    /// The version of the binary workers start from, if known.
+    version: Option<String>,
+    /// The release source's credentials, kept from workers and probes.
+    withheld: Withheld,
     binary: BinaryId,
     run_dir: std::path::PathBuf,
     tx: Sender<Event>,
@@ -80,7 +91,7 @@ struct Live {
 impl Supervisor {
     pub fn new(
         settings: Settings,
-        spec: LaunchSpec,
+        launch: Launch,
         binary: BinaryId,
         run_dir: std::path::PathBuf,
         tx: Sender<Event>,
@@ -100,7 +111,9 @@ impl Supervisor {
             rx,
             handover: Handover::new(rules),
             live: Live {
-                spec,
+                launch,
+                version: settings.version,
+                withheld: settings.withheld,
                 binary,
                 run_dir,
                 tx,
@@ -210,7 +223,7 @@ impl Supervisor {
         let now = Instant::now();
         if self.no_restart_after_fetch || self.no_restart {
             if let Some(v) = &installed.version {
-                self.live.spec.version = Some(v.clone());
+                self.live.version = Some(v.clone());
             }
             installed.keep();
             if self.no_restart {
@@ -311,9 +324,9 @@ impl Supervisor {
         crate::control::Status {
             master_pid: std::process::id(),
             uptime: live.outcomes.started_at.elapsed(),
-            version: live.spec.version.clone(),
+            version: live.version.clone(),
             binary_id: live.binary.current(),
-            binary_path: live.spec.program.clone(),
+            binary_path: live.launch.program.clone(),
             serving: self.handover.serving().map(info),
             starting: self.handover.starting().map(info),
             draining: self.handover.draining().iter().map(info).collect(),
@@ -331,7 +344,7 @@ impl Live {
     fn version_label(&self, id: &str, probation: Option<&Probation>) -> String {
         let version = match probation {
             Some(p) => p.version(),
-            None => self.spec.version.as_deref(),
+            None => self.version.as_deref(),
         };
         match version {
             Some(v) => format!("version {v}"),
@@ -345,8 +358,15 @@ impl Effects for Live {
         let id = self.binary.current();
         self.systemd
             .starting(number, self.version_label(&id, probation));
-        let worker = Worker::spawn(&self.spec, number, &id, &self.run_dir, &self.tx)
-            .map_err(|e| e.to_string())?;
+        let worker = Worker::spawn(
+            &mut self.launch,
+            number,
+            &id,
+            self.version.as_deref(),
+            &self.run_dir,
+            &self.tx,
+        )
+        .map_err(|e| e.to_string())?;
         let spawned = Spawned {
             pid: worker.pid.as_raw(),
             at: Instant::now(),
@@ -358,7 +378,7 @@ impl Effects for Live {
             &worker,
             self.ready_timeout,
             &self.tx,
-            &self.spec.withheld,
+            &self.withheld,
         );
         self.processes.push(worker);
         Ok(spawned)
@@ -389,7 +409,7 @@ impl Effects for Live {
 
     fn probation_passed(&mut self, probation: Probation) {
         if let Some(v) = probation.version() {
-            self.spec.version = Some(v.to_string());
+            self.version = Some(v.to_string());
         }
         let line = probation.passed();
         self.outcomes.upgrade(line);

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::{child_exec, ChildSpec, ExecData, PROGRAM_MASK};
+use super::{child_exec, ExecData, Launch, PROGRAM_MASK};
 
 /// The child's stack while it shares the master's memory (a few system calls
 /// and `execve`, which runs in the kernel, need little).
@@ -25,7 +25,7 @@ const CHILD_STACK: usize = 64 * 1024;
 /// had before it blocked its own signals ([`block_signals`](super::block_signals)), as it would
 /// have inherited from the master's parent. It reports a failure through
 /// memory the two share, then exits with 127.
-pub(super) fn start(_spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
+pub(super) fn start(_launch: &Launch, mut data: ExecData) -> io::Result<u32> {
     use std::sync::atomic::{AtomicI32, Ordering};
 
     struct Shared<'a> {

@@ -27,8 +27,11 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-/// Everything needed to start one worker, prepared before the fork.
-pub(crate) struct ChildSpec {
+/// How to start a worker: built once by the master, the worker's own
+/// variables set on it before each start, and converted to C strings only by
+/// [`spawn`], before the clone.
+#[derive(Debug)]
+pub(crate) struct Launch {
     /// The executable.
     pub program: PathBuf,
     /// `argv[0]`.
@@ -43,6 +46,23 @@ pub(crate) struct ChildSpec {
     pub listen_pid: bool,
     /// Kill the child if the spawning thread dies (Linux parent-death signal).
     pub die_with_parent: bool,
+}
+
+impl Launch {
+    /// Sets the environment variable `key` to `value`, in place if it is
+    /// there already.
+    pub fn set_var(&mut self, key: &str, value: impl Into<OsString>) {
+        let value = value.into();
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.env.push((key.into(), value)),
+        }
+    }
+
+    /// Removes the environment variable `key`.
+    pub fn remove_var(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
 }
 
 /// Raw pointers into buffers the closure owns; only read in the forked child.
@@ -75,14 +95,14 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 /// Starts a worker and returns its pid. Must be called from a thread that lives
 /// as long as the master when `die_with_parent` is set: Linux delivers the
 /// parent-death signal when the *thread* that forked exits.
-pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
-    let path = cstring(spec.program.as_os_str().as_bytes())?;
-    let mut argv = vec![cstring(spec.arg0.as_bytes())?];
-    for a in &spec.args {
+pub(crate) fn spawn(launch: &Launch) -> io::Result<u32> {
+    let path = cstring(launch.program.as_os_str().as_bytes())?;
+    let mut argv = vec![cstring(launch.arg0.as_bytes())?];
+    for a in &launch.args {
         argv.push(cstring(a.as_bytes())?);
     }
-    let mut env = Vec::with_capacity(spec.env.len());
-    for (k, v) in &spec.env {
+    let mut env = Vec::with_capacity(launch.env.len());
+    for (k, v) in &launch.env {
         let mut entry = k.as_bytes().to_vec();
         entry.push(b'=');
         entry.extend_from_slice(v.as_bytes());
@@ -93,7 +113,7 @@ pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
     let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
     let mut pid_entry = LISTEN_PID_PREFIX.to_vec();
     pid_entry.resize(LISTEN_PID_PREFIX.len() + 24, 0);
-    let pid_slot = if spec.listen_pid {
+    let pid_slot = if launch.listen_pid {
         env_ptrs.push(std::ptr::null());
         Some(env_ptrs.len() - 1)
     } else {
@@ -108,13 +128,13 @@ pub(crate) fn spawn(spec: &ChildSpec) -> io::Result<u32> {
         env_ptrs,
         pid_entry,
         pid_slot,
-        fds: spec.fds.clone(),
-        tmp_fds: vec![-1; spec.fds.len()],
-        die_with_parent: spec.die_with_parent,
+        fds: launch.fds.clone(),
+        tmp_fds: vec![-1; launch.fds.len()],
+        die_with_parent: launch.die_with_parent,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
     };
-    platform::start(spec, data)
+    platform::start(launch, data)
 }
 
 /// Runs in the child. Returns only on failure, with the reason.
@@ -284,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        let spec = super::ChildSpec {
+        let spec = super::Launch {
             program: "/bin/sh".into(),
             arg0: "sh".into(),
             args: vec![
@@ -328,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_program_that_cannot_be_run_is_an_error_with_its_reason() {
-        let spec = super::ChildSpec {
+        let spec = super::Launch {
             program: "/nonexistent/overseer-program".into(),
             arg0: "program".into(),
             args: Vec::new(),

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::{child_exec, ChildSpec, ExecData};
+use super::{child_exec, ExecData, Launch};
 
 // SAFETY: the pointers point into heap buffers owned by the same struct, which
 // is moved as a whole into the `pre_exec` closure and only dereferenced in the
@@ -14,10 +14,10 @@ unsafe impl Send for ExecData {}
 unsafe impl Sync for ExecData {}
 
 /// Elsewhere: `fork`, through `Command` and its `pre_exec` hook.
-pub(super) fn start(spec: &ChildSpec, mut data: ExecData) -> io::Result<u32> {
+pub(super) fn start(launch: &Launch, mut data: ExecData) -> io::Result<u32> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = Command::new(&launch.program);
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
