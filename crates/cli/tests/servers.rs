@@ -7,7 +7,7 @@
 //! included) when its `Proc` is dropped; traffic stays on 127.0.0.1; every
 //! wait is bounded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ use overseer_harness::proc::Proc;
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
 /// The repository's `examples/servers/`.
 const SERVERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/servers");
+/// Where `scripts/test` installs the Python servers (a virtual environment).
+const VENV_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/servers-venv/bin");
 /// Restarts per recipe.
 const RESTARTS: u64 = 20;
 /// Client threads per load mode.
@@ -27,13 +29,13 @@ const CLIENTS: usize = 4;
 const T: Duration = Duration::from_secs(30);
 
 /// PATH for a `run` script: the `overseer` under test first, then the
-/// inherited PATH.
+/// servers' virtual environment, then the inherited PATH.
 fn path_var() -> std::ffi::OsString {
     let overseer_dir = Path::new(OVERSEER)
         .parent()
         .expect("the overseer binary has a directory")
         .to_path_buf();
-    let mut dirs = vec![overseer_dir];
+    let mut dirs = vec![overseer_dir, PathBuf::from(VENV_BIN)];
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -136,4 +138,15 @@ fn node_http_loses_no_request_across_restarts() {
     require("curl", "--version", "apt-get install curl");
     let figures = restarts_under_load("node-http");
     assert_no_failures("node-http", &figures);
+}
+
+#[test]
+fn gunicorn_loses_no_request_across_restarts() {
+    require(
+        "gunicorn",
+        "--version",
+        "python3 -m venv target/servers-venv && target/servers-venv/bin/pip install gunicorn==23.0.0",
+    );
+    let figures = restarts_under_load("gunicorn");
+    assert_no_failures("gunicorn", &figures);
 }
