@@ -42,16 +42,17 @@ fn path_var() -> std::ffi::OsString {
     std::env::join_paths(dirs).expect("PATH")
 }
 
-/// Fails clearly when `program` (run with `arg`) is missing from that PATH.
-fn require(program: &str, arg: &str, install: &str) {
+/// Fails clearly when `program ARGS` does not run (and exit 0) with that PATH.
+fn require(program: &str, args: &[&str], install: &str) {
     let ok = Command::new(program)
-        .arg(arg)
+        .args(args)
         .env("PATH", path_var())
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         ok,
-        "{program} is needed by this recipe and was not found: {install} (scripts/test does it)"
+        "`{program} {}` failed, and this recipe needs it: {install} (scripts/test does it)",
+        args.join(" ")
     );
 }
 
@@ -134,8 +135,8 @@ fn assert_no_failures(name: &str, figures: &[(&str, Stats)]) {
 
 #[test]
 fn node_http_loses_no_request_across_restarts() {
-    require("node", "--version", "apt-get install nodejs");
-    require("curl", "--version", "apt-get install curl");
+    require("node", &["--version"], "apt-get install nodejs");
+    require("curl", &["--version"], "apt-get install curl");
     let figures = restarts_under_load("node-http");
     assert_no_failures("node-http", &figures);
 }
@@ -144,9 +145,20 @@ fn node_http_loses_no_request_across_restarts() {
 fn gunicorn_loses_no_request_across_restarts() {
     require(
         "gunicorn",
-        "--version",
+        &["--version"],
         "python3 -m venv target/servers-venv && target/servers-venv/bin/pip install gunicorn==23.0.0",
     );
     let figures = restarts_under_load("gunicorn");
     assert_no_failures("gunicorn", &figures);
+}
+
+#[test]
+fn uvicorn_loses_no_request_across_restarts() {
+    require(
+        "python3",
+        &["-c", "import uvicorn"],
+        "python3 -m venv target/servers-venv && target/servers-venv/bin/pip install uvicorn==0.32.1",
+    );
+    let figures = restarts_under_load("uvicorn");
+    assert_no_failures("uvicorn", &figures);
 }
