@@ -589,13 +589,13 @@ fn publish(d: &Path, version: &str, semver: &str, tamper: bool) {
     std::fs::rename(&staging, d.join("releases/app")).expect("rename");
 }
 
-#[test]
-fn upgrade_from_a_signed_file_release_replaces_the_program() {
-    let dir = signing_workspace(&["bin", "releases"]);
-    let d = dir.path();
-    let app: PathBuf = d.join("bin/app");
+/// Starts `overseer run` on `bin/app` of the signing workspace `d` (worker
+/// version 1, installed as 1.0.0), upgrading from the signed file release
+/// at `release`; returns it once worker 1 is ready, with its address.
+fn start_file_upgrades(d: &Path, release: &Path) -> (Proc, SocketAddr) {
+    let app = d.join("bin/app");
     write_worker(&app, "1");
-    let releases = d.join("releases/app").to_string_lossy().into_owned();
+    let release = release.to_string_lossy().into_owned();
     let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
     let mut cmd = overseer(&[
         "--listen",
@@ -605,7 +605,7 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
         "--app-version",
         "1.0.0",
         "--fetch-file",
-        &releases,
+        &release,
         "--fetch-interval",
         "100ms",
         "--public-key",
@@ -620,6 +620,15 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);
+    (p, addr)
+}
+
+#[test]
+fn upgrade_from_a_signed_file_release_replaces_the_program() {
+    let dir = signing_workspace(&["bin", "releases"]);
+    let d = dir.path();
+    let app: PathBuf = d.join("bin/app");
+    let (p, addr) = start_file_upgrades(d, &d.join("releases/app"));
     assert_eq!(field(addr, "version"), "1");
     let keep_alive = load(addr, 2, true);
 
@@ -649,32 +658,8 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
 fn a_file_name_cannot_raise_the_signed_version() {
     let dir = signing_workspace(&["bin", "releases"]);
     let d = dir.path();
-    let app: PathBuf = d.join("bin/app");
-    write_worker(&app, "1");
     let published = d.join("releases/app version=99.0.0");
-    let releases = published.to_string_lossy().into_owned();
-    let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
-    let mut cmd = overseer(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ready",
-        "notify",
-        "--app-version",
-        "1.0.0",
-        "--fetch-file",
-        &releases,
-        "--fetch-interval",
-        "100ms",
-        "--public-key",
-        &key,
-        "--probation",
-        "500ms",
-        "--",
-    ]);
-    cmd.arg(&app).env("WORKER_READY", "notify");
-    let p = Proc::spawn(cmd);
-    let addr = p.listen_addr();
-    p.expect_line("worker 1 ready", T);
+    let (p, addr) = start_file_upgrades(d, &published);
 
     // Signed under its own name, so the name is in the signed comment; the
     // signature is written first and the file renamed into place last.
@@ -727,32 +712,7 @@ fn a_floor_raised_by_a_mistaken_version_is_reset_with_overseer_ledger() {
     let dir = signing_workspace(&["bin", "releases"]);
     let d = dir.path();
     let app: PathBuf = d.join("bin/app");
-    write_worker(&app, "1");
-    let releases = d.join("releases/app").to_string_lossy().into_owned();
-    let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
-    let mut cmd = overseer(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ready",
-        "notify",
-        "--app-version",
-        "1.0.0",
-        "--fetch-file",
-        &releases,
-        "--fetch-interval",
-        "100ms",
-        "--public-key",
-        &key,
-        "--sanity-check",
-        "version",
-        "--probation",
-        "1s",
-        "--",
-    ]);
-    cmd.arg(&app).env("WORKER_READY", "notify");
-    let p = Proc::spawn(cmd);
-    let addr = p.listen_addr();
-    p.expect_line("worker 1 ready", T);
+    let (p, addr) = start_file_upgrades(d, &d.join("releases/app"));
 
     // Worker version 2 is signed 99.0.0 by mistake (meant: 1.0.1): it is
     // installed, and the next release, 1.0.2, is refused as not newer.
