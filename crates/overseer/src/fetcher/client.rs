@@ -20,7 +20,8 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 use url::Url;
 
-use super::{plain_http_rule, shown, FetchError};
+use super::plain_http::{plain_http_rule, shown};
+use super::FetchError;
 
 /// Redirects followed before giving up (curl's default is 50, browsers ~20).
 const MAX_REDIRECTS: usize = 10;

@@ -11,8 +11,9 @@ use super::client::{
     named_checksum, parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots,
     SIDECAR_LIMIT,
 };
+use super::plain_http::{plain_http_rule, shown};
 use super::platform::{choose, Platform};
-use super::{plain_http_rule, shown, Context, FetchError, Fetcher, Release};
+use super::{Context, FetchError, Fetcher, Release};
 
 /// The version of the REST API the requests are written for.
 const API_VERSION: &str = "2022-11-28";

@@ -10,7 +10,8 @@ use url::Url;
 use super::client::{
     parse_checksum, parse_url, status_error, Client, Fetched, Get, Roots, SIDECAR_LIMIT,
 };
-use super::{plain_http_rule, shown, FetchError, Fetcher, Release};
+use super::plain_http::{plain_http_rule, shown};
+use super::{FetchError, Fetcher, Release};
 
 /// The validators of a response, kept to make the next request conditional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -505,7 +505,7 @@ pub(super) fn check_endpoint(
     match url.scheme() {
         "https" => Ok(false),
         "http" => {
-            super::plain_http_rule(&format!("{location}: endpoint"), &url, allow_http)?;
+            super::plain_http::plain_http_rule(&format!("{location}: endpoint"), &url, allow_http)?;
             Ok(true)
         }
         _ => Err(format!(
