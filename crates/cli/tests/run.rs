@@ -922,20 +922,28 @@ fn upgrade_from_an_azure_blob() {
     drop(server);
 }
 
+/// A temporary directory with worker version 1 at `app` and version 2 at
+/// `release`, and a GCS-shaped server for the bucket `acme-releases` that
+/// trusts a service account made for it, whose key (JSON) comes back too.
+fn gcs_workspace() -> (tempfile::TempDir, String, gcs::GcsServer) {
+    require_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_worker(&dir.path().join("app"), "1");
+    write_worker(&dir.path().join("release"), "2");
+    let account = gcs::ServiceAccount::generate("deployer");
+    let key = account.key_json.clone();
+    let server = gcs::GcsServer::start("acme-releases", account);
+    (dir, key, server)
+}
+
 /// `overseer run --fetch-gcs` takes a release from a server on loopback
 /// that speaks GCS's XML API and verifies every request's token, signed by
 /// the service account key given in GOOGLE_SERVICE_ACCOUNT_KEY.
 #[test]
 fn upgrade_from_a_gcs_object() {
-    require_python();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, key, server) = gcs_workspace();
     let d = dir.path();
     let app = d.join("app");
-    write_worker(&app, "1");
-    write_worker(&d.join("release"), "2");
-    let account = gcs::ServiceAccount::generate("deployer");
-    let key = account.key_json.clone();
-    let server = gcs::GcsServer::start("acme-releases", account);
     let release = std::fs::read(d.join("release")).expect("the release");
     server.put("myapp/app", &release, Some("2"));
 
@@ -1011,15 +1019,9 @@ fn allow_http_takes_a_plain_http_source_on_a_host_that_is_not_loopback() {
 /// the master names them once (never their values).
 #[test]
 fn the_release_sources_credentials_reach_neither_workers_probes_nor_the_sanity_check() {
-    require_python();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, key, server) = gcs_workspace();
     let d = dir.path();
     let app = d.join("app");
-    write_worker(&app, "1");
-    write_worker(&d.join("release"), "2");
-    let account = gcs::ServiceAccount::generate("deployer");
-    let key = account.key_json.clone();
-    let server = gcs::GcsServer::start("acme-releases", account);
 
     let probe_env = d.join("probe-env");
     let check_env = d.join("check-env");
