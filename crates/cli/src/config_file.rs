@@ -53,6 +53,8 @@ pub(crate) struct FileConfig {
     pub listen: Vec<String>,
     #[serde(default, deserialize_with = "signal")]
     pub restart_signal: Option<i32>,
+    #[serde(default, deserialize_with = "signal")]
+    pub reload_signal: Option<i32>,
     #[serde(default, deserialize_with = "positive_duration")]
     pub terminate_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "positive_duration")]

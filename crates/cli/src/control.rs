@@ -36,6 +36,15 @@ pub(crate) struct RestartArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct ReloadArgs {
+    #[command(flatten)]
+    target: Target,
+    /// How long to wait for the new master to take over.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
     #[command(flatten)]
     target: Target,
@@ -48,6 +57,39 @@ pub(crate) struct StatusArgs {
 pub(crate) const EXIT_STATUS: &str = "\
 Exit status: 0 on success; 1 when the handover failed (the old worker keeps
 serving); 2 when no master answers or the input is wrong.";
+
+/// Help text of `reload`.
+pub(crate) const RELOAD_EXIT_STATUS: &str = "\
+Exit status: 0 once the new master took over; 1 when the re-exec failed (the
+previous master keeps supervising); 2 when no master answers, or the input is
+wrong (a config file with an error: nothing changed).";
+
+pub(crate) fn reload(args: ReloadArgs) -> Result<(), Failure> {
+    let path = args.target.resolve()?;
+    match overseer::control::reload(&path, args.timeout) {
+        Ok(r) => {
+            println!(
+                "reloaded: the master (pid {}) runs {}; took over in {} ms{}",
+                r.master_pid,
+                r.binary.display(),
+                r.took.as_millis(),
+                if r.sockets_changed {
+                    "; the socket set changed, a handover gives it to the workers"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(overseer::control::Error::Failed(reason)) => {
+            Err(Failure::Runtime(format!("reload failed: {reason}")))
+        }
+        Err(overseer::control::Error::Refused(reason)) => Err(Failure::Usage(format!(
+            "reload refused, nothing changed: {reason}"
+        ))),
+        Err(e) => Err(Failure::Usage(e.to_string())),
+    }
+}
 
 pub(crate) fn restart(args: RestartArgs) -> Result<(), Failure> {
     let path = args.target.resolve()?;
@@ -106,6 +148,12 @@ fn raw(s: &overseer::control::Status) -> String {
         s.failed_handovers,
         s.last_handover.as_deref().unwrap_or(""),
         s.last_upgrade.as_deref().unwrap_or("")
+    ));
+    out.push_str(&format!(
+        "reexecs={}\nfailed_reexecs={}\nlast_reexec={}\n",
+        s.reexecs,
+        s.failed_reexecs,
+        s.last_reexec.as_deref().unwrap_or("")
     ));
     out
 }

@@ -129,6 +129,18 @@ enum Command {
     /// only the master's user and root may use.
     #[command(after_help = control::EXIT_STATUS)]
     Restart(control::RestartArgs),
+    /// Asks a running master to re-execute itself in place and reports the
+    /// outcome.
+    ///
+    /// The master checks the overseer binary now at its path (with the
+    /// config file read again) and executes it in the same process: same
+    /// pid, same sockets, same workers, which see nothing. New settings
+    /// apply from then on; a changed address list is given to the workers
+    /// by a handover. A binary or config file that fails the check changes
+    /// nothing, and a new master that cannot take over gives way to the
+    /// previous one.
+    #[command(after_help = control::RELOAD_EXIT_STATUS)]
+    Reload(control::ReloadArgs),
     /// Shows a running master's state: version and binary, worker pids,
     /// uptime, handovers and the last upgrade with its result.
     #[command(after_help = control::EXIT_STATUS)]
@@ -157,8 +169,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
+        Command::Run(args) => run::run(*args).inspect_err(|e| {
+            // A new image of a running master that cannot start gives way
+            // to the previous one (nothing happens otherwise).
+            let (Failure::Usage(reason) | Failure::Runtime(reason)) = e;
+            overseer::reexec_failed(reason);
+        }),
         Command::Restart(args) => control::restart(args),
+        Command::Reload(args) => control::reload(args),
         Command::Status(args) => control::status(args),
         Command::Keygen(args) => publish::run_keygen(args).map_err(Failure::Runtime),
         Command::Sign(args) => publish::run_sign(args).map_err(Failure::Runtime),

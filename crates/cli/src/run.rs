@@ -100,6 +100,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SIG", value_parser = parse::signal)]
     restart_signal: Option<i32>,
 
+    /// A signal that makes the master re-execute itself in place, as
+    /// `overseer reload` does (the config file read again, the overseer
+    /// binary now at the master's path run, same pid, sockets and workers)
+    /// [default: none]. It is then not forwarded to the worker.
+    #[arg(long, value_name = "SIG", value_parser = parse::signal)]
+    reload_signal: Option<i32>,
+
     /// Turn restarts off: the restart signal then stops the service
     /// gracefully (and a fetched release is installed for the next start).
     #[arg(long)]
@@ -325,6 +332,9 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
     }
     if let Some(s) = a.restart_signal.or(f.restart_signal) {
         config = config.restart_signal(s);
+    }
+    if let Some(s) = a.reload_signal.or(f.reload_signal) {
+        config = config.reload_signal(s);
     }
     if let Some(v) = a.app_version.or(f.app_version) {
         config = config.version(v);

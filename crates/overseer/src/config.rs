@@ -182,6 +182,8 @@ pub struct Config {
     pub(crate) addresses: Vec<Named<String>>,
     pub(crate) backlog: i32,
     pub(crate) restart_signal: i32,
+    pub(crate) reload_signal: Option<i32>,
+    pub(crate) reexec_after_upgrade: bool,
     pub(crate) terminate_timeout: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) readiness: Readiness,
@@ -290,6 +292,8 @@ impl Config {
             addresses: Vec::new(),
             backlog: DEFAULT_BACKLOG,
             restart_signal: SIGUSR2,
+            reload_signal: None,
+            reexec_after_upgrade: true,
             terminate_timeout: DEFAULT_TERMINATE_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             readiness: Readiness::Started,
@@ -351,6 +355,25 @@ impl Config {
     /// The signal that triggers a graceful restart (default `SIGUSR2`).
     pub fn restart_signal(mut self, signal: i32) -> Self {
         self.restart_signal = signal;
+        self
+    }
+
+    /// A signal that makes the master re-execute itself in place (same pid,
+    /// sockets and workers), like [`crate::reload`]; none by default. It
+    /// must differ from the restart signal, and is then no longer forwarded
+    /// to the workers.
+    pub fn reload_signal(mut self, signal: i32) -> Self {
+        self.reload_signal = Some(signal);
+        self
+    }
+
+    /// Whether the master re-executes itself into a new release once it
+    /// passed probation (default on), so that the release's own `Config`
+    /// (keys, release source, addresses, timeouts) and the master's code in
+    /// it take effect. Only for a program run as a function of this binary
+    /// ([`Config::new`]); a command's releases are the command's.
+    pub fn reexec_after_upgrade(mut self, on: bool) -> Self {
+        self.reexec_after_upgrade = on;
         self
     }
 
@@ -568,6 +591,11 @@ impl Config {
         }
         if self.backlog <= 0 {
             return Err(Error::Config("backlog must be above zero".into()));
+        }
+        if self.reload_signal == Some(self.restart_signal) {
+            return Err(Error::Config(
+                "the reload signal must differ from the restart signal".into(),
+            ));
         }
         match &self.readiness {
             Readiness::Alive(d) if *d >= self.ready_timeout => {

@@ -18,8 +18,10 @@
 //! }
 //! ```
 //!
-//! The protocol is one request line (`restart` or `status`) and an answer of
-//! lines: `ok` or `error: REASON`, then `key=value` lines, then end of stream.
+//! The protocol is one request line (`restart`, `reload` or `status`) and an
+//! answer of lines: `ok`, `error: REASON` or (for input the master turns
+//! down before doing anything, such as a configuration file with an error)
+//! `refused: REASON`, then `key=value` lines, then end of stream.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
@@ -37,6 +39,25 @@ pub struct Handover {
     pub pid: u32,
     /// From its start to its readiness.
     pub ready_after: Duration,
+}
+
+/// A re-exec of the master that completed: a new image of the master runs
+/// in the same process and took over the sockets and workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reexec {
+    /// The master's process id (the same before and after).
+    pub master_pid: u32,
+    /// The executable the master runs now.
+    pub binary: PathBuf,
+    /// From the moment the old image executed the new one to the new
+    /// image's taking over.
+    pub took: Duration,
+    /// How many re-execs the master made since it started, this one included.
+    pub reexecs: u64,
+    /// Whether the socket set changed, so that a handover was started to
+    /// give the workers the new one.
+    pub sockets_changed: bool,
 }
 
 /// One worker as the master sees it.
@@ -80,6 +101,12 @@ pub struct Status {
     /// The last upgrade's outcome: installed, in probation, kept, rolled
     /// back or rejected, with the reason.
     pub last_upgrade: Option<String>,
+    /// Re-execs of the master that completed since it started.
+    pub reexecs: u64,
+    /// Re-execs that failed (the master's previous image kept supervising).
+    pub failed_reexecs: u64,
+    /// The last re-exec's outcome and how long ago it ended.
+    pub last_reexec: Option<String>,
 }
 
 /// Why a control request did not succeed.
@@ -96,6 +123,9 @@ pub enum Error {
     /// The master answered that the request failed (for `restart`: the new
     /// worker never became ready; the old one keeps serving).
     Failed(String),
+    /// The master turned the request down before doing anything: its input
+    /// is wrong (for `reload`: the configuration file has an error).
+    Refused(String),
     /// No complete answer within the time allowed, or a broken connection.
     Io(io::Error),
     /// The answer could not be understood.
@@ -110,7 +140,7 @@ impl fmt::Display for Error {
                 "no master answers on {}: {source} (is the service running, with this control socket?)",
                 path.display()
             ),
-            Error::Failed(reason) => f.write_str(reason),
+            Error::Failed(reason) | Error::Refused(reason) => f.write_str(reason),
             Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
                 write!(f, "the master did not answer in time: {e}")
             }
@@ -139,6 +169,23 @@ pub fn restart(path: &Path, timeout: Duration) -> Result<Handover, Error> {
     })
 }
 
+/// Asks the master to re-execute itself (in the same process, keeping its
+/// sockets and workers) and waits up to `timeout` for the new image to take
+/// over. Under `overseer run`, the configuration file is read again and the
+/// `overseer` binary now at the master's path is executed.
+pub fn reload(path: &Path, timeout: Duration) -> Result<Reexec, Error> {
+    let fields = request(path, "reload", timeout)?;
+    Ok(Reexec {
+        master_pid: number(&fields, "master_pid")?,
+        binary: field(&fields, "binary")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        took: Duration::from_millis(number(&fields, "took_ms")?),
+        reexecs: number(&fields, "reexecs")?,
+        sockets_changed: field(&fields, "sockets_changed") == Some("true"),
+    })
+}
+
 /// Reads the master's status.
 pub fn status(path: &Path, timeout: Duration) -> Result<Status, Error> {
     let fields = request(path, "status", timeout)?;
@@ -161,6 +208,10 @@ pub fn status(path: &Path, timeout: Duration) -> Result<Status, Error> {
         failed_handovers: number(&fields, "failed_handovers")?,
         last_handover: get("last_handover"),
         last_upgrade: get("last_upgrade"),
+        // Absent from masters older than re-execs.
+        reexecs: number(&fields, "reexecs").unwrap_or(0),
+        failed_reexecs: number(&fields, "failed_reexecs").unwrap_or(0),
+        last_reexec: get("last_reexec"),
     })
 }
 
@@ -186,6 +237,9 @@ fn request(path: &Path, what: &str, timeout: Duration) -> Result<Vec<(String, St
     };
     if let Some(reason) = head.strip_prefix("error: ") {
         return Err(Error::Failed(reason.to_string()));
+    }
+    if let Some(reason) = head.strip_prefix("refused: ") {
+        return Err(Error::Refused(reason.to_string()));
     }
     if head != "ok" {
         return Err(Error::Protocol(head));
@@ -272,6 +326,11 @@ impl Status {
         if let Some(v) = &self.last_upgrade {
             put("last_upgrade", v);
         }
+        put("reexecs", &self.reexecs.to_string());
+        put("failed_reexecs", &self.failed_reexecs.to_string());
+        if let Some(v) = &self.last_reexec {
+            put("last_reexec", v);
+        }
         out
     }
 }
@@ -329,10 +388,20 @@ impl fmt::Display for Status {
                 .map(|l| format!("; last: {l}"))
                 .unwrap_or_default()
         )?;
-        write!(
+        writeln!(
             f,
             "upgrade     {}",
             self.last_upgrade.as_deref().unwrap_or("none yet")
+        )?;
+        write!(
+            f,
+            "re-execs    {} done, {} failed{}",
+            self.reexecs,
+            self.failed_reexecs,
+            self.last_reexec
+                .as_ref()
+                .map(|l| format!("; last: {l}"))
+                .unwrap_or_default()
         )
     }
 }

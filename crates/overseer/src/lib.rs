@@ -239,6 +239,43 @@ fn start(config: &Config) -> std::result::Result<(), fallback::Failed> {
     Err(Error::Unsupported.into())
 }
 
+/// Asks the master to re-execute itself in place, from the master or from a
+/// worker: the binary now at the master's path runs as the master in the
+/// same process (same pid), takes over the sockets and workers, and its
+/// own `Config` (keys, release source, addresses, timeouts) applies from
+/// then on. The workers see nothing, unless the socket set changed (then a
+/// handover gives the next worker the new set).
+///
+/// The new binary is checked first; one that fails the check, or cannot
+/// take over, leaves the previous master in charge and the failure in the
+/// log and the status. Returns once the request is made, not done;
+/// [`control::reload`] waits for the outcome. Returns [`Error::NotRunning`]
+/// outside a master and its workers.
+pub fn reload() -> Result<()> {
+    #[cfg(unix)]
+    {
+        if master::is_master() {
+            return master::request_reload();
+        }
+        worker::request_reload()
+    }
+    #[cfg(not(unix))]
+    Err(Error::NotRunning)
+}
+
+/// For a `main` that cannot reach [`run`] in a new image of a master that
+/// re-executed itself (see [`reload`]), say because its configuration
+/// cannot be read: runs the previous image of the master again, with the
+/// master's state, so the service goes on, and the failure (`reason`) is
+/// reported there. Returns at once in any other process, which is the
+/// case unless a re-exec is under way.
+pub fn reexec_failed(reason: &str) {
+    #[cfg(unix)]
+    master::give_way(reason);
+    #[cfg(not(unix))]
+    let _ = reason;
+}
+
 /// Triggers a graceful restart, from the master or from a worker.
 ///
 /// In a worker it asks the master over the notify socket; in the master it

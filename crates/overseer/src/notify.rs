@@ -82,6 +82,20 @@ impl NotifyReceiver {
         })
     }
 
+    /// A receiver over a socket already bound at `path` (one a previous
+    /// image of the master carried across its re-exec).
+    pub fn from_fd(fd: std::os::fd::OwnedFd, path: PathBuf) -> NotifyReceiver {
+        NotifyReceiver {
+            socket: UnixDatagram::from(fd),
+            path,
+        }
+    }
+
+    /// The socket's descriptor.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
     #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path

@@ -35,11 +35,25 @@ pub const OVERSEER_ADDRESSES: &str = "OVERSEER_ADDRESSES";
 pub const OVERSEER_VERSION: &str = "OVERSEER_VERSION";
 /// Sanity-check token.
 pub const OVERSEER_BIN_CHECK: &str = "OVERSEER_BIN_CHECK";
+/// Set only when a master checks a new master binary before re-executing
+/// into it: an overseer binary prints the state formats it reads and exits.
+pub(crate) const OVERSEER_MASTER_CHECK: &str = "OVERSEER_MASTER_CHECK";
+/// The descriptor of the state a master carries across its re-exec.
+pub(crate) const OVERSEER_MASTER_STATE: &str = "OVERSEER_MASTER_STATE";
+/// The descriptor of the executable a master's previous image ran, open:
+/// executed again if the new image cannot take over.
+pub(crate) const OVERSEER_MASTER_PREVIOUS: &str = "OVERSEER_MASTER_PREVIOUS";
+/// Set when a master's new image could not take over and the previous
+/// image runs again: why.
+pub(crate) const OVERSEER_MASTER_FALLBACK: &str = "OVERSEER_MASTER_FALLBACK";
 /// The first passed descriptor.
 pub const LISTEN_FDS_START: i32 = 3;
 
 /// The sd_notify key a worker sends to ask the master for a restart.
 pub const NOTIFY_RESTART: &str = "OVERSEER_RESTART";
+
+/// The sd_notify key a worker sends to ask the master to re-execute itself.
+pub const NOTIFY_RELOAD: &str = "OVERSEER_RELOAD";
 
 /// Variables the master sets for its workers and never passes on from its
 /// own environment. systemd's watchdog variables are the master's contract
@@ -59,4 +73,8 @@ pub(crate) const WORKER_VARS: &[&str] = &[
     OVERSEER_ADDRESSES,
     OVERSEER_VERSION,
     OVERSEER_BIN_CHECK,
+    OVERSEER_MASTER_CHECK,
+    OVERSEER_MASTER_STATE,
+    OVERSEER_MASTER_PREVIOUS,
+    OVERSEER_MASTER_FALLBACK,
 ];

@@ -39,6 +39,14 @@ pub(crate) fn request_restart() -> Result<()> {
         .map_err(|e| Error::io("asking the master to restart", e))
 }
 
+/// Asks the master, over the notify socket, to re-execute itself.
+pub(crate) fn request_reload() -> Result<()> {
+    let notifier = NOTIFIER.get().ok_or(Error::NotRunning)?;
+    notifier
+        .send(&format!("{NOTIFY_RELOAD}=1"))
+        .map_err(|e| Error::io("asking the master to re-execute itself", e))
+}
+
 /// Runs the program as a worker and exits the process when it returns.
 pub(crate) fn run(config: &Config, program: &ProgramFn) -> ! {
     let state = match state_from_env(config) {

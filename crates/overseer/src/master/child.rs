@@ -3,7 +3,7 @@
 //! life is the handover's business (`handover.rs`).
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -75,6 +75,9 @@ pub(crate) struct Worker {
     gone: Arc<AtomicBool>,
     /// Ends the notify relay's wait when the worker is gone.
     notify_closer: Option<NotifyCloser>,
+    /// The master's end of its notify socket (owned by the relay thread
+    /// for as long as the worker lives), carried across a re-exec.
+    pub notify_fd: RawFd,
 }
 
 impl Worker {
@@ -110,6 +113,7 @@ impl Worker {
         let pid = Pid::from_raw(pid as i32);
         let gone = Arc::new(AtomicBool::new(false));
         let notify_closer = receiver.closer().ok();
+        let notify_fd = receiver.raw_fd();
         if let Err(e) = super::relay::start(receiver, number, gone.clone(), tx.clone()) {
             // Without its notify relay the worker could never become ready.
             let _ = kill(pid, Signal::SIGKILL);
@@ -121,6 +125,33 @@ impl Worker {
             pid,
             gone,
             notify_closer,
+            notify_fd,
+        })
+    }
+
+    /// Takes over worker `number` (`pid`), started by a previous image of
+    /// this master, with (a copy of) its notify socket at `notify_fd`
+    /// (bound in `run_dir`), and starts its relay again.
+    pub fn adopt(
+        number: u64,
+        pid: i32,
+        notify_fd: RawFd,
+        run_dir: &Path,
+        tx: &Sender<Event>,
+    ) -> Result<Worker> {
+        let fd = sys::dup_fd(notify_fd)
+            .map_err(|e| Error::io(format!("taking over worker {number}'s notify socket"), e))?;
+        let receiver = NotifyReceiver::from_fd(fd, run_dir.join(format!("worker-{number}.sock")));
+        let gone = Arc::new(AtomicBool::new(false));
+        let notify_closer = receiver.closer().ok();
+        let notify_fd = receiver.raw_fd();
+        super::relay::start(receiver, number, gone.clone(), tx.clone())?;
+        Ok(Worker {
+            number,
+            pid: Pid::from_raw(pid),
+            gone,
+            notify_closer,
+            notify_fd,
         })
     }
 

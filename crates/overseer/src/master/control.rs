@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -17,6 +17,7 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmodat, fstatat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
+use super::carried;
 use super::event::{Answer, Event, Request};
 use crate::error::{Error, Result};
 use crate::listener::{self, Existing, FileId};
@@ -27,6 +28,11 @@ pub(crate) fn ok(fields: &str) -> Answer {
     format!("ok\n{fields}")
 }
 
+/// A `refused:` answer: the request's input is wrong, nothing was done.
+pub(crate) fn refused(reason: &str) -> Answer {
+    format!("refused: {}\n", crate::control::one_line(reason))
+}
+
 /// An `error:` answer.
 pub(crate) fn failed(reason: &str) -> Answer {
     format!("error: {}\n", crate::control::one_line(reason))
@@ -35,13 +41,33 @@ pub(crate) fn failed(reason: &str) -> Answer {
 /// The bound control socket; its file is removed by [`ControlSocket::remove`].
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
+    /// As configured.
+    path: std::path::PathBuf,
     /// The verified directory the socket file is in (see [`start`]).
     dir: File,
     /// The socket file's name in it.
     name: OsString,
+    /// The listening socket, owned by the accepting thread for the rest of
+    /// the process's life.
+    listener_fd: RawFd,
 }
 
 impl ControlSocket {
+    /// What a re-exec carries of it (its descriptors are kept open).
+    pub fn carry(&self) -> carried::ControlState {
+        carried::ControlState {
+            path: self.path.clone().into_os_string(),
+            listener_fd: self.listener_fd,
+            dir_fd: self.dir.as_raw_fd(),
+            name: self.name.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Its path, as configured.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Removes the socket file (the accepting thread ends with the process).
     pub fn remove(&self) {
         let _ = unlinkat(
@@ -67,7 +93,7 @@ impl ControlSocket {
 /// `0600` relative to it (`fchmodat`). As no one else can write in the
 /// directory, the entry checked is the entry changed: a `chmod` by path
 /// after `bind` could instead follow a symbolic link swapped in meanwhile.
-pub(crate) fn start(path: &Path, tx: Sender<Event>) -> Result<ControlSocket> {
+pub(crate) fn bind(path: &Path) -> Result<(ControlSocket, UnixListener)> {
     let err = |what: &str, e: io::Error| {
         Error::io(format!("{what} the control socket {}", path.display()), e)
     };
@@ -140,8 +166,10 @@ pub(crate) fn start(path: &Path, tx: Sender<Event>) -> Result<ControlSocket> {
         }
     }
     let socket = ControlSocket {
+        path: path.to_path_buf(),
         dir,
         name: name.to_os_string(),
+        listener_fd: listener.as_raw_fd(),
     };
     if let Err(e) = fchmodat(
         at,
@@ -152,15 +180,45 @@ pub(crate) fn start(path: &Path, tx: Sender<Event>) -> Result<ControlSocket> {
         socket.remove();
         return Err(err("restricting", e.into()));
     }
+    Ok((socket, listener))
+}
+
+/// Binds the control socket (see [`bind`]) and starts its thread.
+pub(crate) fn start(path: &Path, tx: Sender<Event>) -> Result<ControlSocket> {
+    let (socket, listener) = bind(path)?;
+    if let Err(e) = serve_on(listener, tx) {
+        socket.remove();
+        return Err(e);
+    }
     log::info!("control socket at {}", path.display());
-    if let Err(e) = std::thread::Builder::new()
+    Ok(socket)
+}
+
+/// Starts the thread that accepts connections on `listener`.
+pub(crate) fn serve_on(listener: UnixListener, tx: Sender<Event>) -> Result<()> {
+    std::thread::Builder::new()
         .name("overseer-control".into())
         .spawn(move || accept_loop(listener, tx))
-    {
-        socket.remove();
-        return Err(err("starting the thread of", e));
-    }
-    Ok(socket)
+        .map(drop)
+        .map_err(|e| Error::io("starting the control socket's thread", e))
+}
+
+/// Takes over (through copies of its descriptors) the control socket a
+/// previous image of this master carried across its re-exec; its thread is
+/// started by [`serve_on`].
+pub(crate) fn adopt(state: &carried::ControlState) -> Result<(ControlSocket, UnixListener)> {
+    let listener_fd = crate::sys::dup_fd(state.listener_fd)
+        .map_err(|e| Error::io("taking over the control socket", e))?;
+    let dir = crate::sys::dup_fd(state.dir_fd)
+        .map_err(|e| Error::io("taking over the control socket's directory", e))?;
+    let listener = UnixListener::from(listener_fd);
+    let socket = ControlSocket {
+        path: state.path.clone().into(),
+        dir: File::from(dir),
+        name: state.name.clone().into(),
+        listener_fd: listener.as_raw_fd(),
+    };
+    Ok((socket, listener))
 }
 
 /// Creates the directory `dir` of the control socket `socket` (`0700`, with
@@ -276,9 +334,26 @@ fn serve(stream: UnixStream, tx: &Sender<Event>) -> io::Result<()> {
     let request = match line.trim() {
         "restart" => Request::Restart,
         "status" => Request::Status,
+        "reload" => {
+            // The answer may come from the master's next image: the
+            // connection itself goes to the loop, and crosses the re-exec.
+            stream.set_read_timeout(None)?;
+            let reload = Event::Reload {
+                source: "the control socket".into(),
+                client: Some(stream),
+            };
+            if let Err(mpsc::SendError(Event::Reload {
+                client: Some(stream),
+                ..
+            })) = tx.send(reload)
+            {
+                (&stream).write_all(failed("the master is stopping").as_bytes())?;
+            }
+            return Ok(());
+        }
         other => {
             let answer = failed(&format!(
-                "unknown request {other:?} (known: restart, status)"
+                "unknown request {other:?} (known: restart, reload, status)"
             ));
             return (&stream).write_all(answer.as_bytes());
         }
@@ -355,9 +430,66 @@ pub(crate) struct Outcomes {
     pub failed_handovers: u64,
     pub last_handover: Option<(std::time::Instant, String)>,
     pub last_upgrade: Option<(std::time::Instant, String)>,
+    pub reexecs: u64,
+    pub failed_reexecs: u64,
+    pub last_reexec: Option<(std::time::Instant, String)>,
 }
 
 impl Outcomes {
+    /// What a re-exec carries of them, at `now` (pending restart requests
+    /// are not: a re-exec waits for the handover they wait for).
+    pub fn carry(&self, now: std::time::Instant) -> carried::OutcomesState {
+        let ago = |e: &Option<(std::time::Instant, String)>| {
+            e.as_ref()
+                .map(|(at, what)| (carried::ago_ms(now, *at), what.clone()))
+        };
+        carried::OutcomesState {
+            uptime_ms: carried::ago_ms(now, self.started_at),
+            handovers: self.handovers,
+            failed_handovers: self.failed_handovers,
+            last_handover: ago(&self.last_handover),
+            last_upgrade: ago(&self.last_upgrade),
+            reexecs: self.reexecs,
+            failed_reexecs: self.failed_reexecs,
+            last_reexec: ago(&self.last_reexec),
+        }
+    }
+
+    /// Takes over carried outcomes at `now`, `gap_ms` after they were
+    /// gathered.
+    pub fn adopt(state: &carried::OutcomesState, now: std::time::Instant, gap_ms: u64) -> Self {
+        let at = |e: &Option<(u64, String)>| {
+            e.as_ref()
+                .map(|(ms, what)| (carried::instant_ago(now, *ms, gap_ms), what.clone()))
+        };
+        Outcomes {
+            started_at: carried::instant_ago(now, state.uptime_ms, gap_ms),
+            waiters: Vec::new(),
+            handovers: state.handovers,
+            failed_handovers: state.failed_handovers,
+            last_handover: at(&state.last_handover),
+            last_upgrade: at(&state.last_upgrade),
+            reexecs: state.reexecs,
+            failed_reexecs: state.failed_reexecs,
+            last_reexec: at(&state.last_reexec),
+        }
+    }
+
+    /// Whether a restart request waits for an answer.
+    pub fn waiting(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// Records a re-exec's outcome: done (`ok`), or failed with the reason.
+    pub fn reexec(&mut self, ok: bool, what: String) {
+        if ok {
+            self.reexecs += 1;
+        } else {
+            self.failed_reexecs += 1;
+        }
+        self.last_reexec = Some((std::time::Instant::now(), what));
+    }
+
     pub fn new() -> Self {
         Outcomes {
             started_at: std::time::Instant::now(),
@@ -366,6 +498,9 @@ impl Outcomes {
             failed_handovers: 0,
             last_handover: None,
             last_upgrade: None,
+            reexecs: 0,
+            failed_reexecs: 0,
+            last_reexec: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! notify relays, readiness watchers, the control socket) and the upgrade
 //! thread send it.
 
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Sender;
 
 use crate::upgrade::Report;
@@ -21,6 +22,24 @@ pub(crate) enum Event {
     Upgrade(Report),
     /// A request on the control socket, with where to send the answer.
     Control(Request, Sender<Answer>),
+    /// A re-exec of the master was asked for by `source`; `client` is the
+    /// control client waiting for its outcome.
+    Reload {
+        source: String,
+        client: Option<UnixStream>,
+    },
+    /// The check of the new master binary for a re-exec ended: `Ok`, or
+    /// why not, and whether it is the request's input that is wrong.
+    Checked(Result<(), Refusal>),
+}
+
+/// Why a re-exec was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub reason: String,
+    /// The request's input is wrong (a configuration file with an error):
+    /// answered `refused:`, not `error:`.
+    pub bad_input: bool,
 }
 
 /// What a control client asks.

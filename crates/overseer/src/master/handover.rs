@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::carried;
 use super::signals;
 use crate::log;
 use crate::upgrade::probation::Probation;
@@ -183,6 +184,91 @@ impl Handover {
             outcome: None,
             probation: None,
         }
+    }
+
+    /// The state to carry across a re-exec at `now`, each worker's notify
+    /// socket found by `notify_fd`. The release on probation is carried
+    /// apart (see [`Handover::probation`]).
+    pub fn carry(
+        &self,
+        now: Instant,
+        notify_fd: impl Fn(u64) -> Option<std::os::fd::RawFd>,
+    ) -> carried::HandoverState {
+        let worker = |w: &WorkerState| carried::WorkerState {
+            number: w.number,
+            pid: w.pid,
+            phase: match w.phase {
+                Phase::Starting => carried::PhaseState::Starting,
+                Phase::Serving => carried::PhaseState::Serving,
+                Phase::Draining => carried::PhaseState::Draining,
+            },
+            started_ago_ms: carried::ago_ms(now, w.started),
+            ready_deadline_in_ms: carried::in_ms(now, w.ready_deadline),
+            kill_deadline_in_ms: w.kill_deadline.map(|t| carried::in_ms(now, t)),
+            killed: w.killed.clone(),
+            stop_signalled_ago_ms: w.stop_signalled.map(|t| carried::ago_ms(now, t)),
+            notify_fd: notify_fd(w.number),
+        };
+        carried::HandoverState {
+            next_number: self.next_number,
+            restart_queued: self.restart_queued,
+            outcome: self.outcome.map(|o| match o {
+                Outcome::Exit(c) => carried::OutcomeState::Exit(c),
+                Outcome::Signal(s) => carried::OutcomeState::Signal(s),
+            }),
+            serving: self.serving.as_ref().map(worker),
+            starting: self.starting.as_ref().map(worker),
+            draining: self.draining.iter().map(worker).collect(),
+        }
+    }
+
+    /// Takes over a carried handover at `now`, `gap_ms` after it was
+    /// gathered, following `rules` (the new image's) from then on, with the
+    /// release on `probation` if there was one.
+    pub fn adopt(
+        rules: Rules,
+        state: &carried::HandoverState,
+        probation: Option<Probation>,
+        now: Instant,
+        gap_ms: u64,
+    ) -> Handover {
+        let worker = |w: &carried::WorkerState| WorkerState {
+            number: w.number,
+            pid: w.pid,
+            phase: match w.phase {
+                carried::PhaseState::Starting => Phase::Starting,
+                carried::PhaseState::Serving => Phase::Serving,
+                carried::PhaseState::Draining => Phase::Draining,
+            },
+            started: carried::instant_ago(now, w.started_ago_ms, gap_ms),
+            ready_deadline: carried::instant_in(now, w.ready_deadline_in_ms, gap_ms),
+            kill_deadline: w
+                .kill_deadline_in_ms
+                .map(|ms| carried::instant_in(now, ms, gap_ms)),
+            killed: w.killed.clone(),
+            stop_signalled: w
+                .stop_signalled_ago_ms
+                .map(|ms| carried::instant_ago(now, ms, gap_ms)),
+        };
+        Handover {
+            rules,
+            next_number: state.next_number,
+            serving: state.serving.as_ref().map(worker),
+            starting: state.starting.as_ref().map(worker),
+            draining: state.draining.iter().map(worker).collect(),
+            restart_queued: state.restart_queued,
+            stopping: false,
+            outcome: state.outcome.map(|o| match o {
+                carried::OutcomeState::Exit(c) => Outcome::Exit(c),
+                carried::OutcomeState::Signal(s) => Outcome::Signal(s),
+            }),
+            probation,
+        }
+    }
+
+    /// The release on probation, if any.
+    pub fn probation(&self) -> Option<&Probation> {
+        self.probation.as_ref()
     }
 
     /// Starts the first worker; false when it could not be started (the

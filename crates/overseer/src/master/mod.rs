@@ -5,11 +5,13 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
+mod carried;
 mod child;
 mod control;
 mod event;
 mod handover;
 mod readiness;
+mod reexec;
 mod relay;
 mod run_dir;
 mod signals;
@@ -47,6 +49,26 @@ pub(crate) fn request_restart() -> Result<()> {
     tx.send(Event::Restart).map_err(|_| Error::NotRunning)
 }
 
+/// Asks the master running in this process to re-execute itself.
+pub(crate) fn request_reload() -> Result<()> {
+    let tx = MASTER.get().ok_or(Error::NotRunning)?;
+    tx.send(Event::Reload {
+        source: "reload()".into(),
+        client: None,
+    })
+    .map_err(|_| Error::NotRunning)
+}
+
+/// In a new image of a master that cannot reach `run`: the previous image
+/// runs again (see [`reexec::Incoming::fall_back`]). Returns in any other
+/// process.
+pub(crate) fn give_way(reason: &str) {
+    if let Some(incoming) = reexec::Incoming::from_env() {
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        incoming.fall_back(&argv, reason)
+    }
+}
+
 /// Whether this process is running a master.
 pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
@@ -67,13 +89,36 @@ fn resolve_command(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Runs the master until the service ends, then ends this process the way
-/// the last serving worker ended. Returns only on a set-up error, before any
-/// worker was started, with the sockets if they were open by then: adopted
-/// descriptors can be taken only once, so fallback mode serves those.
-pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
-    let addresses = config.validate()?;
-    let (program, arg0, args) = match &config.program {
+/// What the master holds for the service's whole life, across re-execs:
+/// its sockets, its runtime directory, its control socket, and how to
+/// execute itself again.
+pub(crate) struct Held {
+    pub sockets: Vec<Socket>,
+    /// Sockets no longer configured, kept until the workers started with
+    /// them (numbers below `retire_before`) are gone.
+    pub retired: Vec<Socket>,
+    pub retire_before: u64,
+    pub run_dir: RunDir,
+    pub control: Option<control::ControlSocket>,
+    /// `None` when this executable cannot be found again: no re-exec then.
+    pub plan: Option<reexec::Plan>,
+}
+
+impl Held {
+    /// Removes what the master created on disk; called as it ends.
+    fn clean_up(self) {
+        listener::remove_socket_files(&self.sockets);
+        listener::remove_socket_files(&self.retired);
+        if let Some(c) = &self.control {
+            c.remove();
+        }
+        self.run_dir.close();
+    }
+}
+
+/// The program workers run: `(program, arg0, args)`.
+fn program_of(config: &Config) -> Result<(PathBuf, OsString, Vec<OsString>)> {
+    Ok(match &config.program {
         Program::Function(_) => {
             let exe = std::env::current_exe().map_err(Error::BinaryPath)?;
             let mut argv = std::env::args_os();
@@ -84,13 +129,46 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
             let resolved = resolve_command(path)?;
             (resolved, path.clone().into_os_string(), args.clone())
         }
+    })
+}
+
+/// Runs the master until the service ends, then ends this process the way
+/// the last serving worker ended. Returns only on a set-up error, before any
+/// worker was started, with the sockets if they were open by then: adopted
+/// descriptors can be taken only once, so fallback mode serves those.
+///
+/// A new image of a master that re-executed itself takes over its state
+/// instead ([`adopt`]), and never returns.
+pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
+    reexec::answer_check_if_asked(config);
+    if let Some(incoming) = reexec::Incoming::from_env() {
+        adopt(config, incoming)
+    }
+    let addresses = config.validate()?;
+    let (program, arg0, args) = program_of(config)?;
+    let plan = match reexec::Plan::first() {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            log::warning!(
+                "this master cannot re-execute itself: its executable is not found ({e})"
+            );
+            None
+        }
     };
     let run_dir = RunDir::create()?;
     let sockets = sockets::open(&addresses, config.backlog)?;
     let launch = child::launch(program, arg0, args, &sockets);
-    match serve(config, launch, run_dir, &sockets) {
+    let held = Held {
+        sockets,
+        retired: Vec::new(),
+        retire_before: 0,
+        run_dir,
+        control: None,
+        plan,
+    };
+    match serve(config, launch, held, None, mpsc::channel()) {
         Ok(never) => match never {},
-        Err(error) => Err(Failed {
+        Err((error, sockets)) => Err(Failed {
             error,
             sockets: Some(sockets),
         }),
@@ -119,15 +197,35 @@ fn withheld_credentials(config: &Config) -> Withheld {
     withheld
 }
 
+/// What a new image of the master takes over, besides what it holds.
+pub(crate) struct Resumed {
+    pub state: carried::Carried,
+    /// The release on probation, and its verdict's receiving end for the
+    /// upgrade thread.
+    pub probation: Option<(crate::upgrade::probation::Probation, upgrade::Pending)>,
+    /// The carried workers, their relays started again.
+    pub workers: Vec<child::Worker>,
+    /// The control client waiting for the re-exec's outcome.
+    pub client: Option<std::os::unix::net::UnixStream>,
+    /// Milliseconds the re-exec took.
+    pub gap_ms: u64,
+    pub sockets_changed: bool,
+    /// This image is the previous one run again: why the new one failed.
+    pub fallback: Option<String>,
+    /// When this image took over.
+    pub at: std::time::Instant,
+}
+
 /// Starts the master's threads and its supervisor over open sockets and runs
 /// the service until it ends, starting workers by `launch`. Returns only on
-/// a set-up error.
+/// a set-up error, with the sockets.
 fn serve(
     config: &Config,
     mut launch: sys::Launch,
-    run_dir: RunDir,
-    sockets: &[Socket],
-) -> Result<Infallible> {
+    mut held: Held,
+    resumed: Option<(Resumed, Option<std::os::unix::net::UnixListener>)>,
+    (tx, rx): (Sender<Event>, mpsc::Receiver<Event>),
+) -> std::result::Result<Infallible, (Error, Vec<Socket>)> {
     let program = launch.program.clone();
     let withheld = withheld_credentials(config);
     child::withhold(&mut launch, &withheld);
@@ -135,27 +233,48 @@ fn serve(
     // inherits the mask and only the signal thread takes these signals; a
     // set-up error drops the guard, and the fallback runs with the mask the
     // process had.
-    let _blocked = sys::block_signals(&signals::handled(config.restart_signal))
-        .map_err(|e| Error::io("blocking signals", e))?;
-    let (tx, rx) = mpsc::channel();
+    let _blocked = match sys::block_signals(&signals::handled(
+        config.restart_signal,
+        config.reload_signal,
+    )) {
+        Ok(b) => b,
+        Err(e) => return Err((Error::io("blocking signals", e), held.sockets)),
+    };
     // The control socket first: its path is the set-up step most likely to
     // fail, and nothing else has started yet if it does.
-    let control = match &config.control_socket {
-        Some(path) => Some(control::start(path, tx.clone())?),
-        None => None,
+    let (resumed, control_listener) = match resumed {
+        Some((r, l)) => (Some(r), l),
+        None => (None, None),
     };
-    let remove_control = || {
-        if let Some(c) = &control {
+    match (&held.control, control_listener) {
+        (Some(c), Some(listener)) => {
+            if let Err(e) = control::serve_on(listener, tx.clone()) {
+                c.remove();
+                return Err((e, held.sockets));
+            }
+        }
+        _ if resumed.is_some() => {}
+        _ => {
+            if let Some(path) = &config.control_socket {
+                match control::start(path, tx.clone()) {
+                    Ok(c) => held.control = Some(c),
+                    Err(e) => return Err((e, held.sockets)),
+                }
+            }
+        }
+    }
+    if let Err(e) = signals::spawn(config.restart_signal, config.reload_signal, tx.clone()) {
+        if let Some(c) = &held.control {
             c.remove();
         }
-    };
-    if let Err(e) = signals::spawn(config.restart_signal, tx.clone()) {
-        remove_control();
-        return Err(e);
+        return Err((e, held.sockets));
     }
     let _ = MASTER.set(tx.clone());
     let settings = Settings {
         restart_signal: config.restart_signal,
+        reload_signal: config.reload_signal,
+        reexec_after_upgrade: config.reexec_after_upgrade
+            && matches!(config.program, Program::Function(_)),
         terminate_timeout: config.terminate_timeout,
         ready_timeout: config.ready_timeout,
         ready_on_spawn: matches!(config.program, Program::Command { .. })
@@ -167,13 +286,16 @@ fn serve(
         version: config.version.clone(),
         withheld: withheld.clone(),
     };
-    let supervisor = Supervisor::new(
+    let gate = upgrade::Gate::default();
+    let (supervisor, pending) = Supervisor::new(
         settings,
         launch,
         BinaryId::new(program.clone()),
-        run_dir.path().to_path_buf(),
+        held,
+        gate.clone(),
         tx.clone(),
         rx,
+        resumed,
     );
     // Not earlier: a set-up error makes `run` start the program in this
     // process instead (fallback), which should keep the allocator's
@@ -183,18 +305,23 @@ fn serve(
     if let Err(e) = upgrade::start(
         &config.upgrade,
         &program,
-        config.version.clone(),
-        to_supervisor,
-        supervisor.stop_flag(),
+        supervisor.version(),
+        upgrade::Links {
+            supervisor: to_supervisor,
+            stopping: supervisor.stop_flag(),
+            gate,
+        },
         withheld,
+        pending,
     ) {
-        remove_control();
-        return Err(e);
+        let held = supervisor.into_held();
+        if let Some(c) = &held.control {
+            c.remove();
+        }
+        return Err((e, held.sockets));
     }
-    let outcome = supervisor.run();
-    listener::remove_socket_files(sockets);
-    remove_control();
-    run_dir.close();
+    let (outcome, held) = supervisor.run();
+    held.clean_up();
     match outcome {
         Outcome::Exit(code) => std::process::exit(code),
         Outcome::Signal(signal) => {
@@ -204,3 +331,56 @@ fn serve(
         }
     }
 }
+
+/// Takes over the state a previous image of this master left (see
+/// [`reexec`]): what can fail is done first, before any carried descriptor
+/// is taken, so that on failure the previous image runs again with the
+/// state as it was. Never returns.
+fn adopt(config: &Config, incoming: reexec::Incoming) -> ! {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let state = match incoming.read() {
+        Ok(s) => s,
+        Err(e) => incoming.fall_back(&argv, &e),
+    };
+    if let Some(why) = &incoming.fallback {
+        log::error!(
+            "the new master image could not take over ({why}); the previous one runs again"
+        );
+    }
+    sys::set_program_mask(&state.program_mask);
+    let originals = state.descriptors();
+    let (tx, rx) = mpsc::channel();
+    let prepared = match adopt::prepare(config, state, incoming.fallback.clone(), &tx) {
+        Ok(p) => p,
+        Err(e) => incoming.fall_back(&argv, &e),
+    };
+    // The point of no return: the carried descriptors themselves close.
+    incoming.close();
+    adopt::close_originals(&originals);
+    if let Some(old) = &prepared.old_control {
+        old.remove();
+    }
+    let adopt::Prepared {
+        launch,
+        held,
+        resumed,
+        control_listener,
+        ..
+    } = prepared;
+    match serve(
+        config,
+        launch,
+        held,
+        Some((resumed, control_listener)),
+        (tx, rx),
+    ) {
+        Ok(never) => match never {},
+        Err((e, _)) => {
+            // Nothing can supervise the workers; they end with this process.
+            log::error!("the new master image cannot go on: {e}; the service stops");
+            std::process::exit(1)
+        }
+    }
+}
+
+mod adopt;

@@ -22,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::carried;
 use crate::error::{Error, Result};
 use crate::log;
 
@@ -34,7 +35,10 @@ const STAGING_LOCK: &str = ".lock";
 
 /// A master's runtime directory, locked for as long as this value lives.
 pub(crate) struct RunDir {
-    dir: tempfile::TempDir,
+    /// Removed when dropped, unless it was taken over from a previous image
+    /// of this master (`None`; removed by `close` all the same).
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
     /// Held, not read: the lock lasts as long as the descriptor (which the
     /// standard library opens close-on-exec, so no worker inherits it).
     _lock: Option<File>,
@@ -72,16 +76,46 @@ impl RunDir {
                 None
             }
         };
-        Ok(RunDir { dir, _lock: lock })
+        Ok(RunDir {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            _lock: lock,
+        })
+    }
+
+    /// Takes over the directory at `path` a previous image of this master
+    /// carried across its re-exec, still locked by (a copy of) the
+    /// descriptor it carried.
+    pub(crate) fn adopted(path: &Path, lock: Option<File>) -> RunDir {
+        RunDir {
+            dir: None,
+            path: path.to_path_buf(),
+            _lock: lock,
+        }
+    }
+
+    /// What a re-exec carries of it (its lock's descriptor is kept open).
+    pub(crate) fn carry(&self) -> carried::RunDirState {
+        carried::RunDirState {
+            path: self.path.clone().into_os_string(),
+            lock_fd: self._lock.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// Removes the directory (the lock goes with the descriptor).
     pub(crate) fn close(self) {
-        let _ = self.dir.close();
+        match self.dir {
+            Some(dir) => {
+                let _ = dir.close();
+            }
+            None => {
+                let _ = fs::remove_dir_all(&self.path);
+            }
+        }
     }
 }
 

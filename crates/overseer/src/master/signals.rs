@@ -25,13 +25,15 @@ const FROM_TERMINAL: &[i32] = &[SIGINT, SIGQUIT, SIGWINCH, SIGHUP];
 /// reached it was stopped by the operator, not failing.
 pub(crate) const STOP: &[i32] = &[SIGINT, SIGQUIT, SIGHUP];
 
-/// Every signal the master handles: the forwarded ones, the restart signal
-/// and `SIGCHLD`.
-pub(crate) fn handled(restart_signal: i32) -> Vec<i32> {
+/// Every signal the master handles: the forwarded ones, the restart and
+/// reload signals and `SIGCHLD`.
+pub(crate) fn handled(restart_signal: i32, reload_signal: Option<i32>) -> Vec<i32> {
     let mut wanted: Vec<i32> = FORWARDED.to_vec();
     wanted.push(SIGCHLD);
-    if !wanted.contains(&restart_signal) {
-        wanted.push(restart_signal);
+    for signal in std::iter::once(restart_signal).chain(reload_signal) {
+        if !wanted.contains(&signal) {
+            wanted.push(signal);
+        }
     }
     wanted
 }
@@ -39,8 +41,12 @@ pub(crate) fn handled(restart_signal: i32) -> Vec<i32> {
 /// Starts the signal thread. The master's other threads block the signals
 /// it handles (`sys::block_signals`); this one unblocks them, so the kernel
 /// delivers them here.
-pub(crate) fn spawn(restart_signal: i32, tx: Sender<Event>) -> Result<()> {
-    let wanted = handled(restart_signal);
+pub(crate) fn spawn(
+    restart_signal: i32,
+    reload_signal: Option<i32>,
+    tx: Sender<Event>,
+) -> Result<()> {
+    let wanted = handled(restart_signal, reload_signal);
     let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)
         .map_err(|e| Error::io("installing signal handlers", e))?;
     std::thread::Builder::new()

@@ -5,6 +5,9 @@
 //! the thread that spawns workers, so Linux's parent-death signal — tied to
 //! the spawning thread — fires only when the master itself dies.
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -12,27 +15,34 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::carried::{self, Carried};
 use super::child::{describe_exit, Worker};
 use super::control;
+use super::event::Refusal;
 use super::event::{Answer, Event, Request};
 use super::handover::{Effects, Ended, Handover, Outcome, Rules, Spawned, WorkerState};
+use super::reexec;
 use super::signals;
 use super::systemd::Systemd;
+use super::{Held, Resumed};
 use crate::binary_id::BinaryId;
 use crate::child_registry;
 use crate::log;
 use crate::notify;
-use crate::protocol::NOTIFY_RESTART;
+use crate::protocol::{NOTIFY_RELOAD, NOTIFY_RESTART};
 use crate::shutdown::Shutdown;
 use crate::sys::Launch;
 use crate::upgrade::probation::{Installed, Probation};
-use crate::upgrade::Report;
+use crate::upgrade::{Gate, Pending, Report};
 use crate::withheld::Withheld;
 
 /// The parts of the configuration the loop needs.
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub restart_signal: i32,
+    pub reload_signal: Option<i32>,
+    /// Re-execute the master into a release that passed probation.
+    pub reexec_after_upgrade: bool,
     pub terminate_timeout: Duration,
     pub ready_timeout: Duration,
     /// Command mode with `Readiness::Started`: ready as soon as spawned.
@@ -51,6 +61,16 @@ pub(crate) struct Settings {
 
 pub(crate) struct Supervisor {
     restart_signal: i32,
+    reload_signal: Option<i32>,
+    reexec_after_upgrade: bool,
+    /// What the master holds across re-execs.
+    held: Held,
+    /// Taken before a re-exec: the upgrade thread is between steps.
+    gate: Gate,
+    /// A re-exec asked for and not yet done or failed.
+    reexec: Stage,
+    /// What this image took over from a previous one, until said.
+    adopted: Option<Adopted>,
     no_restart: bool,
     probation: Duration,
     no_restart_after_fetch: bool,
@@ -86,46 +106,130 @@ struct Live {
     outcomes: control::Outcomes,
     /// The service manager, when the master runs under systemd.
     systemd: Systemd,
+    /// A release that passed probation, until the upgrade thread recorded
+    /// it: the master then re-executes into it (when that is on).
+    passed: Option<String>,
+}
+
+/// A re-exec request: what asked for it, and the control client waiting.
+struct ReexecRequest {
+    source: String,
+    client: Option<UnixStream>,
+}
+
+/// Where a re-exec request is.
+enum Stage {
+    Idle,
+    /// Waits for a handover in progress (or a release on probation, in
+    /// library mode) to end.
+    Waiting(ReexecRequest),
+    /// The new binary's check runs.
+    Checking(ReexecRequest),
+    /// The check passed; executes as soon as nothing is in the way.
+    Checked(ReexecRequest),
+}
+
+/// What this image took over, said once the loop starts.
+struct Adopted {
+    source: String,
+    client: Option<UnixStream>,
+    gap_ms: u64,
+    sockets_changed: bool,
+    fallback: Option<String>,
+    workers: usize,
 }
 
 impl Supervisor {
+    /// The loop over `held`, starting workers by `launch`; with `resumed`,
+    /// the loop of a new image going on where the previous one stopped.
+    /// Returns it with the verdict a carried probation's release waits for.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         launch: Launch,
         binary: BinaryId,
-        run_dir: std::path::PathBuf,
+        held: Held,
+        gate: Gate,
         tx: Sender<Event>,
         rx: Receiver<Event>,
-    ) -> Self {
+        resumed: Option<Resumed>,
+    ) -> (Self, Option<Pending>) {
         let rules = Rules {
             terminate_timeout: settings.terminate_timeout,
             ready_timeout: settings.ready_timeout,
             ready_on_spawn: settings.ready_on_spawn,
             no_restart: settings.no_restart,
         };
-        Supervisor {
+        let mut handover = Handover::new(rules.clone());
+        let mut outcomes = control::Outcomes::new();
+        let mut systemd = Systemd::from_env();
+        let mut version = settings.version;
+        let mut processes = Vec::new();
+        let mut pending = None;
+        let mut adopted = None;
+        if let Some(r) = resumed {
+            let (probation, verdict) = match r.probation {
+                Some((p, v)) => (Some(p), Some(v)),
+                None => (None, None),
+            };
+            pending = verdict;
+            handover = Handover::adopt(rules, &r.state.handover, probation, r.at, r.gap_ms);
+            outcomes = control::Outcomes::adopt(&r.state.outcomes, r.at, r.gap_ms);
+            systemd.adopt(&r.state.systemd);
+            // Upgrades may have changed it since the configuration said.
+            version = r.state.version_label.clone().or(version);
+            adopted = Some(Adopted {
+                source: r.state.source.clone(),
+                client: r.client,
+                gap_ms: r.gap_ms,
+                sockets_changed: r.sockets_changed,
+                fallback: r.fallback,
+                workers: r.workers.len(),
+            });
+            processes = r.workers;
+        }
+        let run_dir = held.run_dir.path().to_path_buf();
+        let supervisor = Supervisor {
             restart_signal: settings.restart_signal,
+            reload_signal: settings.reload_signal,
+            reexec_after_upgrade: settings.reexec_after_upgrade,
+            held,
+            gate,
+            reexec: Stage::Idle,
+            adopted,
             no_restart: settings.no_restart,
             probation: settings.probation,
             no_restart_after_fetch: settings.no_restart_after_fetch,
             rx,
-            handover: Handover::new(rules),
+            handover,
             live: Live {
                 launch,
-                version: settings.version,
+                version,
                 withheld: settings.withheld,
                 binary,
                 run_dir,
                 tx,
                 ready_timeout: settings.ready_timeout,
                 readiness: settings.readiness,
-                processes: Vec::new(),
-                outcomes: control::Outcomes::new(),
-                systemd: Systemd::from_env(),
+                processes,
+                outcomes,
+                systemd,
+                passed: None,
             },
             reap_all: std::process::id() == 1,
             stop_flag: Shutdown::new(),
-        }
+        };
+        (supervisor, pending)
+    }
+
+    /// The version workers run, if known (for the upgrade thread).
+    pub fn version(&self) -> Option<String> {
+        self.live.version.clone()
+    }
+
+    /// Gives back what the master holds (a set-up error after `new`).
+    pub fn into_held(self) -> Held {
+        self.held
     }
 
     /// The notification the upgrade thread waits on to stop polling.
@@ -133,10 +237,17 @@ impl Supervisor {
         self.stop_flag.clone()
     }
 
-    /// Runs until the service ends; returns how the master should end.
-    pub fn run(mut self) -> Outcome {
-        if !self.handover.start(&mut self.live) {
-            return self.handover.outcome().unwrap_or(Outcome::Exit(1));
+    /// Runs until the service ends; returns how the master should end, and
+    /// what it held.
+    pub fn run(mut self) -> (Outcome, Held) {
+        match self.adopted.take() {
+            Some(adopted) => self.took_over(adopted),
+            None => {
+                if !self.handover.start(&mut self.live) {
+                    let outcome = self.handover.outcome().unwrap_or(Outcome::Exit(1));
+                    return (outcome, self.held);
+                }
+            }
         }
         loop {
             let timeout = self
@@ -153,6 +264,8 @@ impl Supervisor {
             self.reap();
             self.handover.deadlines(Instant::now(), &mut self.live);
             self.live.systemd.keep_alive();
+            self.retire_sockets();
+            self.advance_reexec();
             if self.handover.is_stopping() {
                 self.live.systemd.stopping();
                 self.stop_flag.trigger();
@@ -163,7 +276,7 @@ impl Supervisor {
                 }
             }
             if let Some(outcome) = self.handover.finished() {
-                return outcome;
+                return (outcome, self.held);
             }
         }
     }
@@ -184,6 +297,18 @@ impl Supervisor {
             Event::Restart => self.handover.restart("restart()", now, live),
             Event::Signal { signal, .. } if signal == self.restart_signal => {
                 self.handover.restart(&signals::name(signal), now, live);
+            }
+            Event::Signal { signal, .. } if Some(signal) == self.reload_signal => {
+                self.request_reexec(signals::name(signal), None);
+            }
+            Event::Reload { source, client } => self.request_reexec(source, client),
+            Event::Checked(result) => self.checked(result),
+            Event::Upgrade(Report::Kept) => {
+                if let Some(name) = live.passed.take() {
+                    if self.reexec_after_upgrade {
+                        self.request_reexec(format!("{name}, which passed probation"), None);
+                    }
+                }
             }
             Event::Signal {
                 signal,
@@ -209,6 +334,7 @@ impl Supervisor {
                     Instant::now(),
                     &mut self.live,
                 ),
+                (NOTIFY_RELOAD, "1") => self.request_reexec(format!("worker {number}"), None),
                 _ => {}
             }
         }
@@ -314,6 +440,270 @@ impl Supervisor {
         }
     }
 
+    /// A re-exec was asked for by `source`: it waits for what is in the way,
+    /// then the new binary is checked, then executed ([`Self::advance_reexec`]).
+    fn request_reexec(&mut self, source: String, client: Option<UnixStream>) {
+        let refuse = |client: Option<UnixStream>, why: &str| {
+            log::warning!("re-exec asked for by {source} not made: {why}");
+            answer(client, &control::failed(why));
+        };
+        if self.held.plan.is_none() {
+            return refuse(client, "this master cannot re-execute itself: its executable was not found when it started");
+        }
+        if self.handover.is_stopping() {
+            return refuse(client, "the master is stopping");
+        }
+        if !matches!(self.reexec, Stage::Idle) {
+            return refuse(client, "a re-exec is in progress already");
+        }
+        log::info!("re-exec asked for by {source}");
+        self.reexec = Stage::Waiting(ReexecRequest { source, client });
+    }
+
+    /// Whether a re-exec can be made now: no handover or restart answer is
+    /// pending and, when the master's own binary is the program, no release
+    /// is on probation (its binary is not yet one to run the master from).
+    fn may_reexec(&self) -> bool {
+        let own_release_on_probation =
+            self.reexec_after_upgrade && self.handover.probation().is_some();
+        self.handover.starting().is_none()
+            && !self.live.outcomes.waiting()
+            && !own_release_on_probation
+    }
+
+    /// Moves a re-exec request on, once per turn of the loop.
+    fn advance_reexec(&mut self) {
+        if matches!(self.reexec, Stage::Idle) {
+            return;
+        }
+        if self.handover.is_stopping() {
+            if let Stage::Waiting(r) | Stage::Checking(r) | Stage::Checked(r) =
+                std::mem::replace(&mut self.reexec, Stage::Idle)
+            {
+                self.reexec_failed(r, "the master is stopping");
+            }
+            return;
+        }
+        if !self.may_reexec() {
+            return;
+        }
+        match std::mem::replace(&mut self.reexec, Stage::Idle) {
+            Stage::Waiting(r) => {
+                if let Some(plan) = &self.held.plan {
+                    reexec::spawn_check(plan, &self.live.withheld, self.live.tx.clone());
+                }
+                self.reexec = Stage::Checking(r);
+            }
+            Stage::Checked(r) => self.exec(r),
+            other => self.reexec = other,
+        }
+    }
+
+    /// The new binary's check ended.
+    fn checked(&mut self, result: Result<(), Refusal>) {
+        let Stage::Checking(r) = std::mem::replace(&mut self.reexec, Stage::Idle) else {
+            return;
+        };
+        match result {
+            Ok(()) => self.reexec = Stage::Checked(r),
+            Err(refusal) if refusal.bad_input => {
+                log::error!(
+                    "re-exec asked for by {} not made: {}",
+                    r.source,
+                    refusal.reason
+                );
+                self.live
+                    .outcomes
+                    .reexec(false, format!("{}: {}", r.source, refusal.reason));
+                answer(r.client, &control::refused(&refusal.reason));
+            }
+            Err(refusal) => self.reexec_failed(r, &refusal.reason),
+        }
+    }
+
+    /// A re-exec was not made, for `why`: the master goes on as it was.
+    fn reexec_failed(&mut self, r: ReexecRequest, why: &str) {
+        log::error!(
+            "re-exec asked for by {} not made: {why}; this master goes on",
+            r.source
+        );
+        self.live
+            .outcomes
+            .reexec(false, format!("{}: {why}", r.source));
+        answer(r.client, &control::failed(why));
+    }
+
+    /// Executes the new image with the master's state; returns only when
+    /// that failed, the master going on as it was.
+    fn exec(&mut self, r: ReexecRequest) {
+        let Some(plan) = self.held.plan.clone() else {
+            return self.reexec_failed(r, "the master's executable is not known");
+        };
+        // The upgrade thread between two steps, and kept there.
+        let gate = self.gate.clone();
+        let Some(_quiet) = gate.close(Duration::from_secs(5)) else {
+            return self.reexec_failed(
+                r,
+                "a release is being installed; try again once it is (overseer status)",
+            );
+        };
+        log::info!(
+            "re-executing the master: {} (asked for by {})",
+            plan.exe.display(),
+            r.source
+        );
+        self.live.systemd.reexec_begins();
+        let state = self.carry(&r, &plan);
+        let error = reexec::exec(&plan, &state);
+        self.live
+            .systemd
+            .reexec_ended(&format!("re-exec failed: {error}"));
+        self.reexec_failed(r, &error);
+    }
+
+    /// Everything the next image needs, at this moment.
+    fn carry(&self, r: &ReexecRequest, plan: &reexec::Plan) -> Carried {
+        let now = Instant::now();
+        let at_ns = crate::sys::monotonic_ns();
+        let live = &self.live;
+        let socket = |s: &crate::listener::Socket, retired: bool| carried::SocketState {
+            name: s.name.clone(),
+            address: s.address.clone(),
+            unix_path: s
+                .unix_path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            fd: s.listener.as_fd().as_raw_fd(),
+            retired,
+        };
+        let probation = self.handover.probation().map(|p| {
+            let installed = p.installed();
+            carried::ProbationState {
+                path: installed.target.path.clone().into_os_string(),
+                sha256: installed.sha256.clone(),
+                version: installed.version.clone(),
+                tag: installed.tag.clone(),
+                worker: p.worker(),
+                period_ms: p.period().as_millis() as u64,
+                ready_ago_ms: p.ready_at().map(|t| carried::ago_ms(now, t)),
+            }
+        });
+        Carried {
+            version: carried::VERSION,
+            at_ns,
+            master_exe: plan.exe.clone().into_os_string(),
+            argv: plan.argv.clone(),
+            program_mask: crate::sys::program_mask(),
+            sockets: self
+                .held
+                .sockets
+                .iter()
+                .map(|s| socket(s, false))
+                .chain(self.held.retired.iter().map(|s| socket(s, true)))
+                .collect(),
+            run_dir: self.held.run_dir.carry(),
+            control: self.held.control.as_ref().map(|c| c.carry()),
+            handover: self.handover.carry(now, |number| {
+                live.processes
+                    .iter()
+                    .find(|w| w.number == number)
+                    .map(|w| w.notify_fd)
+            }),
+            probation,
+            outcomes: live.outcomes.carry(now),
+            systemd: live.systemd.carry(),
+            version_label: live.version.clone(),
+            client_fd: r.client.as_ref().map(|c| c.as_raw_fd()),
+            source: r.source.clone(),
+        }
+    }
+
+    /// This image took over from a previous one: says so to the log, the
+    /// waiting client and the service manager, and gives the workers the
+    /// new socket set if it changed.
+    fn took_over(&mut self, a: Adopted) {
+        let pid = std::process::id();
+        let exe = self
+            .held
+            .plan
+            .as_ref()
+            .map(|p| p.exe.display().to_string())
+            .unwrap_or_default();
+        match &a.fallback {
+            None => {
+                log::info!(
+                    "master re-executed in {} ms (asked for by {}): {exe} took over {} worker(s)",
+                    a.gap_ms,
+                    a.source,
+                    a.workers
+                );
+                self.live.outcomes.reexec(
+                    true,
+                    format!("{exe} took over in {} ms ({})", a.gap_ms, a.source),
+                );
+                let fields = format!(
+                    "master_pid={pid}\nbinary={exe}\ntook_ms={}\nreexecs={}\nsockets_changed={}\n",
+                    a.gap_ms, self.live.outcomes.reexecs, a.sockets_changed
+                );
+                answer(a.client, &control::ok(&fields));
+                let serving = self
+                    .handover
+                    .serving()
+                    .map(|w| {
+                        format!(
+                            "serving (worker {}, pid {}); master re-executed",
+                            w.number, w.pid
+                        )
+                    })
+                    .unwrap_or_else(|| "master re-executed".into());
+                self.live.systemd.reexec_ended(&serving);
+            }
+            Some(why) => {
+                let line = format!(
+                    "the new master image could not take over: {why}; the previous one runs again"
+                );
+                self.live
+                    .outcomes
+                    .reexec(false, format!("{}: {line}", a.source));
+                answer(a.client, &control::failed(&line));
+                self.live.systemd.reexec_ended(&line);
+            }
+        }
+        // A carried worker still starting needs its readiness watched again.
+        if let Some(w) = self.handover.starting() {
+            if let Some(worker) = self.live.processes.iter().find(|p| p.number == w.number) {
+                super::readiness::watch(
+                    &self.live.readiness,
+                    worker,
+                    self.live.ready_timeout,
+                    &self.live.tx,
+                    &self.live.withheld,
+                );
+            }
+        }
+        if a.sockets_changed && a.fallback.is_none() {
+            self.handover
+                .restart("the new socket set", Instant::now(), &mut self.live);
+        }
+    }
+
+    /// Closes the sockets no longer configured once no worker started with
+    /// them is left.
+    fn retire_sockets(&mut self) {
+        if self.held.retired.is_empty() {
+            return;
+        }
+        let before = self.held.retire_before;
+        if self.handover.workers().any(|w| w.number < before) {
+            return;
+        }
+        let retired = std::mem::take(&mut self.held.retired);
+        crate::listener::remove_socket_files(&retired);
+        for s in &retired {
+            log::info!("closed {} (no longer configured)", s.address);
+        }
+    }
+
     fn status(&mut self) -> crate::control::Status {
         let info = |w: &WorkerState| crate::control::WorkerInfo {
             number: w.number,
@@ -334,6 +724,9 @@ impl Supervisor {
             failed_handovers: live.outcomes.failed_handovers,
             last_handover: control::ago(&live.outcomes.last_handover),
             last_upgrade: control::ago(&live.outcomes.last_upgrade),
+            reexecs: live.outcomes.reexecs,
+            failed_reexecs: live.outcomes.failed_reexecs,
+            last_reexec: control::ago(&live.outcomes.last_reexec),
         }
     }
 }
@@ -411,6 +804,7 @@ impl Effects for Live {
         if let Some(v) = probation.version() {
             self.version = Some(v.to_string());
         }
+        self.passed = Some(probation.installed().name());
         let line = probation.passed();
         self.outcomes.upgrade(line);
     }
@@ -418,5 +812,12 @@ impl Effects for Live {
     fn probation_failed(&mut self, probation: Probation, reason: &str) {
         let line = probation.failed(reason);
         self.outcomes.upgrade(line);
+    }
+}
+
+/// Sends a control client its answer, if one waits.
+fn answer(client: Option<UnixStream>, answer: &str) {
+    if let Some(mut c) = client {
+        let _ = c.write_all(answer.as_bytes());
     }
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
 
+use super::carried;
 use crate::log;
 use crate::notify::Notifier;
 
@@ -89,14 +90,39 @@ impl Systemd {
         self.starting = Some((number, release));
         if self.ready_sent && !self.reloading && !self.stopping_sent {
             self.reloading = true;
-            let message = match clock_gettime(ClockId::CLOCK_MONOTONIC) {
-                Ok(now) => format!(
-                    "RELOADING=1\nMONOTONIC_USEC={}",
-                    now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000
-                ),
-                Err(_) => "RELOADING=1".to_string(),
-            };
-            self.send(&message);
+            self.send(&reloading());
+        }
+    }
+
+    /// What a re-exec carries of the conversation.
+    pub fn carry(&self) -> carried::SystemdState {
+        carried::SystemdState {
+            ready_sent: self.ready_sent,
+            serving: self.serving,
+        }
+    }
+
+    /// Goes on with a conversation a previous image of this master carried.
+    pub fn adopt(&mut self, state: &carried::SystemdState) {
+        self.ready_sent = state.ready_sent;
+        self.serving = state.serving;
+    }
+
+    /// The master is about to re-execute itself: a reload, ended by
+    /// [`Systemd::reexec_ended`] in whichever image runs then.
+    pub fn reexec_begins(&mut self) {
+        if self.ready_sent && !self.reloading && !self.stopping_sent {
+            self.reloading = true;
+            self.send(&reloading());
+        }
+    }
+
+    /// A re-exec ended (done or not): the reload ends with `status`. Only
+    /// the image that sent `READY=1` before says it again.
+    pub fn reexec_ended(&mut self, status: &str) {
+        self.reloading = false;
+        if self.ready_sent && !self.stopping_sent {
+            self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
         }
     }
 
@@ -172,6 +198,17 @@ impl Systemd {
                 log::debug!("cannot notify systemd (further failures not logged): {e}");
             }
         }
+    }
+}
+
+/// `RELOADING=1` with the time it began, as systemd asks.
+fn reloading() -> String {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000
+        ),
+        Err(_) => "RELOADING=1".to_string(),
     }
 }
 

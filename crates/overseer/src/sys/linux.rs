@@ -224,3 +224,23 @@ pub(crate) fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Replaces this process's image by the executable open at `fd`.
+pub(super) fn exec_fd(
+    fd: std::os::fd::RawFd,
+    argv: &[std::ffi::OsString],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> io::Error {
+    let result = super::exec_strings(argv, env)
+        .and_then(|(argv, env)| nix::unistd::fexecve(fd, &argv, &env).map_err(io::Error::from));
+    match result {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// The executable this process runs, through `/proc/self/exe`: the file
+/// itself, even when its path was replaced or removed since.
+pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
+    std::fs::File::open("/proc/self/exe")
+}

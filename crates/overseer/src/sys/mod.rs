@@ -25,7 +25,7 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How to start a worker: built once by the master, the worker's own
 /// variables set on it before each start, and converted to C strings only by
@@ -208,6 +208,110 @@ pub(crate) fn adopt_fd(raw: RawFd) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// A copy (close-on-exec) of the inherited descriptor `raw`, which stays
+/// open and unowned: read through the copy, it can still be passed on.
+pub(crate) fn dup_fd(raw: RawFd) -> io::Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let copy = fcntl(raw, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: `copy` was just returned by the kernel as a new descriptor
+    // that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// Keeps `fd` open across `execve` (`inherited`), or closes it there again.
+pub(crate) fn set_inherited(fd: RawFd, inherited: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if inherited {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// Converts `argv` and `env` to the C strings `execve` takes.
+fn exec_strings(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+) -> io::Result<(Vec<CString>, Vec<CString>)> {
+    let argv = argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let env = env
+        .iter()
+        .map(|(k, v)| {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            cstring(&entry)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((argv, env))
+}
+
+/// Replaces this process's image by `program` run with `argv` and `env`
+/// (same pid, same children, the descriptors without close-on-exec).
+/// Returns only on failure. Threads other than the caller end; children
+/// started by the calling thread keep their parent (Linux ties the
+/// parent-death signal to the thread that started a child).
+pub(crate) fn exec(program: &Path, argv: &[OsString], env: &[(OsString, OsString)]) -> io::Error {
+    let result = cstring(program.as_os_str().as_bytes()).and_then(|path| {
+        let (argv, env) = exec_strings(argv, env)?;
+        nix::unistd::execve(&path, &argv, &env).map_err(io::Error::from)
+    });
+    match result {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// Like [`exec`], with the executable open at `fd` (one whose path may have
+/// been replaced since): Linux only.
+pub(crate) fn exec_fd(fd: RawFd, argv: &[OsString], env: &[(OsString, OsString)]) -> io::Error {
+    platform::exec_fd(fd, argv, env)
+}
+
+/// This process's own executable, opened (not close-on-exec is up to the
+/// caller): on Linux the very file that runs, even if its path now holds
+/// another one; elsewhere the file at `current_exe`.
+pub(crate) fn open_own_executable() -> io::Result<std::fs::File> {
+    platform::open_own_executable()
+}
+
+/// The time on the system's monotonic clock, in nanoseconds: the same clock
+/// before and after an `execve`, unlike an `Instant`, which cannot cross it.
+pub(crate) fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// The signals blocked before [`block_signals`] (the mask workers start
+/// with), as numbers, for a new image of the master to take over.
+pub(crate) fn program_mask() -> Vec<i32> {
+    let Some(mask) = PROGRAM_MASK.get() else {
+        return Vec::new();
+    };
+    mask.iter().map(|s| s as i32).collect()
+}
+
+/// Sets the mask workers start with to `signals`: a new image of the master
+/// starts with the previous image's signals blocked, which are not the
+/// program's. Call before [`block_signals`].
+pub(crate) fn set_program_mask(signals: &[i32]) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for &signal in signals {
+        if let Ok(s) = Signal::try_from(signal) {
+            set.add(s);
+        }
+    }
+    let _ = PROGRAM_MASK.set(set);
 }
 
 /// The signal mask of the master's thread before [`block_signals`]: what

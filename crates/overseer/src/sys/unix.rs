@@ -86,3 +86,21 @@ pub(crate) fn tune_malloc_for_master() {}
 /// Returns memory that malloc holds but no longer uses to the system, after
 /// work that allocated a lot and is done (a release downloaded and checked).
 pub(crate) fn release_free_memory() {}
+
+/// Executing an open file needs `fexecve`, which this platform's build
+/// does not use: the previous image is then found by its path.
+pub(super) fn exec_fd(
+    _fd: std::os::fd::RawFd,
+    _argv: &[std::ffi::OsString],
+    _env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "executing an open file is supported on Linux only",
+    )
+}
+
+/// The file at this process's executable path.
+pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
+    std::fs::File::open(std::env::current_exe()?)
+}

@@ -71,21 +71,39 @@ use poll::panic_message;
 use swap::Target;
 use upgrader::Upgrader;
 
-pub(crate) use report::{Report, ToSupervisor};
+pub(crate) use report::{Gate, Pending, Report, ToSupervisor};
+pub(crate) use sanity::run_bounded;
 pub(crate) use verify::parse_version;
+
+/// The upgrade thread's links with the master's loop.
+pub(crate) struct Links {
+    /// Where its reports go.
+    pub supervisor: ToSupervisor,
+    /// Fires once the master is stopping.
+    pub stopping: Shutdown,
+    /// Held by the thread while it changes files (see [`Gate`]).
+    pub gate: Gate,
+}
 
 /// Starts the upgrade thread when a fetcher is configured. Upgrades that
 /// cannot run here (the binary unresolvable or not writable, another master
 /// on the same path) are turned off with a message; an error only when the
-/// thread cannot be started.
+/// thread cannot be started. A release still on probation when the master
+/// re-executed itself is `pending`: its verdict is awaited and recorded
+/// before the first poll.
 pub(crate) fn start(
     config: &UpgradeConfig,
     bin_path: &Path,
     installed_version: Option<String>,
-    supervisor: ToSupervisor,
-    stopping: Shutdown,
+    links: Links,
     withheld: Withheld,
+    pending: Option<Pending>,
 ) -> Result<()> {
+    let Links {
+        supervisor,
+        stopping,
+        gate,
+    } = links;
     let Some(fetcher) = config.fetcher.clone() else {
         return Ok(());
     };
@@ -161,6 +179,7 @@ pub(crate) fn start(
         version,
         supervisor,
         stopping,
+        gate,
         rejected_tags: HashSet::new(),
         below_floor_tags: HashSet::new(),
         offer_again: false,
@@ -191,6 +210,12 @@ pub(crate) fn start(
                         "upgrades are off: the fetcher panicked as it started: {}",
                         panic_message(&*p)
                     );
+                    return;
+                }
+            }
+            // A release on probation across a re-exec: its verdict first.
+            if let Some(p) = pending {
+                if !upgrader.settle(p) {
                     return;
                 }
             }

@@ -38,6 +38,7 @@ impl Upgrader {
             sha256,
             signature,
             version,
+            tag,
             ..
         } = release;
         log::info!("downloading release {named}");
@@ -180,6 +181,7 @@ impl Upgrader {
             target: t.clone(),
             sha256: bin.sha256,
             version,
+            tag,
             reply: mpsc::channel().0,
         }))
     }

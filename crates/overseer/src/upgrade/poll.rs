@@ -12,6 +12,7 @@ use super::ledger::LedgerError;
 use super::pipeline::Step;
 use super::probation::{Installed, Verdict};
 use super::rejection::Rejection;
+use super::report::Pending;
 use super::report::Report;
 use super::upgrader::Upgrader;
 use super::verify;
@@ -153,6 +154,36 @@ impl Upgrader {
         }
     }
 
+    /// Waits for the master's verdict on an installed release, then
+    /// records it in the ledger and tells the master it is recorded; false
+    /// once the master is gone.
+    pub(super) fn settle(&mut self, pending: Pending) -> bool {
+        let Pending {
+            sha256,
+            version,
+            tag,
+            verdict,
+        } = pending;
+        let verdict = verdict.recv();
+        let gate = self.gate.clone();
+        let _busy = gate.enter();
+        match verdict {
+            Ok(Verdict::Kept) => {
+                if let Some(v) = version.as_deref().and_then(verify::parse_version) {
+                    self.version = Some(v);
+                }
+                self.remember_installed(sha256, tag);
+                self.supervisor.send(Report::Kept)
+            }
+            Ok(Verdict::RolledBack(reason)) => {
+                log::debug!("remembering release {sha256} as bad: {reason}");
+                self.remember_bad(&sha256, tag.as_deref());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Runs the pipeline on one release; false once the master is gone.
     fn consider(&mut self, release: Release) -> bool {
         let source = release.source.clone();
@@ -164,6 +195,9 @@ impl Upgrader {
             }
         }
         let named = describe_release(&release);
+        // Held while files change: a re-exec waits for it (see `Gate`).
+        let gate = self.gate.clone();
+        let busy = gate.enter();
         // A panic is a rejection of the release: unwinding has dropped (and
         // so removed) its staging files, and what is left of any is removed.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named)))
@@ -189,9 +223,13 @@ impl Upgrader {
             }
             Ok(Step::Installed(installed)) => {
                 self.last_failure = None;
-                let sha = installed.sha256.clone();
-                let version = installed.version.clone();
                 let (reply_tx, reply_rx) = mpsc::channel();
+                let pending = Pending {
+                    sha256: installed.sha256.clone(),
+                    version: installed.version.clone(),
+                    tag: installed.tag.clone(),
+                    verdict: reply_rx,
+                };
                 let report = Report::Installed(Installed {
                     reply: reply_tx,
                     ..installed
@@ -199,19 +237,9 @@ impl Upgrader {
                 if !self.supervisor.send(report) {
                     return false;
                 }
-                match reply_rx.recv() {
-                    Ok(Verdict::Kept) => {
-                        if let Some(v) = version.as_deref().and_then(verify::parse_version) {
-                            self.version = Some(v);
-                        }
-                        self.remember_installed(sha, tag);
-                    }
-                    Ok(Verdict::RolledBack(reason)) => {
-                        log::debug!("remembering release {sha} as bad: {reason}");
-                        self.remember_bad(&sha, tag.as_deref());
-                    }
-                    Err(_) => return false,
-                }
+                // Probation can be long: the master may re-execute meanwhile.
+                drop(busy);
+                return self.settle(pending);
             }
             Err(r) if r.of_release => {
                 self.last_failure = None;

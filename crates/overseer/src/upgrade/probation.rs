@@ -22,6 +22,8 @@ pub(crate) struct Installed {
     pub target: Target,
     pub sha256: String,
     pub version: Option<String>,
+    /// The release's tag at its source, if it has one.
+    pub tag: Option<String>,
     pub reply: Sender<Verdict>,
 }
 
@@ -95,6 +97,37 @@ impl Probation {
         self.period
     }
 
+    /// The release on probation.
+    pub fn installed(&self) -> &Installed {
+        &self.installed
+    }
+
+    /// The number of the worker started from it.
+    pub fn worker(&self) -> u64 {
+        self.worker
+    }
+
+    /// When its worker became ready, if it did.
+    pub fn ready_at(&self) -> Option<Instant> {
+        self.ready_at
+    }
+
+    /// A probation carried across a master's re-exec: `installed` with its
+    /// worker, period and, if it was ready, the time it became ready.
+    pub fn resume(
+        installed: Installed,
+        worker: u64,
+        period: Duration,
+        ready_at: Option<Instant>,
+    ) -> Probation {
+        Probation {
+            installed,
+            worker,
+            period,
+            ready_at,
+        }
+    }
+
     /// Its worker became ready at `now`: the probation period starts.
     pub fn worker_ready(&mut self, now: Instant) {
         self.ready_at = Some(now);
@@ -163,6 +196,7 @@ mod tests {
             target,
             sha256: "0123456789abcdef".repeat(4),
             version: version.map(str::to_string),
+            tag: None,
             reply,
         };
         (installed, verdict)

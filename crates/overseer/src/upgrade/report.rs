@@ -1,7 +1,11 @@
 //! What the upgrade thread tells the master's loop, and the line it tells it
 //! through.
 
-use super::probation::Installed;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use super::probation::{Installed, Verdict};
 
 /// What the upgrade thread tells the master's loop.
 #[derive(Debug)]
@@ -11,6 +15,47 @@ pub(crate) enum Report {
     Installed(Installed),
     /// A release was turned down, or could not be considered (for the status).
     Rejected(String),
+    /// A release kept after its probation (or without one) is recorded in
+    /// the ledger: the upgrade thread is idle again.
+    Kept,
+}
+
+/// A release installed and waiting for its verdict: the receiving end of
+/// its [`Installed::reply`], with what the ledger records of it.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub sha256: String,
+    pub version: Option<String>,
+    pub tag: Option<String>,
+    pub verdict: Receiver<Verdict>,
+}
+
+/// Held by the upgrade thread while it changes files (a release's staging,
+/// swap and ledger entries), and taken by the master before it re-executes
+/// itself, so that a new image never finds a step half done. The upgrade
+/// thread lets go while it waits (between polls, and for a verdict).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate(Arc<Mutex<()>>);
+
+impl Gate {
+    /// Waits for the gate, for as long as the step in progress takes.
+    pub(super) fn enter(&self) -> MutexGuard<'_, ()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the gate if it is free within `within` (checked every 10 ms);
+    /// `None` when the upgrade thread is still busy then.
+    pub(crate) fn close(&self, within: Duration) -> Option<MutexGuard<'_, ()>> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.0.try_lock() {
+                Ok(guard) => return Some(guard),
+                Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
+                Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
 }
 
 /// The upgrade thread's line to the master's loop, handed to it by the

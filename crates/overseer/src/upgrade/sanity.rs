@@ -58,74 +58,8 @@ pub(crate) fn check(
         cmd.env_remove(var);
     }
     withheld.remove_from(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A process group of its own: whatever it starts is killed with it.
-        .process_group(0);
-    // Out of the master's group, it would outlive a master killed outright.
-    crate::sys::die_with_parent(&mut cmd);
-    // Another thread may fork while the staging file was still open for
-    // writing in this process; exec then fails with ETXTBSY for a moment.
-    let mut attempts = 0;
-    let mut child = loop {
-        match child_registry::spawn(&mut cmd) {
-            Ok(c) => break c,
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 40 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            Err(e) => {
-                return Err(Rejection::release(format!(
-                    "sanity check: the new binary cannot be started: {e}"
-                )))
-            }
-        }
-    };
-    let pid = child.id() as i32;
-    let out = Output::default();
-    let err = Output::default();
-    let readers = [
-        child.stdout.take().map(|s| collect(s, out.clone())),
-        child.stderr.take().map(|s| collect(s, err.clone())),
-    ];
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child_registry::try_wait(&mut child, pid) {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            kill_group(pid);
-            let _ = child_registry::wait(&mut child, pid);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    child_registry::forget(pid);
-    // Once the binary has exited its output ends at once, unless a process
-    // it started still holds it. Either way the group is killed: nothing the
-    // check started outlives it. Every wait here is bounded, and readers
-    // still blocked at the end (a process that left the group holds the
-    // pipes) are left behind with what they read so far.
-    let held_open = status.is_some() && !finished(&readers, Instant::now() + OUTPUT_GRACE);
-    kill_group(pid);
-    let closed = finished(&readers, Instant::now() + OUTPUT_GRACE);
-    let (out, err) = (out.text(), err.text());
-    let Some(status) = status else {
-        return Err(Rejection::release(format!(
-            "sanity check: the new binary did not finish within {timeout:?}"
-        )));
-    };
-    if held_open {
-        return Err(Rejection::release(format!(
-            "sanity check: the new binary exited but a process it started kept its output open{}",
-            if closed {
-                " (its process group was killed)"
-            } else {
-                " (and left its process group)"
-            }
-        )));
-    }
+    let Ran { status, out, err } = run_bounded(cmd, timeout, "the new binary")
+        .map_err(|e| Rejection::release(format!("sanity check: {e}")))?;
     let printed = out.lines().any(|l| l.trim_end_matches('\r') == token);
     if status == Some(0) && (printed || args.is_some()) {
         return Ok(());
@@ -158,6 +92,85 @@ pub(crate) fn check(
     Err(Rejection::release(format!(
         "sanity check: the new binary {how}; {hint}{last}"
     )))
+}
+
+/// How a bounded run ended: its exit status (a signal as its negative;
+/// `None` when unknown) and what it printed (at most `MAX_OUTPUT` of each).
+#[derive(Debug)]
+pub(crate) struct Ran {
+    pub status: Option<i32>,
+    pub out: String,
+    pub err: String,
+}
+
+/// Runs `cmd` (`what`, for messages) with its output collected, in a
+/// process group of its own killed at `timeout` and once it has exited, and
+/// dying with the master (parent-death signal). An error when it cannot be
+/// started, does not finish in time, or leaves a process holding its output.
+pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Result<Ran, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A process group of its own: whatever it starts is killed with it.
+        .process_group(0);
+    // Out of the master's group, it would outlive a master killed outright.
+    crate::sys::die_with_parent(&mut cmd);
+    // Another thread may fork while the staging file was still open for
+    // writing in this process; exec then fails with ETXTBSY for a moment.
+    let mut attempts = 0;
+    let mut child = loop {
+        match child_registry::spawn(&mut cmd) {
+            Ok(c) => break c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 40 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(format!("{what} cannot be started: {e}")),
+        }
+    };
+    let pid = child.id() as i32;
+    let out = Output::default();
+    let err = Output::default();
+    let readers = [
+        child.stdout.take().map(|s| collect(s, out.clone())),
+        child.stderr.take().map(|s| collect(s, err.clone())),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child_registry::try_wait(&mut child, pid) {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            kill_group(pid);
+            let _ = child_registry::wait(&mut child, pid);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child_registry::forget(pid);
+    // Once the binary has exited its output ends at once, unless a process
+    // it started still holds it. Either way the group is killed: nothing the
+    // check started outlives it. Every wait here is bounded, and readers
+    // still blocked at the end (a process that left the group holds the
+    // pipes) are left behind with what they read so far.
+    let held_open = status.is_some() && !finished(&readers, Instant::now() + OUTPUT_GRACE);
+    kill_group(pid);
+    let closed = finished(&readers, Instant::now() + OUTPUT_GRACE);
+    let (out, err) = (out.text(), err.text());
+    let Some(status) = status else {
+        return Err(format!("{what} did not finish within {timeout:?}"));
+    };
+    if held_open {
+        return Err(format!(
+            "{what} exited but a process it started kept its output open{}",
+            if closed {
+                " (its process group was killed)"
+            } else {
+                " (and left its process group)"
+            }
+        ));
+    }
+    Ok(Ran { status, out, err })
 }
 
 /// How long output may stay open after the binary exited, and how long the

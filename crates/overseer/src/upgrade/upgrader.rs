@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use super::ledger::{Entries, LedgerError, LedgerFile};
 use super::lock::BinaryLock;
+use super::report::Gate;
 use super::report::ToSupervisor;
 use super::swap::Target;
 use crate::binary_id::BinaryId;
@@ -32,6 +33,8 @@ pub(super) struct Upgrader {
     pub(super) supervisor: ToSupervisor,
     /// Fires once the master is stopping.
     pub(super) stopping: Shutdown,
+    /// Held while files change (see [`Gate`]).
+    pub(super) gate: Gate,
     /// Source tags of releases rejected for what they are.
     pub(super) rejected_tags: HashSet<String>,
     /// Those of them rejected as not newer than the floor: considered again

@@ -124,6 +124,7 @@ fn release() -> (Installed, mpsc::Receiver<Verdict>) {
         },
         sha256: "ab".repeat(32),
         version: Some("2.0.0".into()),
+        tag: None,
         reply,
     };
     (installed, verdict)
