@@ -1,0 +1,467 @@
+//! The master re-executes itself in place (`overseer reload`): the same pid,
+//! sockets and workers across 50 re-execs under load with no failed
+//! request; the config file's changes applied (an address added, then
+//! removed; the readiness mode); a binary or config that fails the check,
+//! and a new image that cannot take over, leaving the old code in charge;
+//! and systemd's datagrams around a re-exec.
+//!
+//! The master runs from a copy of the `overseer` binary in a temporary
+//! directory, so a test can put another build (or a broken one) at its
+//! path. Every master runs in its own process group and is killed with it
+//! when its `Proc` is dropped; traffic stays on 127.0.0.1; every wait and
+//! loop is bounded.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use overseer_harness::load::{Load, LoadSpec, Stats};
+use overseer_harness::ports::free_port;
+use overseer_harness::proc::{open_fds, rss_kb, Proc};
+
+const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
+const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
+/// A generous bound for anything that should take milliseconds.
+const T: Duration = Duration::from_secs(30);
+
+/// A service's directory: the master's binary (`bin/overseer`, a copy),
+/// its config file and its control socket.
+struct Service {
+    dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// A directory with a copy of `overseer` and `config` as its file.
+    fn new(config: &str) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
+        let s = Service { dir };
+        s.install(OVERSEER.as_ref(), b"");
+        s.write_config(config);
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Installs `from` (with `extra` bytes appended: another build of the
+    /// same program) at `bin/overseer`, atomically.
+    fn install(&self, from: &Path, extra: &[u8]) {
+        let mut bytes = std::fs::read(from).expect("read the binary");
+        bytes.extend_from_slice(extra);
+        let staged = self.path("bin/.overseer.new");
+        std::fs::write(&staged, bytes).expect("write the binary");
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&staged, self.path("bin/overseer")).expect("rename");
+    }
+
+    /// Installs a shell script at `bin/overseer`.
+    fn install_script(&self, script: &str) {
+        let staged = self.path("bin/.overseer.new");
+        std::fs::write(&staged, format!("#!/bin/sh\n{script}\n")).expect("write the script");
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&staged, self.path("bin/overseer")).expect("rename");
+    }
+
+    fn write_config(&self, config: &str) {
+        let control = self.path("control.sock");
+        let text = format!("control = \"{}\"\n{config}", control.display());
+        std::fs::write(self.path("overseer.toml"), text).expect("write the config");
+    }
+
+    /// Starts `bin/overseer run --config overseer.toml`.
+    fn start(&self, envs: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(self.path("bin/overseer"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.path("overseer.toml"))
+            .envs(envs.iter().copied());
+        let p = Proc::spawn(cmd);
+        p.expect_line("worker 1 ready", T);
+        p
+    }
+
+    /// `overseer reload` (the test's own binary, whatever is installed).
+    fn reload(&self) -> Output {
+        Command::new(OVERSEER)
+            .args(["reload", "--control"])
+            .arg(self.path("control.sock"))
+            .output()
+            .expect("run overseer reload")
+    }
+
+    /// `overseer status --raw`, as `key=value` pairs.
+    fn status(&self) -> Vec<(String, String)> {
+        let out = Command::new(OVERSEER)
+            .args(["status", "--raw", "--control"])
+            .arg(self.path("control.sock"))
+            .output()
+            .expect("run overseer status");
+        assert!(out.status.success(), "status: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn status_field(&self, key: &str) -> String {
+        self.status()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn expect_reloaded(s: &Service) -> String {
+    let out = s.reload();
+    assert!(out.status.success(), "reload failed: {}", text(&out));
+    text(&out)
+}
+
+fn worker_py(port: u16) -> String {
+    format!(
+        "program = \"python3\"\nargs = [\"{WORKER}\"]\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\n"
+    )
+}
+
+fn load(addr: SocketAddr, keep_alive: bool) -> Load {
+    Load::start(LoadSpec {
+        addr,
+        clients: 3,
+        keep_alive,
+        path: "/".into(),
+        max_duration: Duration::from_secs(240),
+        pause: Duration::ZERO,
+    })
+}
+
+fn assert_no_failures(mode: &str, stats: &Stats) {
+    assert!(
+        stats.failures.is_empty(),
+        "{mode}: {} failures: {:?}",
+        stats.failures.len(),
+        stats.failures.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(stats.ok > 20, "{mode}: only {} requests", stats.ok);
+}
+
+/// The `pid=` a request answers with.
+fn answering_pid(addr: SocketAddr) -> String {
+    let r = Client::new(addr, false)
+        .get("/")
+        .unwrap_or_else(|f| panic!("GET /: {f}"));
+    r.field("pid")
+        .unwrap_or_else(|| panic!("no pid= in {:?}", r.body))
+        .to_string()
+}
+
+/// The master's children that are zombies (ended, not reaped).
+fn zombie_children(pid: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // After the command's closing parenthesis: state, then ppid.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            state == Some("Z") && ppid == Some(pid)
+        })
+        .count()
+}
+
+#[test]
+fn fifty_reexecs_under_load_keep_the_pid_the_sockets_and_the_worker() {
+    let port = free_port();
+    let s = Service::new(&worker_py(port));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let worker = p.worker_pid(1, T).to_string();
+    assert_eq!(answering_pid(addr), worker);
+    let keep_alive = load(addr, true);
+    let per_request = load(addr, false);
+    // Two builds of the same program, alternating at the master's path.
+    let build_b = s.path("overseer-b");
+    let mut bytes = std::fs::read(OVERSEER).expect("read overseer");
+    bytes.extend_from_slice(b"\0build b");
+    std::fs::write(&build_b, bytes).expect("write build b");
+    let (mut fds_after_first, mut rss_after_first) = (None, None);
+    for n in 1..=50u32 {
+        if n % 2 == 0 {
+            s.install(OVERSEER.as_ref(), b"");
+        } else {
+            s.install(&build_b, b"");
+        }
+        let said = expect_reloaded(&s);
+        assert!(said.contains(&format!("pid {}", p.pid)), "{said}");
+        if n == 1 {
+            fds_after_first = open_fds(p.pid);
+            rss_after_first = rss_kb(p.pid);
+        }
+    }
+    let fds_after_last = open_fds(p.pid);
+    let rss_after_last = rss_kb(p.pid);
+    let (keep_alive, per_request) = (keep_alive.stop(), per_request.stop());
+    assert_no_failures("keep-alive", &keep_alive);
+    assert_no_failures("per-request", &per_request);
+    // The workers saw nothing: worker 1 served it all, and still does.
+    for stats in [&keep_alive, &per_request] {
+        assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
+    }
+    assert_eq!(answering_pid(addr), worker);
+    assert_eq!(
+        p.count("worker 2"),
+        0,
+        "a handover happened: {:?}",
+        p.output()
+    );
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+    assert_eq!(s.status_field("reexecs"), "50");
+    assert_eq!(s.status_field("failed_reexecs"), "0");
+    assert!(s
+        .status_field("serving")
+        .starts_with(&format!("1 {worker} ")));
+    assert_eq!(
+        fds_after_last, fds_after_first,
+        "the master's descriptors leak"
+    );
+    let (first, last) = (
+        rss_after_first.unwrap_or_default(),
+        rss_after_last.unwrap_or_default(),
+    );
+    eprintln!("master RSS after the first re-exec {first} KiB, after the 50th {last} KiB");
+    assert!(
+        last < first + 16 * 1024,
+        "the master's memory grows: {first} -> {last} KiB"
+    );
+    assert_eq!(zombie_children(p.pid), 0, "zombies left");
+}
+
+/// Worker `pid`'s environment variable `key`.
+fn worker_env(pid: i32, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let entry = String::from_utf8_lossy(entry);
+        entry.strip_prefix(&format!("{key}=")).map(str::to_string)
+    })
+}
+
+#[test]
+fn a_reload_binds_an_added_address_and_closes_a_removed_one() {
+    let (a, b) = (free_port(), free_port());
+    let config = |ports: &[u16]| {
+        let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        worker_py(a).replace(
+            &format!("listen = [\"127.0.0.1:{a}\"]"),
+            &format!("listen = [{}]", listen.join(", ")),
+        )
+    };
+    let s = Service::new(&config(&[a]));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    assert!(TcpStream::connect(("127.0.0.1", b)).is_err());
+    s.write_config(&config(&[a, b]));
+    let said = expect_reloaded(&s);
+    assert!(said.contains("socket set changed"), "{said}");
+    // A handover gives the next worker both sockets.
+    p.expect_line("worker 2 ready", T);
+    let second = p.worker_pid(2, T);
+    assert_eq!(worker_env(second, "LISTEN_FDS").as_deref(), Some("2"));
+    assert_eq!(
+        worker_env(second, "LISTEN_FDNAMES").as_deref(),
+        Some("listener0:listener1")
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", b)).is_ok(),
+        "the added address is not bound"
+    );
+    // Removed: closed once no worker started with it is left.
+    s.write_config(&config(&[a]));
+    expect_reloaded(&s);
+    p.expect_line("worker 3 ready", T);
+    p.expect_line(&format!("closed 127.0.0.1:{b} (no longer configured)"), T);
+    let deadline = Instant::now() + T;
+    while TcpStream::connect(("127.0.0.1", b)).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        TcpStream::connect(("127.0.0.1", b)).is_err(),
+        "the removed address still listens"
+    );
+    let third = p.worker_pid(3, T);
+    assert_eq!(worker_env(third, "LISTEN_FDS").as_deref(), Some("1"));
+    let addr_a: SocketAddr = format!("127.0.0.1:{a}").parse().expect("address");
+    assert_eq!(answering_pid(addr_a), third.to_string());
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+    assert_eq!(s.status_field("reexecs"), "2");
+}
+
+#[test]
+fn a_reload_applies_a_new_readiness_mode() {
+    let port = free_port();
+    // The worker never says READY=1: it is ready once alive long enough.
+    let alive = |ms: u64| {
+        worker_py(port).replace("ready = \"notify\"", &format!("ready = \"after={ms}ms\""))
+    };
+    let s = Service::new(&alive(200));
+    let p = s.start(&[]);
+    s.write_config(&alive(2000));
+    expect_reloaded(&s);
+    p.signal(nix::libc::SIGUSR2);
+    let line = p.expect_line("worker 2 ready after ", T);
+    let ms: u64 = line
+        .rsplit_once("ready after ")
+        .and_then(|(_, r)| r.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    assert!(
+        ms >= 1500,
+        "ready after {ms} ms: the old readiness mode is still used"
+    );
+}
+
+#[test]
+fn a_reload_that_fails_its_check_or_cannot_take_over_changes_nothing() {
+    let port = free_port();
+    let s = Service::new(&worker_py(port));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let worker = p.worker_pid(1, T).to_string();
+    let keep_alive = load(addr, true);
+    let per_request = load(addr, false);
+    let good = s.path("bin/overseer.good");
+    std::fs::copy(OVERSEER, &good).expect("keep a good copy");
+
+    // A config file with an error: exit 2, with the file, line and reason.
+    std::fs::write(s.path("overseer.toml"), "listen = [\n").expect("write");
+    let out = s.reload();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("overseer.toml") && said.contains("line 1"),
+        "no file and line in: {said}"
+    );
+    s.write_config(&worker_py(port));
+
+    // A binary that exits at start.
+    s.install_script("echo broken >&2; exit 1");
+    let out = s.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("exited with status 1"),
+        "{}",
+        text(&out)
+    );
+
+    // A binary that cannot read this master's state (another format).
+    s.install_script("echo 'overseer-master-check formats=99'; exit 0");
+    let out = s.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not answer the master's check"),
+        "{}",
+        text(&out)
+    );
+
+    // A new image that passes the check but cannot take over (an added
+    // address is taken): the previous image runs again.
+    s.install(&good, b"");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("address").port();
+    s.write_config(&worker_py(port).replace(
+        &format!("listen = [\"127.0.0.1:{port}\"]"),
+        &format!("listen = [\"127.0.0.1:{port}\", \"127.0.0.1:{taken_port}\"]"),
+    ));
+    let out = s.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("could not take over") && text(&out).contains(&taken_port.to_string()),
+        "{}",
+        text(&out)
+    );
+    drop(taken);
+
+    // Through all of it the old worker served, with no failure.
+    let (keep_alive, per_request) = (keep_alive.stop(), per_request.stop());
+    assert_no_failures("keep-alive", &keep_alive);
+    assert_no_failures("per-request", &per_request);
+    assert_eq!(answering_pid(addr), worker);
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+    assert_eq!(s.status_field("reexecs"), "0");
+    assert_eq!(s.status_field("failed_reexecs"), "4");
+    assert!(p.count("not made") >= 3, "{:?}", p.output());
+    // And the master still re-executes once the input is right.
+    s.write_config(&worker_py(port));
+    expect_reloaded(&s);
+    assert_eq!(s.status_field("reexecs"), "1");
+}
+
+#[test]
+fn systemd_hears_reloading_then_ready_around_a_reexec() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let port = free_port();
+    let s = Service::new(&worker_py(port));
+    let notify_env = notify_path.to_string_lossy().into_owned();
+    let p = s.start(&[("WORKER_READY", "notify"), ("NOTIFY_SOCKET", &notify_env)]);
+    let received = |until: &str| -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + T;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = notify.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = m.contains(until);
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
+        }
+        panic!("no {until:?} within {T:?}; got {got:?}");
+    };
+    let first = received("READY=1");
+    assert!(
+        first.iter().all(|m| !m.contains("RELOADING=1")),
+        "{first:?}"
+    );
+    expect_reloaded(&s);
+    let around = received("READY=1");
+    // The worker's own STATUS= lines may come in between.
+    let reloading = around
+        .iter()
+        .position(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no RELOADING=1: {around:?}"));
+    assert_eq!(reloading + 2, around.len(), "{around:?}");
+    assert!(
+        around
+            .last()
+            .is_some_and(|m| m.contains("master re-executed")),
+        "{around:?}"
+    );
+    assert!(around.iter().all(|m| !m.contains("MAINPID")), "{around:?}");
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+}
