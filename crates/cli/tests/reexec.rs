@@ -465,3 +465,39 @@ fn systemd_hears_reloading_then_ready_around_a_reexec() {
     assert!(around.iter().all(|m| !m.contains("MAINPID")), "{around:?}");
     assert_eq!(s.status_field("master_pid"), p.pid.to_string());
 }
+
+#[test]
+fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
+    let port = free_port();
+    let s = Service::new(&worker_py(port));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    // Deterministic, varied points in the re-exec: 0 to 29 ms after asking.
+    for round in 0..30u64 {
+        let mut p = s.start(&[("WORKER_READY", "notify")]);
+        let worker = p.worker_pid(1, T);
+        let mut client = Command::new(OVERSEER)
+            .args(["reload", "--control"])
+            .arg(s.path("control.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start overseer reload");
+        std::thread::sleep(Duration::from_millis((round * 7) % 30));
+        // The master alone: its workers must go with it.
+        overseer_harness::proc::send_signal(p.pid, nix::libc::SIGKILL);
+        p.expect_exit(T);
+        let deadline = Instant::now() + T;
+        while overseer_harness::proc::alive(worker) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !overseer_harness::proc::alive(worker),
+            "round {round}: worker {worker} outlived its master"
+        );
+        let _ = client.wait();
+        drop(p);
+    }
+    // A fresh start serves.
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    assert_eq!(answering_pid(addr), p.worker_pid(1, T).to_string());
+}
