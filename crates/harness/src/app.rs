@@ -15,6 +15,8 @@
 //! | `start_delay_ms=M` | every process of the build, its sanity check included, sleeps M ms first |
 //! | `sanity_child=hang` | its sanity check starts a child that keeps the check's output open, then hangs |
 //! | `sanity_child=exit` | the same child, then the check answers and exits 0 |
+//! | `pubkeys=K1,K2` | the build trusts these minisign public keys (instead of `UA_PUBKEYS`) |
+//! | `master_says=W` | the build, when it runs a master (started, or re-executed into), says `master says W` |
 //!
 //! The master's settings come from the environment:
 //!
@@ -83,6 +85,11 @@ pub fn main_from_env() {
     }
     overseer::sanity_check();
     let stamp = own_stamp();
+    let is_master = std::env::var_os("OVERSEER_WORKER").is_none()
+        && std::env::var_os("OVERSEER_MASTER_CHECK").is_none();
+    if let Some(word) = stamp.get("master_says").filter(|_| is_master) {
+        say(&format!("master says {word}"));
+    }
     let version = stamp
         .get("version")
         .cloned()
@@ -125,7 +132,8 @@ pub fn main_from_env() {
     for name in var("UA_PASS_ENV").iter().flat_map(|n| n.split(',')) {
         config = config.pass_env(name);
     }
-    for key in var("UA_PUBKEYS").iter().flat_map(|k| k.split(',')) {
+    let keys = stamp.get("pubkeys").cloned().or_else(|| var("UA_PUBKEYS"));
+    for key in keys.iter().flat_map(|k| k.split(',')) {
         config = config.public_key(key);
     }
     if let Some(repo) = var("UA_FETCH_GITHUB") {
