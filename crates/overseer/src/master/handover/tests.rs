@@ -586,3 +586,50 @@ fn a_release_whose_worker_is_stopped_by_the_operator_is_not_to_blame() {
     // What is left of the probation is abandoned by the loop, not failed.
     assert!(h.take_probation().is_some());
 }
+
+#[test]
+fn a_carried_handover_goes_on_where_it_stopped() {
+    // Worker 2 (a release on probation) serving, worker 1 draining with 5 s
+    // to go, worker 3 starting and a restart queued: carried at t1, taken
+    // over 40 ms later.
+    let (mut h, mut fx, t0) = on_probation();
+    let t1 = t0 + Duration::from_millis(100);
+    h.ready(2, t1, &mut fx);
+    fx.take();
+    h.restart("SIGUSR2", t1, &mut fx);
+    h.restart("SIGUSR2", t1, &mut fx);
+    fx.take();
+    let carried = h.carry(t1, |n| Some(n as i32 + 10));
+    assert_eq!(carried.next_number, 4);
+    assert!(carried.restart_queued);
+    assert_eq!(
+        carried.serving.as_ref().map(|w| (w.number, w.notify_fd)),
+        Some((2, Some(12)))
+    );
+    assert_eq!(
+        carried.draining[0].kill_deadline_in_ms,
+        Some(TERM.as_millis() as i64)
+    );
+    let later = t1 + Duration::from_millis(40);
+    let probation = h.take_probation();
+    let mut adopted = Handover::adopt(rules(), &carried, probation, later, 40);
+    assert_eq!(numbers(&adopted), (Some(2), Some(3), vec![1]));
+    assert!(adopted.probation().is_some_and(|p| p.is_worker(2)));
+    // The draining worker's deadline is where it was: 5 s after t1.
+    assert_eq!(adopted.next_deadline(), Some(t1 + TERM));
+    fx.now = Some(later);
+    adopted.deadlines(t1 + TERM, &mut fx);
+    assert_eq!(fx.take(), ["KILL 101"]);
+    // Worker 3 replaces the release's worker before its probation ended
+    // (it passes), and the queued restart follows.
+    adopted.ready(3, t1 + TERM, &mut fx);
+    assert_eq!(
+        fx.take(),
+        [
+            "ready 3 (handover)",
+            "probation passed",
+            "TERM 102",
+            "spawn 4"
+        ]
+    );
+}
