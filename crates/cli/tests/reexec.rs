@@ -501,3 +501,125 @@ fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
     let p = s.start(&[("WORKER_READY", "notify")]);
     assert_eq!(answering_pid(addr), p.worker_pid(1, T).to_string());
 }
+
+/// Writes `worker.py` with `VERSION = "v"` to `path`, executable.
+fn write_worker(path: &Path, version: &str) {
+    let text = std::fs::read_to_string(WORKER).expect("worker.py");
+    let text = text.replace("VERSION = \"1\"", &format!("VERSION = \"{version}\""));
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+}
+
+/// The `version=` a request answers with.
+fn field_version(addr: SocketAddr) -> String {
+    Client::new(addr, false)
+        .get("/")
+        .ok()
+        .and_then(|r| r.field("version").map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() {
+    let port = free_port();
+    let s = Service::new("");
+    let d = s.dir.path();
+    std::fs::create_dir(d.join("releases")).expect("mkdir");
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(d.join("keys")),
+    );
+    write_worker(&d.join("bin/app"), "1");
+    s.write_config(&format!(
+        "program = \"{app}\"\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\napp-version = \"1.0.0\"\nterminate-timeout = \"5s\"\n\n[upgrade]\nfetch-file = \"{release}\"\nfetch-interval = \"100ms\"\npublic-key = [\"{key}\"]\nsanity-check = \"version\"\nprobation = \"5s\"\n",
+        app = d.join("bin/app").display(),
+        release = d.join("releases/app").display(),
+        key = d.join("keys/overseer.pub").display(),
+    ));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    // An idle keep-alive connection keeps worker 1 draining a while.
+    let mut idle = TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(&mut idle, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    // Release 2, signed, crashes 2 s after it started: within its probation.
+    let staging = d.join("releases/app.new");
+    write_worker(&staging, "2");
+    let source = std::fs::read_to_string(&staging).expect("read");
+    let source = source.replace(
+        "\nmain()\n",
+        "\nthreading.Timer(2.0, lambda: os._exit(3)).start()\nmain()\n",
+    );
+    std::fs::write(&staging, source).expect("write");
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["sign", "--key"])
+            .arg(d.join("keys/overseer.key"))
+            .args(["--version", "2.0.0", "--output"])
+            .arg(d.join("releases/app.minisig"))
+            .arg(&staging),
+    );
+    std::fs::rename(&staging, d.join("releases/app")).expect("rename");
+    p.expect_line("worker 1 draining", T);
+    let installed = p.expect_line("installed version 2.0.0", T);
+    let sha = installed
+        .split_once("(sha256 ")
+        .and_then(|(_, r)| r.get(..12))
+        .expect("a sha256 in the install line")
+        .to_string();
+    // Now: worker 1 draining, worker 2 on probation.
+    expect_reloaded(&s);
+    let line = |needle: &str| {
+        p.output()
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?}"))
+    };
+    let reexec = line("master re-executed");
+    // The new image reaps the draining worker and judges the probation
+    // (failed: rolled back), and its upgrade thread records the verdict.
+    p.expect_line("worker 1 drained", T);
+    p.expect_line("upgrade to version 2.0.0 rolled back", T);
+    assert!(
+        reexec < line("worker 1 drained"),
+        "drained before the re-exec"
+    );
+    assert!(reexec < line("rolled back"), "judged before the re-exec");
+    let ledger = || {
+        let out = Command::new(OVERSEER)
+            .args(["ledger", "show", "--bin"])
+            .arg(d.join("bin/app"))
+            .output()
+            .expect("ledger show");
+        text(&out)
+    };
+    let remembered_bad = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("  ") && l.trim().starts_with(&sha))
+    };
+    let deadline = Instant::now() + T;
+    while !remembered_bad(&ledger()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        remembered_bad(&ledger()),
+        "release {sha} not remembered as bad: {}",
+        ledger()
+    );
+    // Not installed again, and version 1 serves.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(p.count("installed version 2.0.0"), 1, "{:?}", p.output());
+    let deadline = Instant::now() + T;
+    while field_version(addr) != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(field_version(addr), "1");
+    assert!(s.status_field("last_upgrade").contains("rolled back"));
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+    drop(idle);
+}
