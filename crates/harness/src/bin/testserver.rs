@@ -14,6 +14,8 @@
 //! | `TS_HUP_EXIT=C` | on SIGHUP, the worker exits with status C |
 //! | `TS_READINESS=started` | ready when the program starts (the default of the library) instead of `state.ready()` |
 //! | `TS_MASTER_RESTART_MS=M` | the master calls `overseer::restart()` itself after M ms |
+//! | `TS_RELOAD_SIGNAL=N` | the master re-executes itself on signal N (`Config::reload_signal`) |
+//! | `TS_RUN_ON_THREAD=1` | `overseer::run` is called on a thread the main thread started (the master's loop is not the main thread) |
 //! | `TS_COUNT_INT=1` | workers log each SIGINT and exit 0 half a second after the first |
 //! | `TS_DEBUG=1` | the master prints its debug lines |
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
@@ -23,7 +25,8 @@
 //! | `TS_NOTIFY_FLOOD=N` | worker N floods its notify socket from four threads with 4000-byte `STATUS=` datagrams for `TS_NOTIFY_FLOOD_MS` (default 3000) ms; it becomes ready 300 ms into the flood and asks for a restart 2 s later |
 //!
 //! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
-//! calls `overseer::restart()` from the worker. On `TS_STREAM_ADDR`,
+//! calls `overseer::restart()` from the worker, `/reload`
+//! `overseer::reload()`. On `TS_STREAM_ADDR`,
 //! `GET /stream?ms=N` answers with a chunked body, one line
 //! `worker=W chunk=I` every 10 ms for N ms, then the final empty chunk; a
 //! draining worker finishes its open streams before it ends.
@@ -78,6 +81,14 @@ fn main() {
         .debug(var("TS_DEBUG").is_some());
     if let Some(path) = var("TS_CONTROL") {
         config = config.control_socket(path);
+    }
+    if let Some(signal) = var("TS_RELOAD_SIGNAL").and_then(|s| s.parse().ok()) {
+        config = config.reload_signal(signal);
+    }
+    if var("TS_RUN_ON_THREAD").is_some() {
+        let run = std::thread::spawn(move || overseer::run(config));
+        let _ = run.join();
+        return;
     }
     overseer::run(config);
 }
@@ -144,6 +155,10 @@ fn program(state: State) {
         } else if path == "/restart" {
             if let Err(e) = overseer::restart() {
                 return (500, format!("restart failed: {e}\n"));
+            }
+        } else if path == "/reload" {
+            if let Err(e) = overseer::reload() {
+                return (500, format!("reload failed: {e}\n"));
             }
         }
         (200, format!("{tag}\n"))

@@ -71,6 +71,15 @@ pub(crate) struct Supervisor {
     reexec: Stage,
     /// What this image took over from a previous one, until said.
     adopted: Option<Adopted>,
+    /// Workers numbered from this one were started by this thread. The
+    /// others, carried from a previous image, were started by the thread
+    /// that called `execve`, now the main thread: when the loop runs on
+    /// another thread, a re-exec would end that thread, and Linux would
+    /// kill those workers with it (parent-death signal), so they are
+    /// replaced first.
+    own_from: u64,
+    /// A handover was started to replace such workers before a re-exec.
+    replacing: bool,
     no_restart: bool,
     probation: Duration,
     no_restart_after_fetch: bool,
@@ -167,7 +176,14 @@ impl Supervisor {
         let mut processes = Vec::new();
         let mut pending = None;
         let mut adopted = None;
+        let mut own_from = 0;
         if let Some(r) = resumed {
+            if !crate::sys::on_main_thread() {
+                own_from = r.state.handover.next_number;
+                log::warning!(
+                    "overseer::run is not on the main thread: the next re-exec replaces the workers started before this one first (call overseer::run from main to avoid it)"
+                );
+            }
             let (probation, verdict) = match r.probation {
                 Some((p, v)) => (Some(p), Some(v)),
                 None => (None, None),
@@ -197,6 +213,8 @@ impl Supervisor {
             gate,
             reexec: Stage::Idle,
             adopted,
+            own_from,
+            replacing: false,
             no_restart: settings.no_restart,
             probation: settings.probation,
             no_restart_after_fetch: settings.no_restart_after_fetch,
@@ -469,6 +487,12 @@ impl Supervisor {
         self.handover.starting().is_none()
             && !self.live.outcomes.waiting()
             && !own_release_on_probation
+            && !self.foreign_workers()
+    }
+
+    /// Whether a worker started by another thread (see `own_from`) runs.
+    fn foreign_workers(&self) -> bool {
+        self.handover.workers().any(|w| w.number < self.own_from)
     }
 
     /// Moves a re-exec request on, once per turn of the loop.
@@ -485,8 +509,31 @@ impl Supervisor {
             return;
         }
         if !self.may_reexec() {
+            let idle = self.handover.starting().is_none() && !self.live.outcomes.waiting();
+            let foreign_serving = self
+                .handover
+                .serving()
+                .is_some_and(|w| w.number < self.own_from);
+            if idle && self.foreign_workers() && !self.replacing {
+                self.replacing = true;
+                self.handover.restart(
+                    "a re-exec (the workers started before the last one go first)",
+                    Instant::now(),
+                    &mut self.live,
+                );
+            } else if idle && foreign_serving && self.replacing {
+                // The handover that was to replace it failed.
+                self.replacing = false;
+                if let Stage::Waiting(r) = std::mem::replace(&mut self.reexec, Stage::Idle) {
+                    self.reexec_failed(
+                        r,
+                        "the workers started before the last re-exec must be replaced first (overseer::run is not on the main thread), and the handover failed",
+                    );
+                }
+            }
             return;
         }
+        self.replacing = false;
         match std::mem::replace(&mut self.reexec, Stage::Idle) {
             Stage::Waiting(r) => {
                 if let Some(plan) = &self.held.plan {

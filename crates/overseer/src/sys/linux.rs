@@ -244,3 +244,9 @@ pub(super) fn exec_fd(
 pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
     std::fs::File::open("/proc/self/exe")
 }
+
+/// Whether the calling thread is the process's main thread (the one whose
+/// id is the pid): after an `execve`, the thread that called it is.
+pub(crate) fn on_main_thread() -> bool {
+    nix::unistd::gettid() == nix::unistd::getpid()
+}

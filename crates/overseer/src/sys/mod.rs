@@ -19,7 +19,9 @@ mod platform;
 #[path = "unix.rs"]
 mod platform;
 
-pub(crate) use platform::{die_with_parent, release_free_memory, tune_malloc_for_master};
+pub(crate) use platform::{
+    die_with_parent, on_main_thread, release_free_memory, tune_malloc_for_master,
+};
 
 use std::ffi::{CString, OsString};
 use std::io;

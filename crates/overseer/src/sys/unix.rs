@@ -104,3 +104,9 @@ pub(super) fn exec_fd(
 pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
     std::fs::File::open(std::env::current_exe()?)
 }
+
+/// Only Linux ties a child's fate to the thread that started it: any
+/// thread is as good as the main one here.
+pub(crate) fn on_main_thread() -> bool {
+    true
+}
