@@ -1,9 +1,11 @@
 //! The master re-executes itself in place (`overseer reload`): the same pid,
 //! sockets and workers across 50 re-execs under load with no failed
 //! request; the config file's changes applied (an address added, then
-//! removed; the readiness mode); a binary or config that fails the check,
-//! and a new image that cannot take over, leaving the old code in charge;
-//! and systemd's datagrams around a re-exec.
+//! removed; the readiness mode; the release source); a binary or config
+//! that fails the check, and a new image that cannot take over, leaving the
+//! old code in charge; a draining worker and a release on probation handled
+//! by the new image; systemd's datagrams around a re-exec; and SIGKILL at
+//! varied points of a re-exec leaving no worker behind.
 //!
 //! The master runs from a copy of the `overseer` binary in a temporary
 //! directory, so a test can put another build (or a broken one) at its
@@ -472,7 +474,7 @@ fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
     let s = Service::new(&worker_py(port));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     // Deterministic, varied points in the re-exec: 0 to 29 ms after asking.
-    for round in 0..30u64 {
+    for round in 0..50u64 {
         let mut p = s.start(&[("WORKER_READY", "notify")]);
         let worker = p.worker_pid(1, T);
         let mut client = Command::new(OVERSEER)
@@ -622,4 +624,60 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
     assert!(s.status_field("last_upgrade").contains("rolled back"));
     assert_eq!(s.status_field("master_pid"), p.pid.to_string());
     drop(idle);
+}
+
+#[test]
+fn a_reload_applies_a_new_release_source() {
+    let port = free_port();
+    let s = Service::new("");
+    let d = s.dir.path();
+    for sub in ["old", "new"] {
+        std::fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(d.join("keys")),
+    );
+    write_worker(&d.join("bin/app"), "1");
+    let config = |source: &str| {
+        format!(
+            "program = \"{app}\"\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\napp-version = \"1.0.0\"\n\n[upgrade]\nfetch-file = \"{release}\"\nfetch-interval = \"100ms\"\npublic-key = [\"{key}\"]\nsanity-check = \"version\"\nprobation = \"200ms\"\n",
+            app = d.join("bin/app").display(),
+            release = d.join(source).join("app").display(),
+            key = d.join("keys/overseer.pub").display(),
+        )
+    };
+    s.write_config(&config("old"));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    s.write_config(&config("new"));
+    expect_reloaded(&s);
+    // Published at the new source only: installed.
+    let staging = d.join("new/app.new");
+    write_worker(&staging, "2");
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["sign", "--key"])
+            .arg(d.join("keys/overseer.key"))
+            .args(["--version", "2.0.0", "--output"])
+            .arg(d.join("new/app.minisig"))
+            .arg(&staging),
+    );
+    std::fs::rename(&staging, d.join("new/app")).expect("rename");
+    p.expect_line("installed version 2.0.0", T);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = Instant::now() + T;
+    while field_version(addr) != "2" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(field_version(addr), "2");
+    assert!(
+        p.output().iter().any(|l| l.contains(&format!(
+            "downloading release {}",
+            d.join("new/app").display()
+        ))),
+        "{:?}",
+        p.output()
+    );
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
 }
