@@ -517,6 +517,56 @@ fn run_ok(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", text(&out));
 }
 
+/// A service whose program is `bin/app` (`worker.py`, version 1) with a
+/// key pair in `keys/` (`overseer keygen`) and the directories `dirs`.
+fn signing_service(dirs: &[&str]) -> Service {
+    let s = Service::new("");
+    let d = s.dir.path();
+    for sub in dirs {
+        std::fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["keygen", "--out"])
+            .arg(d.join("keys")),
+    );
+    write_worker(&d.join("bin/app"), "1");
+    s
+}
+
+/// The config of a [`signing_service`] on `port`, upgrading from the
+/// signed file release `source/app`, with `extra` lines at the top and
+/// the probation `probation`.
+fn upgrading(s: &Service, port: u16, source: &str, extra: &str, probation: &str) -> String {
+    let d = s.dir.path();
+    format!(
+        "program = \"{app}\"\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\napp-version = \"1.0.0\"\n{extra}\n[upgrade]\nfetch-file = \"{release}\"\nfetch-interval = \"100ms\"\npublic-key = [\"{key}\"]\nsanity-check = \"version\"\nprobation = \"{probation}\"\n",
+        app = d.join("bin/app").display(),
+        release = d.join(source).join("app").display(),
+        key = d.join("keys/overseer.pub").display(),
+    )
+}
+
+/// Publishes `worker.py` version `version` (its source changed by `patch`),
+/// signed as `semver`, at `source/app` of a [`signing_service`]: the
+/// signature first, then the file renamed into place.
+fn publish(s: &Service, source: &str, version: &str, semver: &str, patch: fn(String) -> String) {
+    let d = s.dir.path();
+    let staging = d.join(source).join("app.new");
+    write_worker(&staging, version);
+    let text = std::fs::read_to_string(&staging).expect("read");
+    std::fs::write(&staging, patch(text)).expect("write");
+    run_ok(
+        Command::new(OVERSEER)
+            .args(["sign", "--key"])
+            .arg(d.join("keys/overseer.key"))
+            .args(["--version", semver, "--output"])
+            .arg(d.join(source).join("app.minisig"))
+            .arg(&staging),
+    );
+    std::fs::rename(&staging, d.join(source).join("app")).expect("rename");
+}
+
 /// The `version=` a request answers with.
 fn field_version(addr: SocketAddr) -> String {
     Client::new(addr, false)
@@ -529,20 +579,14 @@ fn field_version(addr: SocketAddr) -> String {
 #[test]
 fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() {
     let port = free_port();
-    let s = Service::new("");
+    let s = signing_service(&["releases"]);
     let d = s.dir.path();
-    std::fs::create_dir(d.join("releases")).expect("mkdir");
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["keygen", "--out"])
-            .arg(d.join("keys")),
-    );
-    write_worker(&d.join("bin/app"), "1");
-    s.write_config(&format!(
-        "program = \"{app}\"\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\napp-version = \"1.0.0\"\nterminate-timeout = \"5s\"\n\n[upgrade]\nfetch-file = \"{release}\"\nfetch-interval = \"100ms\"\npublic-key = [\"{key}\"]\nsanity-check = \"version\"\nprobation = \"5s\"\n",
-        app = d.join("bin/app").display(),
-        release = d.join("releases/app").display(),
-        key = d.join("keys/overseer.pub").display(),
+    s.write_config(&upgrading(
+        &s,
+        port,
+        "releases",
+        "terminate-timeout = \"5s\"",
+        "5s",
     ));
     let p = s.start(&[("WORKER_READY", "notify")]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -550,23 +594,12 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
     let mut idle = TcpStream::connect(addr).expect("connect");
     std::io::Write::write_all(&mut idle, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
     // Release 2, signed, crashes 2 s after it started: within its probation.
-    let staging = d.join("releases/app.new");
-    write_worker(&staging, "2");
-    let source = std::fs::read_to_string(&staging).expect("read");
-    let source = source.replace(
-        "\nmain()\n",
-        "\nthreading.Timer(2.0, lambda: os._exit(3)).start()\nmain()\n",
-    );
-    std::fs::write(&staging, source).expect("write");
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["sign", "--key"])
-            .arg(d.join("keys/overseer.key"))
-            .args(["--version", "2.0.0", "--output"])
-            .arg(d.join("releases/app.minisig"))
-            .arg(&staging),
-    );
-    std::fs::rename(&staging, d.join("releases/app")).expect("rename");
+    publish(&s, "releases", "2", "2.0.0", |text| {
+        text.replace(
+            "\nmain()\n",
+            "\nthreading.Timer(2.0, lambda: os._exit(3)).start()\nmain()\n",
+        )
+    });
     p.expect_line("worker 1 draining", T);
     let installed = p.expect_line("installed version 2.0.0", T);
     let sha = installed
@@ -629,41 +662,14 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
 #[test]
 fn a_reload_applies_a_new_release_source() {
     let port = free_port();
-    let s = Service::new("");
+    let s = signing_service(&["old", "new"]);
     let d = s.dir.path();
-    for sub in ["old", "new"] {
-        std::fs::create_dir(d.join(sub)).expect("mkdir");
-    }
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["keygen", "--out"])
-            .arg(d.join("keys")),
-    );
-    write_worker(&d.join("bin/app"), "1");
-    let config = |source: &str| {
-        format!(
-            "program = \"{app}\"\nlisten = [\"127.0.0.1:{port}\"]\nready = \"notify\"\napp-version = \"1.0.0\"\n\n[upgrade]\nfetch-file = \"{release}\"\nfetch-interval = \"100ms\"\npublic-key = [\"{key}\"]\nsanity-check = \"version\"\nprobation = \"200ms\"\n",
-            app = d.join("bin/app").display(),
-            release = d.join(source).join("app").display(),
-            key = d.join("keys/overseer.pub").display(),
-        )
-    };
-    s.write_config(&config("old"));
+    s.write_config(&upgrading(&s, port, "old", "", "200ms"));
     let p = s.start(&[("WORKER_READY", "notify")]);
-    s.write_config(&config("new"));
+    s.write_config(&upgrading(&s, port, "new", "", "200ms"));
     expect_reloaded(&s);
     // Published at the new source only: installed.
-    let staging = d.join("new/app.new");
-    write_worker(&staging, "2");
-    run_ok(
-        Command::new(OVERSEER)
-            .args(["sign", "--key"])
-            .arg(d.join("keys/overseer.key"))
-            .args(["--version", "2.0.0", "--output"])
-            .arg(d.join("new/app.minisig"))
-            .arg(&staging),
-    );
-    std::fs::rename(&staging, d.join("new/app")).expect("rename");
+    publish(&s, "new", "2", "2.0.0", |text| text);
     p.expect_line("installed version 2.0.0", T);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let deadline = Instant::now() + T;

@@ -13,18 +13,8 @@ mod support;
 
 use std::time::Duration;
 
-use overseer_harness::load::Stats;
 use overseer_harness::proc::alive;
-use support::{get, load, start_ready, T};
-
-fn assert_no_failures(mode: &str, stats: &Stats) {
-    assert!(
-        stats.failures.is_empty(),
-        "{mode}: {:?}",
-        stats.failures.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(stats.ok > 20, "{mode}: only {} requests", stats.ok);
-}
+use support::{get, load, start_ready, stop_without_failures, T};
 
 #[test]
 fn reexecs_by_signal_and_by_reload_from_a_worker_leave_the_workers_alone() {
@@ -52,16 +42,8 @@ fn reexecs_by_signal_and_by_reload_from_a_worker_leave_the_workers_alone() {
         p.output()
     );
     assert_eq!(p.count("not made"), 0, "{:?}", p.output());
-    for (mode, stats) in [
-        ("keep-alive", keep_alive.stop()),
-        ("per-request", per_request.stop()),
-    ] {
-        assert_no_failures(mode, &stats);
-        assert_eq!(
-            stats.by_worker.keys().copied().collect::<Vec<_>>(),
-            [1],
-            "{mode}"
-        );
+    for stats in stop_without_failures(keep_alive, per_request) {
+        assert_eq!(stats.by_worker.keys().copied().collect::<Vec<_>>(), [1]);
     }
     let r = get(addr, "/");
     assert!(r.body.contains(&format!("pid={worker}")), "{}", r.body);
@@ -93,10 +75,5 @@ fn a_master_off_the_main_thread_replaces_older_workers_before_a_reexec() {
         p.output()
     );
     assert_eq!(p.count("not made"), 0, "{:?}", p.output());
-    for (mode, stats) in [
-        ("keep-alive", keep_alive.stop()),
-        ("per-request", per_request.stop()),
-    ] {
-        assert_no_failures(mode, &stats);
-    }
+    stop_without_failures(keep_alive, per_request);
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use overseer_harness::client::{Client, Response};
-use overseer_harness::load::{Load, LoadSpec};
+use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::proc::{thread_signal_masks, Proc};
 
 /// A generous bound for anything that should take milliseconds.
@@ -72,6 +72,23 @@ pub fn load(addr: SocketAddr, clients: usize, keep_alive: bool) -> Load {
         max_duration: Duration::from_secs(120),
         pause: Duration::ZERO,
     })
+}
+
+/// Stops both loads (`keep_alive`, `per_request`) and asserts that neither
+/// had a failed request and that each made more than 20; returns their
+/// figures.
+pub fn stop_without_failures(keep_alive: Load, per_request: Load) -> [Stats; 2] {
+    let stats = [keep_alive.stop(), per_request.stop()];
+    for (mode, s) in ["keep-alive", "per-request"].iter().zip(&stats) {
+        assert!(
+            s.failures.is_empty(),
+            "{mode}: {} failures: {:?}",
+            s.failures.len(),
+            s.failures.iter().take(5).collect::<Vec<_>>()
+        );
+        assert!(s.ok > 20, "{mode}: only {} requests", s.ok);
+    }
+    stats
 }
 
 /// Signals every master handles: SIGHUP, SIGINT, SIGTERM, SIGUSR2 (the
