@@ -5,11 +5,13 @@
 //! whole life, so a connection that arrives while no worker accepts waits in
 //! the kernel backlog instead of being refused.
 
+mod adopt;
 mod carried;
 mod child;
 mod control;
 mod event;
 mod handover;
+mod held;
 mod readiness;
 mod reexec;
 mod relay;
@@ -20,8 +22,6 @@ mod systemd;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
 
@@ -29,7 +29,7 @@ use crate::binary_id::BinaryId;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
-use crate::listener::{self, Socket};
+use crate::listener::Socket;
 use crate::log;
 use crate::sockets;
 use crate::sys;
@@ -37,6 +37,7 @@ use crate::upgrade::{self, ToSupervisor};
 use crate::withheld::Withheld;
 use event::Event;
 use handover::Outcome;
+use held::{program_of, Held, Resumed};
 use run_dir::RunDir;
 use supervisor::{Settings, Supervisor};
 
@@ -72,64 +73,6 @@ pub(crate) fn give_way(reason: &str) {
 /// Whether this process is running a master.
 pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
-}
-
-/// Finds a command the way a shell would: a path with a slash as given (an
-/// executable file there), otherwise the first executable file of that name
-/// in `PATH`.
-fn resolve_command(path: &Path) -> Result<PathBuf> {
-    match which::which(path) {
-        // `which` makes a relative path absolute; it is kept as given.
-        Ok(_) if path.components().count() > 1 => Ok(path.to_path_buf()),
-        Ok(found) => Ok(found),
-        Err(_) => Err(Error::Spawn {
-            program: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no such executable"),
-        }),
-    }
-}
-
-/// What the master holds for the service's whole life, across re-execs:
-/// its sockets, its runtime directory, its control socket, and how to
-/// execute itself again.
-pub(crate) struct Held {
-    pub sockets: Vec<Socket>,
-    /// Sockets no longer configured, kept until the workers started with
-    /// them (numbers below `retire_before`) are gone.
-    pub retired: Vec<Socket>,
-    pub retire_before: u64,
-    pub run_dir: RunDir,
-    pub control: Option<control::ControlSocket>,
-    /// `None` when this executable cannot be found again: no re-exec then.
-    pub plan: Option<reexec::Plan>,
-}
-
-impl Held {
-    /// Removes what the master created on disk; called as it ends.
-    fn clean_up(self) {
-        listener::remove_socket_files(&self.sockets);
-        listener::remove_socket_files(&self.retired);
-        if let Some(c) = &self.control {
-            c.remove();
-        }
-        self.run_dir.close();
-    }
-}
-
-/// The program workers run: `(program, arg0, args)`.
-fn program_of(config: &Config) -> Result<(PathBuf, OsString, Vec<OsString>)> {
-    Ok(match &config.program {
-        Program::Function(_) => {
-            let exe = std::env::current_exe().map_err(Error::BinaryPath)?;
-            let mut argv = std::env::args_os();
-            let arg0 = argv.next().unwrap_or_else(|| exe.clone().into_os_string());
-            (exe, arg0, argv.collect::<Vec<OsString>>())
-        }
-        Program::Command { path, args } => {
-            let resolved = resolve_command(path)?;
-            (resolved, path.clone().into_os_string(), args.clone())
-        }
-    })
 }
 
 /// Runs the master until the service ends, then ends this process the way
@@ -195,25 +138,6 @@ fn withheld_credentials(config: &Config) -> Withheld {
         );
     }
     withheld
-}
-
-/// What a new image of the master takes over, besides what it holds.
-pub(crate) struct Resumed {
-    pub state: carried::Carried,
-    /// The release on probation, and its verdict's receiving end for the
-    /// upgrade thread.
-    pub probation: Option<(crate::upgrade::probation::Probation, upgrade::Pending)>,
-    /// The carried workers, their relays started again.
-    pub workers: Vec<child::Worker>,
-    /// The control client waiting for the re-exec's outcome.
-    pub client: Option<std::os::unix::net::UnixStream>,
-    /// Milliseconds the re-exec took.
-    pub gap_ms: u64,
-    pub sockets_changed: bool,
-    /// This image is the previous one run again: why the new one failed.
-    pub fallback: Option<String>,
-    /// When this image took over.
-    pub at: std::time::Instant,
 }
 
 /// Starts the master's threads and its supervisor over open sockets and runs
@@ -382,5 +306,3 @@ fn adopt(config: &Config, incoming: reexec::Incoming) -> ! {
         }
     }
 }
-
-mod adopt;
