@@ -567,13 +567,23 @@ fn publish(s: &Service, source: &str, version: &str, semver: &str, patch: fn(Str
     std::fs::rename(&staging, d.join(source).join("app")).expect("rename");
 }
 
-/// The `version=` a request answers with.
-fn field_version(addr: SocketAddr) -> String {
-    Client::new(addr, false)
-        .get("/")
-        .ok()
-        .and_then(|r| r.field("version").map(str::to_string))
-        .unwrap_or_default()
+/// Waits until a request is answered by `version` (during a handover the
+/// old worker may still answer a few, until it drains).
+fn expect_version(addr: SocketAddr, version: &str) {
+    let deadline = Instant::now() + T;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = Client::new(addr, false)
+            .get("/")
+            .ok()
+            .and_then(|r| r.field("version").map(str::to_string))
+            .unwrap_or_default();
+        if last == version {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("version {version} never answered (last: {last:?})");
 }
 
 #[test]
@@ -649,11 +659,7 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
     // Not installed again, and version 1 serves.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(p.count("installed version 2.0.0"), 1, "{:?}", p.output());
-    let deadline = Instant::now() + T;
-    while field_version(addr) != "1" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(field_version(addr), "1");
+    expect_version(addr, "1");
     assert!(s.status_field("last_upgrade").contains("rolled back"));
     assert_eq!(s.status_field("master_pid"), p.pid.to_string());
     drop(idle);
@@ -672,11 +678,7 @@ fn a_reload_applies_a_new_release_source() {
     publish(&s, "new", "2", "2.0.0", |text| text);
     p.expect_line("installed version 2.0.0", T);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let deadline = Instant::now() + T;
-    while field_version(addr) != "2" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(field_version(addr), "2");
+    expect_version(addr, "2");
     assert!(
         p.output().iter().any(|l| l.contains(&format!(
             "downloading release {}",
