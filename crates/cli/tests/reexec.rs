@@ -496,6 +496,14 @@ fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
             !overseer_harness::proc::alive(worker),
             "round {round}: worker {worker} outlived its master"
         );
+        // A child the master was starting (the new binary's check) holds
+        // its descriptors, the control socket's included, from its fork to
+        // its exec; killed with the master, it may take a moment to go.
+        let control = s.path("control.sock");
+        while std::os::unix::net::UnixStream::connect(&control).is_ok() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = client.wait();
         drop(p);
     }

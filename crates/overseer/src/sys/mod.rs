@@ -212,6 +212,21 @@ pub(crate) fn adopt_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Starts the child `cmd` at the lowest CPU priority (nice 19): a check
+/// run beside the serving workers takes the CPUs only when they leave them.
+pub(crate) fn lowest_priority(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // system call with plain integers (setpriority, a thin syscall wrapper),
+    // ignoring its result: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            Ok(())
+        });
+    }
+}
+
 /// A copy (close-on-exec) of the inherited descriptor `raw`, which stays
 /// open and unowned: read through the copy, it can still be passed on.
 pub(crate) fn dup_fd(raw: RawFd) -> io::Result<OwnedFd> {

@@ -103,9 +103,9 @@ pub(crate) struct Ran {
     pub err: String,
 }
 
-/// Runs `cmd` (`what`, for messages) with its output collected, in a
-/// process group of its own killed at `timeout` and once it has exited, and
-/// dying with the master (parent-death signal). An error when it cannot be
+/// Runs `cmd` (`what`, for messages) with its output collected, at the
+/// lowest CPU priority, in a process group of its own killed at `timeout`
+/// and once it has exited, and dying with the master (parent-death signal). An error when it cannot be
 /// started, does not finish in time, or leaves a process holding its output.
 pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Result<Ran, String> {
     cmd.stdin(Stdio::null())
@@ -115,6 +115,8 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
         .process_group(0);
     // Out of the master's group, it would outlive a master killed outright.
     crate::sys::die_with_parent(&mut cmd);
+    // Beside the serving workers, it takes only the CPU they leave.
+    crate::sys::lowest_priority(&mut cmd);
     // Another thread may fork while the staging file was still open for
     // writing in this process; exec then fails with ETXTBSY for a moment.
     let mut attempts = 0;
