@@ -496,11 +496,13 @@ fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
             !overseer_harness::proc::alive(worker),
             "round {round}: worker {worker} outlived its master"
         );
-        // A child the master was starting (the new binary's check) holds
-        // its descriptors, the control socket's included, from its fork to
-        // its exec; killed with the master, it may take a moment to go.
+        // A child the master was starting (the new binary's check) closes
+        // the master's sockets first thing, but between its fork and that
+        // it holds them: wait until nothing answers on them any more.
         let control = s.path("control.sock");
-        while std::os::unix::net::UnixStream::connect(&control).is_ok() && Instant::now() < deadline
+        while (std::os::unix::net::UnixStream::connect(&control).is_ok()
+            || TcpStream::connect(addr).is_ok())
+            && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -1,10 +1,18 @@
 //! The registry of the master's children that are not workers: the sanity
-//! check of a new binary and readiness probes. As PID 1 the master reaps
-//! every child with `waitpid(-1)`; a child registered here has its status
-//! kept for its owner instead of lost.
+//! check of a new binary, the check before a re-exec and readiness probes.
+//! As PID 1 the master reaps every child with `waitpid(-1)`; a child
+//! registered here has its status kept for its owner instead of lost.
+//!
+//! Such a child holds every descriptor of the master from its fork to its
+//! exec, which closes those marked close-on-exec. Killed with the master in
+//! between, it would keep the service's listening sockets (and the control
+//! socket) open a moment longer than the master, and a master started
+//! right then could not bind them: the master's own sockets are
+//! registered here ([`keep_out`]) and closed first thing in the child.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +27,36 @@ static REGISTERED: Mutex<BTreeMap<i32, Option<i32>>> = Mutex::new(BTreeMap::new(
 
 fn lock() -> MutexGuard<'static, BTreeMap<i32, Option<i32>>> {
     REGISTERED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The master's descriptors no child should hold (see the module's docs).
+static KEPT_OUT: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+fn kept_out() -> MutexGuard<'static, Vec<RawFd>> {
+    KEPT_OUT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Registers `fd`, one of the master's own sockets, to be closed in every
+/// child [`keep_out_of`] prepares.
+pub(crate) fn keep_out(fd: RawFd) {
+    let mut fds = kept_out();
+    if !fds.contains(&fd) {
+        fds.push(fd);
+    }
+}
+
+/// `fd` is about to be closed: its number may soon be another descriptor's.
+pub(crate) fn let_go(fd: RawFd) {
+    kept_out().retain(|&f| f != fd);
+}
+
+/// Has the child `cmd` starts close the registered descriptors before
+/// anything else. Call before the other set-up of the child.
+pub(crate) fn keep_out_of(cmd: &mut Command) {
+    let fds = kept_out().clone();
+    if !fds.is_empty() {
+        crate::sys::close_in_child(cmd, fds);
+    }
 }
 
 /// Spawns `cmd`, registered before anyone can reap it.

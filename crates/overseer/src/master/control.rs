@@ -68,6 +68,11 @@ impl ControlSocket {
         &self.path
     }
 
+    /// The listening socket's descriptor.
+    pub fn listener_fd(&self) -> RawFd {
+        self.listener_fd
+    }
+
     /// Removes the socket file (the accepting thread ends with the process).
     pub fn remove(&self) {
         let _ = unlinkat(

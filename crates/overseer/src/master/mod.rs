@@ -25,7 +25,10 @@ use std::ffi::OsString;
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
 
+use std::os::fd::AsRawFd;
+
 use crate::binary_id::BinaryId;
+use crate::child_registry;
 use crate::config::{Config, Program, Readiness};
 use crate::error::{Error, Result};
 use crate::fallback::Failed;
@@ -186,6 +189,13 @@ fn serve(
                 }
             }
         }
+    }
+    // No child but a worker may hold them, even for a moment.
+    for s in held.sockets.iter().chain(&held.retired) {
+        child_registry::keep_out(s.listener.as_fd().as_raw_fd());
+    }
+    if let Some(c) = &held.control {
+        child_registry::keep_out(c.listener_fd());
     }
     if let Err(e) = signals::spawn(config.restart_signal, config.reload_signal, tx.clone()) {
         if let Some(c) = &held.control {

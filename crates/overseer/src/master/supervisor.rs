@@ -747,6 +747,7 @@ impl Supervisor {
         let retired = std::mem::take(&mut self.held.retired);
         crate::listener::remove_socket_files(&retired);
         for s in &retired {
+            child_registry::let_go(s.listener.as_fd().as_raw_fd());
             log::info!("closed {} (no longer configured)", s.address);
         }
     }

@@ -212,6 +212,22 @@ pub(crate) fn adopt_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Has the child `cmd` starts close `fds` before anything else it does.
+pub(crate) fn close_in_child(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls close (async-signal-safe) on plain integers, ignoring errors
+    // (one already closed is fine): no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Starts the child `cmd` at the lowest CPU priority (nice 19): a check
 /// run beside the serving workers takes the CPUs only when they leave them.
 pub(crate) fn lowest_priority(cmd: &mut std::process::Command) {
