@@ -255,11 +255,9 @@ fn build(
     let held = Held {
         sockets,
         retired,
-        retire_before: if sockets_changed {
-            state.handover.next_number
-        } else {
-            0
-        },
+        // Every worker running now may use a retired socket (one retired
+        // by an earlier re-exec too): they close once those workers are gone.
+        retire_before: state.handover.next_number,
         run_dir,
         control,
         plan: Some(Plan {
