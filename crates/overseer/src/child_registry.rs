@@ -51,8 +51,20 @@ pub(crate) fn let_go(fd: RawFd) {
 }
 
 /// Has the child `cmd` starts close the registered descriptors before
-/// anything else. Call before the other set-up of the child.
+/// anything else, and leaves the variables of a master's re-exec (which
+/// name descriptors of the master) out of its environment. Call before the
+/// other set-up of the child.
 pub(crate) fn keep_out_of(cmd: &mut Command) {
+    use crate::protocol::{
+        OVERSEER_MASTER_FALLBACK, OVERSEER_MASTER_PREVIOUS, OVERSEER_MASTER_STATE,
+    };
+    for var in [
+        OVERSEER_MASTER_STATE,
+        OVERSEER_MASTER_PREVIOUS,
+        OVERSEER_MASTER_FALLBACK,
+    ] {
+        cmd.env_remove(var);
+    }
     let fds = kept_out().clone();
     if !fds.is_empty() {
         crate::sys::close_in_child(cmd, fds);
