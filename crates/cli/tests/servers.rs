@@ -162,3 +162,16 @@ fn uvicorn_loses_no_request_across_restarts() {
     let figures = restarts_under_load("uvicorn");
     assert_no_failures("uvicorn", &figures);
 }
+
+/// gthread workers keep connections alive: `draining.py`'s worker class
+/// drains them.
+#[test]
+fn gunicorn_gthread_loses_no_request_across_restarts() {
+    require(
+        "gunicorn",
+        &["--version"],
+        "python3 -m venv target/servers-venv && target/servers-venv/bin/pip install gunicorn==23.0.0",
+    );
+    let figures = restarts_under_load("gunicorn-gthread");
+    assert_no_failures("gunicorn-gthread", &figures);
+}
