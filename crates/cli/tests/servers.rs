@@ -175,3 +175,10 @@ fn gunicorn_gthread_loses_no_request_across_restarts() {
     let figures = restarts_under_load("gunicorn-gthread");
     assert_no_failures("gunicorn-gthread", &figures);
 }
+
+#[test]
+fn go_http_loses_no_request_across_restarts() {
+    require("go", &["version"], "apt-get install golang-go");
+    let figures = restarts_under_load("go-http");
+    assert_no_failures("go-http", &figures);
+}

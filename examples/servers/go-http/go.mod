@@ -1,0 +1,3 @@
+module overseer.example/go-http
+
+go 1.19
