@@ -228,18 +228,16 @@ pub(crate) fn close_in_child(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
     }
 }
 
-/// Starts the child `cmd` at the lowest CPU priority (nice 19): a check
-/// run beside the serving workers takes the CPUs only when they leave them.
-pub(crate) fn lowest_priority(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and makes one
-    // system call with plain integers (setpriority, a thin syscall wrapper),
-    // ignoring its result: no allocation, no lock.
+/// Puts the running process `pid` (a child that has executed its program)
+/// at the lowest CPU priority (nice 19), so that it takes the CPUs only when
+/// the serving workers leave them. Set from the parent once the child has
+/// executed: set in the child before its exec, a starved child would hold
+/// the master's descriptors (and locks) until it got the CPU to exec.
+pub(crate) fn lowest_priority(pid: u32) {
+    // SAFETY: setpriority takes plain integers and touches no memory of
+    // this process; an error (the child already gone) is ignored.
     unsafe {
-        cmd.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-            Ok(())
-        });
+        libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 19);
     }
 }
 

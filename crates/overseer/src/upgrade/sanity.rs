@@ -116,8 +116,6 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
         .process_group(0);
     // Out of the master's group, it would outlive a master killed outright.
     crate::sys::die_with_parent(&mut cmd);
-    // Beside the serving workers, it takes only the CPU they leave.
-    crate::sys::lowest_priority(&mut cmd);
     // Another thread may fork while the staging file was still open for
     // writing in this process; exec then fails with ETXTBSY for a moment.
     let mut attempts = 0;
@@ -131,6 +129,9 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
             Err(e) => return Err(format!("{what} cannot be started: {e}")),
         }
     };
+    // Executed (spawn returns once it has): beside the serving workers, it
+    // takes only the CPU they leave.
+    crate::sys::lowest_priority(child.id());
     let pid = child.id() as i32;
     let out = Output::default();
     let err = Output::default();
