@@ -21,12 +21,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
-use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::{open_fds, rss_kb, Proc};
 
+mod support;
+
+use support::{assert_no_failures, run_ok, write_worker, WORKER};
+
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
-const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
 /// A generous bound for anything that should take milliseconds.
 const T: Duration = Duration::from_secs(30);
 
@@ -141,27 +143,6 @@ fn worker_py(port: u16) -> String {
     )
 }
 
-fn load(addr: SocketAddr, keep_alive: bool) -> Load {
-    Load::start(LoadSpec {
-        addr,
-        clients: 3,
-        keep_alive,
-        path: "/".into(),
-        max_duration: Duration::from_secs(240),
-        pause: Duration::ZERO,
-    })
-}
-
-fn assert_no_failures(mode: &str, stats: &Stats) {
-    assert!(
-        stats.failures.is_empty(),
-        "{mode}: {} failures: {:?}",
-        stats.failures.len(),
-        stats.failures.iter().take(10).collect::<Vec<_>>()
-    );
-    assert!(stats.ok > 20, "{mode}: only {} requests", stats.ok);
-}
-
 /// The `pid=` a request answers with.
 fn answering_pid(addr: SocketAddr) -> String {
     let r = Client::new(addr, false)
@@ -201,8 +182,8 @@ fn fifty_reexecs_under_load_keep_the_pid_the_sockets_and_the_worker() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let worker = p.worker_pid(1, T).to_string();
     assert_eq!(answering_pid(addr), worker);
-    let keep_alive = load(addr, true);
-    let per_request = load(addr, false);
+    let keep_alive = support::load(addr, 3, true);
+    let per_request = support::load(addr, 3, false);
     // Two builds of the same program, alternating at the master's path.
     let build_b = s.path("overseer-b");
     let mut bytes = std::fs::read(OVERSEER).expect("read overseer");
@@ -348,8 +329,8 @@ fn a_reload_that_fails_its_check_or_cannot_take_over_changes_nothing() {
     let p = s.start(&[("WORKER_READY", "notify")]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let worker = p.worker_pid(1, T).to_string();
-    let keep_alive = load(addr, true);
-    let per_request = load(addr, false);
+    let keep_alive = support::load(addr, 3, true);
+    let per_request = support::load(addr, 3, false);
     let good = s.path("bin/overseer.good");
     std::fs::copy(OVERSEER, &good).expect("keep a good copy");
 
@@ -512,19 +493,6 @@ fn sigkill_during_a_reexec_leaves_no_worker_and_a_fresh_start_serves() {
     // A fresh start serves.
     let p = s.start(&[("WORKER_READY", "notify")]);
     assert_eq!(answering_pid(addr), p.worker_pid(1, T).to_string());
-}
-
-/// Writes `worker.py` with `VERSION = "v"` to `path`, executable.
-fn write_worker(path: &Path, version: &str) {
-    let text = std::fs::read_to_string(WORKER).expect("worker.py");
-    let text = text.replace("VERSION = \"1\"", &format!("VERSION = \"{version}\""));
-    std::fs::write(path, text).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
 }
 
 /// A service whose program is `bin/app` (`worker.py`, version 1) with a

@@ -16,17 +16,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
-use overseer_harness::load::{Load, LoadSpec, Stats};
 use overseer_harness::ports::free_port;
 use overseer_harness::proc::{env_names, Proc};
 use overseer_harness::release::ReleaseServer;
+
+mod support;
+
+use support::{assert_no_failures, load, run_ok, write_worker, WORKER};
 
 /// The GCS-shaped server of the library's fetcher tests.
 #[path = "../../overseer/tests/support/gcs.rs"]
 mod gcs;
 
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
-const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
 /// A generous bound for anything that should take milliseconds.
 const T: Duration = Duration::from_secs(30);
 
@@ -101,27 +103,6 @@ fn ready_ms(p: &Proc, n: u64) -> u64 {
     line.rsplit_once("ready after ")
         .and_then(|(_, r)| r.trim_end_matches(" ms").parse().ok())
         .unwrap_or_else(|| panic!("no time in {line:?}"))
-}
-
-fn load(addr: SocketAddr, clients: usize, keep_alive: bool) -> Load {
-    Load::start(LoadSpec {
-        addr,
-        clients,
-        keep_alive,
-        path: "/".into(),
-        max_duration: Duration::from_secs(120),
-        pause: Duration::ZERO,
-    })
-}
-
-fn assert_no_failures(mode: &str, stats: &Stats) {
-    assert!(
-        stats.failures.is_empty(),
-        "{mode}: {} failures: {:?}",
-        stats.failures.len(),
-        stats.failures.iter().take(10).collect::<Vec<_>>()
-    );
-    assert!(stats.ok > 20, "{mode}: only {} requests", stats.ok);
 }
 
 /// Stops the master with SIGTERM; it must exit 0 like its worker.
@@ -533,23 +514,6 @@ fn expect_refused(cmd: Command, what: &[&str], needles: &[&str], port: u16) {
         Err(nix::errno::Errno::ESRCH),
         "{what:?}: a process was left behind"
     );
-}
-
-/// Writes `worker.py` with `VERSION = "v"` to `path`, executable.
-fn write_worker(path: &Path, version: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let text = std::fs::read_to_string(WORKER).expect("worker.py");
-    assert!(text.contains("VERSION = \"1\""));
-    let text = text.replace("VERSION = \"1\"", &format!("VERSION = \"{version}\""));
-    std::fs::write(path, text).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {out:?}");
 }
 
 /// Publishes `version` of the worker at `releases/app`, signed (the
