@@ -8,7 +8,8 @@
 //! between, it would keep the service's listening sockets (and the control
 //! socket) open a moment longer than the master, and a master started
 //! right then could not bind them: the master's own sockets are
-//! registered here ([`keep_out`]) and closed first thing in the child.
+//! registered here ([`keep_out`]) and closed in each child [`spawn`]
+//! starts, before its exec.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -50,11 +51,10 @@ pub(crate) fn let_go(fd: RawFd) {
     kept_out().retain(|&f| f != fd);
 }
 
-/// Has the child `cmd` starts close the registered descriptors before
-/// anything else, and leaves the variables of a master's re-exec (which
-/// name descriptors of the master) out of its environment. Call before the
-/// other set-up of the child.
-pub(crate) fn keep_out_of(cmd: &mut Command) {
+/// Has the child `cmd` starts close the registered descriptors, and leaves
+/// the variables of a master's re-exec (which name descriptors of the
+/// master) out of its environment.
+fn keep_out_of(cmd: &mut Command) {
     use crate::protocol::{
         OVERSEER_MASTER_FALLBACK, OVERSEER_MASTER_PREVIOUS, OVERSEER_MASTER_STATE,
     };
@@ -71,8 +71,10 @@ pub(crate) fn keep_out_of(cmd: &mut Command) {
     }
 }
 
-/// Spawns `cmd`, registered before anyone can reap it.
+/// Spawns `cmd`, registered before anyone can reap it, without the
+/// master's sockets (see [`keep_out`]).
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
+    keep_out_of(cmd);
     let mut registered = lock();
     let child = cmd.spawn()?;
     registered.insert(child.id() as i32, None);

@@ -175,7 +175,6 @@ impl Watcher {
             cmd.env_remove(var);
         }
         self.withheld.remove_from(&mut cmd);
-        child_registry::keep_out_of(&mut cmd);
         let mut child = match child_registry::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {

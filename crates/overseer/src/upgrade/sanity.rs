@@ -108,7 +108,6 @@ pub(crate) struct Ran {
 /// and once it has exited, and dying with the master (parent-death signal). An error when it cannot be
 /// started, does not finish in time, or leaves a process holding its output.
 pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Result<Ran, String> {
-    child_registry::keep_out_of(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
