@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod client;
+pub mod h2load;
 pub mod load;
 pub mod openloop;
 pub mod ports;

@@ -6,10 +6,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
+use overseer_harness::h2load::H2Load;
 use overseer_harness::proc::{describe, Proc};
 use support::*;
 
-fn example_survives_handovers(binary: &str) {
+/// Four workers in turn under HTTP/1.1 keep-alive and per-request load (and
+/// HTTP/2 load where the example speaks it), with a slow request in flight
+/// across the first handover: nothing fails, and the slow request is
+/// answered by the worker that took it.
+fn example_survives_handovers(binary: &str, http2: bool) {
     let mut cmd = Command::new(binary);
     cmd.arg("127.0.0.1:0");
     let mut p = Proc::spawn(cmd);
@@ -17,13 +22,17 @@ fn example_survives_handovers(binary: &str) {
     p.expect_line("worker 1 ready", T);
     let keep_alive = load(addr, 3, true);
     let per_request = load(addr, 3, false);
+    let h2 = http2.then(|| H2Load::start(addr, 4, Duration::from_secs(120)));
     let slow = std::thread::spawn(move || Client::new(addr, false).get("/slow?ms=2000"));
     std::thread::sleep(Duration::from_millis(300));
     for n in 2..=4u64 {
         p.signal(overseer::SIGUSR2);
         p.expect_line(&format!("worker {n} ready"), T);
         let deadline = Instant::now() + T;
-        while keep_alive.latest_worker() < n && Instant::now() < deadline {
+        let reached = |latest: u64| latest >= n || Instant::now() >= deadline;
+        while !(reached(keep_alive.latest_worker())
+            && reached(h2.as_ref().map_or(n, H2Load::latest_worker)))
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -46,6 +55,22 @@ fn example_survives_handovers(binary: &str) {
             "{mode}: reached the last worker"
         );
     }
+    if let Some(h2) = h2 {
+        let stats = h2.stop();
+        eprintln!(
+            "HTTP/2: {} ok, {} failed, {} sent again unwritten",
+            stats.ok,
+            stats.failures.len(),
+            stats.resent
+        );
+        assert!(stats.failures.is_empty(), "HTTP/2: {:?}", stats.failures);
+        assert!(stats.ok > 0, "HTTP/2: no request served");
+        assert!(
+            stats.by_worker.contains_key(&4),
+            "HTTP/2: reached the last worker: {:?}",
+            stats.by_worker
+        );
+    }
     p.signal(15);
     let status = p.expect_exit(T);
     assert_eq!(status.code(), Some(0), "{}", describe(status));
@@ -53,10 +78,15 @@ fn example_survives_handovers(binary: &str) {
 
 #[test]
 fn std_example_loses_nothing_and_drains_slow_requests() {
-    example_survives_handovers(env!("CARGO_BIN_EXE_example-http-std"));
+    example_survives_handovers(env!("CARGO_BIN_EXE_example-http-std"), false);
 }
 
 #[test]
 fn axum_example_loses_nothing_and_drains_slow_requests() {
-    example_survives_handovers(env!("CARGO_BIN_EXE_example-http-axum"));
+    example_survives_handovers(env!("CARGO_BIN_EXE_example-http-axum"), true);
+}
+
+#[test]
+fn hyper_example_loses_nothing_over_http1_and_http2() {
+    example_survives_handovers(env!("CARGO_BIN_EXE_example-http-hyper"), true);
 }

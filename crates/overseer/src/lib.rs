@@ -150,6 +150,8 @@ mod listener;
 mod log;
 mod progress;
 pub mod protocol;
+#[cfg(all(unix, feature = "tokio"))]
+pub mod serve;
 mod shutdown;
 #[cfg(unix)]
 mod sockets;
