@@ -78,8 +78,10 @@
 //! connection's next request with `Connection: close`, and close connections
 //! that stay idle only after a short grace period. Closing an idle keep-alive
 //! connection at once races with a client reusing it, which is where
-//! restarts usually lose requests. The `http_std` and `http_axum` examples
-//! show the pattern.
+//! restarts usually lose requests. The `http_std` example shows the pattern
+//! with std alone; for tokio, axum and hyper, `serve` (features `tokio` and
+//! `hyper`) does it in one call, HTTP/2 included (the `http_axum` and
+//! `http_hyper` examples).
 //!
 //! ## Self-upgrade
 //!
