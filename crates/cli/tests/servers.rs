@@ -182,3 +182,12 @@ fn go_http_loses_no_request_across_restarts() {
     let figures = restarts_under_load("go-http");
     assert_no_failures("go-http", &figures);
 }
+
+/// Puma's own graceful stop closes idle keep-alive connections: `draining.rb`
+/// drains them.
+#[test]
+fn puma_loses_no_request_across_restarts() {
+    require("puma", &["--version"], "apt-get install puma");
+    let figures = restarts_under_load("puma");
+    assert_no_failures("puma", &figures);
+}
