@@ -24,6 +24,19 @@ IDLE_GRACE = 2.0
 class DrainingH11Protocol(H11Protocol):
     draining = False
 
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        # uvicorn opens --fd sockets as AF_UNIX, so asyncio leaves Nagle's
+        # algorithm on for the TCP connections they accept: a keep-alive
+        # response written in two parts then waits ~40 ms for the client's
+        # delayed ACK.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not a TCP connection
+
     def shutdown(self):
         self.draining = True
         self.close_after_response()

@@ -1,0 +1,3 @@
+module overseer.example/baseline-go-http
+
+go 1.19
