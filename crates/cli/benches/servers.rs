@@ -4,7 +4,7 @@
 //! first run it (the baselines in `benches/servers/`), so the figures show
 //! what each recipe buys.
 //!
-//! `cargo bench -p overseer-cli --bench servers [NAME…]` (the servers must be
+//! `cargo bench -p overseer-cli --bench servers [-- NAME…]` (the servers must be
 //! installed: `scripts/test` does it). Prints a Markdown table; the latest
 //! one is in docs/benchmarks.md.
 
@@ -32,14 +32,20 @@ fn main() {
             println!("{}: skipped, {missing}", recipe.name);
             continue;
         }
-        for (variant, dir) in [
-            ("recipe", Path::new(SERVERS)),
-            ("baseline", Path::new(BASELINES)),
+        for (variant, dir, env) in [
+            ("recipe", Path::new(SERVERS), &[][..]),
+            ("baseline", Path::new(BASELINES), &[][..]),
+            // The baseline's `run` adds --steer-connections when STEER is set.
+            (
+                "baseline, steered",
+                Path::new(BASELINES),
+                &[("STEER", "1")][..],
+            ),
         ] {
             let run = dir.join(recipe.name);
             // A run that cannot go on (a restart that fails, a worker that
             // never answers) is reported in its row; the others still run.
-            let Ok(figures) = std::panic::catch_unwind(|| restarts_under_load(&run)) else {
+            let Ok(figures) = std::panic::catch_unwind(|| restarts_under_load(&run, env)) else {
                 let row = format!(
                     "| {} | {variant} | did not finish (see above) | |",
                     recipe.name

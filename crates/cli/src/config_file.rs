@@ -70,6 +70,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub no_restart: bool,
     #[serde(default)]
+    pub steer_connections: bool,
+    #[serde(default)]
     pub debug: bool,
     #[serde(default)]
     pub upgrade: UpgradeFile,

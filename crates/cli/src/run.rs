@@ -112,6 +112,15 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     no_restart: bool,
 
+    /// Steer new TCP connections to the newest ready worker (Linux): each
+    /// worker accepts on a socket of its own (one SO_REUSEPORT group per
+    /// address), and the old one gets SIGTERM only once it has accepted every
+    /// connection sent to it, a second after the new one is ready. For
+    /// servers that drop connections they accepted but had not read yet
+    /// when they stop. The master cannot re-execute itself while it steers.
+    #[arg(long)]
+    steer_connections: bool,
+
     /// The installed program's version (e.g. 1.4.0): signed releases not
     /// newer are refused; workers see it in OVERSEER_VERSION.
     #[arg(long, value_name = "VERSION")]
@@ -347,6 +356,7 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
     }
     config = config
         .no_restart(a.no_restart || f.no_restart)
+        .steer_connections(a.steer_connections || f.steer_connections)
         .debug(a.debug || f.debug);
 
     // Upgrades.

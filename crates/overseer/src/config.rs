@@ -181,6 +181,7 @@ pub struct Config {
     /// The listening addresses, in the program's order, with their names.
     pub(crate) addresses: Vec<Named<String>>,
     pub(crate) backlog: i32,
+    pub(crate) steer_connections: bool,
     pub(crate) restart_signal: i32,
     pub(crate) reload_signal: Option<i32>,
     pub(crate) reexec_after_upgrade: bool,
@@ -291,6 +292,7 @@ impl Config {
             program,
             addresses: Vec::new(),
             backlog: DEFAULT_BACKLOG,
+            steer_connections: false,
             restart_signal: SIGUSR2,
             reload_signal: None,
             reexec_after_upgrade: true,
@@ -349,6 +351,34 @@ impl Config {
     /// arrive while no worker is accepting wait here.
     pub fn backlog(mut self, backlog: i32) -> Self {
         self.backlog = backlog;
+        self
+    }
+
+    /// Steers new TCP connections to the newest ready worker (Linux; off by
+    /// default).
+    ///
+    /// Without it, the workers share each listening socket, and a worker
+    /// that is replaced goes on taking connections from it until it stops
+    /// accepting at SIGTERM; a server that then drops the connections it
+    /// accepted but has not read yet (uvicorn, gunicorn's gthread workers)
+    /// loses requests at every restart, whatever its own settings. With it,
+    /// each worker accepts on a socket of its own in one `SO_REUSEPORT`
+    /// group per TCP address, and once a new worker is ready the group sends
+    /// every new connection to it (a one-instruction classic BPF program; no
+    /// privilege needed). The old worker goes on accepting what was sent to
+    /// it before; it gets SIGTERM one second later, once its accept queue is
+    /// empty (or 5 s after that at the latest: what is still queued then
+    /// waits for the next worker given its socket).
+    ///
+    /// What it changes: the master's TCP sockets are bound with
+    /// `SO_REUSEPORT`, so another process of the same user could bind the
+    /// same address beside them; each handover's SIGTERM comes a second
+    /// later; a socket passed by socket activation is steered only if it has
+    /// `SO_REUSEPORT` already (systemd's `ReusePort=yes`), and is shared
+    /// otherwise, as are UDP and Unix sockets; and the master cannot
+    /// re-execute itself while it steers ([`crate::reload`] is refused).
+    pub fn steer_connections(mut self, on: bool) -> Self {
+        self.steer_connections = on;
         self
     }
 

@@ -82,7 +82,7 @@ pub(crate) fn run(config: &Config, sockets: Option<Vec<Socket>>) -> Result<()> {
 /// Adopts the sockets socket activation passed, binds the other addresses.
 #[cfg(unix)]
 fn open(config: &Config, addresses: &[Named<Address>]) -> Result<Vec<Socket>> {
-    crate::sockets::open(addresses, config.backlog)
+    crate::sockets::open(addresses, config.backlog, false)
 }
 
 /// Binds the addresses.

@@ -192,7 +192,7 @@ pub(crate) fn bind_all(
 ) -> Result<Vec<Socket>> {
     let mut bound: Vec<Socket> = Vec::with_capacity(addresses.len());
     for (i, a) in addresses.iter().enumerate() {
-        match bind_one(&a.address, fd_name(a.name.as_deref(), i), backlog) {
+        match bind_one(&a.address, fd_name(a.name.as_deref(), i), backlog, false) {
             Ok(b) => bound.push(b),
             Err(e) => {
                 remove_socket_files(&bound);
@@ -210,8 +210,14 @@ pub(crate) fn remove_socket_files(sockets: &[Socket]) {
     }
 }
 
-/// Binds one address, the socket called `name`.
-pub(crate) fn bind_one(address: &Address, name: String, backlog: i32) -> Result<Socket> {
+/// Binds one address, the socket called `name`; a TCP socket with
+/// `SO_REUSEPORT` when `reuse_port` (for connection steering).
+pub(crate) fn bind_one(
+    address: &Address,
+    name: String,
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<Socket> {
     let err = |source: io::Error| Error::Bind {
         address: address.text.clone(),
         source,
@@ -220,6 +226,9 @@ pub(crate) fn bind_one(address: &Address, name: String, backlog: i32) -> Result<
         let socket =
             socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         if addr.is_ipv6() {
             socket.set_only_v6(!addr.ip().is_unspecified())?;
         }

@@ -33,7 +33,11 @@ use crate::protocol::{LISTEN_FDNAMES, LISTEN_FDS_START};
 /// master could not start before it opened its sockets.
 ///
 /// The sockets come in the program's order (worker fds 3, 4, …).
-pub(crate) fn open(addresses: &[Named<Address>], backlog: i32) -> Result<Vec<Socket>> {
+pub(crate) fn open(
+    addresses: &[Named<Address>],
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<Vec<Socket>> {
     let passed = match listener::passed_count() {
         // Taken by a master whose set-up then failed before it could hand
         // them over: they are closed, and the addresses are bound instead.
@@ -85,7 +89,7 @@ pub(crate) fn open(addresses: &[Named<Address>], backlog: i32) -> Result<Vec<Soc
                     unix_path: None,
                 });
             }
-            None => match listener::bind_one(address, name, backlog) {
+            None => match listener::bind_one(address, name, backlog, reuse_port) {
                 Ok(b) => {
                     log::info!(
                         "listening on {address} ({})",

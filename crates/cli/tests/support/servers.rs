@@ -130,14 +130,17 @@ fn path_var() -> std::ffi::OsString {
     std::env::join_paths(dirs).expect("PATH")
 }
 
-/// Starts `DIR/run 127.0.0.1:PORT`, runs both load modes through `RESTARTS`
-/// restarts, and returns the figures per mode.
-pub fn restarts_under_load(dir: &Path) -> [(&'static str, Stats); 2] {
+/// Starts `DIR/run 127.0.0.1:PORT` (with `env` added to its environment),
+/// runs both load modes through `RESTARTS` restarts, and returns the
+/// figures per mode.
+pub fn restarts_under_load(dir: &Path, env: &[(&str, &str)]) -> [(&'static str, Stats); 2] {
     let name = dir.display();
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut cmd = Command::new(dir.join("run"));
-    cmd.arg(addr.to_string()).env("PATH", path_var());
+    cmd.arg(addr.to_string())
+        .env("PATH", path_var())
+        .envs(env.iter().copied());
     let p = Proc::spawn_quiet(cmd);
     p.expect_line("worker 1 ready", T);
     let first = Client::new(addr, false)

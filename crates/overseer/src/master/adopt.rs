@@ -138,8 +138,13 @@ fn build(
                     bound.push(None);
                 }
                 None => {
-                    let socket = listener::bind_one(&a.address, name.clone(), config.backlog)
-                        .map_err(|e| e.to_string())?;
+                    let socket = listener::bind_one(
+                        &a.address,
+                        name.clone(),
+                        config.backlog,
+                        config.steer_connections,
+                    )
+                    .map_err(|e| e.to_string())?;
                     if let Some(p) = &socket.unix_path {
                         created.socket_files.push(p.clone());
                     }

@@ -26,7 +26,18 @@ pub(crate) struct Rules {
     pub ready_on_spawn: bool,
     /// A restart request stops the service instead.
     pub no_restart: bool,
+    /// With connection steering: how long a replaced worker goes on
+    /// accepting after new connections were steered away from it, before it
+    /// is told to drain (and only once its accept queue is empty).
+    pub settle: Option<Duration>,
 }
+
+/// How long a replaced worker's accept queue may stay non-empty after the
+/// settle time before it is told to drain anyway (it is not accepting):
+/// what is left there waits for the next worker given its socket.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How often a non-empty accept queue is looked at again.
+const QUEUE_POLL: Duration = Duration::from_millis(5);
 
 /// How the master will end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +87,12 @@ pub(crate) trait Effects {
     /// The release's worker failed probation for `reason`: the previous
     /// binary comes back.
     fn probation_failed(&mut self, probation: Probation, reason: &str);
+    /// With connection steering: every new connection goes to worker
+    /// `number` from now on.
+    fn steer(&mut self, number: u64);
+    /// With connection steering: the connections waiting in worker
+    /// `number`'s accept queues.
+    fn queued(&mut self, number: u64) -> u32;
 }
 
 /// Where a worker is in its life.
@@ -85,8 +102,17 @@ pub(crate) enum Phase {
     Starting,
     /// Ready and serving.
     Serving,
-    /// Told to drain (SIGTERM); its kill deadline applies.
+    /// Replaced (with steering, SIGTERM may still be due); its kill
+    /// deadline applies once told to drain.
     Draining,
+}
+
+/// A replaced worker that is still accepting: SIGTERM is due at `at` if its
+/// accept queue is empty by then, and at `give_up` in any case.
+#[derive(Debug, Clone, Copy)]
+struct TermDue {
+    at: Instant,
+    give_up: Instant,
 }
 
 /// A worker as the handover sees it.
@@ -98,6 +124,8 @@ pub(crate) struct WorkerState {
     pub started: Instant,
     ready_deadline: Instant,
     kill_deadline: Option<Instant>,
+    /// Steered away from, not yet told to drain.
+    term_due: Option<TermDue>,
     /// Set once SIGKILL was sent, with the reason to report.
     killed: Option<String>,
     /// When a stop signal (SIGINT, SIGQUIT, SIGHUP) last reached the worker
@@ -114,6 +142,7 @@ impl WorkerState {
             started: spawned.at,
             ready_deadline: spawned.at + ready_timeout,
             kill_deadline: None,
+            term_due: None,
             killed: None,
             stop_signalled: None,
         }
@@ -122,8 +151,19 @@ impl WorkerState {
     /// Tells the worker to drain, with `timeout` before SIGKILL.
     fn drain(&mut self, timeout: Duration, now: Instant, fx: &mut dyn Effects) {
         self.phase = Phase::Draining;
+        self.term_due = None;
         self.kill_deadline = Some(now + timeout);
         fx.signal(self.pid, libc::SIGTERM);
+    }
+
+    /// New connections go elsewhere now: the worker drains after `settle`,
+    /// once it has accepted what was sent to it before.
+    fn retire(&mut self, settle: Duration, now: Instant) {
+        self.phase = Phase::Draining;
+        self.term_due = Some(TermDue {
+            at: now + settle,
+            give_up: now + settle + QUEUE_WAIT,
+        });
     }
 
     /// SIGKILLs the worker once, remembering why.
@@ -145,6 +185,9 @@ impl WorkerState {
     fn deadline(&self) -> Option<Instant> {
         if self.killed.is_some() {
             return None;
+        }
+        if let Some(due) = self.term_due {
+            return Some(due.at);
         }
         match self.phase {
             Phase::Starting => Some(self.ready_deadline),
@@ -245,6 +288,9 @@ impl Handover {
             kill_deadline: w
                 .kill_deadline_in_ms
                 .map(|ms| carried::instant_in(now, ms, gap_ms)),
+            // A re-exec waits for steering's pending SIGTERMs (it is refused
+            // while steering is on), so none is carried.
+            term_due: None,
             killed: w.killed.clone(),
             stop_signalled: w
                 .stop_signalled_ago_ms
@@ -416,6 +462,9 @@ impl Handover {
         log::info!("worker {number} ready after {} ms", after.as_millis());
         new.phase = Phase::Serving;
         fx.ready(number, new.pid, after, self.serving.is_some());
+        if self.rules.settle.is_some() {
+            fx.steer(number);
+        }
         if let Some(p) = self.probation.as_mut().filter(|p| p.is_worker(number)) {
             p.worker_ready(now);
         }
@@ -425,8 +474,20 @@ impl Handover {
                 // release served until then, so it stays.
                 self.pass_probation(fx);
             }
-            log::info!("worker {} draining (pid {})", old.number, old.pid);
-            old.drain(self.rules.terminate_timeout, now, fx);
+            match self.rules.settle {
+                Some(settle) => {
+                    log::info!(
+                        "worker {} gets no new connections; it drains once it has taken those sent to it (pid {})",
+                        old.number,
+                        old.pid
+                    );
+                    old.retire(settle, now);
+                }
+                None => {
+                    log::info!("worker {} draining (pid {})", old.number, old.pid);
+                    old.drain(self.rules.terminate_timeout, now, fx);
+                }
+            }
             self.draining.push(old);
         }
         if self.stopping {
@@ -448,6 +509,11 @@ impl Handover {
         let timeout = self.rules.terminate_timeout;
         for w in self.serving.iter_mut().chain(self.starting.iter_mut()) {
             if w.phase != Phase::Draining {
+                w.drain(timeout, now, fx);
+            }
+        }
+        for w in &mut self.draining {
+            if w.term_due.is_some() {
                 w.drain(timeout, now, fx);
             }
         }
@@ -641,6 +707,27 @@ impl Handover {
         }
         let ready_timeout = self.rules.ready_timeout;
         let terminate_timeout = self.rules.terminate_timeout;
+        for w in &mut self.draining {
+            let Some(due) = w.term_due.filter(|d| now >= d.at) else {
+                continue;
+            };
+            let queued = fx.queued(w.number);
+            if queued == 0 {
+                log::info!("worker {} draining (pid {})", w.number, w.pid);
+                w.drain(terminate_timeout, now, fx);
+            } else if now >= due.give_up {
+                log::warning!(
+                    "worker {} draining with {queued} connection(s) still in its accept queue after {QUEUE_WAIT:?}: they wait for the next worker given its socket",
+                    w.number
+                );
+                w.drain(terminate_timeout, now, fx);
+            } else {
+                w.term_due = Some(TermDue {
+                    at: now + QUEUE_POLL,
+                    ..due
+                });
+            }
+        }
         if let Some(w) = self.starting.as_mut() {
             if w.phase == Phase::Starting && now >= w.ready_deadline {
                 w.kill(format!("was not ready within {ready_timeout:?}"), fx);

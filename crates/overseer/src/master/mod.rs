@@ -17,6 +17,7 @@ mod reexec;
 mod relay;
 mod run_dir;
 mod signals;
+mod steer;
 mod supervisor;
 mod systemd;
 
@@ -102,7 +103,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
         }
     };
     let run_dir = RunDir::create()?;
-    let sockets = sockets::open(&addresses, config.backlog)?;
+    let sockets = sockets::open(&addresses, config.backlog, config.steer_connections)?;
     let launch = child::launch(program, arg0, args, &sockets);
     let held = Held {
         sockets,
@@ -219,6 +220,8 @@ fn serve(
         no_restart_after_fetch: config.upgrade.no_restart_after_fetch,
         version: config.version.clone(),
         withheld: withheld.clone(),
+        steer: config.steer_connections,
+        backlog: config.backlog,
     };
     let gate = upgrade::Gate::default();
     let (supervisor, pending) = Supervisor::new(

@@ -24,6 +24,7 @@ use super::handover::{Effects, Ended, Handover, Outcome, Rules, Spawned, WorkerS
 use super::held::{Held, Resumed};
 use super::reexec;
 use super::signals;
+use super::steer::Steering;
 use super::systemd::Systemd;
 use crate::binary_id::BinaryId;
 use crate::child_registry;
@@ -57,7 +58,16 @@ pub(crate) struct Settings {
     pub version: Option<String>,
     /// The release source's credentials, kept from workers and probes.
     pub withheld: Withheld,
+    /// Steer new connections to the newest ready worker.
+    pub steer: bool,
+    /// The listen backlog (of the sockets steering opens).
+    pub backlog: i32,
 }
+
+/// With steering, how long a replaced worker goes on accepting what was
+/// sent to it before it is told to drain: a connection whose handshake began
+/// before the switch lands in its queue up to a round trip later.
+const STEER_SETTLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Supervisor {
     restart_signal: i32,
@@ -118,6 +128,8 @@ struct Live {
     /// A release that passed probation, until the upgrade thread recorded
     /// it: the master then re-executes into it (when that is on).
     passed: Option<String>,
+    /// Which socket each worker accepts on, when connections are steered.
+    steering: Option<Steering>,
 }
 
 /// A re-exec request: what asked for it, and the control client waiting.
@@ -163,11 +175,17 @@ impl Supervisor {
         rx: Receiver<Event>,
         resumed: Option<Resumed>,
     ) -> (Self, Option<Pending>) {
+        let steering = if settings.steer {
+            Steering::new(&held.sockets, settings.backlog)
+        } else {
+            None
+        };
         let rules = Rules {
             terminate_timeout: settings.terminate_timeout,
             ready_timeout: settings.ready_timeout,
             ready_on_spawn: settings.ready_on_spawn,
             no_restart: settings.no_restart,
+            settle: steering.as_ref().map(|_| STEER_SETTLE),
         };
         let mut handover = Handover::new(rules.clone());
         let mut outcomes = control::Outcomes::new();
@@ -233,6 +251,7 @@ impl Supervisor {
                 outcomes,
                 systemd,
                 passed: None,
+                steering,
             },
             reap_all: std::process::id() == 1,
             stop_flag: Shutdown::new(),
@@ -429,6 +448,13 @@ impl Supervisor {
             },
             clean: matches!(status, WaitStatus::Exited(_, 0)),
         };
+        // Its socket is free before a replacement may be started for it.
+        if let (Some(steering), Some(w)) = (
+            self.live.steering.as_mut(),
+            self.live.processes.iter().find(|w| w.pid == pid),
+        ) {
+            steering.forget(w.number);
+        }
         self.handover
             .exited(pid.as_raw(), &ended, Instant::now(), &mut self.live);
         // Gone: its notify relay and readiness watcher end.
@@ -473,6 +499,9 @@ impl Supervisor {
         }
         if !matches!(self.reexec, Stage::Idle) {
             return refuse(client, "a re-exec is in progress already");
+        }
+        if self.live.steering.is_some() {
+            return refuse(client, "the master steers connections (steer_connections), and cannot carry that across a re-exec yet: restart the service to run a new overseer");
         }
         log::info!("re-exec asked for by {source}");
         self.reexec = Stage::Waiting(ReexecRequest { source, client });
@@ -799,6 +828,11 @@ impl Effects for Live {
         let id = self.binary.current();
         self.systemd
             .starting(number, self.version_label(&id, probation));
+        if let Some(steering) = self.steering.as_mut() {
+            steering
+                .place(number, &mut self.launch.fds)
+                .map_err(|e| format!("cannot open a listening socket for worker {number}: {e}"))?;
+        }
         let worker = Worker::spawn(
             &mut self.launch,
             number,
@@ -860,6 +894,16 @@ impl Effects for Live {
     fn probation_failed(&mut self, probation: Probation, reason: &str) {
         let line = probation.failed(reason);
         self.outcomes.upgrade(line);
+    }
+
+    fn steer(&mut self, number: u64) {
+        if let Some(steering) = self.steering.as_mut() {
+            steering.steer_to(number);
+        }
+    }
+
+    fn queued(&mut self, number: u64) -> u32 {
+        self.steering.as_ref().map_or(0, |s| s.queued(number))
     }
 }
 

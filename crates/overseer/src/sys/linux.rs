@@ -3,6 +3,7 @@
 //! tuned for the master.
 
 use std::io;
+use std::os::fd::RawFd;
 
 use super::{child_exec, ExecData, Launch, PROGRAM_MASK};
 
@@ -249,4 +250,76 @@ pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
 /// id is the pid): after an `execve`, the thread that called it is.
 pub(crate) fn on_main_thread() -> bool {
     nix::unistd::gettid() == nix::unistd::getpid()
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h: 51, as on MIPS;
+/// SPARC numbers its options apart).
+#[cfg(not(target_arch = "sparc64"))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+#[cfg(target_arch = "sparc64")]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x0035;
+
+/// Sends every new connection of `fd`'s `SO_REUSEPORT` group to the
+/// group's socket number `index` (the order in which its sockets started
+/// listening): a classic BPF program of one instruction, `ret #index`,
+/// which needs no privilege. The program is the group's, whichever member
+/// it is attached through, and replaces the previous one at once.
+pub(crate) fn steer_group(fd: RawFd, index: u32) -> io::Result<()> {
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let mut program = [libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: index,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, one valid instruction, both alive
+    // for the call; the kernel copies the program before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The connections waiting in listening TCP socket `fd`'s accept queue
+/// (`TCP_INFO`'s `tcpi_unacked` on a listener), read through any copy of it.
+pub(crate) fn accept_queue(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: `tcp_info` is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of `len` bytes, and the
+    // kernel writes at most `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // TCP_LISTEN: the field counts queued connections only on a listener.
+    if info.tcpi_state != 10 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening TCP socket",
+        ));
+    }
+    Ok(info.tcpi_unacked)
 }

@@ -20,7 +20,8 @@ mod platform;
 mod platform;
 
 pub(crate) use platform::{
-    die_with_parent, on_main_thread, release_free_memory, tune_malloc_for_master,
+    accept_queue, die_with_parent, on_main_thread, release_free_memory, steer_group,
+    tune_malloc_for_master,
 };
 
 use std::ffi::{CString, OsString};

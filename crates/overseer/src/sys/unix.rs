@@ -110,3 +110,19 @@ pub(super) fn open_own_executable() -> io::Result<std::fs::File> {
 pub(crate) fn on_main_thread() -> bool {
     true
 }
+
+/// Steering a `SO_REUSEPORT` group by classic BPF is Linux's.
+pub(crate) fn steer_group(_fd: std::os::fd::RawFd, _index: u32) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "steering connections is supported on Linux only",
+    ))
+}
+
+/// A listener's accept queue is read by `TCP_INFO` on Linux only.
+pub(crate) fn accept_queue(_fd: std::os::fd::RawFd) -> io::Result<u32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "reading an accept queue is supported on Linux only",
+    ))
+}

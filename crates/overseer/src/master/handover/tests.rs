@@ -19,6 +19,8 @@ struct Recorder {
     done: Vec<String>,
     failing_spawns: Vec<u64>,
     now: Option<Instant>,
+    /// Connections in each worker's accept queue (steering).
+    queued: Vec<(u64, u32)>,
 }
 
 impl Recorder {
@@ -73,6 +75,15 @@ impl Effects for Recorder {
         self.done.push(format!("rolled back: {reason}"));
         probation.abandon();
     }
+    fn steer(&mut self, number: u64) {
+        self.done.push(format!("steer {number}"));
+    }
+    fn queued(&mut self, number: u64) -> u32 {
+        self.queued
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map_or(0, |(_, q)| *q)
+    }
 }
 
 fn rules() -> Rules {
@@ -81,6 +92,7 @@ fn rules() -> Rules {
         ready_timeout: READY,
         ready_on_spawn: false,
         no_restart: false,
+        settle: None,
     }
 }
 
@@ -107,10 +119,15 @@ fn serving(rules: Rules) -> (Handover, Recorder, Instant) {
         now: Some(t0),
         ..Recorder::default()
     };
+    let steering = rules.settle.is_some();
     let mut h = Handover::new(rules);
     assert!(h.start(&mut fx));
     h.ready(1, t0, &mut fx);
-    assert_eq!(fx.take(), ["spawn 1", "ready 1"]);
+    let mut expected = vec!["spawn 1", "ready 1"];
+    if steering {
+        expected.push("steer 1");
+    }
+    assert_eq!(fx.take(), expected);
     (h, fx, t0)
 }
 
@@ -632,4 +649,79 @@ fn a_carried_handover_goes_on_where_it_stopped() {
             "spawn 4"
         ]
     );
+}
+
+const SETTLE: Duration = Duration::from_secs(1);
+
+fn steering() -> Rules {
+    Rules {
+        settle: Some(SETTLE),
+        ..rules()
+    }
+}
+
+#[test]
+fn with_steering_the_old_worker_drains_after_the_settle_time_once_its_queue_is_empty() {
+    let (mut h, mut fx, t0) = serving(steering());
+    h.restart("SIGUSR2", t0, &mut fx);
+    h.ready(2, t0, &mut fx);
+    assert_eq!(fx.take(), ["spawn 2", "ready 2 (handover)", "steer 2"]);
+    assert_eq!(h.next_deadline(), Some(t0 + SETTLE));
+    // Not before the settle time, and not while connections wait for it.
+    h.deadlines(t0 + SETTLE / 2, &mut fx);
+    fx.queued = vec![(1, 3)];
+    h.deadlines(t0 + SETTLE, &mut fx);
+    assert!(fx.take().is_empty());
+    let poll = h.next_deadline().unwrap();
+    assert!(poll > t0 + SETTLE && poll < t0 + SETTLE + Duration::from_millis(50));
+    fx.queued.clear();
+    h.deadlines(poll, &mut fx);
+    assert_eq!(fx.take(), ["TERM 101"]);
+    assert_eq!(
+        h.next_deadline(),
+        Some(poll + TERM),
+        "the kill deadline now"
+    );
+    h.exited(101, &exit(0), poll, &mut fx);
+    assert_eq!(numbers(&h), (Some(2), None, vec![]));
+}
+
+#[test]
+fn with_steering_a_queue_that_never_empties_delays_sigterm_by_queue_wait_at_most() {
+    let (mut h, mut fx, t0) = serving(steering());
+    h.restart("SIGUSR2", t0, &mut fx);
+    h.ready(2, t0, &mut fx);
+    fx.take();
+    fx.queued = vec![(1, 1)];
+    let mut now = t0 + SETTLE;
+    for _ in 0..10_000 {
+        h.deadlines(now, &mut fx);
+        if !fx.done.is_empty() {
+            break;
+        }
+        now = h.next_deadline().unwrap();
+    }
+    assert_eq!(fx.take(), ["TERM 101"]);
+    assert!(now >= t0 + SETTLE + QUEUE_WAIT);
+    assert!(now < t0 + SETTLE + QUEUE_WAIT + Duration::from_millis(50));
+}
+
+#[test]
+fn with_steering_a_stop_drains_a_worker_still_settling_at_once() {
+    let (mut h, mut fx, t0) = serving(steering());
+    h.restart("SIGUSR2", t0, &mut fx);
+    h.ready(2, t0, &mut fx);
+    fx.take();
+    h.stop(t0, &mut fx);
+    assert_eq!(fx.take(), ["stopping", "TERM 102", "TERM 101"]);
+}
+
+#[test]
+fn with_steering_a_failed_handover_steers_nothing() {
+    let (mut h, mut fx, t0) = serving(steering());
+    h.restart("SIGUSR2", t0, &mut fx);
+    h.exited(102, &exit(1), t0, &mut fx);
+    let done = fx.take();
+    assert!(done.iter().all(|d| !d.starts_with("steer")), "{done:?}");
+    assert_eq!(numbers(&h), (Some(1), None, vec![]));
 }

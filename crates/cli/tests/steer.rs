@@ -1,0 +1,146 @@
+//! Connection steering (`--steer-connections`): each worker accepts on a
+//! socket of its own, new connections go to the newest ready worker, and a
+//! replaced worker is told to drain only once it has taken every connection
+//! sent to it. Real masters and workers (`worker.py`), real load, every
+//! failed request counted.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overseer_harness::client::Client;
+use overseer_harness::proc::Proc;
+
+mod support;
+
+use support::{assert_no_failures, load, write_worker, WORKER};
+
+const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
+/// A generous bound for anything that should take well under a second.
+const T: Duration = Duration::from_secs(30);
+
+/// Starts a steering master of `program` (worker.py by default) with a
+/// control socket in `dir`.
+fn start(dir: &Path, program: &Path) -> (Proc, SocketAddr) {
+    let mut cmd = Command::new(OVERSEER);
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--steer-connections",
+    ])
+    .arg("--control")
+    .arg(dir.join("control.sock"))
+    .arg("--")
+    .arg("python3")
+    .arg(program)
+    .env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    (p, addr)
+}
+
+/// The socket at a worker's fd 3 (`socket:[inode]`).
+fn listening_socket(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/3"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_else(|e| panic!("worker {pid}'s fd 3: {e}"))
+}
+
+/// The `pid=` of one answer.
+fn answering_pid(addr: SocketAddr) -> i32 {
+    let r = Client::new(addr, false)
+        .get("/")
+        .unwrap_or_else(|f| panic!("GET /: {f}"));
+    r.field("pid")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid= in {:?}", r.body))
+}
+
+#[test]
+fn steered_handovers_lose_nothing_and_alternate_two_sockets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p, addr) = start(dir.path(), Path::new(WORKER));
+    let keep_alive = load(addr, 3, true);
+    let per_request = load(addr, 3, false);
+    let mut sockets = vec![listening_socket(p.worker_pid(1, T))];
+    for n in 2..=6u64 {
+        p.signal(nix::libc::SIGUSR2);
+        p.expect_line(&format!("worker {n} ready"), T);
+        p.expect_line(&format!("worker {} gets no new connections", n - 1), T);
+        let pid = p.worker_pid(n, T);
+        sockets.push(listening_socket(pid));
+        // Every new connection goes to the new worker at once.
+        assert_eq!(answering_pid(addr), pid, "worker {n} answers");
+        p.expect_line(&format!("worker {} drained", n - 1), T);
+        let deadline = Instant::now() + T;
+        while (keep_alive.latest_worker() < n || per_request.latest_worker() < n)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for (mode, stats) in [
+        ("keep-alive", keep_alive.stop()),
+        ("per-request", per_request.stop()),
+    ] {
+        assert_no_failures(mode, &stats);
+        assert_eq!(stats.by_worker.len(), 6, "{mode}: {:?}", stats.by_worker);
+    }
+    // Each worker had another socket than the one before it, and a
+    // socket whose worker had ended was given to the next: two in all.
+    for pair in sockets.windows(2) {
+        assert_ne!(pair[0], pair[1], "{sockets:?}");
+    }
+    let mut distinct = sockets.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{sockets:?}");
+    assert_eq!(p.count("restart failed"), 0);
+}
+
+#[test]
+fn a_failed_start_under_steering_keeps_the_old_worker_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app.py");
+    write_worker(&app, "1");
+    let (p, addr) = start(dir.path(), &app);
+    let pid1 = p.worker_pid(1, T);
+    let per_request = load(addr, 2, false);
+    // A bad deploy: the new worker exits at start.
+    std::fs::write(&app, "import sys\nsys.exit(3)\n").expect("write");
+    p.signal(nix::libc::SIGUSR2);
+    p.expect_line("restart failed", T);
+    assert_eq!(answering_pid(addr), pid1);
+    write_worker(&app, "1");
+    p.signal(nix::libc::SIGUSR2);
+    p.expect_line("worker 3 ready", T);
+    let pid3 = p.worker_pid(3, T);
+    assert_eq!(answering_pid(addr), pid3);
+    let deadline = Instant::now() + T;
+    while per_request.latest_worker() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_no_failures("per-request", &per_request.stop());
+}
+
+#[test]
+fn reload_is_refused_while_steering_and_the_master_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p, addr) = start(dir.path(), Path::new(WORKER));
+    let pid1 = p.worker_pid(1, T);
+    let out = Command::new(OVERSEER)
+        .args(["reload", "--control"])
+        .arg(dir.path().join("control.sock"))
+        .output()
+        .expect("run overseer reload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("steers connections"), "{stderr}");
+    assert_eq!(answering_pid(addr), pid1);
+    drop(p);
+}

@@ -1,0 +1,261 @@
+//! Connection steering (`Config::steer_connections`): each worker
+//! generation accepts on a listening socket of its own in one `SO_REUSEPORT`
+//! group per TCP address, and a one-instruction classic BPF program sends
+//! every new connection to the newest ready worker's socket. The worker it
+//! replaces then takes no new connection before it is told to drain, and
+//! the master tells it only once its own accept queue is empty: a server
+//! that drops connections it accepted but has not read yet (at SIGTERM)
+//! has none.
+//!
+//! The group's sockets are numbered by the order in which they started
+//! listening, and closing one renumbers the last; so the master never closes
+//! one while it runs. A socket whose workers have all ended is given to the
+//! next worker instead of a new one (its queue is empty: no connection has
+//! been sent to it since its worker stopped being the newest). The master's
+//! own socket (number 0) is the first worker's; the group exists from the
+//! start, as the master binds its sockets with `SO_REUSEPORT` when steering
+//! is on (a socket passed by socket activation must have it already:
+//! systemd's `ReusePort=yes`; without it, that address is shared as usual).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket as RawSocket, Type};
+
+use crate::listener::Socket;
+use crate::log;
+use crate::sys;
+
+/// Which socket number (slot) each live worker accepts on: the decisions,
+/// apart from the sockets.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    /// How many slots exist (0 and up).
+    count: usize,
+    /// Live workers and their slots.
+    users: Vec<(u64, usize)>,
+}
+
+impl Slots {
+    /// Slot 0 only: the master's own sockets.
+    pub fn new() -> Slots {
+        Slots {
+            count: 1,
+            users: Vec::new(),
+        }
+    }
+
+    /// The slot for worker `number`: the lowest that no live worker uses,
+    /// or a new one (then `count` grew).
+    pub fn assign(&mut self, number: u64) -> usize {
+        self.users.retain(|(n, _)| *n != number);
+        let slot = (0..self.count)
+            .find(|s| !self.users.iter().any(|(_, used)| used == s))
+            .unwrap_or(self.count);
+        self.count = self.count.max(slot + 1);
+        self.users.push((number, slot));
+        slot
+    }
+
+    /// The slot of worker `number`, while it lives.
+    pub fn of(&self, number: u64) -> Option<usize> {
+        self.users
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, s)| *s)
+    }
+
+    /// Worker `number` has ended: its slot is free for a later one.
+    pub fn release(&mut self, number: u64) {
+        self.users.retain(|(n, _)| *n != number);
+    }
+
+    /// How many slots exist.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// One steered address: its socket per slot.
+#[derive(Debug)]
+struct Group {
+    /// Where the address's socket sits among the workers' fds.
+    position: usize,
+    /// Where the sockets are bound.
+    local: SocketAddr,
+    only_v6: bool,
+    /// Slot `i`'s socket, the master's own copy.
+    sockets: Vec<OwnedFd>,
+}
+
+/// The steered addresses, and which worker accepts on which slot.
+#[derive(Debug)]
+pub(crate) struct Steering {
+    groups: Vec<Group>,
+    slots: Slots,
+    backlog: i32,
+}
+
+impl Steering {
+    /// Steering for the TCP sockets among `sockets` that can be steered, or
+    /// `None` when none can (each that cannot is logged). New connections go
+    /// to the master's own sockets (slot 0) until a later worker is ready.
+    pub fn new(sockets: &[Socket], backlog: i32) -> Option<Steering> {
+        let mut groups = Vec::new();
+        for (position, socket) in sockets.iter().enumerate() {
+            let Some(tcp) = socket.listener.as_tcp() else {
+                continue;
+            };
+            match group(position, tcp.as_fd()) {
+                Ok(g) => groups.push(g),
+                Err(e) => log::warning!(
+                    "connections to {} are not steered (its socket is shared by every worker, as without steering): {e}",
+                    socket.address
+                ),
+            }
+        }
+        if groups.is_empty() {
+            return None;
+        }
+        Some(Steering {
+            groups,
+            slots: Slots::new(),
+            backlog,
+        })
+    }
+
+    /// Gives worker `number` a slot and puts that slot's sockets at the
+    /// steered positions of `fds` (the worker's fds 3..). A new slot's
+    /// sockets are opened here; new connections are not sent to them yet.
+    pub fn place(&mut self, number: u64, fds: &mut [RawFd]) -> io::Result<()> {
+        let slot = self.slots.assign(number);
+        for g in &mut self.groups {
+            if g.sockets.len() <= slot {
+                match open_member(g.local, g.only_v6, self.backlog) {
+                    Ok(fd) => g.sockets.push(fd),
+                    Err(e) => {
+                        self.slots.release(number);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        for g in &self.groups {
+            if let (Some(fd), Some(socket)) = (fds.get_mut(g.position), g.sockets.get(slot)) {
+                *fd = socket.as_raw_fd();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every new connection to worker `number`'s sockets.
+    pub fn steer_to(&mut self, number: u64) {
+        let Some(slot) = self.slots.of(number) else {
+            return;
+        };
+        for g in &self.groups {
+            if let Err(e) = sys::steer_group(g.sockets[0].as_raw_fd(), slot as u32) {
+                log::warning!(
+                    "cannot steer connections to {} to worker {number}: {e}",
+                    g.local
+                );
+            }
+        }
+    }
+
+    /// Connections waiting in worker `number`'s accept queues (0 once it
+    /// has taken all that were sent to it; an unreadable queue counts 0).
+    pub fn queued(&self, number: u64) -> u32 {
+        let Some(slot) = self.slots.of(number) else {
+            return 0;
+        };
+        self.groups
+            .iter()
+            .filter_map(|g| g.sockets.get(slot))
+            .map(|fd| sys::accept_queue(fd.as_raw_fd()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Worker `number` has ended: its slot goes to a later worker.
+    pub fn forget(&mut self, number: u64) {
+        self.slots.release(number);
+    }
+}
+
+/// The steered group of the master's socket at `position`: its address,
+/// and a copy of it as slot 0, with every connection steered to it.
+fn group(position: usize, socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Group> {
+    let sock = SockRef::from(&socket);
+    if !sock.reuse_port()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "its socket has no SO_REUSEPORT (a socket passed by systemd needs ReusePort=yes; one bound before a re-exec turned steering on, a restart of the service)",
+        ));
+    }
+    let local = sock
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
+    let only_v6 = local.is_ipv6() && sock.only_v6()?;
+    let own = sys::dup_fd(socket.as_raw_fd())?;
+    // Fails (EINVAL) when the socket started listening before SO_REUSEPORT
+    // was set: it is in no group, and one cannot be made for it.
+    sys::steer_group(own.as_raw_fd(), 0)?;
+    Ok(Group {
+        position,
+        local,
+        only_v6,
+        sockets: vec![own],
+    })
+}
+
+/// A new member of the group at `local`: bound there with `SO_REUSEPORT`,
+/// listening (it joins the group last, so the slot numbers of the others do
+/// not change).
+fn open_member(local: SocketAddr, only_v6: bool, backlog: i32) -> io::Result<OwnedFd> {
+    let socket = RawSocket::new(
+        Domain::for_address(local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if local.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    socket.bind(&local.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_slots_are_reused_lowest_first_and_new_ones_added_only_when_all_are_taken() {
+        let mut slots = Slots::new();
+        assert_eq!(slots.assign(1), 0);
+        assert_eq!(slots.assign(2), 1, "worker 1 still lives");
+        assert_eq!(slots.count(), 2);
+        slots.release(1);
+        assert_eq!(slots.assign(3), 0, "worker 1's slot is free again");
+        assert_eq!(slots.assign(4), 2, "both taken: a new one");
+        slots.release(2);
+        slots.release(3);
+        assert_eq!(slots.assign(5), 0);
+        assert_eq!(slots.of(4), Some(2));
+        assert_eq!(slots.of(2), None);
+        assert_eq!(slots.count(), 3);
+    }
+
+    #[test]
+    fn a_worker_assigned_again_keeps_one_slot() {
+        let mut slots = Slots::new();
+        assert_eq!(slots.assign(7), 0);
+        assert_eq!(slots.assign(7), 0);
+        assert_eq!(slots.of(7), Some(0));
+    }
+}
