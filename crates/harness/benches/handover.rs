@@ -4,6 +4,8 @@
 //! ```text
 //! cargo bench -p overseer-harness --bench handover
 //! cargo bench -p overseer-harness --bench handover -- --handovers 10 --clients 4 --interval-ms 100 --mode close
+//! cargo bench -p overseer-harness --bench handover -- --testserver          # the same server as the test server
+//! cargo bench -p overseer-harness --bench handover -- --testserver --steer  # …with connection steering
 //! ```
 //!
 //! Prints one table (requests, failures by kind, latency in steady state and
@@ -23,6 +25,8 @@ use overseer_harness::proc::{open_fds, parse_ready_after, rss_kb, Proc};
 const SERVING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_example-http-std");
+/// The same server with switches (`TS_STEER=1`: connection steering).
+const TESTSERVER: &str = env!("CARGO_BIN_EXE_testserver");
 /// How long one handover may take before it counts as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// A handover window lasts from the trigger until this long after the ready line.
@@ -56,6 +60,10 @@ struct Options {
     handovers: usize,
     interval: Duration,
     modes: Vec<&'static str>,
+    /// Run the test server instead of the example.
+    testserver: bool,
+    /// … with connection steering.
+    steer: bool,
 }
 
 /// One handover, as offsets since the load started.
@@ -167,6 +175,8 @@ fn parse_args() -> Options {
         handovers: 20,
         interval: Duration::from_millis(250),
         modes: vec!["keepalive", "close"],
+        testserver: false,
+        steer: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -189,6 +199,11 @@ fn parse_args() -> Options {
                     other => usage(&format!("--mode keepalive|close|both, not {other:?}")),
                 }
             }
+            "--testserver" => opts.testserver = true,
+            "--steer" => {
+                opts.testserver = true;
+                opts.steer = true;
+            }
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => eprintln!("handover bench: ignoring argument {other:?}"),
@@ -204,9 +219,16 @@ fn usage(problem: &str) -> ! {
 }
 
 fn run_mode(opts: &Options, mode: &'static str) -> Run {
-    println!("[{mode}] starting {EXAMPLE}");
-    let mut cmd = Command::new(EXAMPLE);
+    let server = if opts.testserver { TESTSERVER } else { EXAMPLE };
+    println!(
+        "[{mode}] starting {server}{}",
+        if opts.steer { " (steering)" } else { "" }
+    );
+    let mut cmd = Command::new(server);
     cmd.arg("127.0.0.1:0");
+    if opts.steer {
+        cmd.env("TS_STEER", "1");
+    }
     let proc = Proc::spawn_quiet(cmd);
     let addr = proc.listen_addr();
     proc.expect_line("worker 1 ready after", Duration::from_secs(20));

@@ -323,6 +323,35 @@ fn socket_activated_master_adopts_the_socket_and_hands_over_without_failures() {
     assert_eq!(describe(p.expect_exit(T)), "exit 0");
 }
 
+/// Steering asked for, on a socket passed without `SO_REUSEPORT` (the
+/// activator, like systemd without `ReusePort=yes`, does not set it): that
+/// address is shared by the workers as without steering, said once, and a
+/// handover under load loses nothing; no second socket is opened.
+#[test]
+fn steering_falls_back_to_the_shared_socket_on_a_passed_socket_without_reuseport() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut p = activate_testserver(&activate, addr, &["TS_STEER=1"]);
+    assert_eq!(first_worker(addr, ""), "1");
+    let warning = p.expect_line("are not steered", T);
+    assert!(warning.contains("SO_REUSEPORT"), "{warning}");
+    let load = load(addr, 4, true);
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line("worker 1 drained", T);
+    let stats = load.stop();
+    assert!(stats.failures.is_empty(), "failures: {:?}", stats.failures);
+    expect_answering(addr, 2);
+    assert_eq!(listening_sockets(port), 1);
+    assert_eq!(p.count("gets no new connections"), 0, "{:?}", p.output());
+    p.signal(SIGTERM);
+    assert_eq!(describe(p.expect_exit(T)), "exit 0");
+}
+
 /// A socket-activated master that cannot start runs the program directly
 /// on the passed socket, whether it failed before adopting it (no runtime
 /// directory) or after (its control socket's path is a file): the address

@@ -18,6 +18,7 @@
 //! | `TS_RUN_ON_THREAD=1` | `overseer::run` is called on a thread the main thread started (the master's loop is not the main thread) |
 //! | `TS_COUNT_INT=1` | workers log each SIGINT and exit 0 half a second after the first |
 //! | `TS_DEBUG=1` | the master prints its debug lines |
+//! | `TS_STEER=1` | the master steers connections (`Config::steer_connections`) |
 //! | `TS_ORPHANS=1` | each worker leaves two short-lived orphan processes behind |
 //! | `TS_STATUS=S` | each worker, once ready, publishes the status `S (worker N)` |
 //! | `TS_STREAM_ADDR` | a second address, for long-lived streamed responses (below) |
@@ -78,7 +79,8 @@ fn main() {
         .ready_timeout(millis("TS_READY_MS", 10_000))
         .terminate_timeout(millis("TS_TERMINATE_MS", 10_000))
         .version("test")
-        .debug(var("TS_DEBUG").is_some());
+        .debug(var("TS_DEBUG").is_some())
+        .steer_connections(var("TS_STEER").is_some());
     if let Some(path) = var("TS_CONTROL") {
         config = config.control_socket(path);
     }
