@@ -117,7 +117,8 @@ pub(crate) struct RunArgs {
     /// address), and the old one gets SIGTERM only once it has accepted every
     /// connection sent to it, a second after the new one is ready. For
     /// servers that drop connections they accepted but had not read yet
-    /// when they stop. The master cannot re-execute itself while it steers.
+    /// when they stop. Carried across `overseer reload`, which must then
+    /// keep every steered address.
     #[arg(long)]
     steer_connections: bool,
 

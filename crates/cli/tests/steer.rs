@@ -128,19 +128,65 @@ fn a_failed_start_under_steering_keeps_the_old_worker_serving() {
     assert_no_failures("per-request", &per_request.stop());
 }
 
+/// Restarts under load, each checked: the new worker answers every new
+/// connection at once, on another socket than the one before it; returns
+/// the workers' sockets.
+fn steered_restarts(
+    p: &Proc,
+    addr: SocketAddr,
+    numbers: std::ops::RangeInclusive<u64>,
+) -> Vec<String> {
+    let mut sockets = Vec::new();
+    for n in numbers {
+        p.signal(nix::libc::SIGUSR2);
+        p.expect_line(&format!("worker {n} ready"), T);
+        let pid = p.worker_pid(n, T);
+        sockets.push(listening_socket(pid));
+        assert_eq!(answering_pid(addr), pid, "worker {n} answers");
+        p.expect_line(&format!("worker {} drained", n - 1), T);
+    }
+    sockets
+}
+
 #[test]
-fn reload_is_refused_while_steering_and_the_master_goes_on() {
+fn steering_is_carried_across_a_re_exec_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (p, addr) = start(dir.path(), Path::new(WORKER));
-    let pid1 = p.worker_pid(1, T);
-    let out = Command::new(OVERSEER)
-        .args(["reload", "--control"])
-        .arg(dir.path().join("control.sock"))
-        .output()
-        .expect("run overseer reload");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(stderr.contains("steers connections"), "{stderr}");
-    assert_eq!(answering_pid(addr), pid1);
-    drop(p);
+    let keep_alive = load(addr, 2, true);
+    let per_request = load(addr, 2, false);
+    let mut sockets = vec![listening_socket(p.worker_pid(1, T))];
+    sockets.extend(steered_restarts(&p, addr, 2..=3));
+    for round in 1..=3 {
+        let out = Command::new(OVERSEER)
+            .args(["reload", "--control"])
+            .arg(dir.path().join("control.sock"))
+            .output()
+            .expect("run overseer reload");
+        assert!(out.status.success(), "reload {round}: {out:?}");
+        p.expect_nth("master re-executed in", round - 1, T);
+    }
+    // The same master, worker 3 still serving on its own socket, and
+    // steering goes on: the next workers alternate the same two sockets.
+    assert_eq!(answering_pid(addr), p.worker_pid(3, T));
+    sockets.extend(steered_restarts(&p, addr, 4..=6));
+    for pair in sockets.windows(2) {
+        assert_ne!(pair[0], pair[1], "{sockets:?}");
+    }
+    let mut distinct = sockets.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{sockets:?}");
+    let deadline = Instant::now() + T;
+    while (keep_alive.latest_worker() < 6 || per_request.latest_worker() < 6)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (mode, stats) in [
+        ("keep-alive", keep_alive.stop()),
+        ("per-request", per_request.stop()),
+    ] {
+        assert_no_failures(mode, &stats);
+    }
+    assert_eq!(p.count("restart failed"), 0);
 }

@@ -375,8 +375,11 @@ impl Config {
     /// same address beside them; each handover's SIGTERM comes a second
     /// later; a socket passed by socket activation is steered only if it has
     /// `SO_REUSEPORT` already (systemd's `ReusePort=yes`), and is shared
-    /// otherwise, as are UDP and Unix sockets; and the master cannot
-    /// re-execute itself while it steers ([`crate::reload`] is refused).
+    /// otherwise, as are UDP and Unix sockets. Steering is carried across
+    /// the master's re-exec (state format 2, so the new build must read
+    /// it), goes on until the service restarts even if the new
+    /// configuration turns it off, and needs every steered address to stay
+    /// configured (otherwise the new image gives way to the previous one).
     pub fn steer_connections(mut self, on: bool) -> Self {
         self.steer_connections = on;
         self

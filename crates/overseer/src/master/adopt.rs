@@ -22,6 +22,7 @@ use super::event::Event;
 use super::held::{program_of, Held, Resumed};
 use super::reexec::Plan;
 use super::run_dir::RunDir;
+use super::steer::Steering;
 use crate::address::{Address, Named};
 use crate::config::Config;
 use crate::listener::{self, Listener, Socket};
@@ -256,6 +257,10 @@ fn build(
         )),
         None => None,
     };
+    let steering = match &state.steering {
+        Some(carried) => Some(Steering::adopt(carried, &sockets, config.backlog)?),
+        None => None,
+    };
     let launch = child::launch(program, arg0, args, &sockets);
     let held = Held {
         sockets,
@@ -282,6 +287,7 @@ fn build(
             sockets_changed,
             fallback,
             at: now,
+            steering,
         },
         control_listener,
         old_control,

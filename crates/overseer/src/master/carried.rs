@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// The format this build writes.
-pub(crate) const VERSION: u32 = 1;
+/// The newest format this build writes: format 2 is format 1 and the
+/// steering of connections ([`SteeringState`]). A state without steering is
+/// written as format 1, so a build that reads only that can still take it.
+pub(crate) const VERSION: u32 = 2;
 
 /// The formats this build reads.
 pub(crate) fn readable(version: u32) -> bool {
-    version == VERSION
+    version == 1 || version == 2
 }
 
 /// The largest state file read: a few kilobytes in practice.
@@ -63,6 +65,31 @@ pub(crate) struct Carried {
     pub client_fd: Option<RawFd>,
     /// What asked for the re-exec, for the log.
     pub source: String,
+    /// The steered addresses' sockets and which worker accepts on which
+    /// (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringState>,
+}
+
+/// Connection steering: per steered address, its group's sockets of slot 1
+/// and up (slot 0 is the address's socket in [`Carried::sockets`]), and the
+/// slot of each live worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SteeringState {
+    pub groups: Vec<GroupState>,
+    /// How many slots exist.
+    pub slots: usize,
+    /// `(worker number, slot)`.
+    pub users: Vec<(u64, usize)>,
+}
+
+/// One steered address's sockets beyond slot 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GroupState {
+    /// As configured, as in [`SocketState::address`].
+    pub address: String,
+    /// Slot 1's socket, slot 2's, …
+    pub fds: Vec<RawFd>,
 }
 
 /// A listening socket.
@@ -219,7 +246,7 @@ impl Carried {
             .map_err(|e| format!("the state has no readable version: {e}"))?;
         if !readable(header.version) {
             return Err(format!(
-                "the state is of format {}, this build reads format {VERSION}",
+                "the state is of format {}, this build reads formats 1 and {VERSION}",
                 header.version
             ));
         }
@@ -237,7 +264,21 @@ impl Carried {
             .chain(self.control.iter().flat_map(|c| [c.listener_fd, c.dir_fd]))
             .chain(workers.filter_map(|w| w.notify_fd))
             .chain(self.client_fd)
+            .chain(
+                self.steering
+                    .iter()
+                    .flat_map(|s| s.groups.iter().flat_map(|g| g.fds.iter().copied())),
+            )
             .collect()
+    }
+
+    /// The format this state is written in: 2 with steering, else 1.
+    pub fn format(&self) -> u32 {
+        if self.steering.is_some() {
+            2
+        } else {
+            1
+        }
     }
 }
 
@@ -275,17 +316,17 @@ pub(crate) fn instant_in(now: Instant, ms: i64, gap_ms: u64) -> Instant {
 
 /// The answer of a build's check mode: the state formats it reads.
 pub(crate) fn check_answer() -> String {
-    format!("overseer-master-check formats={VERSION}")
+    format!("overseer-master-check formats=1,{VERSION}")
 }
 
-/// Whether a check mode's output says the build reads this build's format.
-pub(crate) fn check_accepts(output: &str) -> bool {
+/// Whether a check mode's output says the build reads `format`.
+pub(crate) fn check_accepts(output: &str, format: u32) -> bool {
     output.lines().any(|line| {
         line.strip_prefix("overseer-master-check formats=")
             .is_some_and(|formats| {
                 formats
                     .split(',')
-                    .any(|f| f.trim().parse::<u32>() == Ok(VERSION))
+                    .any(|f| f.trim().parse::<u32>() == Ok(format))
             })
     })
 }
@@ -362,6 +403,7 @@ mod tests {
             version_label: Some("1.2.0".into()),
             client_fd: Some(11),
             source: "the control socket".into(),
+            steering: None,
         }
     }
 
@@ -410,12 +452,41 @@ mod tests {
 
     #[test]
     fn the_check_answer_names_the_formats_read() {
-        assert!(check_accepts(&format!("noise\n{}\n", check_answer())));
-        assert!(check_accepts("overseer-master-check formats=0, 1,7"));
-        assert!(!check_accepts(&format!(
-            "overseer-master-check formats={}",
-            VERSION + 1
-        )));
-        assert!(!check_accepts("hello"));
+        for format in [1, VERSION] {
+            assert!(check_accepts(
+                &format!("noise\n{}\n", check_answer()),
+                format
+            ));
+        }
+        assert!(check_accepts("overseer-master-check formats=0, 1,7", 1));
+        assert!(!check_accepts("overseer-master-check formats=0, 1,7", 2));
+        assert!(!check_accepts(
+            &format!("overseer-master-check formats={}", VERSION + 1),
+            VERSION
+        ));
+        assert!(!check_accepts("hello", 1));
+    }
+
+    #[test]
+    fn steering_is_format_2_and_its_sockets_are_carried() {
+        let mut state = sample();
+        assert_eq!(state.format(), 1);
+        state.steering = Some(SteeringState {
+            groups: vec![GroupState {
+                address: "127.0.0.1:8080".into(),
+                fds: vec![12, 13],
+            }],
+            slots: 3,
+            users: vec![(3, 1), (4, 2)],
+        });
+        assert_eq!(state.format(), 2);
+        let mut file = state.to_file().unwrap();
+        assert_eq!(Carried::from_file(&mut file).unwrap(), state);
+        assert_eq!(state.descriptors(), vec![5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        // A format-1 state (no steering field) is read too.
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["version"] = serde_json::json!(1);
+        let text = serde_json::to_vec(&value).unwrap();
+        assert_eq!(Carried::parse(&text).unwrap().steering, None);
     }
 }

@@ -288,8 +288,8 @@ impl Handover {
             kill_deadline: w
                 .kill_deadline_in_ms
                 .map(|ms| carried::instant_in(now, ms, gap_ms)),
-            // A re-exec waits for steering's pending SIGTERMs (it is refused
-            // while steering is on), so none is carried.
+            // A re-exec waits until no replaced worker waits for its
+            // SIGTERM (steering), so none is carried.
             term_due: None,
             killed: w.killed.clone(),
             stop_signalled: w
@@ -347,6 +347,11 @@ impl Handover {
     /// The worker being started, until it is ready or gone.
     pub fn starting(&self) -> Option<&WorkerState> {
         self.starting.as_ref()
+    }
+
+    /// Whether a replaced worker still waits for its SIGTERM (steering).
+    pub fn retiring(&self) -> bool {
+        self.draining.iter().any(|w| w.term_due.is_some())
     }
 
     /// The workers told to drain that have not ended yet.

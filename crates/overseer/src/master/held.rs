@@ -77,6 +77,8 @@ pub(crate) struct Resumed {
     pub fallback: Option<String>,
     /// When this image took over.
     pub at: std::time::Instant,
+    /// Carried connection steering, going on.
+    pub steering: Option<super::steer::Steering>,
 }
 
 /// Finds a command the way a shell would: a path with a slash as given (an

@@ -96,7 +96,7 @@ pub(crate) fn answer_check_if_asked(config: &Config) {
 
 /// Runs the new master binary in check mode on a thread of its own, and
 /// sends the loop the outcome as [`Event::Checked`].
-pub(crate) fn spawn_check(plan: &Plan, withheld: &Withheld, tx: Sender<Event>) {
+pub(crate) fn spawn_check(plan: &Plan, format: u32, withheld: &Withheld, tx: Sender<Event>) {
     let mut cmd = Command::new(&plan.exe);
     if let Some(arg0) = plan.argv.first() {
         std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
@@ -111,7 +111,7 @@ pub(crate) fn spawn_check(plan: &Plan, withheld: &Withheld, tx: Sender<Event>) {
     let spawned = std::thread::Builder::new()
         .name("overseer-reexec-check".into())
         .spawn(move || {
-            let outcome = check(cmd, &exe);
+            let outcome = check(cmd, &exe, format);
             let _ = tx.send(Event::Checked(outcome));
         });
     if let Err(e) = spawned {
@@ -119,15 +119,16 @@ pub(crate) fn spawn_check(plan: &Plan, withheld: &Withheld, tx: Sender<Event>) {
     }
 }
 
-/// Runs the check and judges its answer.
-fn check(cmd: Command, exe: &std::path::Path) -> Result<(), Refusal> {
+/// Runs the check and judges its answer: the new build must read state
+/// `format`.
+fn check(cmd: Command, exe: &std::path::Path, format: u32) -> Result<(), Refusal> {
     let failed = |reason: String| Refusal {
         reason,
         bad_input: false,
     };
     let what = format!("the new master binary {}", exe.display());
     let ran = crate::upgrade::run_bounded(cmd, CHECK_TIMEOUT, &what).map_err(failed)?;
-    if ran.status == Some(0) && carried::check_accepts(&ran.out) {
+    if ran.status == Some(0) && carried::check_accepts(&ran.out, format) {
         return Ok(());
     }
     let last_words = |text: &str| {
@@ -137,8 +138,8 @@ fn check(cmd: Command, exe: &std::path::Path) -> Result<(), Refusal> {
     };
     match ran.status {
         Some(0) => Err(failed(format!(
-            "{what} does not answer the master's check (it must be built with an overseer that re-executes masters, and read state format {})",
-            carried::VERSION
+            "{what} does not answer the master's check (it must be built with an overseer that re-executes masters, and read state format {format}{})",
+            if format == 2 { ": connection steering's" } else { "" }
         ))),
         // The configuration is wrong: the CLI's usage errors and the
         // library's check of its `Config` exit 2.

@@ -23,6 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket as RawSocket, Type};
 
+use super::carried::{GroupState, SteeringState};
 use crate::listener::Socket;
 use crate::log;
 use crate::sys;
@@ -108,7 +109,15 @@ impl Steering {
             let Some(tcp) = socket.listener.as_tcp() else {
                 continue;
             };
-            match group(position, tcp.as_fd()) {
+            let steered = group(position, tcp.as_fd()).and_then(|g| {
+                // Every new connection to the master's own socket until a
+                // later worker is ready (and before a second socket listens).
+                // Fails (EINVAL) when the socket started listening before it
+                // had SO_REUSEPORT: it is in no group, and none can be made.
+                sys::steer_group(g.sockets[0].as_raw_fd(), 0)?;
+                Ok(g)
+            });
+            match steered {
                 Ok(g) => groups.push(g),
                 Err(e) => log::warning!(
                     "connections to {} are not steered (its socket is shared by every worker, as without steering): {e}",
@@ -182,10 +191,75 @@ impl Steering {
     pub fn forget(&mut self, number: u64) {
         self.slots.release(number);
     }
+
+    /// What a new image needs to go on steering: each group's sockets
+    /// beyond slot 0 (named by the address of the master's socket in
+    /// `sockets`, the held ones), and the slots' users.
+    pub fn carry(&self, sockets: &[Socket]) -> SteeringState {
+        SteeringState {
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupState {
+                    address: sockets
+                        .get(g.position)
+                        .map(|s| s.address.clone())
+                        .unwrap_or_default(),
+                    fds: g.sockets[1..].iter().map(|s| s.as_raw_fd()).collect(),
+                })
+                .collect(),
+            slots: self.slots.count,
+            users: self.slots.users.clone(),
+        }
+    }
+
+    /// Goes on steering as carried, over `sockets` (this image's), on copies
+    /// of the carried descriptors; the group's program stays as it is. Every
+    /// steered address must still be configured: a steered socket cannot be
+    /// retired while workers may accept on its group.
+    pub fn adopt(
+        state: &SteeringState,
+        sockets: &[Socket],
+        backlog: i32,
+    ) -> Result<Steering, String> {
+        let mut groups = Vec::new();
+        for carried in &state.groups {
+            let position = sockets
+                .iter()
+                .position(|s| s.address == carried.address && s.listener.as_tcp().is_some())
+                .ok_or_else(|| {
+                    format!(
+                        "connections to {} are steered, and it is no longer configured: steering cannot follow that across a re-exec (restart the service to change its steered addresses)",
+                        carried.address
+                    )
+                })?;
+            let Some(tcp) = sockets[position].listener.as_tcp() else {
+                continue;
+            };
+            let mut g = group(position, tcp.as_fd())
+                .map_err(|e| format!("steering {}: {e}", carried.address))?;
+            for &fd in &carried.fds {
+                g.sockets.push(
+                    sys::dup_fd(fd).map_err(|e| {
+                        format!("steering {}: descriptor {fd}: {e}", carried.address)
+                    })?,
+                );
+            }
+            groups.push(g);
+        }
+        Ok(Steering {
+            groups,
+            slots: Slots {
+                count: state.slots.max(1),
+                users: state.users.clone(),
+            },
+            backlog,
+        })
+    }
 }
 
 /// The steered group of the master's socket at `position`: its address,
-/// and a copy of it as slot 0, with every connection steered to it.
+/// and a copy of it as slot 0.
 fn group(position: usize, socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Group> {
     let sock = SockRef::from(&socket);
     if !sock.reuse_port()? {
@@ -200,9 +274,6 @@ fn group(position: usize, socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Gro
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
     let only_v6 = local.is_ipv6() && sock.only_v6()?;
     let own = sys::dup_fd(socket.as_raw_fd())?;
-    // Fails (EINVAL) when the socket started listening before SO_REUSEPORT
-    // was set: it is in no group, and one cannot be made for it.
-    sys::steer_group(own.as_raw_fd(), 0)?;
     Ok(Group {
         position,
         local,

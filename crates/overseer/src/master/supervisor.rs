@@ -175,10 +175,18 @@ impl Supervisor {
         rx: Receiver<Event>,
         resumed: Option<Resumed>,
     ) -> (Self, Option<Pending>) {
-        let steering = if settings.steer {
-            Steering::new(&held.sockets, settings.backlog)
-        } else {
-            None
+        let mut resumed = resumed;
+        let steering = match resumed.as_mut().and_then(|r| r.steering.take()) {
+            // Carried steering goes on whatever the configuration says: its
+            // workers accept on their own sockets.
+            Some(carried) => {
+                if !settings.steer {
+                    log::info!("connections are still steered (as before the re-exec) until the service restarts");
+                }
+                Some(carried)
+            }
+            None if settings.steer => Steering::new(&held.sockets, settings.backlog),
+            None => None,
         };
         let rules = Rules {
             terminate_timeout: settings.terminate_timeout,
@@ -500,9 +508,6 @@ impl Supervisor {
         if !matches!(self.reexec, Stage::Idle) {
             return refuse(client, "a re-exec is in progress already");
         }
-        if self.live.steering.is_some() {
-            return refuse(client, "the master steers connections (steer_connections), and cannot carry that across a re-exec yet: restart the service to run a new overseer");
-        }
         log::info!("re-exec asked for by {source}");
         self.reexec = Stage::Waiting(ReexecRequest { source, client });
     }
@@ -514,6 +519,7 @@ impl Supervisor {
         let own_release_on_probation =
             self.reexec_after_upgrade && self.handover.probation().is_some();
         self.handover.starting().is_none()
+            && !self.handover.retiring()
             && !self.live.outcomes.waiting()
             && !own_release_on_probation
             && !self.foreign_workers()
@@ -566,7 +572,8 @@ impl Supervisor {
         match std::mem::replace(&mut self.reexec, Stage::Idle) {
             Stage::Waiting(r) => {
                 if let Some(plan) = &self.held.plan {
-                    reexec::spawn_check(plan, &self.live.withheld, self.live.tx.clone());
+                    let format = if self.live.steering.is_some() { 2 } else { 1 };
+                    reexec::spawn_check(plan, format, &self.live.withheld, self.live.tx.clone());
                 }
                 self.reexec = Stage::Checking(r);
             }
@@ -664,7 +671,7 @@ impl Supervisor {
                 ready_ago_ms: p.ready_at().map(|t| carried::ago_ms(now, t)),
             }
         });
-        Carried {
+        let mut state = Carried {
             version: carried::VERSION,
             at_ns,
             master_exe: plan.exe.clone().into_os_string(),
@@ -691,7 +698,10 @@ impl Supervisor {
             version_label: live.version.clone(),
             client_fd: r.client.as_ref().map(|c| c.as_raw_fd()),
             source: r.source.clone(),
-        }
+            steering: live.steering.as_ref().map(|s| s.carry(&self.held.sockets)),
+        };
+        state.version = state.format();
+        state
     }
 
     /// This image took over from a previous one: says so to the log, the
