@@ -112,6 +112,33 @@ pub(crate) fn forget(pid: i32) {
     lock().remove(&pid);
 }
 
+/// Ends every registered child still running (with its process group, when
+/// it leads one) and waits, bounded, until each has ended: a master that
+/// stops leaves no check or probe behind. One still running a new binary's
+/// check would keep that file busy (`ETXTBSY`) for whoever replaces it next.
+pub(crate) fn end_all() {
+    use nix::sys::signal::{kill, Signal};
+    let pids: Vec<i32> = lock()
+        .iter()
+        .filter(|(_, status)| status.is_none())
+        .map(|(pid, _)| *pid)
+        .collect();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for &pid in &pids {
+        // Reaped here, or by its owner's thread (then ECHILD here).
+        while Instant::now() < deadline {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(2)),
+                _ => break,
+            }
+        }
+    }
+}
+
 /// Reaps every ended child (PID 1 mode): registered ones have their status
 /// kept, the rest go to `on_exit`.
 pub(crate) fn reap_all(mut on_exit: impl FnMut(Pid, WaitStatus)) {

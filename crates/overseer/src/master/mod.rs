@@ -258,6 +258,8 @@ fn serve(
         return Err((e, held.sockets));
     }
     let (outcome, held) = supervisor.run();
+    // A re-exec check or readiness probe still running ends with the master.
+    crate::child_registry::end_all();
     held.clean_up();
     match outcome {
         Outcome::Exit(code) => std::process::exit(code),
