@@ -190,3 +190,51 @@ fn steering_is_carried_across_a_re_exec_under_load() {
     }
     assert_eq!(p.count("restart failed"), 0);
 }
+
+/// A replaced worker whose accept loop is stuck leaves the connections sent
+/// to it before the switch in its socket's queue; once it has ended, a
+/// worker is started on that socket at once and answers them.
+#[test]
+fn connections_left_by_a_stuck_worker_are_served_by_a_worker_started_on_its_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stall = dir.path().join("stall");
+    let mut cmd = Command::new(OVERSEER);
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--steer-connections",
+    ])
+    .args(["--no-control", "--", "python3", WORKER])
+    .env("WORKER_READY", "notify")
+    .env("WORKER_STALL_FILE", &stall);
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    // Worker 1 stops accepting; requests sent now wait in its queue.
+    std::fs::write(&stall, "1").expect("stall worker 1");
+    std::thread::sleep(Duration::from_millis(200));
+    let waiting: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || Client::new(addr, false).timeout(T).get("/")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(nix::libc::SIGUSR2);
+    p.expect_line("worker 2 ready", T);
+    p.expect_line(
+        "worker 1 draining with 4 connection(s) still in its accept queue",
+        T,
+    );
+    p.expect_line("whose worker ended without taking them", T);
+    p.expect_line("worker 3 ready", T);
+    for (i, w) in waiting.into_iter().enumerate() {
+        let answer = w
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|f| panic!("waiting request {i}: {f}"));
+        assert_eq!(answer.field("worker"), Some("3"), "{:?}", answer.body);
+    }
+    // New connections went to worker 2 meanwhile, and go to worker 3 now.
+    assert_eq!(answering_pid(addr), p.worker_pid(3, T));
+}

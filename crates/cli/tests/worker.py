@@ -7,6 +7,8 @@ sd_notify, for the `overseer run` tests.
 - Readiness: READY=1 on NOTIFY_SOCKET when WORKER_READY=notify.
 - WORKER_DELAY=SECONDS: wait that long before accepting (a slow start).
 - WORKER_MARKER_DIR=DIR: create DIR/PID.ready once it accepts (for probes).
+- WORKER_STALL_FILE=FILE: while FILE holds this worker's number, it accepts
+  nothing (a server whose accept loop is stuck), but still hears SIGTERM.
 - Each response's body: "worker=N pid=PID version=V".
 - SIGTERM: stop accepting, answer each open connection's next request with
   "Connection: close", close connections idle for a grace period, exit 0.
@@ -121,6 +123,14 @@ def serve(conn):
         conn.close()
 
 
+def stalled(path):
+    try:
+        with open(path) as f:
+            return f.read().strip() == WORKER
+    except OSError:
+        return False
+
+
 def main():
     signal.signal(signal.SIGTERM, on_term)
     sock = listener()
@@ -134,7 +144,11 @@ def main():
         notify("READY=1\nSTATUS=serving version %s" % VERSION)
     log("serving version %s" % VERSION)
     threads = []
+    stall = os.environ.get("WORKER_STALL_FILE")
     while not draining.is_set():
+        if stall and stalled(stall):
+            time.sleep(0.05)
+            continue
         try:
             conn, _ = sock.accept()
         except socket.timeout:

@@ -47,16 +47,22 @@ impl Slots {
         }
     }
 
-    /// The slot for worker `number`: the lowest that no live worker uses,
-    /// or a new one (then `count` grew).
-    pub fn assign(&mut self, number: u64) -> usize {
+    /// The slot for worker `number`: `wanted` if no live worker uses it,
+    /// else the lowest that none uses, or a new one (then `count` grew).
+    pub fn assign(&mut self, number: u64, wanted: Option<usize>) -> usize {
         self.users.retain(|(n, _)| *n != number);
-        let slot = (0..self.count)
-            .find(|s| !self.users.iter().any(|(_, used)| used == s))
+        let slot = wanted
+            .filter(|&w| w < self.count && self.is_free(w))
+            .or_else(|| (0..self.count).find(|&s| self.is_free(s)))
             .unwrap_or(self.count);
         self.count = self.count.max(slot + 1);
         self.users.push((number, slot));
         slot
+    }
+
+    /// Whether no live worker uses `slot`.
+    pub fn is_free(&self, slot: usize) -> bool {
+        !self.users.iter().any(|(_, used)| *used == slot)
     }
 
     /// The slot of worker `number`, while it lives.
@@ -139,7 +145,7 @@ impl Steering {
     /// steered positions of `fds` (the worker's fds 3..). A new slot's
     /// sockets are opened here; new connections are not sent to them yet.
     pub fn place(&mut self, number: u64, fds: &mut [RawFd]) -> io::Result<()> {
-        let slot = self.slots.assign(number);
+        let slot = self.slots.assign(number, self.stranded());
         for g in &mut self.groups {
             if g.sockets.len() <= slot {
                 match open_member(g.local, g.only_v6, self.backlog) {
@@ -185,6 +191,19 @@ impl Steering {
             .filter_map(|g| g.sockets.get(slot))
             .map(|fd| sys::accept_queue(fd.as_raw_fd()).unwrap_or(0))
             .sum()
+    }
+
+    /// A slot no live worker uses with connections waiting in its queue:
+    /// its worker ended without taking them (it had stopped accepting).
+    pub fn stranded(&self) -> Option<usize> {
+        (0..self.slots.count).find(|&slot| {
+            self.slots.is_free(slot)
+                && self
+                    .groups
+                    .iter()
+                    .filter_map(|g| g.sockets.get(slot))
+                    .any(|fd| sys::accept_queue(fd.as_raw_fd()).unwrap_or(0) > 0)
+        })
     }
 
     /// Worker `number` has ended: its slot goes to a later worker.
@@ -308,15 +327,15 @@ mod tests {
     #[test]
     fn free_slots_are_reused_lowest_first_and_new_ones_added_only_when_all_are_taken() {
         let mut slots = Slots::new();
-        assert_eq!(slots.assign(1), 0);
-        assert_eq!(slots.assign(2), 1, "worker 1 still lives");
+        assert_eq!(slots.assign(1, None), 0);
+        assert_eq!(slots.assign(2, None), 1, "worker 1 still lives");
         assert_eq!(slots.count(), 2);
         slots.release(1);
-        assert_eq!(slots.assign(3), 0, "worker 1's slot is free again");
-        assert_eq!(slots.assign(4), 2, "both taken: a new one");
+        assert_eq!(slots.assign(3, None), 0, "worker 1's slot is free again");
+        assert_eq!(slots.assign(4, None), 2, "both taken: a new one");
         slots.release(2);
         slots.release(3);
-        assert_eq!(slots.assign(5), 0);
+        assert_eq!(slots.assign(5, None), 0);
         assert_eq!(slots.of(4), Some(2));
         assert_eq!(slots.of(2), None);
         assert_eq!(slots.count(), 3);
@@ -325,8 +344,25 @@ mod tests {
     #[test]
     fn a_worker_assigned_again_keeps_one_slot() {
         let mut slots = Slots::new();
-        assert_eq!(slots.assign(7), 0);
-        assert_eq!(slots.assign(7), 0);
+        assert_eq!(slots.assign(7, None), 0);
+        assert_eq!(slots.assign(7, None), 0);
         assert_eq!(slots.of(7), Some(0));
+    }
+
+    #[test]
+    fn a_wanted_slot_is_taken_only_when_free_and_existing() {
+        let mut slots = Slots::new();
+        assert_eq!(slots.assign(1, None), 0);
+        assert_eq!(slots.assign(2, None), 1);
+        assert_eq!(slots.assign(3, None), 2);
+        slots.release(1);
+        slots.release(2);
+        assert_eq!(slots.assign(4, Some(1)), 1, "free: the wanted one");
+        assert_eq!(slots.assign(5, Some(2)), 0, "in use: the lowest free");
+        assert_eq!(
+            slots.assign(6, Some(9)),
+            3,
+            "no such slot, none free: a new one"
+        );
     }
 }

@@ -467,6 +467,28 @@ impl Supervisor {
             .exited(pid.as_raw(), &ended, Instant::now(), &mut self.live);
         // Gone: its notify relay and readiness watcher end.
         self.live.processes.retain(|w| w.pid != pid);
+        self.rescue_stranded();
+    }
+
+    /// With steering: a replaced worker that stopped accepting before it
+    /// took every connection sent to it leaves them in its socket's queue,
+    /// where only a worker given that socket can take them. One is started
+    /// at once (a handover, which gives it that socket).
+    fn rescue_stranded(&mut self) {
+        if self.handover.is_stopping() || self.handover.starting().is_some() {
+            return;
+        }
+        let Some(slot) = self.live.steering.as_ref().and_then(Steering::stranded) else {
+            return;
+        };
+        log::warning!(
+            "connections wait in the accept queue of socket {slot}, whose worker ended without taking them: starting a worker on it"
+        );
+        self.handover.restart(
+            "connections left by a replaced worker",
+            Instant::now(),
+            &mut self.live,
+        );
     }
 
     /// Answers a control request: the status at once, a restart once the
