@@ -192,8 +192,8 @@ fn steering_is_carried_across_a_re_exec_under_load() {
 }
 
 /// A replaced worker whose accept loop is stuck leaves the connections sent
-/// to it before the switch in its socket's queue; once it has ended, a
-/// worker is started on that socket at once and answers them.
+/// to it before the switch in its socket's queue; once it is told to drain,
+/// a worker is started on that socket at once and answers them.
 #[test]
 fn connections_left_by_a_stuck_worker_are_served_by_a_worker_started_on_its_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -226,7 +226,7 @@ fn connections_left_by_a_stuck_worker_are_served_by_a_worker_started_on_its_sock
         "worker 1 draining with 4 connection(s) still in its accept queue",
         T,
     );
-    p.expect_line("whose worker ended without taking them", T);
+    p.expect_line("whose workers will not take them", T);
     p.expect_line("worker 3 ready", T);
     for (i, w) in waiting.into_iter().enumerate() {
         let answer = w

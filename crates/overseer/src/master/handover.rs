@@ -35,7 +35,7 @@ pub(crate) struct Rules {
 /// How long a replaced worker's accept queue may stay non-empty after the
 /// settle time before it is told to drain anyway (it is not accepting):
 /// what is left there waits for the next worker given its socket.
-pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// How often a non-empty accept queue is looked at again.
 const QUEUE_POLL: Duration = Duration::from_millis(5);
 
@@ -347,6 +347,13 @@ impl Handover {
     /// The worker being started, until it is ready or gone.
     pub fn starting(&self) -> Option<&WorkerState> {
         self.starting.as_ref()
+    }
+
+    /// Whether worker `number` is still expected to accept connections:
+    /// starting, serving, or replaced but not yet told to drain.
+    pub fn accepting(&self, number: u64) -> bool {
+        self.workers()
+            .any(|w| w.number == number && (w.phase != Phase::Draining || w.term_due.is_some()))
     }
 
     /// Whether a replaced worker still waits for its SIGTERM (steering).

@@ -47,12 +47,13 @@ impl Slots {
         }
     }
 
-    /// The slot for worker `number`: `wanted` if no live worker uses it,
-    /// else the lowest that none uses, or a new one (then `count` grew).
-    pub fn assign(&mut self, number: u64, wanted: Option<usize>) -> usize {
+    /// The slot for worker `number`: `wanted` if it exists and no live
+    /// worker uses it (or `share`: whoever uses it), else the lowest that
+    /// none uses, or a new one (then `count` grew).
+    pub fn assign(&mut self, number: u64, wanted: Option<usize>, share: bool) -> usize {
         self.users.retain(|(n, _)| *n != number);
         let slot = wanted
-            .filter(|&w| w < self.count && self.is_free(w))
+            .filter(|&w| w < self.count && (share || self.is_free(w)))
             .or_else(|| (0..self.count).find(|&s| self.is_free(s)))
             .unwrap_or(self.count);
         self.count = self.count.max(slot + 1);
@@ -142,10 +143,20 @@ impl Steering {
     }
 
     /// Gives worker `number` a slot and puts that slot's sockets at the
-    /// steered positions of `fds` (the worker's fds 3..). A new slot's
-    /// sockets are opened here; new connections are not sent to them yet.
-    pub fn place(&mut self, number: u64, fds: &mut [RawFd]) -> io::Result<()> {
-        let slot = self.slots.assign(number, self.stranded());
+    /// steered positions of `fds` (the worker's fds 3..): `rescue` (shared
+    /// with the worker that left connections there), or a free one, one
+    /// with connections waiting first. A new slot's sockets are opened here;
+    /// new connections are not sent to them yet.
+    pub fn place(
+        &mut self,
+        number: u64,
+        fds: &mut [RawFd],
+        rescue: Option<usize>,
+    ) -> io::Result<()> {
+        let slot = match rescue {
+            Some(slot) => self.slots.assign(number, Some(slot), true),
+            None => self.slots.assign(number, self.stranded(|_| false), false),
+        };
         for g in &mut self.groups {
             if g.sockets.len() <= slot {
                 match open_member(g.local, g.only_v6, self.backlog) {
@@ -193,11 +204,16 @@ impl Steering {
             .sum()
     }
 
-    /// A slot no live worker uses with connections waiting in its queue:
-    /// its worker ended without taking them (it had stopped accepting).
-    pub fn stranded(&self) -> Option<usize> {
+    /// A slot with connections waiting in its queue and no worker that
+    /// will take them: none uses it, or none of its users is `accepting`
+    /// (they were told to drain, or stopped accepting before).
+    pub fn stranded(&self, accepting: impl Fn(u64) -> bool) -> Option<usize> {
         (0..self.slots.count).find(|&slot| {
-            self.slots.is_free(slot)
+            !self
+                .slots
+                .users
+                .iter()
+                .any(|(n, s)| *s == slot && accepting(*n))
                 && self
                     .groups
                     .iter()
@@ -327,15 +343,19 @@ mod tests {
     #[test]
     fn free_slots_are_reused_lowest_first_and_new_ones_added_only_when_all_are_taken() {
         let mut slots = Slots::new();
-        assert_eq!(slots.assign(1, None), 0);
-        assert_eq!(slots.assign(2, None), 1, "worker 1 still lives");
+        assert_eq!(slots.assign(1, None, false), 0);
+        assert_eq!(slots.assign(2, None, false), 1, "worker 1 still lives");
         assert_eq!(slots.count(), 2);
         slots.release(1);
-        assert_eq!(slots.assign(3, None), 0, "worker 1's slot is free again");
-        assert_eq!(slots.assign(4, None), 2, "both taken: a new one");
+        assert_eq!(
+            slots.assign(3, None, false),
+            0,
+            "worker 1's slot is free again"
+        );
+        assert_eq!(slots.assign(4, None, false), 2, "both taken: a new one");
         slots.release(2);
         slots.release(3);
-        assert_eq!(slots.assign(5, None), 0);
+        assert_eq!(slots.assign(5, None, false), 0);
         assert_eq!(slots.of(4), Some(2));
         assert_eq!(slots.of(2), None);
         assert_eq!(slots.count(), 3);
@@ -344,23 +364,27 @@ mod tests {
     #[test]
     fn a_worker_assigned_again_keeps_one_slot() {
         let mut slots = Slots::new();
-        assert_eq!(slots.assign(7, None), 0);
-        assert_eq!(slots.assign(7, None), 0);
+        assert_eq!(slots.assign(7, None, false), 0);
+        assert_eq!(slots.assign(7, None, false), 0);
         assert_eq!(slots.of(7), Some(0));
     }
 
     #[test]
     fn a_wanted_slot_is_taken_only_when_free_and_existing() {
         let mut slots = Slots::new();
-        assert_eq!(slots.assign(1, None), 0);
-        assert_eq!(slots.assign(2, None), 1);
-        assert_eq!(slots.assign(3, None), 2);
+        assert_eq!(slots.assign(1, None, false), 0);
+        assert_eq!(slots.assign(2, None, false), 1);
+        assert_eq!(slots.assign(3, None, false), 2);
         slots.release(1);
         slots.release(2);
-        assert_eq!(slots.assign(4, Some(1)), 1, "free: the wanted one");
-        assert_eq!(slots.assign(5, Some(2)), 0, "in use: the lowest free");
+        assert_eq!(slots.assign(4, Some(1), false), 1, "free: the wanted one");
         assert_eq!(
-            slots.assign(6, Some(9)),
+            slots.assign(5, Some(2), false),
+            0,
+            "in use: the lowest free"
+        );
+        assert_eq!(
+            slots.assign(6, Some(9), false),
             3,
             "no such slot, none free: a new one"
         );

@@ -130,6 +130,9 @@ struct Live {
     passed: Option<String>,
     /// Which socket each worker accepts on, when connections are steered.
     steering: Option<Steering>,
+    /// The socket the next worker is to share, to take the connections
+    /// left there.
+    rescue: Option<usize>,
 }
 
 /// A re-exec request: what asked for it, and the control client waiting.
@@ -260,6 +263,7 @@ impl Supervisor {
                 systemd,
                 passed: None,
                 steering,
+                rescue: None,
             },
             reap_all: std::process::id() == 1,
             stop_flag: Shutdown::new(),
@@ -308,6 +312,7 @@ impl Supervisor {
             // the event that explains it: reap on every turn.
             self.reap();
             self.handover.deadlines(Instant::now(), &mut self.live);
+            self.rescue_stranded();
             self.live.systemd.keep_alive();
             self.retire_sockets();
             self.advance_reexec();
@@ -471,19 +476,27 @@ impl Supervisor {
     }
 
     /// With steering: a replaced worker that stopped accepting before it
-    /// took every connection sent to it leaves them in its socket's queue,
-    /// where only a worker given that socket can take them. One is started
-    /// at once (a handover, which gives it that socket).
+    /// took every connection sent to it (it was stuck, or it was told to
+    /// drain as one arrived) leaves them in its socket's queue, where only a
+    /// worker given that socket can take them. One is started at once (a
+    /// handover), sharing the socket with the old worker if it still runs.
     fn rescue_stranded(&mut self) {
-        if self.handover.is_stopping() || self.handover.starting().is_some() {
+        if self.handover.is_stopping() || self.handover.starting().is_some() || self.no_restart {
             return;
         }
-        let Some(slot) = self.live.steering.as_ref().and_then(Steering::stranded) else {
+        let handover = &self.handover;
+        let Some(slot) = self
+            .live
+            .steering
+            .as_ref()
+            .and_then(|s| s.stranded(|n| handover.accepting(n)))
+        else {
             return;
         };
         log::warning!(
-            "connections wait in the accept queue of socket {slot}, whose worker ended without taking them: starting a worker on it"
+            "connections wait in the accept queue of socket {slot}, whose workers will not take them: starting a worker on it"
         );
+        self.live.rescue = Some(slot);
         self.handover.restart(
             "connections left by a replaced worker",
             Instant::now(),
@@ -862,7 +875,7 @@ impl Effects for Live {
             .starting(number, self.version_label(&id, probation));
         if let Some(steering) = self.steering.as_mut() {
             steering
-                .place(number, &mut self.launch.fds)
+                .place(number, &mut self.launch.fds, self.rescue.take())
                 .map_err(|e| format!("cannot open a listening socket for worker {number}: {e}"))?;
         }
         let worker = Worker::spawn(
