@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use overseer_harness::client::Client;
+use overseer_harness::load::Load;
 use overseer_harness::proc::Proc;
 
 mod support;
@@ -65,41 +66,18 @@ fn answering_pid(addr: SocketAddr) -> i32 {
 fn steered_handovers_lose_nothing_and_alternate_two_sockets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (p, addr) = start(dir.path(), Path::new(WORKER));
-    let keep_alive = load(addr, 3, true);
-    let per_request = load(addr, 3, false);
+    let loads = [
+        ("keep-alive", load(addr, 3, true)),
+        ("per-request", load(addr, 3, false)),
+    ];
     let mut sockets = vec![listening_socket(p.worker_pid(1, T))];
-    for n in 2..=6u64 {
-        p.signal(nix::libc::SIGUSR2);
-        p.expect_line(&format!("worker {n} ready"), T);
-        p.expect_line(&format!("worker {} gets no new connections", n - 1), T);
-        let pid = p.worker_pid(n, T);
-        sockets.push(listening_socket(pid));
-        // Every new connection goes to the new worker at once.
-        assert_eq!(answering_pid(addr), pid, "worker {n} answers");
-        p.expect_line(&format!("worker {} drained", n - 1), T);
-        let deadline = Instant::now() + T;
-        while (keep_alive.latest_worker() < n || per_request.latest_worker() < n)
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    for (mode, stats) in [
-        ("keep-alive", keep_alive.stop()),
-        ("per-request", per_request.stop()),
-    ] {
+    sockets.extend(steered_restarts(&p, addr, 2..=6, &loads));
+    for (mode, load) in loads {
+        let stats = load.stop();
         assert_no_failures(mode, &stats);
         assert_eq!(stats.by_worker.len(), 6, "{mode}: {:?}", stats.by_worker);
     }
-    // Each worker had another socket than the one before it, and a
-    // socket whose worker had ended was given to the next: two in all.
-    for pair in sockets.windows(2) {
-        assert_ne!(pair[0], pair[1], "{sockets:?}");
-    }
-    let mut distinct = sockets.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 2, "{sockets:?}");
+    assert_two_sockets_alternate(&sockets);
     assert_eq!(p.count("restart failed"), 0);
 }
 
@@ -128,34 +106,54 @@ fn a_failed_start_under_steering_keeps_the_old_worker_serving() {
     assert_no_failures("per-request", &per_request.stop());
 }
 
-/// Restarts under load, each checked: the new worker answers every new
-/// connection at once, on another socket than the one before it; returns
-/// the workers' sockets.
+/// Restarts under `loads`, each checked: the old worker is steered away
+/// from, the new one answers every new connection at once and the loads
+/// reach it; returns the new workers' sockets.
 fn steered_restarts(
     p: &Proc,
     addr: SocketAddr,
     numbers: std::ops::RangeInclusive<u64>,
+    loads: &[(&str, Load)],
 ) -> Vec<String> {
     let mut sockets = Vec::new();
     for n in numbers {
         p.signal(nix::libc::SIGUSR2);
         p.expect_line(&format!("worker {n} ready"), T);
+        p.expect_line(&format!("worker {} gets no new connections", n - 1), T);
         let pid = p.worker_pid(n, T);
         sockets.push(listening_socket(pid));
         assert_eq!(answering_pid(addr), pid, "worker {n} answers");
         p.expect_line(&format!("worker {} drained", n - 1), T);
+        let deadline = Instant::now() + T;
+        while loads.iter().any(|(_, l)| l.latest_worker() < n) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     sockets
+}
+
+/// Each worker had another socket than the one before it, and a socket
+/// whose worker had ended was given to the next: two in all.
+fn assert_two_sockets_alternate(sockets: &[String]) {
+    for pair in sockets.windows(2) {
+        assert_ne!(pair[0], pair[1], "{sockets:?}");
+    }
+    let mut distinct = sockets.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{sockets:?}");
 }
 
 #[test]
 fn steering_is_carried_across_a_re_exec_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (p, addr) = start(dir.path(), Path::new(WORKER));
-    let keep_alive = load(addr, 2, true);
-    let per_request = load(addr, 2, false);
+    let loads = [
+        ("keep-alive", load(addr, 2, true)),
+        ("per-request", load(addr, 2, false)),
+    ];
     let mut sockets = vec![listening_socket(p.worker_pid(1, T))];
-    sockets.extend(steered_restarts(&p, addr, 2..=3));
+    sockets.extend(steered_restarts(&p, addr, 2..=3, &loads));
     for round in 1..=3 {
         let out = Command::new(OVERSEER)
             .args(["reload", "--control"])
@@ -168,25 +166,10 @@ fn steering_is_carried_across_a_re_exec_under_load() {
     // The same master, worker 3 still serving on its own socket, and
     // steering goes on: the next workers alternate the same two sockets.
     assert_eq!(answering_pid(addr), p.worker_pid(3, T));
-    sockets.extend(steered_restarts(&p, addr, 4..=6));
-    for pair in sockets.windows(2) {
-        assert_ne!(pair[0], pair[1], "{sockets:?}");
-    }
-    let mut distinct = sockets.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 2, "{sockets:?}");
-    let deadline = Instant::now() + T;
-    while (keep_alive.latest_worker() < 6 || per_request.latest_worker() < 6)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    for (mode, stats) in [
-        ("keep-alive", keep_alive.stop()),
-        ("per-request", per_request.stop()),
-    ] {
-        assert_no_failures(mode, &stats);
+    sockets.extend(steered_restarts(&p, addr, 4..=6, &loads));
+    assert_two_sockets_alternate(&sockets);
+    for (mode, load) in loads {
+        assert_no_failures(mode, &load.stop());
     }
     assert_eq!(p.count("restart failed"), 0);
 }
