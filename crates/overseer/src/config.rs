@@ -367,8 +367,9 @@ impl Config {
     /// every new connection to it (a one-instruction classic BPF program; no
     /// privilege needed). The old worker goes on accepting what was sent to
     /// it before; it gets SIGTERM one second later, once its accept queue is
-    /// empty (or 5 s after that at the latest: what is still queued then
-    /// waits for the next worker given its socket).
+    /// empty (or 2 s after that at the latest: a worker that has not taken
+    /// them by then is stuck, and a new one is started on its socket at
+    /// once to take them).
     ///
     /// What it changes: the master's TCP sockets are bound with
     /// `SO_REUSEPORT`, so another process of the same user could bind the
