@@ -146,6 +146,7 @@ mod config;
 pub mod control;
 mod error;
 pub mod fetcher;
+pub mod fleet;
 #[cfg(unix)]
 pub mod ledger;
 mod listener;

@@ -1,0 +1,474 @@
+//! The release manifest: what a publisher signs and every host of a fleet
+//! polls. JSON, one minisign signature over its whole bytes (checked before
+//! it is parsed), times as Unix seconds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// The largest manifest read, in bytes: a few kilobytes in practice, even
+/// with hundreds of releases.
+pub const MAX_MANIFEST_SIZE: usize = 1024 * 1024;
+
+/// A channel's releases, as the publisher signed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The channel's name (`stable`, `beta`): releases are bucketed per
+    /// channel too.
+    pub channel: String,
+    /// Grows with every edit: a host refuses a manifest whose serial is
+    /// lower than one it has seen (a replay of an old manifest).
+    pub serial: u64,
+    /// Unix seconds after which the manifest is refused (a mirror or an
+    /// attacker serving a stale one for ever: a freeze).
+    pub expires: u64,
+    /// Newest last or first, as the publisher likes: hosts compare versions.
+    pub releases: Vec<Release>,
+}
+
+/// One release of the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// A semantic version (`1.4.0`; a leading `v` is allowed).
+    pub version: String,
+    /// Per build target (`x86_64-unknown-linux-gnu`): the file to install.
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// The waves: when each opens and the share of hosts that has the
+    /// release from then on. Empty: every host at once.
+    #[serde(default)]
+    pub rollout: Vec<Wave>,
+    /// Withdrawn: no host takes it, and a host running it moves to the
+    /// newest release not withdrawn, older or not.
+    #[serde(default)]
+    pub yanked: bool,
+    /// Every host takes it at once, whatever the waves say.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+/// The file of one release for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Relative to the manifest's location: no leading `/`, no `..`.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+/// One wave of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Wave {
+    /// Unix seconds from which it applies.
+    pub start: u64,
+    /// The share of hosts, in (0, 1], that has the release from `start`
+    /// on: cumulative, so it never shrinks from one wave to the next.
+    pub fraction: f64,
+}
+
+/// Why a manifest is refused. Each names what it protects against.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// Not a manifest this build reads: too large, not JSON, a field
+    /// missing or of the wrong type, another format.
+    Malformed(String),
+    /// Well-formed but contradictory: a version that is not semantic, a
+    /// path leaving the manifest's directory, a hash that is not SHA-256,
+    /// a shrinking wave, a version listed twice.
+    Invalid(String),
+    /// Past its expiry (a freeze attack, or a publisher that stopped
+    /// re-signing).
+    Expired {
+        /// When it expired, Unix seconds.
+        expires: u64,
+        /// The host's time.
+        now: u64,
+    },
+    /// Older than one already seen (a replay).
+    Replayed {
+        /// This manifest's serial.
+        serial: u64,
+        /// The highest this host has seen.
+        seen: u64,
+    },
+    /// No release of it has an artifact for this host's target.
+    NoTarget(String),
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::Malformed(why) => write!(f, "the manifest is malformed: {why}"),
+            ManifestError::Invalid(why) => write!(f, "the manifest is invalid: {why}"),
+            ManifestError::Expired { expires, now } => write!(
+                f,
+                "the manifest expired {} s ago (expires {expires}, now {now}): the publisher must sign it again, or something serves a stale copy",
+                now.saturating_sub(*expires)
+            ),
+            ManifestError::Replayed { serial, seen } => write!(
+                f,
+                "the manifest's serial {serial} is lower than {seen}, already seen here: an old manifest served again"
+            ),
+            ManifestError::NoTarget(target) => {
+                write!(f, "no release in the manifest has an artifact for {target}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl Manifest {
+    /// Parses and validates a manifest's bytes (whose signature the caller
+    /// has checked).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_SIZE {
+            return Err(ManifestError::Malformed(format!(
+                "{} bytes, more than the {MAX_MANIFEST_SIZE} read",
+                bytes.len()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Header {
+            format: u32,
+        }
+        let header: Header = serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Malformed(format!("no format number: {e}")))?;
+        if header.format != FORMAT {
+            return Err(ManifestError::Malformed(format!(
+                "format {}, this build reads format {FORMAT}",
+                header.format
+            )));
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest as the publisher writes it (stable order, indented).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let invalid = |why: String| Err(ManifestError::Invalid(why));
+        if self.channel.is_empty() || self.channel.contains(['\0', '\n']) {
+            return invalid(format!("channel {:?}", self.channel));
+        }
+        let mut versions = Vec::new();
+        for r in &self.releases {
+            let Some(version) = r.semver() else {
+                return invalid(format!("version {:?} is not a semantic version", r.version));
+            };
+            if versions.contains(&version) {
+                return invalid(format!("version {} is listed twice", r.version));
+            }
+            versions.push(version);
+            if r.artifacts.is_empty() {
+                return invalid(format!("version {} has no artifact", r.version));
+            }
+            for (target, a) in &r.artifacts {
+                a.validate()
+                    .or_else(|why| invalid(format!("version {} for {target}: {why}", r.version)))?;
+            }
+            let mut last = Wave {
+                start: 0,
+                fraction: 0.0,
+            };
+            for w in &r.rollout {
+                if !(w.fraction > 0.0 && w.fraction <= 1.0) {
+                    return invalid(format!(
+                        "version {}: a wave's fraction {} is not in (0, 1]",
+                        r.version, w.fraction
+                    ));
+                }
+                if w.start < last.start || w.fraction < last.fraction {
+                    return invalid(format!(
+                        "version {}: waves must not go back in time nor shrink ({} at {} after {} at {})",
+                        r.version, w.fraction, w.start, last.fraction, last.start
+                    ));
+                }
+                last = *w;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this host may use the manifest at `now` (Unix seconds),
+    /// having seen serials up to `seen`, for its `target`.
+    pub fn check(&self, now: u64, seen: Option<u64>, target: &str) -> Result<(), ManifestError> {
+        if now >= self.expires {
+            return Err(ManifestError::Expired {
+                expires: self.expires,
+                now,
+            });
+        }
+        if let Some(seen) = seen.filter(|&s| self.serial < s) {
+            return Err(ManifestError::Replayed {
+                serial: self.serial,
+                seen,
+            });
+        }
+        if !self
+            .releases
+            .iter()
+            .any(|r| r.artifacts.contains_key(target))
+        {
+            return Err(ManifestError::NoTarget(target.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Release {
+    /// The version, parsed.
+    pub fn semver(&self) -> Option<semver::Version> {
+        parse_version(&self.version)
+    }
+
+    /// The share of hosts that has this release at `now`: the last wave
+    /// started by then (all of them without waves, none before the first).
+    pub fn fraction_at(&self, now: u64) -> f64 {
+        if self.rollout.is_empty() {
+            return 1.0;
+        }
+        self.rollout
+            .iter()
+            .take_while(|w| w.start <= now)
+            .last()
+            .map_or(0.0, |w| w.fraction)
+    }
+}
+
+impl Artifact {
+    fn validate(&self) -> Result<(), String> {
+        let bad_path = self.path.is_empty()
+            || self.path.starts_with('/')
+            || self.path.contains('\\')
+            || self.path.contains('\0')
+            || self
+                .path
+                .split('/')
+                .any(|part| part == ".." || part.is_empty());
+        if bad_path {
+            return Err(format!(
+                "path {:?} must be relative to the manifest, without `..` or empty parts",
+                self.path
+            ));
+        }
+        let hex = self.sha256.len() == 64
+            && self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(format!(
+                "sha256 {:?} is not 64 lower-case hex digits",
+                self.sha256
+            ));
+        }
+        if self.size == 0 {
+            return Err("size 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A semantic version, with an optional leading `v`.
+pub(crate) fn parse_version(text: &str) -> Option<semver::Version> {
+    semver::Version::parse(text.strip_prefix('v').unwrap_or(text)).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "4f2b8c09a8d7e4a3f1c55cbbd0a69dcb5cbd2cf9e1ab0a9e1c4d63a2b9f2c1d0";
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+    pub(crate) fn release(version: &str, rollout: Vec<Wave>) -> Release {
+        Release {
+            version: version.into(),
+            artifacts: [(
+                TARGET.to_string(),
+                Artifact {
+                    path: format!("app-{version}"),
+                    size: 100,
+                    sha256: HASH.into(),
+                },
+            )]
+            .into(),
+            rollout,
+            yanked: false,
+            critical: false,
+        }
+    }
+
+    fn manifest(releases: Vec<Release>) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            channel: "stable".into(),
+            serial: 5,
+            expires: 2_000,
+            releases,
+        }
+    }
+
+    #[test]
+    fn a_manifest_crosses_its_bytes_whole() {
+        let m = manifest(vec![
+            release("1.0.0", vec![]),
+            release(
+                "v1.1.0",
+                vec![Wave {
+                    start: 10,
+                    fraction: 0.5,
+                }],
+            ),
+        ]);
+        assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn expired_replayed_and_foreign_manifests_are_refused() {
+        let m = manifest(vec![release("1.0.0", vec![])]);
+        assert_eq!(m.check(1_999, Some(5), TARGET), Ok(()));
+        assert_eq!(m.check(1_999, None, TARGET), Ok(()));
+        assert_eq!(
+            m.check(2_000, Some(5), TARGET),
+            Err(ManifestError::Expired {
+                expires: 2_000,
+                now: 2_000
+            })
+        );
+        assert_eq!(
+            m.check(1_000, Some(6), TARGET),
+            Err(ManifestError::Replayed { serial: 5, seen: 6 })
+        );
+        assert_eq!(
+            m.check(1_000, Some(5), "aarch64-apple-darwin"),
+            Err(ManifestError::NoTarget("aarch64-apple-darwin".into()))
+        );
+    }
+
+    #[test]
+    fn hostile_manifests_are_refused_with_a_reason() {
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|m| m.releases[0].version = "latest".into()),
+                "not a semantic version",
+            ),
+            (
+                Box::new(|m| m.releases.push(m.releases[0].clone())),
+                "listed twice",
+            ),
+            (
+                Box::new(|m| {
+                    m.releases[0].artifacts.get_mut(TARGET).unwrap().path =
+                        "../../etc/passwd".into()
+                }),
+                "relative",
+            ),
+            (
+                Box::new(|m| {
+                    m.releases[0].artifacts.get_mut(TARGET).unwrap().path = "/bin/sh".into()
+                }),
+                "relative",
+            ),
+            (
+                Box::new(|m| {
+                    m.releases[0].artifacts.get_mut(TARGET).unwrap().sha256 = HASH.to_uppercase()
+                }),
+                "hex",
+            ),
+            (
+                Box::new(|m| m.releases[0].artifacts.get_mut(TARGET).unwrap().size = 0),
+                "size 0",
+            ),
+            (Box::new(|m| m.releases[0].artifacts.clear()), "no artifact"),
+            (
+                Box::new(|m| {
+                    m.releases[0].rollout = vec![Wave {
+                        start: 1,
+                        fraction: 1.5,
+                    }]
+                }),
+                "(0, 1]",
+            ),
+            (
+                Box::new(|m| {
+                    m.releases[0].rollout = vec![
+                        Wave {
+                            start: 5,
+                            fraction: 0.5,
+                        },
+                        Wave {
+                            start: 6,
+                            fraction: 0.2,
+                        },
+                    ]
+                }),
+                "shrink",
+            ),
+            (Box::new(|m| m.channel = String::new()), "channel"),
+        ];
+        for (edit, needle) in cases {
+            let mut m = manifest(vec![release("1.0.0", vec![])]);
+            edit(&mut m);
+            let err = Manifest::parse(&m.to_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        for (bytes, needle) in [
+            (&b"not json"[..], "no format number"),
+            (br#"{"format": 2}"#, "format 2"),
+            (br#"{"format": 1, "channel": "x"}"#, "missing field"),
+        ] {
+            let err = Manifest::parse(bytes).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
+        assert!(matches!(
+            Manifest::parse(&big),
+            Err(ManifestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_fraction_is_the_last_wave_started() {
+        let r = release(
+            "1.0.0",
+            vec![
+                Wave {
+                    start: 10,
+                    fraction: 0.01,
+                },
+                Wave {
+                    start: 20,
+                    fraction: 0.5,
+                },
+                Wave {
+                    start: 30,
+                    fraction: 1.0,
+                },
+            ],
+        );
+        assert_eq!(r.fraction_at(9), 0.0);
+        assert_eq!(r.fraction_at(10), 0.01);
+        assert_eq!(r.fraction_at(25), 0.5);
+        assert_eq!(r.fraction_at(u64::MAX), 1.0);
+        assert_eq!(release("1.0.0", vec![]).fraction_at(0), 1.0);
+    }
+}
