@@ -101,6 +101,10 @@ pub enum ManifestError {
     },
     /// No release of it has an artifact for this host's target.
     NoTarget(String),
+    /// Not signed by a trusted key: no signature, one that cannot be read,
+    /// one by another key, or one that does not verify over these bytes
+    /// (the manifest was changed after it was signed).
+    Signature(String),
 }
 
 impl fmt::Display for ManifestError {
@@ -120,6 +124,7 @@ impl fmt::Display for ManifestError {
             ManifestError::NoTarget(target) => {
                 write!(f, "no release in the manifest has an artifact for {target}")
             }
+            ManifestError::Signature(why) => write!(f, "the manifest's signature: {why}"),
         }
     }
 }
@@ -127,8 +132,41 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 impl Manifest {
+    /// Checks `signature` (a `.minisig`) over the manifest's `bytes` with
+    /// the trusted `keys` (as [`crate::Config::public_key`] takes them), then
+    /// parses them. Nothing of an unsigned manifest is read.
+    #[cfg(feature = "signatures")]
+    pub fn verify(
+        bytes: &[u8],
+        signature: &str,
+        keys: &[String],
+    ) -> Result<Manifest, ManifestError> {
+        use minisign_verify::{Error as MsError, Signature};
+        let bad = |why: String| ManifestError::Signature(why);
+        if keys.is_empty() {
+            return Err(bad("no trusted public key is configured".into()));
+        }
+        let sig =
+            Signature::decode(signature).map_err(|e| bad(format!("it cannot be read: {e}")))?;
+        let mut last =
+            "signed by an unknown key: none of the trusted public keys made it".to_string();
+        for key in keys {
+            let pk = crate::keys::parse_public_key(key).map_err(bad)?;
+            match pk.verify(bytes, &sig, false) {
+                Ok(()) => return Manifest::parse(bytes),
+                Err(MsError::UnexpectedKeyId) => {}
+                Err(e) => {
+                    last = format!(
+                        "it does not verify over the manifest ({e}): changed after it was signed?"
+                    )
+                }
+            }
+        }
+        Err(bad(last))
+    }
+
     /// Parses and validates a manifest's bytes (whose signature the caller
-    /// has checked).
+    /// has checked: [`Manifest::verify`] does both).
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::Malformed(format!(
@@ -470,5 +508,52 @@ mod tests {
         assert_eq!(r.fraction_at(25), 0.5);
         assert_eq!(r.fraction_at(u64::MAX), 1.0);
         assert_eq!(release("1.0.0", vec![]).fraction_at(0), 1.0);
+    }
+
+    #[cfg(feature = "signatures")]
+    #[test]
+    fn only_a_manifest_signed_by_a_trusted_key_over_its_very_bytes_is_read() {
+        let sign = |keys: &minisign::KeyPair, bytes: &[u8]| {
+            minisign::sign(Some(&keys.pk), &keys.sk, bytes, Some("serial:5"), None)
+                .unwrap()
+                .into_string()
+        };
+        let publisher = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let stranger = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let trusted = [publisher.pk.to_base64()];
+        let m = manifest(vec![release("1.0.0", vec![])]);
+        let bytes = m.to_bytes();
+        let sig = sign(&publisher, &bytes);
+        assert_eq!(Manifest::verify(&bytes, &sig, &trusted).unwrap(), m);
+        // Rotation: any trusted key will do.
+        let both = [stranger.pk.to_base64(), publisher.pk.to_base64()];
+        assert!(Manifest::verify(&bytes, &sig, &both).is_ok());
+        let mut edited = m.clone();
+        edited.serial = 99;
+        for (bytes, sig, keys, needle) in [
+            (
+                edited.to_bytes(),
+                sig.clone(),
+                &trusted[..],
+                "does not verify",
+            ),
+            (
+                bytes.clone(),
+                sign(&stranger, &bytes),
+                &trusted[..],
+                "unknown key",
+            ),
+            (
+                bytes.clone(),
+                "garbage".to_string(),
+                &trusted[..],
+                "cannot be read",
+            ),
+            (bytes.clone(), sig.clone(), &[][..], "no trusted public key"),
+        ] {
+            let err = Manifest::verify(&bytes, &sig, keys).unwrap_err();
+            assert!(matches!(err, ManifestError::Signature(_)), "{err}");
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
     }
 }
