@@ -83,6 +83,7 @@ mod config_file;
 mod control;
 mod control_socket;
 mod failure;
+mod fleet;
 mod ledger;
 mod parse;
 mod program;
@@ -158,6 +159,14 @@ enum Command {
     /// is validly signed. Sign the executable itself (an archive holding it is
     /// accepted too).
     Sign(publish::SignArgs),
+    /// Adds a release to a fleet's signed manifest in a directory: the
+    /// binary as the artifact for its target, its waves (share of hosts
+    /// over time), the serial raised and the manifest signed again.
+    ///
+    /// Hosts polling the manifest refuse one that expired, one older than
+    /// they have seen, or one not signed by a trusted key; the manifest in
+    /// DEST must verify with KEY, or nothing is changed.
+    Publish(fleet::PublishArgs),
     /// Shows a self-upgrading binary's ledger, or resets its version floor
     /// after a release was signed with a mistaken, too-high version.
     ///
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
         Command::Status(args) => control::status(args),
         Command::Keygen(args) => publish::run_keygen(args).map_err(Failure::Runtime),
         Command::Sign(args) => publish::run_sign(args).map_err(Failure::Runtime),
+        Command::Publish(args) => fleet::publish(args).map_err(Failure::Runtime),
         Command::Ledger(args) => ledger::run(args),
     };
     match result {

@@ -127,7 +127,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// This machine's target triple, as Rust names it.
-fn this_target() -> String {
+/// The secret key at `key`, opened with the password in `password_env`.
+pub(crate) fn secret_key(
+    key: &Path,
+    password_env: Option<&str>,
+) -> Result<minisign::SecretKey, String> {
+    let sk_text = std::fs::read_to_string(key)
+        .map_err(|e| format!("cannot read the secret key {}: {e}", key.display()))?;
+    let sk_box = minisign::SecretKeyBox::from_string(&sk_text)
+        .map_err(|e| format!("{} is not a minisign secret key: {e}", key.display()))?;
+    match password(password_env)? {
+        Some(pw) => sk_box.into_secret_key(Some(pw)),
+        None => sk_box.into_unencrypted_secret_key(),
+    }
+    .map_err(|e| {
+        format!(
+            "cannot open the secret key {}: {e} (an encrypted key needs --password-env)",
+            key.display()
+        )
+    })
+}
+
+pub(crate) fn this_target() -> String {
     let arch = std::env::consts::ARCH;
     match std::env::consts::OS {
         "linux" if cfg!(target_env = "musl") => format!("{arch}-unknown-linux-musl"),
@@ -174,20 +195,7 @@ fn sign(
             "the file name {name:?} holds a control character (a tab or a line break): rename the file before signing it"
         ));
     }
-    let sk_text = std::fs::read_to_string(key)
-        .map_err(|e| format!("cannot read the secret key {}: {e}", key.display()))?;
-    let sk_box = minisign::SecretKeyBox::from_string(&sk_text)
-        .map_err(|e| format!("{} is not a minisign secret key: {e}", key.display()))?;
-    let sk = match password(password_env)? {
-        Some(pw) => sk_box.into_secret_key(Some(pw)),
-        None => sk_box.into_unencrypted_secret_key(),
-    }
-    .map_err(|e| {
-        format!(
-            "cannot open the secret key {}: {e} (an encrypted key needs --password-env)",
-            key.display()
-        )
-    })?;
+    let sk = secret_key(key, password_env)?;
     let data =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let timestamp = std::time::SystemTime::now()

@@ -1,0 +1,194 @@
+//! `overseer publish`: a release added to a fleet's signed manifest in a
+//! directory, which the library's own check (`Manifest::verify`) accepts;
+//! a manifest edited by hand, or signed by another key, stops it with
+//! nothing changed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use overseer::fleet::Manifest;
+
+const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let out = run(Command::new(OVERSEER)
+        .args(["keygen", "--name", name, "--out"])
+        .arg(dir));
+    assert!(out.status.success(), "{out:?}");
+    let public = std::fs::read_to_string(dir.join(format!("{name}.pub"))).expect("public key");
+    (dir.join(format!("{name}.key")), public)
+}
+
+/// `overseer publish --key KEY --version V --target T ARGS… BINARY DEST`.
+fn publish(
+    key: &Path,
+    version: &str,
+    target: &str,
+    args: &[&str],
+    binary: &Path,
+    dest: &Path,
+) -> Output {
+    run(Command::new(OVERSEER)
+        .arg("publish")
+        .arg("--key")
+        .arg(key)
+        .args(["--version", version, "--target", target])
+        .args(args)
+        .arg(binary)
+        .arg(dest))
+}
+
+/// The manifest in `dest`, verified with `public`.
+fn manifest(dest: &Path, public: &str) -> Manifest {
+    let bytes = std::fs::read(dest.join("manifest.json")).expect("manifest.json");
+    let sig = std::fs::read_to_string(dest.join("manifest.json.minisig")).expect("its signature");
+    Manifest::verify(&bytes, &sig, &[public.to_string()]).expect("a manifest the hosts accept")
+}
+
+#[test]
+fn publish_builds_a_signed_manifest_release_by_release_and_target_by_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, public) = keygen(d, "release");
+    let dest = d.join("fleet");
+    let app = d.join("app");
+    std::fs::write(&app, b"version one").expect("app");
+
+    let out = publish(&key, "1.0.0", TARGET, &[], &app, &dest);
+    assert!(out.status.success(), "{out:?}");
+    let m = manifest(&dest, &public);
+    assert_eq!(
+        (m.channel.as_str(), m.serial, m.releases.len()),
+        ("stable", 1, 1)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(m.expires > now + 29 * 86_400 && m.expires <= now + 30 * 86_400 + 60);
+    let artifact = &m.releases[0].artifacts[TARGET];
+    assert_eq!(artifact.path, format!("1.0.0/{TARGET}/app"));
+    assert_eq!(
+        std::fs::read(dest.join(&artifact.path)).expect("artifact"),
+        b"version one"
+    );
+    assert_eq!(artifact.size, 11);
+    assert_eq!(artifact.sha256, sha256_hex(b"version one"));
+    assert!(m.releases[0].rollout.is_empty());
+
+    // A second release in waves, then its second target.
+    std::fs::write(&app, b"version two").expect("app");
+    let out = publish(
+        &key,
+        "1.1.0",
+        TARGET,
+        &["--waves", "10%,100%@1h", "--channel", "beta"],
+        &app,
+        &dest,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = publish(&key, "1.1.0", "aarch64-unknown-linux-gnu", &[], &app, &dest);
+    assert!(out.status.success(), "{out:?}");
+    let m = manifest(&dest, &public);
+    assert_eq!(m.serial, 3);
+    assert_eq!(
+        m.channel, "stable",
+        "an existing manifest keeps its channel"
+    );
+    let r = m
+        .releases
+        .iter()
+        .find(|r| r.version == "1.1.0")
+        .expect("1.1.0");
+    assert_eq!(r.artifacts.len(), 2);
+    let waves: Vec<f64> = r.rollout.iter().map(|w| w.fraction).collect();
+    assert_eq!(waves, [0.1, 1.0]);
+    assert_eq!(r.rollout[1].start - r.rollout[0].start, 3600);
+}
+
+#[test]
+fn a_manifest_edited_by_hand_or_another_key_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, _) = keygen(d, "release");
+    let (stranger, _) = keygen(d, "stranger");
+    let dest = d.join("fleet");
+    let app = d.join("app");
+    std::fs::write(&app, b"app").expect("app");
+    assert!(publish(&key, "1.0.0", TARGET, &[], &app, &dest)
+        .status
+        .success());
+
+    let signed = std::fs::read(dest.join("manifest.json")).expect("manifest");
+    let snapshot = || {
+        (
+            std::fs::read(dest.join("manifest.json")).expect("manifest"),
+            std::fs::read(dest.join("manifest.json.minisig")).expect("signature"),
+            dest.join("2.0.0").exists(),
+        )
+    };
+    // Another key: refused, nothing written.
+    let before = snapshot();
+    let out = publish(&stranger, "2.0.0", TARGET, &[], &app, &dest);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Publish with the key that signed it"), "{err}");
+    assert_eq!(snapshot(), before);
+
+    // Edited by hand (a serial raised): refused, nothing written.
+    let edited = String::from_utf8_lossy(&signed).replace("\"serial\": 1", "\"serial\": 9");
+    std::fs::write(dest.join("manifest.json"), edited).expect("edit");
+    let before = snapshot();
+    let out = publish(&key, "2.0.0", TARGET, &[], &app, &dest);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not verify") && err.contains("restored"),
+        "{err}"
+    );
+    assert_eq!(snapshot(), before);
+
+    // Bad input is refused before anything is written.
+    std::fs::write(dest.join("manifest.json"), &signed).expect("restore");
+    for args in [&["--waves", "50%,10%@1h"][..], &["--waves", "120%"][..]] {
+        let out = publish(&key, "2.0.0", TARGET, args, &app, &dest);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--waves"),
+            "{out:?}"
+        );
+    }
+    let out = publish(&key, "two", TARGET, &[], &app, &dest);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a semantic version"),
+        "{out:?}"
+    );
+    let out = publish(
+        &key,
+        "2.0.0",
+        TARGET,
+        &[],
+        &app,
+        Path::new("s3://bucket/fleet"),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("publish to a directory"),
+        "{out:?}"
+    );
+    assert!(!dest.join("2.0.0").exists());
+    assert_eq!(
+        std::fs::read(dest.join("manifest.json")).expect("manifest"),
+        signed
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
