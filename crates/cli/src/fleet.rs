@@ -73,10 +73,7 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
             "{dest}: publishing straight to an object store is not supported yet; publish to a directory and copy it there (artifacts first, manifest.json and its .minisig last)"
         ));
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| format!("the clock is before 1970: {e}"))?
-        .as_secs();
+    let now = unix_now()?;
     let rollout = match &a.waves {
         Some(text) => waves(text, now)?,
         None => Vec::new(),
@@ -100,9 +97,7 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty() && !n.contains(['/', '\\']) && !n.chars().any(char::is_control))
         .ok_or_else(|| format!("{}: not a file name to publish under", a.binary.display()))?;
-    let sk = secret_key(&a.key, a.password_env.as_deref())?;
-    let pk = minisign::PublicKey::from_secret_key(&sk)
-        .map_err(|e| format!("cannot derive the public key of {}: {e}", a.key.display()))?;
+    let (sk, pk) = keys(&a.key, a.password_env.as_deref())?;
 
     // The manifest as it stands, which must be this key's, unedited.
     std::fs::create_dir_all(&a.dest)
@@ -142,28 +137,64 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
             rollout,
             yanked: false,
             critical: a.critical,
+            halted: None,
         }),
     }
+    let what = format!("published {version} for {target}: {path}");
+    sign_and_write(&a.dest, &mut manifest, &sk, &pk, now, a.expires, &what)
+}
+
+/// Raises the serial, sets the expiry, checks the result as hosts will,
+/// signs it and writes it (the signature first, then the manifest), then
+/// says `what` was done.
+fn sign_and_write(
+    dest: &Path,
+    manifest: &mut Manifest,
+    sk: &minisign::SecretKey,
+    pk: &minisign::PublicKey,
+    now: u64,
+    expires: Duration,
+    what: &str,
+) -> Result<(), String> {
     manifest.serial += 1;
-    manifest.expires = now.saturating_add(a.expires.as_secs());
+    manifest.expires = now.saturating_add(expires.as_secs());
     let bytes = manifest.to_bytes();
     // What hosts will check, checked here first.
     Manifest::parse(&bytes).map_err(|e| format!("the new manifest would be refused: {e}"))?;
     let comment = format!("channel:{}\tserial:{}", manifest.channel, manifest.serial);
-    let signature = minisign::sign(Some(&pk), &sk, &bytes[..], Some(&comment), None)
+    let signature = minisign::sign(Some(pk), sk, &bytes[..], Some(&comment), None)
         .map_err(|e| format!("cannot sign the manifest: {e}"))?;
     // The signature is written before the manifest it signs: a host that
     // reads them between the two renames sees the old manifest with the new
     // signature, refuses it and reads both again at its next poll.
-    write_atomically(&a.dest.join(SIGNATURE), signature.to_string().as_bytes())?;
-    write_atomically(&a.dest.join(MANIFEST), &bytes)?;
+    write_atomically(&dest.join(SIGNATURE), signature.to_string().as_bytes())?;
+    write_atomically(&dest.join(MANIFEST), &bytes)?;
     println!(
-        "published {version} for {target} in {} (serial {}, valid until {}): {path}",
-        a.dest.display(),
+        "{what} ({}: serial {}, valid until {})",
+        dest.display(),
         manifest.serial,
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(manifest.expires)),
     );
     Ok(())
+}
+
+/// The time now, in Unix seconds.
+fn unix_now() -> Result<u64, String> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| format!("the clock is before 1970: {e}"))?
+        .as_secs())
+}
+
+/// The secret key at `key` and its public key.
+fn keys(
+    key: &Path,
+    password_env: Option<&str>,
+) -> Result<(minisign::SecretKey, minisign::PublicKey), String> {
+    let sk = secret_key(key, password_env)?;
+    let pk = minisign::PublicKey::from_secret_key(&sk)
+        .map_err(|e| format!("cannot derive the public key of {}: {e}", key.display()))?;
+    Ok((sk, pk))
 }
 
 /// The manifest in `dest`, verified with `public_key`, or `None` when there
@@ -191,6 +222,209 @@ fn current(dest: &Path, public_key: &str) -> Result<Option<Manifest>, String> {
                 path.display()
             )
         })
+}
+
+/// `overseer rollout`.
+#[derive(Args, Debug)]
+pub(crate) struct RolloutArgs {
+    #[command(subcommand)]
+    action: Rollout,
+}
+
+/// What `overseer rollout` does.
+#[derive(clap::Subcommand, Debug)]
+enum Rollout {
+    /// Shows each release of the manifest in DEST: its waves, the share of
+    /// hosts it has now, and whether it is halted, withdrawn or critical.
+    Status {
+        /// Check the manifest's signature with this public key (the
+        /// `.pub` file, or its base64 line).
+        #[arg(long, value_name = "PUB")]
+        public_key: Option<String>,
+        /// The directory the fleet polls.
+        dest: PathBuf,
+    },
+    /// Halts a release's rollout: the share of hosts that have it stays
+    /// where it is until `resume`.
+    Halt(Edit),
+    /// Resumes a halted rollout: the waves still to come open as much
+    /// later as it stayed halted.
+    Resume(Edit),
+    /// Withdraws a release: no host takes it, and hosts running it move to
+    /// the newest release not withdrawn, even an older one.
+    Yank(Edit),
+}
+
+/// An edit of the manifest: signed again, its serial raised.
+#[derive(Args, Debug)]
+struct Edit {
+    /// The publisher's secret key (the manifest must verify with it).
+    #[arg(long, short = 'k')]
+    key: PathBuf,
+    /// The password is in this environment variable (for encrypted keys).
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// The release [default for halt and resume: the newest].
+    #[arg(long)]
+    version: Option<String>,
+    /// How long the manifest signed again stays valid.
+    #[arg(long, default_value = "30d", value_parser = parse::duration)]
+    expires: Duration,
+    /// The directory the fleet polls.
+    dest: PathBuf,
+}
+
+/// Runs `overseer rollout`.
+pub(crate) fn rollout(a: RolloutArgs) -> Result<(), String> {
+    let now = unix_now()?;
+    let (edit, change) = match a.action {
+        Rollout::Status { public_key, dest } => return status(&dest, public_key.as_deref(), now),
+        Rollout::Halt(e) => (e, Change::Halt),
+        Rollout::Resume(e) => (e, Change::Resume),
+        Rollout::Yank(e) => (e, Change::Yank),
+    };
+    let (sk, pk) = keys(&edit.key, edit.password_env.as_deref())?;
+    let mut manifest = current(&edit.dest, &pk.to_base64())?.ok_or_else(|| {
+        format!(
+            "no {MANIFEST} in {}: publish a release there first",
+            edit.dest.display()
+        )
+    })?;
+    let release = match &edit.version {
+        Some(v) => {
+            let wanted = v.strip_prefix('v').unwrap_or(v);
+            manifest
+                .releases
+                .iter_mut()
+                .find(|r| r.version.strip_prefix('v').unwrap_or(&r.version) == wanted)
+                .ok_or_else(|| {
+                    format!("no release {v} in the manifest (overseer rollout status lists them)")
+                })?
+        }
+        None if change == Change::Yank => {
+            return Err("yank needs --version: the release to withdraw".into())
+        }
+        None => manifest
+            .releases
+            .iter_mut()
+            .max_by_key(|r| r.semver())
+            .ok_or("the manifest has no release")?,
+    };
+    let v = release.version.clone();
+    let what = match change {
+        Change::Halt if release.halted.is_some() => return Err(format!("{v} is halted already")),
+        Change::Resume if release.halted.is_none() => return Err(format!("{v} is not halted")),
+        Change::Yank if release.yanked => return Err(format!("{v} is withdrawn already")),
+        Change::Halt => {
+            release.halt(now);
+            format!(
+                "halted {v} at {:.1} % of hosts",
+                release.fraction_at(now) * 100.0
+            )
+        }
+        Change::Resume => {
+            release.resume(now);
+            format!("resumed {v}")
+        }
+        Change::Yank => {
+            release.yanked = true;
+            format!("withdrew {v}")
+        }
+    };
+    sign_and_write(
+        &edit.dest,
+        &mut manifest,
+        &sk,
+        &pk,
+        now,
+        edit.expires,
+        &what,
+    )
+}
+
+/// A change `overseer rollout` makes to one release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Halt,
+    Resume,
+    Yank,
+}
+
+/// `overseer rollout status`.
+fn status(dest: &Path, public_key: Option<&str>, now: u64) -> Result<(), String> {
+    let path = dest.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (manifest, verified) = match public_key {
+        Some(key) => {
+            let key = match std::fs::read_to_string(key) {
+                Ok(text) => text,
+                Err(_) => key.to_string(),
+            };
+            (
+                current(dest, &key)?
+                    .ok_or_else(|| format!("no {MANIFEST} in {}", dest.display()))?,
+                true,
+            )
+        }
+        None => (
+            Manifest::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            false,
+        ),
+    };
+    let when =
+        |t: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string();
+    println!(
+        "channel {}, serial {}, valid until {}{}{}",
+        manifest.channel,
+        manifest.serial,
+        when(manifest.expires),
+        if manifest.expires <= now {
+            " (EXPIRED: hosts refuse it)"
+        } else {
+            ""
+        },
+        if verified {
+            ", signature verified"
+        } else {
+            ", signature not checked (--public-key)"
+        },
+    );
+    let mut releases: Vec<&Release> = manifest.releases.iter().collect();
+    releases.sort_by_key(|r| r.semver());
+    for r in releases {
+        let (wave, waves) = r.wave_at(now);
+        let mut flags = Vec::new();
+        if r.yanked {
+            flags.push("withdrawn".to_string());
+        }
+        if r.critical {
+            flags.push("critical".to_string());
+        }
+        if let Some(h) = r.halted {
+            flags.push(format!("halted since {}", when(h)));
+        }
+        let targets: Vec<&str> = r.artifacts.keys().map(String::as_str).collect();
+        println!(
+            "{}: {:.1} % of hosts{}{} [{}]",
+            r.version,
+            r.fraction_at(now) * 100.0,
+            if waves > 0 {
+                format!(", wave {wave} of {waves}")
+            } else {
+                String::new()
+            },
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", flags.join(", "))
+            },
+            targets.join(", ")
+        );
+        for w in &r.rollout {
+            println!("    {:>5.1} % from {}", w.fraction * 100.0, when(w.start));
+        }
+    }
+    Ok(())
 }
 
 /// `1%,10%@2h,50%@6h,100%@24h`: shares of hosts, each from now plus its

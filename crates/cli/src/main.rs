@@ -167,6 +167,10 @@ enum Command {
     /// they have seen, or one not signed by a trusted key; the manifest in
     /// DEST must verify with KEY, or nothing is changed.
     Publish(fleet::PublishArgs),
+    /// Steers a fleet's rollout in the manifest `publish` wrote: status,
+    /// halt, resume, yank. Each edit signs the manifest again and raises its
+    /// serial.
+    Rollout(fleet::RolloutArgs),
     /// Shows a self-upgrading binary's ledger, or resets its version floor
     /// after a release was signed with a mistaken, too-high version.
     ///
@@ -190,6 +194,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => publish::run_keygen(args).map_err(Failure::Runtime),
         Command::Sign(args) => publish::run_sign(args).map_err(Failure::Runtime),
         Command::Publish(args) => fleet::publish(args).map_err(Failure::Runtime),
+        Command::Rollout(args) => fleet::rollout(args).map_err(Failure::Runtime),
         Command::Ledger(args) => ledger::run(args),
     };
     match result {

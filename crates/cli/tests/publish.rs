@@ -192,3 +192,108 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     format!("{:x}", Sha256::digest(bytes))
 }
+
+/// `overseer rollout ARGS…`.
+fn rollout(args: &[&str]) -> Output {
+    run(Command::new(OVERSEER).arg("rollout").args(args))
+}
+
+#[test]
+fn rollout_halts_resumes_and_withdraws_releases_in_the_signed_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, public) = keygen(d, "release");
+    let key_arg = key.to_string_lossy().into_owned();
+    let dest = d.join("fleet");
+    let dest_arg = dest.to_string_lossy().into_owned();
+    let app = d.join("app");
+    std::fs::write(&app, b"app").expect("app");
+    assert!(publish(&key, "1.0.0", TARGET, &[], &app, &dest)
+        .status
+        .success());
+    let waves = ["--waves", "10%,50%@1h,100%@2h"];
+    assert!(publish(&key, "1.1.0", TARGET, &waves, &app, &dest)
+        .status
+        .success());
+
+    // Halt the newest: its share stays, and hosts see it halted.
+    let out = rollout(&["halt", "--key", &key_arg, &dest_arg]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("halted 1.1.0 at 10.0 % of hosts"),
+        "{out:?}"
+    );
+    let m = manifest(&dest, &public);
+    assert_eq!(m.serial, 3);
+    let r = m
+        .releases
+        .iter()
+        .find(|r| r.version == "1.1.0")
+        .expect("1.1.0");
+    assert!(r.halted.is_some());
+    assert_eq!(
+        r.fraction_at(u64::MAX),
+        0.1,
+        "halted: never beyond its share"
+    );
+    let again = rollout(&["halt", "--key", &key_arg, &dest_arg]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("halted already"),
+        "{again:?}"
+    );
+
+    // Status, with the signature checked.
+    let pub_path = d.join("release.pub").to_string_lossy().into_owned();
+    let out = rollout(&["status", "--public-key", &pub_path, &dest_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("serial 3") && text.contains("signature verified"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1.1.0: 10.0 % of hosts, wave 1 of 3, halted since"),
+        "{text}"
+    );
+    assert!(text.contains("1.0.0: 100.0 % of hosts"), "{text}");
+
+    // Resume, then withdraw 1.1.0.
+    assert!(rollout(&["resume", "--key", &key_arg, &dest_arg])
+        .status
+        .success());
+    let out = rollout(&["yank", "--key", &key_arg, "--version", "1.1.0", &dest_arg]);
+    assert!(out.status.success(), "{out:?}");
+    let m = manifest(&dest, &public);
+    assert_eq!(m.serial, 5);
+    let r = m
+        .releases
+        .iter()
+        .find(|r| r.version == "1.1.0")
+        .expect("1.1.0");
+    assert!(r.yanked && r.halted.is_none());
+    // A host on the withdrawn 1.1.0 goes back to 1.0.0.
+    match overseer::fleet::choose(&m, Some("1.1.0"), TARGET, "host-1", 0) {
+        overseer::fleet::Choice::Take {
+            release, downgrade, ..
+        } => {
+            assert_eq!(release.version, "1.0.0");
+            assert!(downgrade);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Mistakes change nothing.
+    let before = std::fs::read(dest.join("manifest.json")).expect("manifest");
+    for args in [
+        &["yank", "--key", &key_arg, &dest_arg][..],
+        &["yank", "--key", &key_arg, "--version", "9.9.9", &dest_arg][..],
+        &["resume", "--key", &key_arg, "--version", "1.0.0", &dest_arg][..],
+    ] {
+        let out = rollout(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    }
+    assert_eq!(
+        std::fs::read(dest.join("manifest.json")).expect("manifest"),
+        before
+    );
+}

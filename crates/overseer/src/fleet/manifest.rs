@@ -50,6 +50,10 @@ pub struct Release {
     /// Every host takes it at once, whatever the waves say.
     #[serde(default)]
     pub critical: bool,
+    /// Unix seconds at which the publisher halted the rollout: the share
+    /// of hosts stays what it was then until it is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<u64>,
 }
 
 /// The file of one release for one target.
@@ -276,16 +280,42 @@ impl Release {
     }
 
     /// The share of hosts that has this release at `now`: the last wave
-    /// started by then (all of them without waves, none before the first).
+    /// started by then (all of them without waves, none before the first),
+    /// or by the time it was halted.
     pub fn fraction_at(&self, now: u64) -> f64 {
         if self.rollout.is_empty() {
             return 1.0;
         }
+        let now = self.halted.map_or(now, |h| h.min(now));
         self.rollout
             .iter()
             .take_while(|w| w.start <= now)
             .last()
             .map_or(0.0, |w| w.fraction)
+    }
+
+    /// The wave in force at `now` (1 for the first), and how many there are.
+    pub fn wave_at(&self, now: u64) -> (usize, usize) {
+        let now = self.halted.map_or(now, |h| h.min(now));
+        let started = self.rollout.iter().take_while(|w| w.start <= now).count();
+        (started, self.rollout.len())
+    }
+
+    /// Halts the rollout at `now`: the share of hosts stays where it is.
+    /// Already halted: nothing changes.
+    pub fn halt(&mut self, now: u64) {
+        self.halted.get_or_insert(now);
+    }
+
+    /// Resumes a halted rollout at `now`: the waves not yet started when it
+    /// was halted open as much later as it stayed halted.
+    pub fn resume(&mut self, now: u64) {
+        if let Some(halted) = self.halted.take() {
+            let paused = now.saturating_sub(halted);
+            for w in self.rollout.iter_mut().filter(|w| w.start > halted) {
+                w.start = w.start.saturating_add(paused);
+            }
+        }
     }
 }
 
@@ -351,6 +381,7 @@ mod tests {
             rollout,
             yanked: false,
             critical: false,
+            halted: None,
         }
     }
 
@@ -508,6 +539,38 @@ mod tests {
         assert_eq!(r.fraction_at(25), 0.5);
         assert_eq!(r.fraction_at(u64::MAX), 1.0);
         assert_eq!(release("1.0.0", vec![]).fraction_at(0), 1.0);
+    }
+
+    #[test]
+    fn a_halted_rollout_keeps_its_share_and_resumes_later_by_as_long() {
+        let mut r = release(
+            "1.0.0",
+            vec![
+                Wave {
+                    start: 10,
+                    fraction: 0.1,
+                },
+                Wave {
+                    start: 20,
+                    fraction: 0.5,
+                },
+                Wave {
+                    start: 30,
+                    fraction: 1.0,
+                },
+            ],
+        );
+        r.halt(15);
+        r.halt(18);
+        assert_eq!(r.fraction_at(100), 0.1);
+        assert_eq!(r.wave_at(100), (1, 3));
+        r.resume(115);
+        assert_eq!(r.halted, None);
+        let starts: Vec<u64> = r.rollout.iter().map(|w| w.start).collect();
+        assert_eq!(starts, [10, 120, 130]);
+        assert_eq!(r.fraction_at(119), 0.1);
+        assert_eq!(r.fraction_at(120), 0.5);
+        assert_eq!(r.wave_at(200), (3, 3));
     }
 
     #[cfg(feature = "signatures")]

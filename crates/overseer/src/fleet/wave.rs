@@ -140,6 +140,7 @@ mod tests {
             rollout,
             yanked: false,
             critical: false,
+            halted: None,
         }
     }
 
