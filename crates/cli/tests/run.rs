@@ -604,7 +604,8 @@ fn upgrade_from_a_signed_file_release_replaces_the_program() {
     let installed = std::fs::read_to_string(&app).expect("read");
     assert!(installed.contains("VERSION = \"2\""));
     // Progress lines (stderr is not a terminal here).
-    p.expect_line("download started (4", T);
+    let started = p.expect_line("download started (", T);
+    assert!(started.ends_with(" KiB)"), "{started}");
     p.expect_line("downloaded", T);
 
     // A release changed after signing is refused; version 2 keeps serving.
