@@ -33,8 +33,8 @@ pub(crate) struct Rules {
 }
 
 /// How long a replaced worker's accept queue may stay non-empty after the
-/// settle time before it is told to drain anyway (it is not accepting):
-/// what is left there waits for the next worker given its socket.
+/// settle time before it is told to drain anyway (it is not accepting): the
+/// supervisor then starts a worker on its socket to take what is left.
 pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// How often a non-empty accept queue is looked at again.
 const QUEUE_POLL: Duration = Duration::from_millis(5);
@@ -729,7 +729,7 @@ impl Handover {
                 w.drain(terminate_timeout, now, fx);
             } else if now >= due.give_up {
                 log::warning!(
-                    "worker {} draining with {queued} connection(s) still in its accept queue after {QUEUE_WAIT:?}: they wait for the next worker given its socket",
+                    "worker {} draining with {queued} connection(s) still in its accept queue after {QUEUE_WAIT:?}: it is not accepting",
                     w.number
                 );
                 w.drain(terminate_timeout, now, fx);

@@ -158,7 +158,9 @@ impl Steering {
             None => self.slots.assign(number, self.stranded(|_| false), false),
         };
         for g in &mut self.groups {
-            if g.sockets.len() <= slot {
+            // In slot order, so each socket's number is its place in the
+            // group (one that failed to open before is opened now first).
+            while g.sockets.len() <= slot {
                 match open_member(g.local, g.only_v6, self.backlog) {
                     Ok(fd) => g.sockets.push(fd),
                     Err(e) => {
