@@ -23,6 +23,7 @@
 //! | variable | setting |
 //! |---|---|
 //! | `UA_ADDR` | the address to serve (default `127.0.0.1:0`) |
+//! | `UA_FLEET_DIR` | poll the fleet manifest in this directory (before any other source), as host `UA_HOST_ID` |
 //! | `UA_FETCH_URL` | poll this URL (HTTP fetcher, `.minisig`/`.sha256` beside it) |
 //! | `UA_FETCH_FILE` | or watch this file |
 //! | `UA_FETCH_GITHUB` | or poll this repository's latest GitHub release (`OWNER/REPO`; the asset named like the binary, the token from `GITHUB_TOKEN`) |
@@ -136,7 +137,13 @@ pub fn main_from_env() {
     for key in keys.iter().flat_map(|k| k.split(',')) {
         config = config.public_key(key);
     }
-    if let Some(repo) = var("UA_FETCH_GITHUB") {
+    if let Some(dir) = var("UA_FLEET_DIR") {
+        let mut fleet = overseer::fetcher::Fleet::new(dir).interval(interval);
+        if let Some(id) = var("UA_HOST_ID") {
+            fleet = fleet.host_id(id);
+        }
+        config = config.fetcher(fleet);
+    } else if let Some(repo) = var("UA_FETCH_GITHUB") {
         let mut fetcher = overseer::fetcher::GitHub::new(repo)
             .token_env("GITHUB_TOKEN")
             .allow_http(var("UA_ALLOW_HTTP").is_some())

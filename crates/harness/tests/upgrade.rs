@@ -1209,3 +1209,177 @@ fn a_floor_raised_by_a_mistaken_version_is_reset_while_the_master_runs() {
         .expect_line("signed version 1.0.1 is not newer than 1.0.2", T);
     assert_eq!(rig.serving_version(), "1.0.2");
 }
+
+/// A fleet's manifest in a directory, signed with the rig's key: each
+/// release's artifact written from its bytes (or `swapped` bytes in its
+/// place, the manifest still naming the real ones).
+struct FleetRelease<'a> {
+    version: &'a str,
+    bytes: &'a [u8],
+    swapped: Option<&'a [u8]>,
+    rollout: Vec<overseer::fleet::Wave>,
+    yanked: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn publish_fleet(rig: &Rig, dir: &Path, serial: u64, expires: u64, releases: &[FleetRelease<'_>]) {
+    use overseer::fleet::{Artifact, Manifest, Release};
+    use sha2::{Digest, Sha256};
+    let target = this_target();
+    let mut manifest = Manifest {
+        format: overseer::fleet::FORMAT,
+        channel: "stable".into(),
+        serial,
+        expires,
+        releases: Vec::new(),
+    };
+    for r in releases {
+        let path = format!("{}/{target}/app", r.version);
+        std::fs::create_dir_all(dir.join(format!("{}/{target}", r.version))).expect("artifact dir");
+        std::fs::write(dir.join(&path), r.swapped.unwrap_or(r.bytes)).expect("artifact");
+        manifest.releases.push(Release {
+            version: r.version.into(),
+            artifacts: [(
+                target.clone(),
+                Artifact {
+                    path,
+                    size: r.bytes.len() as u64,
+                    sha256: format!("{:x}", Sha256::digest(r.bytes)),
+                },
+            )]
+            .into(),
+            rollout: r.rollout.clone(),
+            yanked: r.yanked,
+            critical: false,
+            halted: None,
+        });
+    }
+    let bytes = manifest.to_bytes();
+    let sig = rig
+        .keys
+        .sign_with_comment(&bytes, &format!("serial:{serial}"));
+    std::fs::write(dir.join("manifest.json.minisig.tmp"), sig).expect("signature");
+    std::fs::write(dir.join("manifest.json.tmp"), &bytes).expect("manifest");
+    std::fs::rename(
+        dir.join("manifest.json.minisig.tmp"),
+        dir.join("manifest.json.minisig"),
+    )
+    .expect("rename");
+    std::fs::rename(dir.join("manifest.json.tmp"), dir.join("manifest.json")).expect("rename");
+}
+
+/// A master polling a fleet's manifest takes releases by their waves,
+/// refuses a swapped artifact, a replayed or expired manifest and one
+/// signed by another key (the serving worker and the binary untouched), and
+/// moves back to the previous release when the running one is withdrawn.
+#[test]
+fn a_fleet_manifest_upgrades_by_wave_refuses_tampering_and_moves_off_a_withdrawn_release() {
+    let fleet = tempfile::tempdir().expect("fleet dir");
+    let fleet_dir = fleet.path().to_string_lossy().into_owned();
+    let rig = Rig::start(&[("UA_FLEET_DIR", &fleet_dir), ("UA_HOST_ID", "host-17")]);
+    let d = fleet.path();
+    let now = unix_now();
+    let all_now = vec![overseer::fleet::Wave {
+        start: now - 10,
+        fraction: 1.0,
+    }];
+    let v1 = rig.original.clone();
+    let v2 = rig.build("version=2.0.0");
+    let v3 = rig.build("version=3.0.0");
+    let release = |version, bytes, rollout| FleetRelease {
+        version,
+        bytes,
+        swapped: None,
+        rollout,
+        yanked: false,
+    };
+
+    // 2.0.0 to every host: installed.
+    publish_fleet(
+        &rig,
+        d,
+        1,
+        now + 3600,
+        &[release("2.0.0", &v2, all_now.clone())],
+    );
+    rig.proc.expect_line("installed version 2.0.0", T);
+    rig.expect_version("2.0.0");
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+
+    // 3.0.0 whose rollout starts in an hour: not taken.
+    let later = vec![overseer::fleet::Wave {
+        start: now + 3600,
+        fraction: 1.0,
+    }];
+    publish_fleet(
+        &rig,
+        d,
+        2,
+        now + 3600,
+        &[
+            release("2.0.0", &v2, all_now.clone()),
+            release("3.0.0", &v3, later),
+        ],
+    );
+    rig.proc.expect_line("3.0.0 its rollout has not started", T);
+
+    // Refused, each once, with 2.0.0 serving and on disk throughout.
+    let swapped = FleetRelease {
+        swapped: Some(&v1),
+        ..release("3.0.0", &v3, all_now.clone())
+    };
+    publish_fleet(&rig, d, 3, now + 3600, &[swapped]);
+    let needle = "not the one the signed manifest names";
+    rig.proc.expect_line(needle, T);
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(rig.proc.count(needle), 1, "reported once: {:?}", rig.proc.output());
+    publish_fleet(
+        &rig,
+        d,
+        2,
+        now + 3600,
+        &[release("3.0.0", &v3, all_now.clone())],
+    );
+    rig.proc.expect_line("serial 2 is lower than 3", T);
+    publish_fleet(
+        &rig,
+        d,
+        4,
+        now - 1,
+        &[release("3.0.0", &v3, all_now.clone())],
+    );
+    rig.proc.expect_line("the manifest expired", T);
+    let stranger = Keys::generate();
+    let bytes = std::fs::read(d.join("manifest.json")).expect("manifest");
+    std::fs::write(
+        d.join("manifest.json.minisig"),
+        stranger.sign_with_comment(&bytes, "serial:4"),
+    )
+    .expect("sig");
+    rig.proc.expect_line("signed by an unknown key", T);
+    assert_eq!(rig.serving_version(), "2.0.0");
+    assert_eq!(std::fs::read(rig.bin()).expect("binary"), v2);
+
+    // 2.0.0 withdrawn: the host goes back to 1.0.0, a downgrade the signed
+    // manifest allows.
+    let yanked = FleetRelease {
+        yanked: true,
+        ..release("2.0.0", &v2, all_now.clone())
+    };
+    publish_fleet(
+        &rig,
+        d,
+        5,
+        now + 3600,
+        &[release("1.0.0", &v1, all_now.clone()), yanked],
+    );
+    rig.proc
+        .expect_line("taking 1.0.0 (2.0.0 was withdrawn)", T);
+    rig.expect_version("1.0.0");
+}

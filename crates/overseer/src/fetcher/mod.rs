@@ -49,6 +49,10 @@ use std::time::Duration;
 mod file;
 #[cfg(feature = "fetch-file")]
 pub use file::File;
+#[cfg(all(feature = "fetch-file", feature = "signatures"))]
+mod fleet;
+#[cfg(all(feature = "fetch-file", feature = "signatures"))]
+pub use fleet::Fleet;
 #[cfg(feature = "fetch-azure")]
 mod azure;
 #[cfg(feature = "fetch-azure")]
@@ -140,6 +144,21 @@ pub struct Release {
     /// The version as the source names it (for log lines; with signatures
     /// on, only the signed version counts).
     pub version: Option<String>,
+    /// Set only by this crate's fleet source, once a trusted key's signature
+    /// over the manifest verified: what the manifest says of these bytes.
+    pub(crate) vouched: Option<Vouched>,
+}
+
+/// What a verified fleet manifest says of a release's bytes: they are
+/// exactly these, of this version (the pipeline checks both), and whether
+/// taking them is the one downgrade a manifest signs (its installed version
+/// was withdrawn).
+#[derive(Debug, Clone)]
+pub(crate) struct Vouched {
+    pub version: semver::Version,
+    pub size: u64,
+    pub sha256: String,
+    pub downgrade: bool,
 }
 
 impl Release {
@@ -154,6 +173,7 @@ impl Release {
             sha256: None,
             signature: None,
             version: None,
+            vouched: None,
         }
     }
 
@@ -225,6 +245,9 @@ pub struct Context {
     /// again. (The master also skips, without reading its body, a release
     /// with this tag.)
     pub installed_tag: Option<String>,
+    /// The trusted minisign public keys ([`crate::Config::public_key`]): a
+    /// fleet's manifest is verified with them.
+    pub public_keys: Vec<String>,
 }
 
 impl Context {
@@ -238,6 +261,7 @@ impl Context {
             target: crate::binary_id::TARGET,
             version: None,
             installed_tag: None,
+            public_keys: Vec::new(),
         }
     }
 
@@ -272,6 +296,15 @@ pub trait Fetcher: Send + 'static {
     /// last call. Returning the release the binary already runs is harmless
     /// (it is recognised by its hash and skipped), but costs a download.
     fn fetch(&mut self) -> Result<Option<Release>, FetchError>;
+
+    /// Like [`Fetcher::fetch`], told the version installed now, as far as
+    /// the master knows (it changes as releases are installed). A source
+    /// that chooses among releases (a fleet's manifest) uses it; the
+    /// default calls `fetch`.
+    fn fetch_installed(&mut self, installed: Option<&str>) -> Result<Option<Release>, FetchError> {
+        let _ = installed;
+        self.fetch()
+    }
 
     /// The release `fetch` returned last could not be installed for a
     /// passing reason (a full disk, a download that broke off, a swap that

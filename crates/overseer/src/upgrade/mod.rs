@@ -169,6 +169,7 @@ pub(crate) fn start(
     }
     let mut context = Context::new(target.path.clone());
     context.version = installed_version;
+    context.public_keys = config.public_keys.clone();
     let mut upgrader = Upgrader {
         config: config.clone(),
         binary: BinaryId::new(target.path.clone()),

@@ -39,14 +39,28 @@ impl Upgrader {
             signature,
             version,
             tag,
+            vouched,
             ..
         } = release;
+        // A fleet manifest's release: exactly the bytes it names.
+        let size = match &vouched {
+            Some(v) => Some(v.size),
+            None => size,
+        };
         log::info!("downloading release {named}");
         let progress = crate::progress::Reporter::start(cfg.progress.as_deref(), named, size);
         let limits = (cfg.max_download_size, cfg.download_timeout);
         let mut raw = download::download(body, out, size, limits, progress)?;
         let raw_sha = raw.sha256.clone();
         log::debug!("downloaded {} bytes, sha256 {raw_sha}", raw.size);
+        if let Some(v) = &vouched {
+            if raw.size != v.size || raw_sha != v.sha256 {
+                return Err(Rejection::release(format!(
+                    "the artifact is not the one the signed manifest names: {} bytes with sha256 {raw_sha}, not {} bytes with sha256 {} (a file swapped or changed after publishing)",
+                    raw.size, v.size, v.sha256
+                )));
+            }
+        }
         if self.known.bad.contains(&raw_sha) {
             return Ok(Step::KnownBad(raw_sha));
         }
@@ -58,7 +72,7 @@ impl Upgrader {
             .map_err(|e| Rejection::io("reading the staging file", e))?
             != unpack::Format::Plain;
         let mut verified = None;
-        if packed && !cfg.public_keys.is_empty() {
+        if packed && !cfg.public_keys.is_empty() && vouched.is_none() {
             verified = verify::signature_over_download(
                 &cfg.public_keys,
                 signature.as_deref(),
@@ -103,7 +117,26 @@ impl Upgrader {
         }
         // 5. Signature, version, target.
         let mut signed_version = None;
-        if !cfg.public_keys.is_empty() {
+        if let Some(v) = &vouched {
+            // Vouched for by the manifest's signature, checked by the fleet
+            // source with these keys, and by its hash above.
+            let floor = verify::version_floor(
+                &v.version,
+                self.version.as_ref(),
+                self.known.highest.as_ref(),
+            );
+            if let (Some(floor), false) = (floor, v.downgrade || cfg.allow_downgrade) {
+                return Err(Rejection::below_floor(format!(
+                    "version {} from the manifest is not newer than {floor} (installed or seen before)",
+                    v.version
+                )));
+            }
+            let version = v.version.clone();
+            if let Err(e) = self.update_ledger(|e| e.saw(&version)) {
+                return Err(Rejection::new(format!("recording the version seen: {e}")));
+            }
+            signed_version = Some(v.version.to_string());
+        } else if !cfg.public_keys.is_empty() {
             let signed = match &verified {
                 // Verified over the file as published, before unpacking.
                 Some(trusted) => trusted.signed()?,

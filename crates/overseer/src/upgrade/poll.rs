@@ -75,7 +75,10 @@ impl Upgrader {
             if std::mem::take(&mut self.offer_again) {
                 fetcher.retry();
             }
-            let fetched = panic::catch_unwind(AssertUnwindSafe(|| fetcher.fetch()));
+            let installed = self.version.as_ref().map(|v| v.to_string());
+            let fetched = panic::catch_unwind(AssertUnwindSafe(|| {
+                fetcher.fetch_installed(installed.as_deref())
+            }));
             let release = match fetched {
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) => {
