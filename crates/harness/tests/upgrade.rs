@@ -1276,8 +1276,10 @@ fn publish_fleet(rig: &Rig, dir: &Path, serial: u64, expires: u64, releases: &[F
 
 /// A master polling a fleet's manifest takes releases by their waves,
 /// refuses a swapped artifact, a replayed or expired manifest and one
-/// signed by another key (the serving worker and the binary untouched), and
-/// moves back to the previous release when the running one is withdrawn.
+/// signed by another key (the serving worker and the binary untouched),
+/// moves back to the previous release when the running one is withdrawn,
+/// and takes an artifact that matches the manifest only once it is copied
+/// whole.
 #[test]
 fn a_fleet_manifest_upgrades_by_wave_refuses_tampering_and_moves_off_a_withdrawn_release() {
     let fleet = tempfile::tempdir().expect("fleet dir");
@@ -1338,7 +1340,12 @@ fn a_fleet_manifest_upgrades_by_wave_refuses_tampering_and_moves_off_a_withdrawn
     let needle = "not the one the signed manifest names";
     rig.proc.expect_line(needle, T);
     std::thread::sleep(Duration::from_millis(1_000));
-    assert_eq!(rig.proc.count(needle), 1, "reported once: {:?}", rig.proc.output());
+    assert_eq!(
+        rig.proc.count(needle),
+        1,
+        "reported once: {:?}",
+        rig.proc.output()
+    );
     publish_fleet(
         &rig,
         d,
@@ -1382,4 +1389,24 @@ fn a_fleet_manifest_upgrades_by_wave_refuses_tampering_and_moves_off_a_withdrawn
     rig.proc
         .expect_line("taking 1.0.0 (2.0.0 was withdrawn)", T);
     rig.expect_version("1.0.0");
+    rig.proc.expect_line("version 1.0.0 passed probation", T);
+
+    // An artifact still being copied (shorter than the manifest says) is
+    // taken once it is whole: the mismatch is not held against the release.
+    let partial = FleetRelease {
+        swapped: Some(&v3[..v3.len() / 2]),
+        ..release("3.0.0", &v3, all_now.clone())
+    };
+    publish_fleet(
+        &rig,
+        d,
+        6,
+        now + 3600,
+        &[release("1.0.0", &v1, all_now.clone()), partial],
+    );
+    // Shorter than the manifest says: the download stops there.
+    rig.proc.expect_line("download truncated", T);
+    std::fs::write(d.join(format!("3.0.0/{}/app", this_target())), &v3).expect("copy completed");
+    rig.proc.expect_line("installed version 3.0.0", T);
+    rig.expect_version("3.0.0");
 }
