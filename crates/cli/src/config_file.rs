@@ -82,6 +82,8 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct UpgradeFile {
     pub fetch_file: Option<PathBuf>,
+    pub fetch_fleet: Option<PathBuf>,
+    pub host_id: Option<String>,
     pub fetch_url: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub fetch_github: Option<String>,
@@ -174,9 +176,13 @@ impl FileConfig {
             }
         }
         let upgrade = &mut self.upgrade;
-        for path in [&mut upgrade.fetch_file, &mut upgrade.ca_file]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut upgrade.fetch_file,
+            &mut upgrade.fetch_fleet,
+            &mut upgrade.ca_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             join(path);
         }

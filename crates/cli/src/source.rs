@@ -22,6 +22,17 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
     pub(crate) fetch_file: Option<PathBuf>,
 
+    /// Upgrade from a fleet's signed manifest in this directory (written by
+    /// `overseer publish`, or copied from the store the fleet uses): the
+    /// release this host is due by its wave, verified with --public-key
+    /// (required). Example: --fetch-fleet /srv/fleet/myapp
+    #[arg(long, value_name = "DIR", help_heading = "Upgrades")]
+    pub(crate) fetch_fleet: Option<PathBuf>,
+
+    /// This host's id in the fleet's waves [default: /etc/machine-id].
+    #[arg(long, value_name = "ID", help_heading = "Upgrades")]
+    pub(crate) host_id: Option<String>,
+
     /// Upgrade from an HTTP(S) URL (conditional requests; URL.minisig and
     /// URL.sha256 beside it when present). Example:
     /// --fetch-url https://releases.example.com/myapp
@@ -118,6 +129,8 @@ impl SourceArgs {
     pub(crate) fn from_file(u: &mut UpgradeFile) -> SourceArgs {
         SourceArgs {
             fetch_file: u.fetch_file.take(),
+            fetch_fleet: u.fetch_fleet.take(),
+            host_id: u.host_id.take(),
             fetch_url: u.fetch_url.take(),
             ca_file: u.ca_file.take(),
             fetch_github: u.fetch_github.take(),
@@ -136,10 +149,11 @@ impl SourceArgs {
         }
     }
 
-    /// Which sources are named, in flag order.
-    fn named(&self) -> [bool; 6] {
+    /// Which sources are named, in flag order (the local ones first).
+    fn named(&self) -> [bool; 7] {
         [
             self.fetch_file.is_some(),
+            self.fetch_fleet.is_some(),
             self.fetch_url.is_some(),
             self.fetch_github.is_some(),
             self.fetch_s3.is_some(),
@@ -156,6 +170,8 @@ impl SourceArgs {
         let flags = a.named().contains(&true);
         SourceArgs {
             fetch_file: if flags { a.fetch_file } else { f.fetch_file },
+            fetch_fleet: if flags { a.fetch_fleet } else { f.fetch_fleet },
+            host_id: a.host_id.or(f.host_id),
             fetch_url: if flags { a.fetch_url } else { f.fetch_url },
             fetch_github: if flags {
                 a.fetch_github
@@ -191,10 +207,13 @@ impl SourceArgs {
         let sources = self.named();
         if sources.iter().filter(|s| **s).count() > 1 {
             return Err(usage(
-                "more than one release source: choose one of --fetch-file, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure, --fetch-gcs".into(),
+                "more than one release source: choose one of --fetch-file, --fetch-fleet, --fetch-url, --fetch-github, --fetch-s3, --fetch-azure, --fetch-gcs".into(),
             ));
         }
-        let networked = sources[1..].iter().any(|s| *s);
+        let networked = sources[2..].iter().any(|s| *s);
+        if self.host_id.is_some() && self.fetch_fleet.is_none() {
+            return Err(usage("--host-id applies to --fetch-fleet".into()));
+        }
         if self.ca_file.is_some() && !networked {
             return Err(usage(
                 "--ca-file applies to a release source over the network: --fetch-url, --fetch-github, --fetch-s3, --fetch-azure or --fetch-gcs".into(),
@@ -235,6 +254,15 @@ impl SourceArgs {
         let fetching = sources.contains(&true);
         if let Some(path) = self.fetch_file {
             let mut fetcher = fetcher::File::new(path);
+            if let Some(i) = interval {
+                fetcher = fetcher.interval(i);
+            }
+            config = config.fetcher(fetcher);
+        } else if let Some(dir) = self.fetch_fleet {
+            let mut fetcher = fetcher::Fleet::new(dir);
+            if let Some(id) = self.host_id {
+                fetcher = fetcher.host_id(id);
+            }
             if let Some(i) = interval {
                 fetcher = fetcher.interval(i);
             }
@@ -400,7 +428,10 @@ mod tests {
             ..SourceArgs::default()
         };
         let merged = flags.or(file());
-        assert_eq!(merged.named(), [false, true, false, false, false, false]);
+        assert_eq!(
+            merged.named(),
+            [false, false, true, false, false, false, false]
+        );
         // The options beside a source still come from the file unless a flag sets them.
         assert_eq!(merged.ca_file, Some(PathBuf::from("/etc/app/ca.pem")));
     }
@@ -414,6 +445,9 @@ mod tests {
         let merged = flags.or(file());
         assert_eq!(merged.fetch_s3.as_deref(), Some("s3://acme/app"));
         assert_eq!(merged.s3_region.as_deref(), Some("us-east-2"));
-        assert_eq!(merged.named(), [false, false, false, true, false, false]);
+        assert_eq!(
+            merged.named(),
+            [false, false, false, false, true, false, false]
+        );
     }
 }

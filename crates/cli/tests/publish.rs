@@ -7,6 +7,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use overseer::fleet::Manifest;
+use overseer_harness::client::Client;
+use overseer_harness::proc::Proc;
+
+mod support;
+
+use support::{assert_no_failures, load, write_worker};
 
 const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
 const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -297,3 +303,73 @@ fn rollout_halts_resumes_and_withdraws_releases_in_the_signed_manifest() {
         before
     );
 }
+
+/// The whole path: `overseer run --fetch-fleet` polls the directory that
+/// `overseer publish` writes, and the release it publishes replaces the
+/// program under load without a failed request.
+#[test]
+fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, _) = keygen(d, "release");
+    let fleet = d.join("fleet");
+    std::fs::create_dir_all(d.join("bin")).expect("bin");
+    std::fs::create_dir_all(d.join("build")).expect("build");
+    let app = d.join("bin/app");
+    write_worker(&app, "1");
+    let mut cmd = Command::new(OVERSEER);
+    cmd.args([
+        "run",
+        "--no-control",
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+    ])
+    .args([
+        "--app-version",
+        "1.0.0",
+        "--fetch-interval",
+        "100ms",
+        "--probation",
+        "1s",
+    ])
+    .arg("--fetch-fleet")
+    .arg(&fleet)
+    .args(["--host-id", "host-1", "--public-key"])
+    .arg(d.join("release.pub"))
+    .args(["--sanity-check", "version", "--"])
+    .arg(&app)
+    .env("WORKER_READY", "notify");
+    let p = Proc::spawn(cmd);
+    let addr = p.listen_addr();
+    p.expect_line("worker 1 ready", T);
+    let keep_alive = load(addr, 2, true);
+
+    let build = d.join("build/app");
+    write_worker(&build, "2");
+    let out = run(Command::new(OVERSEER)
+        .args(["publish", "--key"])
+        .arg(&key)
+        .args(["--version", "2.0.0"])
+        .arg(&build)
+        .arg(&fleet));
+    assert!(out.status.success(), "{out:?}");
+    p.expect_line("taking 2.0.0", T);
+    p.expect_line("installed version 2.0.0", T);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let answer = Client::new(addr, false).get("/").expect("GET /");
+        if answer.field("version") == Some("2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "version 2 never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_no_failures("keep-alive", &keep_alive.stop());
+}
+
+const T: std::time::Duration = std::time::Duration::from_secs(30);
