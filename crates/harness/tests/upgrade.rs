@@ -226,7 +226,18 @@ fn upgrades_under_load_with_zero_failures_and_a_slow_request_finishing() {
     assert!(installed != rig.original);
     assert!(rig.proc.count("rolled back") == 0 && rig.proc.count("rejected") == 0);
     // The fetch, staging and sanity-check threads (and the HTTP client's)
-    // leave the master's signals to its signal thread too.
+    // leave the master's signals to its signal thread too: looked at once
+    // the re-exec that 3.0.0's probation brings has been asked for and
+    // every re-exec started is over, not while a new image is still
+    // setting up its threads.
+    rig.proc.expect_line("re-executing the master: ", T);
+    let deadline = Instant::now() + T;
+    while rig.proc.count("re-exec asked for by version 3.0.0") == 0
+        || rig.proc.count("master re-executed in") < rig.proc.count("re-executing the master: ")
+    {
+        assert!(Instant::now() < deadline, "{:?}", rig.proc.output());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let worker = rig.proc.worker_pid(3, T);
     expect_signals_only_to_the_signal_thread(rig.proc.pid, worker);
 }
