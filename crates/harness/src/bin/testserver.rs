@@ -35,6 +35,16 @@
 #[path = "../../../overseer/examples/http_std.rs"]
 mod http_std;
 
+/// A line on stderr in one write: the master and the other workers share
+/// it (a terminal, in the signal tests), and a line written piece by piece,
+/// as `eprintln!` does, interleaves with theirs.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +69,7 @@ fn main() {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(delay));
                 if let Err(e) = overseer::restart() {
-                    eprintln!("restart() in the master failed: {e}");
+                    say!("restart() in the master failed: {e}");
                 }
             });
         }
@@ -103,13 +113,13 @@ fn program(state: State) {
         state.id.get(..12).unwrap_or("none"),
         state.version.as_deref().unwrap_or("none"),
     );
-    eprintln!("{tag} starting");
+    say!("{tag} starting");
     if applies("TS_EXIT_AT_START", n) {
-        eprintln!("worker={n} exiting at start as asked");
+        say!("worker={n} exiting at start as asked");
         std::process::exit(7);
     }
     if applies("TS_NEVER_READY", n) {
-        eprintln!("worker={n} hanging before ready as asked");
+        say!("worker={n} hanging before ready as asked");
         std::thread::sleep(Duration::from_secs(3600));
     }
     if let Some(code) = var("TS_HUP_EXIT").and_then(|c| c.parse::<i32>().ok()) {
@@ -124,7 +134,7 @@ fn program(state: State) {
         let status = std::process::Command::new("sh")
             .args(["-c", "sleep 0.3 & sleep 0.3 & exit 0"])
             .status();
-        eprintln!("worker={n} left orphans behind: {status:?}");
+        say!("worker={n} left orphans behind: {status:?}");
     }
     let flood = applies("TS_NOTIFY_FLOOD", n);
     if flood {
@@ -140,8 +150,8 @@ fn program(state: State) {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(2000));
             match overseer::restart() {
-                Ok(()) => eprintln!("worker={n} asked for a restart amid its flood"),
-                Err(e) => eprintln!("worker={n} could not ask for a restart: {e}"),
+                Ok(()) => say!("worker={n} asked for a restart amid its flood"),
+                Err(e) => say!("worker={n} could not ask for a restart: {e}"),
             }
         });
     }
@@ -169,7 +179,7 @@ fn program(state: State) {
         let shutdown = overseer::Shutdown::new();
         std::thread::spawn(move || http_std::serve(&listener, &shutdown, handler));
         state.shutdown.wait();
-        eprintln!("worker={n} ignoring SIGTERM as asked");
+        say!("worker={n} ignoring SIGTERM as asked");
         std::thread::sleep(Duration::from_secs(3600));
         std::process::exit(1);
     }
@@ -188,7 +198,7 @@ fn program(state: State) {
     if let Some(streams) = streams {
         let _ = streams.join();
     }
-    eprintln!("worker={n} drained");
+    say!("worker={n} drained");
 }
 
 /// Sends 4000-byte `STATUS=` datagrams to the worker's notify socket as fast
@@ -197,7 +207,7 @@ fn flood_notify(n: u64, duration: Duration) {
     let target = var("NOTIFY_SOCKET").expect("a notify socket");
     let message = format!("STATUS={}", "x".repeat(3993));
     let deadline = std::time::Instant::now() + duration;
-    eprintln!("worker={n} flooding its notify socket");
+    say!("worker={n} flooding its notify socket");
     for thread in 0..4 {
         let (target, message) = (target.clone(), message.clone());
         std::thread::spawn(move || {
@@ -208,7 +218,7 @@ fn flood_notify(n: u64, duration: Duration) {
                     sent += 1;
                 }
             }
-            eprintln!("worker={n} flood thread {thread} over: {sent} datagrams sent");
+            say!("worker={n} flood thread {thread} over: {sent} datagrams sent");
         });
     }
 }
@@ -222,7 +232,7 @@ fn serve_streams(listener: &std::net::TcpListener, shutdown: &overseer::Shutdown
         std::thread::spawn(move || {
             let _open = token;
             if let Err(e) = stream_one(stream, n) {
-                eprintln!("worker={n} stream ended early: {e}");
+                say!("worker={n} stream ended early: {e}");
             }
         });
     }
@@ -270,7 +280,7 @@ fn exit_on_hup(n: u64, code: i32) {
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]).expect("SIGHUP handler");
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
-            eprintln!("worker={n} got SIGHUP, exiting with {code}");
+            say!("worker={n} got SIGHUP, exiting with {code}");
             std::process::exit(code);
         }
     });
@@ -283,7 +293,7 @@ fn count_sigint(n: u64) {
         let mut count = 0;
         for _ in signals.forever() {
             count += 1;
-            eprintln!("worker={n} got SIGINT #{count}");
+            say!("worker={n} got SIGINT #{count}");
             if count == 1 {
                 std::thread::spawn(|| {
                     std::thread::sleep(Duration::from_millis(500));
