@@ -82,8 +82,10 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct UpgradeFile {
     pub fetch_file: Option<PathBuf>,
-    pub fetch_fleet: Option<PathBuf>,
+    pub fetch_fleet: Option<String>,
     pub host_id: Option<String>,
+    #[serde(default)]
+    pub fleet_reports: bool,
     pub fetch_url: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub fetch_github: Option<String>,
@@ -176,13 +178,13 @@ impl FileConfig {
             }
         }
         let upgrade = &mut self.upgrade;
-        for path in [
-            &mut upgrade.fetch_file,
-            &mut upgrade.fetch_fleet,
-            &mut upgrade.ca_file,
-        ]
-        .into_iter()
-        .flatten()
+        // A fleet's store is a directory, or a bucket's URL.
+        if let Some(fleet) = upgrade.fetch_fleet.as_mut().filter(|f| !f.contains("://")) {
+            join_text(fleet);
+        }
+        for path in [&mut upgrade.fetch_file, &mut upgrade.ca_file]
+            .into_iter()
+            .flatten()
         {
             join(path);
         }

@@ -150,10 +150,11 @@ fn raw(s: &overseer::control::Status) -> String {
         s.last_upgrade.as_deref().unwrap_or("")
     ));
     out.push_str(&format!(
-        "reexecs={}\nfailed_reexecs={}\nlast_reexec={}\n",
+        "reexecs={}\nfailed_reexecs={}\nlast_reexec={}\nrollout={}\n",
         s.reexecs,
         s.failed_reexecs,
-        s.last_reexec.as_deref().unwrap_or("")
+        s.last_reexec.as_deref().unwrap_or(""),
+        s.rollout.as_deref().unwrap_or("")
     ));
     out
 }

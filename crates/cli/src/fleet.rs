@@ -1,28 +1,88 @@
-//! `overseer publish`: a release added to a fleet's signed manifest
-//! (`overseer::fleet`), in a directory that the fleet's hosts poll (or that
-//! is synchronised to the bucket or CDN they poll).
+//! `overseer publish` and `overseer rollout`: a release added to a fleet's
+//! signed manifest (`overseer::fleet`), and its rollout watched and steered,
+//! in the store the fleet's hosts poll: a directory, or a bucket under a
+//! prefix (`s3://`, `gs://`, `az://`).
 //!
-//! The directory holds `manifest.json`, its signature
-//! `manifest.json.minisig`, and each artifact at `VERSION/TARGET/NAME`.
-//! The artifact is written first and the manifest last, each to a
-//! temporary name renamed into place, so a host never sees a manifest
-//! naming a file not there yet.
+//! The store holds `manifest.json`, its signature `manifest.json.minisig`,
+//! each artifact at `VERSION/TARGET/NAME`, and the hosts' reports under
+//! `reports/`. The artifact is written first and the manifest last, each
+//! whole (a directory's files renamed into place, an object PUT at once),
+//! so a host never sees a manifest naming a file not there yet.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use overseer::fleet::{Artifact, Manifest, Release, Wave, FORMAT};
+use overseer::fetcher::{Object, Store, MANIFEST, SIGNATURE};
+use overseer::fleet::{
+    advance, tally, Advance, Artifact, Manifest, Release, Report, Wave, FORMAT, MAX_MANIFEST_SIZE,
+    MAX_REPORT_SIZE, REPORTS,
+};
 use sha2::{Digest, Sha256};
 
 use crate::parse;
 use crate::publish::{secret_key, this_target};
+use crate::source::Net;
 
-/// The manifest's file name in the destination.
-const MANIFEST: &str = "manifest.json";
-/// Its signature's.
-const SIGNATURE: &str = "manifest.json.minisig";
+/// A signature is a few hundred bytes.
+const MAX_SIGNATURE_SIZE: u64 = 16 * 1024;
+/// The most reports read (a fleet of thousands, a few releases each).
+const MAX_REPORTS: usize = 100_000;
+
+/// Where the fleet's store is: DEST and how to reach a bucket.
+#[derive(Args, Debug)]
+pub(crate) struct StoreArgs {
+    /// The store's endpoint, for S3-compatible stores (MinIO, R2, …), a
+    /// private GCS or Azure endpoint, or an emulator.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The S3 bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long)]
+    region: Option<String>,
+    /// CA certificates (PEM) to trust besides the system's.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Allow a plain http:// endpoint that is not on loopback.
+    #[arg(long)]
+    allow_http: bool,
+    /// The store the fleet polls: a directory (created if missing),
+    /// s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or
+    /// az://ACCOUNT/CONTAINER[/PREFIX]. Credentials come from the
+    /// environment (AWS_*, GOOGLE_*, AZURE_*), as `overseer run` reads them.
+    dest: String,
+}
+
+impl StoreArgs {
+    /// The store, checked.
+    fn open(&self) -> Result<Box<dyn Store>, String> {
+        let ca = match &self.ca_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read(path)
+                    .map_err(|e| format!("--ca-file {}: cannot read it: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        if let Some(url) = self
+            .endpoint
+            .as_deref()
+            .filter(|u| u.starts_with("http://"))
+        {
+            overseer::fetcher::check_plain_http(url, self.allow_http)
+                .map_err(|e| format!("--endpoint: {e}"))?;
+        }
+        let net = Net {
+            s3_endpoint: self.endpoint.clone(),
+            s3_region: self.region.clone(),
+            s3_path_style: None,
+            azure_endpoint: self.endpoint.clone(),
+            gcs_endpoint: self.endpoint.clone(),
+            allow_http: self.allow_http,
+            ca,
+        };
+        net.store(&self.dest)
+    }
+}
 
 /// `overseer publish`.
 #[derive(Args, Debug)]
@@ -58,21 +118,13 @@ pub(crate) struct PublishArgs {
     critical: bool,
     /// The executable to publish.
     binary: PathBuf,
-    /// The directory the fleet polls (created if missing).
-    dest: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Runs `overseer publish`.
 pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
-    let dest = a.dest.to_string_lossy();
-    if ["s3://", "gs://", "az://", "http://", "https://"]
-        .iter()
-        .any(|p| dest.starts_with(p))
-    {
-        return Err(format!(
-            "{dest}: publishing straight to an object store is not supported yet; publish to a directory and copy it there (artifacts first, manifest.json and its .minisig last)"
-        ));
-    }
+    let mut store = a.store.open()?;
     let now = unix_now()?;
     let rollout = match &a.waves {
         Some(text) => waves(text, now)?,
@@ -100,9 +152,7 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
     let (sk, pk) = keys(&a.key, a.password_env.as_deref())?;
 
     // The manifest as it stands, which must be this key's, unedited.
-    std::fs::create_dir_all(&a.dest)
-        .map_err(|e| format!("cannot create {}: {e}", a.dest.display()))?;
-    let mut manifest = current(&a.dest, &pk.to_base64())?.unwrap_or(Manifest {
+    let mut manifest = current(&mut *store, &pk.to_base64())?.unwrap_or(Manifest {
         format: FORMAT,
         channel: a.channel.clone(),
         serial: 0,
@@ -117,7 +167,9 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
         return Err(format!("{} is empty", a.binary.display()));
     }
     let path = format!("{version}/{target}/{name}");
-    write_atomically(&a.dest.join(&path), &bytes)?;
+    store
+        .write(&path, &bytes)
+        .map_err(|e| format!("cannot write the artifact: {e}"))?;
     let artifact = Artifact {
         path: path.clone(),
         size: bytes.len() as u64,
@@ -141,14 +193,14 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
         }),
     }
     let what = format!("published {version} for {target}: {path}");
-    sign_and_write(&a.dest, &mut manifest, &sk, &pk, now, a.expires, &what)
+    sign_and_write(&mut *store, &mut manifest, &sk, &pk, now, a.expires, &what)
 }
 
 /// Raises the serial, sets the expiry, checks the result as hosts will,
 /// signs it and writes it (the signature first, then the manifest), then
 /// says `what` was done.
 fn sign_and_write(
-    dest: &Path,
+    store: &mut dyn Store,
     manifest: &mut Manifest,
     sk: &minisign::SecretKey,
     pk: &minisign::PublicKey,
@@ -167,11 +219,15 @@ fn sign_and_write(
     // The signature is written before the manifest it signs: a host that
     // reads them between the two renames sees the old manifest with the new
     // signature, refuses it and reads both again at its next poll.
-    write_atomically(&dest.join(SIGNATURE), signature.to_string().as_bytes())?;
-    write_atomically(&dest.join(MANIFEST), &bytes)?;
+    store
+        .write(SIGNATURE, signature.to_string().as_bytes())
+        .map_err(|e| format!("cannot write the signature: {e}"))?;
+    store
+        .write(MANIFEST, &bytes)
+        .map_err(|e| format!("cannot write the manifest: {e}"))?;
     println!(
         "{what} ({}: serial {}, valid until {})",
-        dest.display(),
+        store.locate(MANIFEST),
         manifest.serial,
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(manifest.expires)),
     );
@@ -188,7 +244,7 @@ fn unix_now() -> Result<u64, String> {
 
 /// The secret key at `key` and its public key.
 fn keys(
-    key: &Path,
+    key: &std::path::Path,
     password_env: Option<&str>,
 ) -> Result<(minisign::SecretKey, minisign::PublicKey), String> {
     let sk = secret_key(key, password_env)?;
@@ -197,29 +253,32 @@ fn keys(
     Ok((sk, pk))
 }
 
-/// The manifest in `dest`, verified with `public_key`, or `None` when there
-/// is none yet.
-fn current(dest: &Path, public_key: &str) -> Result<Option<Manifest>, String> {
-    let path = dest.join(MANIFEST);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+/// The manifest in `store`, verified with `public_key`, or `None` when
+/// there is none yet.
+fn current(store: &mut dyn Store, public_key: &str) -> Result<Option<Manifest>, String> {
+    let bytes = match store
+        .read(MANIFEST, MAX_MANIFEST_SIZE as u64, None)
+        .map_err(|e| format!("cannot read the manifest: {e}"))?
+    {
+        Object::Found { bytes, .. } => bytes,
+        _ => return Ok(None),
     };
-    let sig_path = dest.join(SIGNATURE);
-    let signature = std::fs::read_to_string(&sig_path).map_err(|e| {
-        format!(
-            "{} has no readable signature {}: {e} (restore it, or move the manifest away to start a new one)",
-            path.display(),
-            sig_path.display()
-        )
-    })?;
+    let path = store.locate(MANIFEST);
+    let signature = match store
+        .read(SIGNATURE, MAX_SIGNATURE_SIZE, None)
+        .map_err(|e| format!("cannot read the signature: {e}"))?
+    {
+        Object::Found { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => return Err(format!(
+            "{path} has no signature {} (restore it, or move the manifest away to start a new one)",
+            store.locate(SIGNATURE)
+        )),
+    };
     Manifest::verify(&bytes, &signature, &[public_key.to_string()])
         .map(Some)
         .map_err(|e| {
             format!(
-                "{} is not one this key signed as it is: {e}. Publish with the key that signed it; a manifest edited by hand must be restored (hosts refuse it too)",
-                path.display()
+                "{path} is not one this key signed as it is: {e}. Publish with the key that signed it; a manifest edited by hand must be restored (hosts refuse it too)"
             )
         })
 }
@@ -235,14 +294,16 @@ pub(crate) struct RolloutArgs {
 #[derive(clap::Subcommand, Debug)]
 enum Rollout {
     /// Shows each release of the manifest in DEST: its waves, the share of
-    /// hosts it has now, and whether it is halted, withdrawn or critical.
+    /// hosts it has now, whether it is halted, withdrawn or critical, and
+    /// what the hosts' reports say of it (expected, upgraded, rolled back,
+    /// silent).
     Status {
         /// Check the manifest's signature with this public key (the
         /// `.pub` file, or its base64 line).
         #[arg(long, value_name = "PUB")]
         public_key: Option<String>,
-        /// The directory the fleet polls.
-        dest: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Halts a release's rollout: the share of hosts that have it stays
     /// where it is until `resume`.
@@ -253,6 +314,17 @@ enum Rollout {
     /// Withdraws a release: no host takes it, and hosts running it move to
     /// the newest release not withdrawn, even an older one.
     Yank(Edit),
+    /// Opens the next wave of a release now if the hosts' reports allow it
+    /// (every host expected in the current wave reported, at most
+    /// --max-rollbacks rolled back); halts the rollout when more rolled
+    /// back. For a cron or CI job: health-gated waves with no server.
+    Advance {
+        /// The most hosts of the release that may have rolled it back.
+        #[arg(long, value_name = "N")]
+        max_rollbacks: usize,
+        #[command(flatten)]
+        edit: Edit,
+    },
 }
 
 /// An edit of the manifest: signed again, its serial raised.
@@ -270,26 +342,38 @@ struct Edit {
     /// How long the manifest signed again stays valid.
     #[arg(long, default_value = "30d", value_parser = parse::duration)]
     expires: Duration,
-    /// The directory the fleet polls.
-    dest: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Runs `overseer rollout`.
 pub(crate) fn rollout(a: RolloutArgs) -> Result<(), String> {
     let now = unix_now()?;
     let (edit, change) = match a.action {
-        Rollout::Status { public_key, dest } => return status(&dest, public_key.as_deref(), now),
+        Rollout::Status { public_key, store } => {
+            return status(&mut *store.open()?, public_key.as_deref(), now)
+        }
         Rollout::Halt(e) => (e, Change::Halt),
         Rollout::Resume(e) => (e, Change::Resume),
         Rollout::Yank(e) => (e, Change::Yank),
+        Rollout::Advance {
+            max_rollbacks,
+            edit,
+        } => (edit, Change::Advance(max_rollbacks)),
     };
+    let mut store = edit.store.open()?;
     let (sk, pk) = keys(&edit.key, edit.password_env.as_deref())?;
-    let mut manifest = current(&edit.dest, &pk.to_base64())?.ok_or_else(|| {
+    let mut manifest = current(&mut *store, &pk.to_base64())?.ok_or_else(|| {
         format!(
-            "no {MANIFEST} in {}: publish a release there first",
-            edit.dest.display()
+            "no manifest at {}: publish a release there first",
+            store.locate(MANIFEST)
         )
     })?;
+    let reports = match change {
+        Change::Advance(_) => reports(&mut *store)?,
+        _ => Vec::new(),
+    };
+    let before = manifest.clone();
     let release = match &edit.version {
         Some(v) => {
             let wanted = v.strip_prefix('v').unwrap_or(v);
@@ -330,9 +414,37 @@ pub(crate) fn rollout(a: RolloutArgs) -> Result<(), String> {
             release.yanked = true;
             format!("withdrew {v}")
         }
+        Change::Advance(max) => {
+            let Some(old) = before.releases.iter().find(|r| r.version == v) else {
+                return Err(format!("no release {v}"));
+            };
+            let t = tally(&before, old, &reports, now);
+            match advance(release, &t, max, now) {
+                Advance::Opened { wave, fraction } => format!(
+                    "{v}: wave {wave} opened, {:.1} % of hosts ({} kept, {} rolled back in wave {})",
+                    fraction * 100.0,
+                    t.kept.len(),
+                    t.rolled_back.len(),
+                    t.wave.0
+                ),
+                Advance::Halted { rolled_back } => {
+                    for (host, why) in &t.rolled_back {
+                        println!("{v}: {host} rolled back: {why}");
+                    }
+                    format!(
+                        "{v}: halted at {:.1} % of hosts: {rolled_back} rolled back, more than {max}",
+                        release.fraction_at(now) * 100.0
+                    )
+                }
+                Advance::Stay(why) => {
+                    println!("{v}: nothing to do: {why}");
+                    return Ok(());
+                }
+            }
+        }
     };
     sign_and_write(
-        &edit.dest,
+        &mut *store,
         &mut manifest,
         &sk,
         &pk,
@@ -348,12 +460,36 @@ enum Change {
     Halt,
     Resume,
     Yank,
+    /// With the most rollbacks allowed.
+    Advance(usize),
+}
+
+/// Every report in `store`; one that cannot be read is said and skipped.
+fn reports(store: &mut dyn Store) -> Result<Vec<Report>, String> {
+    let names = store
+        .list(REPORTS)
+        .map_err(|e| format!("cannot list the reports: {e}"))?;
+    let mut reports = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".json"))
+        .take(MAX_REPORTS)
+    {
+        match store.read(name, MAX_REPORT_SIZE, None) {
+            Ok(Object::Found { bytes, .. }) => match Report::parse(&bytes) {
+                Ok(r) => reports.push(r),
+                Err(e) => eprintln!("{}: skipped: {e}", store.locate(name)),
+            },
+            Ok(_) => {}
+            Err(e) => eprintln!("{}: skipped: {e}", store.locate(name)),
+        }
+    }
+    Ok(reports)
 }
 
 /// `overseer rollout status`.
-fn status(dest: &Path, public_key: Option<&str>, now: u64) -> Result<(), String> {
-    let path = dest.join(MANIFEST);
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn status(store: &mut dyn Store, public_key: Option<&str>, now: u64) -> Result<(), String> {
+    let path = store.locate(MANIFEST);
     let (manifest, verified) = match public_key {
         Some(key) => {
             let key = match std::fs::read_to_string(key) {
@@ -361,16 +497,25 @@ fn status(dest: &Path, public_key: Option<&str>, now: u64) -> Result<(), String>
                 Err(_) => key.to_string(),
             };
             (
-                current(dest, &key)?
-                    .ok_or_else(|| format!("no {MANIFEST} in {}", dest.display()))?,
+                current(store, &key)?.ok_or_else(|| format!("no manifest at {path}"))?,
                 true,
             )
         }
-        None => (
-            Manifest::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
-            false,
-        ),
+        None => {
+            let bytes = match store
+                .read(MANIFEST, MAX_MANIFEST_SIZE as u64, None)
+                .map_err(|e| format!("cannot read the manifest: {e}"))?
+            {
+                Object::Found { bytes, .. } => bytes,
+                _ => return Err(format!("no manifest at {path}")),
+            };
+            (
+                Manifest::parse(&bytes).map_err(|e| format!("{path}: {e}"))?,
+                false,
+            )
+        }
     };
+    let reports = reports(store)?;
     let when =
         |t: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string();
     println!(
@@ -423,6 +568,19 @@ fn status(dest: &Path, public_key: Option<&str>, now: u64) -> Result<(), String>
         for w in &r.rollout {
             println!("    {:>5.1} % from {}", w.fraction * 100.0, when(w.start));
         }
+        let t = tally(&manifest, r, &reports, now);
+        if !reports.is_empty() {
+            println!(
+                "    reports: {} expected, {} upgraded, {} rolled back, {} silent",
+                t.expected.len(),
+                t.kept.len(),
+                t.rolled_back.len(),
+                t.silent.len()
+            );
+            for (host, why) in &t.rolled_back {
+                println!("    rolled back on {host}: {why}");
+            }
+        }
     }
     Ok(())
 }
@@ -459,21 +617,6 @@ fn waves(text: &str, now: u64) -> Result<Vec<Wave>, String> {
         }
     }
     Ok(waves)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same
-/// directory, renamed into place once synced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -381,7 +381,10 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
         config = config.pass_env(name);
     }
     let from_file = SourceArgs::from_file(&mut u);
-    let (mut config, fetching) = a.source.or(from_file).add_to(config, interval)?;
+    let (mut config, fetching) =
+        a.source
+            .or(from_file)
+            .add_to(config, interval, !keys.is_empty())?;
     if let Some(i) = interval {
         // The user's interval counts, even below the library's 1 s floor.
         config = config.min_fetch_interval(i);

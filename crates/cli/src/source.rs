@@ -22,16 +22,25 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "PATH", help_heading = "Upgrades")]
     pub(crate) fetch_file: Option<PathBuf>,
 
-    /// Upgrade from a fleet's signed manifest in this directory (written by
-    /// `overseer publish`, or copied from the store the fleet uses): the
-    /// release this host is due by its wave, verified with --public-key
-    /// (required). Example: --fetch-fleet /srv/fleet/myapp
-    #[arg(long, value_name = "DIR", help_heading = "Upgrades")]
-    pub(crate) fetch_fleet: Option<PathBuf>,
+    /// Upgrade from a fleet's signed manifest (written by `overseer
+    /// publish`) in a directory, or in a bucket under a prefix:
+    /// s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or
+    /// az://ACCOUNT/CONTAINER[/PREFIX], with the --s3-*, --gcs-*,
+    /// --azure-* options. The release this host is due by its wave,
+    /// verified with --public-key (required). Example: --fetch-fleet
+    /// s3://acme-releases/fleet/stable
+    #[arg(long, value_name = "DIR|URL", help_heading = "Upgrades")]
+    pub(crate) fetch_fleet: Option<String>,
 
     /// This host's id in the fleet's waves [default: /etc/machine-id].
     #[arg(long, value_name = "ID", help_heading = "Upgrades")]
     pub(crate) host_id: Option<String>,
+
+    /// After each probation, write a report (host, version, kept or rolled
+    /// back and why) under reports/ in the fleet's store, for `overseer
+    /// rollout status` and `advance`.
+    #[arg(long, help_heading = "Upgrades")]
+    pub(crate) fleet_reports: bool,
 
     /// Upgrade from an HTTP(S) URL (conditional requests; URL.minisig and
     /// URL.sha256 beside it when present). Example:
@@ -131,6 +140,7 @@ impl SourceArgs {
             fetch_file: u.fetch_file.take(),
             fetch_fleet: u.fetch_fleet.take(),
             host_id: u.host_id.take(),
+            fleet_reports: u.fleet_reports,
             fetch_url: u.fetch_url.take(),
             ca_file: u.ca_file.take(),
             fetch_github: u.fetch_github.take(),
@@ -172,6 +182,7 @@ impl SourceArgs {
             fetch_file: if flags { a.fetch_file } else { f.fetch_file },
             fetch_fleet: if flags { a.fetch_fleet } else { f.fetch_fleet },
             host_id: a.host_id.or(f.host_id),
+            fleet_reports: a.fleet_reports || f.fleet_reports,
             fetch_url: if flags { a.fetch_url } else { f.fetch_url },
             fetch_github: if flags {
                 a.fetch_github
@@ -202,6 +213,7 @@ impl SourceArgs {
         self,
         mut config: Config,
         interval: Option<Duration>,
+        has_keys: bool,
     ) -> Result<(Config, bool), Failure> {
         let usage = Failure::Usage;
         let sources = self.named();
@@ -213,6 +225,20 @@ impl SourceArgs {
         let networked = sources[2..].iter().any(|s| *s);
         if self.host_id.is_some() && self.fetch_fleet.is_none() {
             return Err(usage("--host-id applies to --fetch-fleet".into()));
+        }
+        if self.fleet_reports && self.fetch_fleet.is_none() {
+            return Err(usage("--fleet-reports applies to --fetch-fleet".into()));
+        }
+        let fleet_over_network = self
+            .fetch_fleet
+            .as_deref()
+            .is_some_and(|f| f.contains("://"));
+        let networked = networked || fleet_over_network;
+        if self.fetch_fleet.is_some() && !has_keys {
+            return Err(usage(
+                "--fetch-fleet needs --public-key: a fleet's manifest is trusted only when signed by it"
+                    .into(),
+            ));
         }
         if self.ca_file.is_some() && !networked {
             return Err(usage(
@@ -258,8 +284,20 @@ impl SourceArgs {
                 fetcher = fetcher.interval(i);
             }
             config = config.fetcher(fetcher);
-        } else if let Some(dir) = self.fetch_fleet {
-            let mut fetcher = fetcher::Fleet::new(dir);
+        } else if let Some(dest) = self.fetch_fleet.clone() {
+            let net = Net {
+                s3_endpoint: self.s3_endpoint.clone(),
+                s3_region: self.s3_region.clone(),
+                s3_path_style: self.s3_path_style,
+                azure_endpoint: self.azure_endpoint.clone(),
+                gcs_endpoint: self.gcs_endpoint.clone(),
+                allow_http,
+                ca: ca.clone(),
+            };
+            let store = net
+                .store(&dest)
+                .map_err(|e| usage(format!("--fetch-fleet {dest}: {e}")))?;
+            let mut fetcher = fetcher::Fleet::over(store).reports(self.fleet_reports);
             if let Some(id) = self.host_id {
                 fetcher = fetcher.host_id(id);
             }
@@ -398,6 +436,91 @@ impl SourceArgs {
             config = config.fetcher(fetcher);
         }
         Ok((config, fetching))
+    }
+}
+
+/// Where a fleet's store is and how to reach it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Net {
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_path_style: Option<bool>,
+    pub azure_endpoint: Option<String>,
+    pub gcs_endpoint: Option<String>,
+    pub allow_http: bool,
+    /// A CA file's name and PEM text, trusted besides the system's.
+    pub ca: Option<(String, Vec<u8>)>,
+}
+
+impl Net {
+    /// The store at `dest`: s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX],
+    /// az://ACCOUNT/CONTAINER[/PREFIX], or a directory. Credentials come
+    /// from the environment, as the fetchers read them.
+    pub(crate) fn store(&self, dest: &str) -> Result<Box<dyn fetcher::Store>, String> {
+        let ca = |e: fetcher::FetchError| match &self.ca {
+            Some((shown, _)) => format!("--ca-file {shown}: {e}"),
+            None => e.to_string(),
+        };
+        let split = |rest: &str| -> (String, String) {
+            match rest.split_once('/') {
+                Some((a, b)) => (a.to_string(), b.trim_matches('/').to_string()),
+                None => (rest.to_string(), String::new()),
+            }
+        };
+        if let Some(rest) = dest.strip_prefix("s3://") {
+            let (bucket, prefix) = split(rest);
+            if bucket.is_empty() {
+                return Err("expected s3://BUCKET[/PREFIX]".into());
+            }
+            let mut s3 = fetcher::S3::new(bucket, prefix).allow_http(self.allow_http);
+            if let Some((_, pem)) = &self.ca {
+                s3 = s3.add_root_certificates(pem).map_err(ca)?;
+            }
+            if let Some(e) = &self.s3_endpoint {
+                s3 = s3.endpoint(e);
+            }
+            if let Some(r) = &self.s3_region {
+                s3 = s3.region(r);
+            }
+            if let Some(p) = self.s3_path_style {
+                s3 = s3.path_style(p);
+            }
+            Ok(Box::new(s3))
+        } else if let Some(rest) = dest.strip_prefix("gs://") {
+            let (bucket, prefix) = split(rest);
+            if bucket.is_empty() {
+                return Err("expected gs://BUCKET[/PREFIX]".into());
+            }
+            let mut gcs = fetcher::Gcs::new(bucket, prefix).allow_http(self.allow_http);
+            if let Some((_, pem)) = &self.ca {
+                gcs = gcs.add_root_certificates(pem).map_err(ca)?;
+            }
+            if let Some(e) = &self.gcs_endpoint {
+                gcs = gcs.endpoint(e);
+            }
+            Ok(Box::new(gcs))
+        } else if let Some(rest) = dest.strip_prefix("az://") {
+            let (account, rest) = split(rest);
+            let (container, prefix) = split(&rest);
+            if account.is_empty() || container.is_empty() {
+                return Err("expected az://ACCOUNT/CONTAINER[/PREFIX]".into());
+            }
+            let mut azure =
+                fetcher::Azure::new(account, container, prefix).allow_http(self.allow_http);
+            if let Some((_, pem)) = &self.ca {
+                azure = azure.add_root_certificates(pem).map_err(ca)?;
+            }
+            if let Some(e) = &self.azure_endpoint {
+                azure = azure.endpoint(e);
+            }
+            Ok(Box::new(azure))
+        } else if dest.contains("://") {
+            Err(format!(
+                "{dest}: not a store overseer writes to or polls a fleet from: a directory, s3://, gs:// or az://"
+            ))
+        } else {
+            Ok(Box::new(fetcher::Directory::new(dest)))
+        }
     }
 }
 

@@ -181,10 +181,10 @@ fn a_manifest_edited_by_hand_or_another_key_changes_nothing() {
         TARGET,
         &[],
         &app,
-        Path::new("s3://bucket/fleet"),
+        Path::new("https://cdn.example/fleet"),
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("publish to a directory"),
+        String::from_utf8_lossy(&out.stderr).contains("a directory, s3://, gs:// or az://"),
         "{out:?}"
     );
     assert!(!dest.join("2.0.0").exists());

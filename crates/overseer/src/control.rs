@@ -107,6 +107,9 @@ pub struct Status {
     pub failed_reexecs: u64,
     /// The last re-exec's outcome and how long ago it ended.
     pub last_reexec: Option<String>,
+    /// What the release source says of this host (a fleet's manifest: the
+    /// wave, this host's bucket, what it waits for).
+    pub rollout: Option<String>,
 }
 
 /// Why a control request did not succeed.
@@ -212,6 +215,7 @@ pub fn status(path: &Path, timeout: Duration) -> Result<Status, Error> {
         reexecs: number(&fields, "reexecs").unwrap_or(0),
         failed_reexecs: number(&fields, "failed_reexecs").unwrap_or(0),
         last_reexec: get("last_reexec"),
+        rollout: get("rollout"),
     })
 }
 
@@ -331,6 +335,9 @@ impl Status {
         if let Some(v) = &self.last_reexec {
             put("last_reexec", v);
         }
+        if let Some(v) = &self.rollout {
+            put("rollout", v);
+        }
         out
     }
 }
@@ -402,7 +409,11 @@ impl fmt::Display for Status {
                 .as_ref()
                 .map(|l| format!("; last: {l}"))
                 .unwrap_or_default()
-        )
+        )?;
+        if let Some(rollout) = &self.rollout {
+            write!(f, "\nrollout     {rollout}")?;
+        }
+        Ok(())
     }
 }
 

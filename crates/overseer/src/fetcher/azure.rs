@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 
 use super::object::{
     check_endpoint, env_vars, extra_roots, is_certificate_error, options_with_roots, retry_config,
-    Poller, Store, CLIENT_CONFIG, TLS_HINT,
+    Bucket, Poller, CLIENT_CONFIG, TLS_HINT,
 };
 use super::{Context, FetchError, Fetcher, Release};
 
@@ -223,7 +223,7 @@ impl AzureStore {
     }
 }
 
-impl Store for AzureStore {
+impl Bucket for AzureStore {
     fn location(&self) -> String {
         AzureStore::location(self)
     }
@@ -290,6 +290,8 @@ impl fmt::Debug for Azure {
             .finish_non_exhaustive()
     }
 }
+
+super::object::bucket_store!(Azure);
 
 impl Fetcher for Azure {
     fn interval(&self) -> Duration {

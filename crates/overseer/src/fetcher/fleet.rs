@@ -1,34 +1,47 @@
 //! A fleet's signed manifest as the release source (`overseer::fleet`):
-//! the manifest and its signature read from a directory (where `overseer
-//! publish` writes them, or one synchronised from the bucket the fleet
-//! uses), verified, checked, and the release this host takes now opened.
+//! the manifest and its signature read from a [`Store`] (a directory, a
+//! bucket under a prefix), verified, checked, and the release this host
+//! takes now opened; after its probation, a report written beside them.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Context, FetchError, Fetcher, Release, Vouched};
-use crate::fleet::{choose, Choice, Manifest, MAX_MANIFEST_SIZE};
+use super::store::{Directory, Object, Store};
+use super::{Context, FetchError, Fetcher, Poll, Release, Settled, Vouched};
+use crate::fleet::{choose, Choice, Manifest, Outcome, Report, MAX_MANIFEST_SIZE};
 use crate::log;
 
-/// The manifest's file name.
-const MANIFEST: &str = "manifest.json";
+/// The manifest's object name.
+pub const MANIFEST: &str = "manifest.json";
 /// Its signature's.
-const SIGNATURE: &str = "manifest.json.minisig";
+pub const SIGNATURE: &str = "manifest.json.minisig";
+/// A signature is a few hundred bytes.
+const MAX_SIGNATURE_SIZE: u64 = 16 * 1024;
 /// Where the host id is read by default.
 const MACHINE_ID: &str = "/etc/machine-id";
 
-/// Polls a fleet's signed manifest in a directory and takes the release
-/// this host is due (docs/design.md, "Fleets").
+/// Polls a fleet's signed manifest and takes the release this host is due
+/// (docs/design.md, "Fleets").
 ///
-/// Each poll reads `manifest.json` and `manifest.json.minisig`. The
-/// manifest is used only when a key of [`crate::Config::public_key`] signed
-/// it (one is required), when it has not expired, when its serial is not
-/// below the highest this master has seen, and when it has an artifact for
-/// this target. The host then takes the newest newer release whose wave
-/// has reached its bucket (from its host id: `/etc/machine-id` by default),
-/// a critical one at once, or, when its installed version was withdrawn,
-/// the newest one not withdrawn. The artifact must have the manifest's
-/// size and SHA-256; it needs no signature of its own.
+/// The manifest (`manifest.json`) and its signature
+/// (`manifest.json.minisig`) are read from a [`Store`]: a directory
+/// ([`Fleet::new`]) or a bucket under a prefix ([`Fleet::over`] with an
+/// [`S3`](super::S3), [`Gcs`](super::Gcs) or [`Azure`](super::Azure)
+/// fetcher, whose key is the prefix). Each poll is one conditional read of
+/// the manifest; an unchanged one costs no body, and is checked again
+/// (its expiry, the waves that opened since).
+///
+/// The manifest is used only when a key of [`crate::Config::public_key`]
+/// signed it (one is required), when it has not expired, when its serial
+/// is not below the highest this binary has seen (kept in its ledger), and
+/// when it has an artifact for this target. The host then takes the newest
+/// newer release whose wave has reached its bucket (from its host id:
+/// `/etc/machine-id` by default), a critical one at once, or, when its
+/// installed version was withdrawn, the newest one not withdrawn. The
+/// artifact must have the manifest's size and SHA-256; it needs no
+/// signature of its own.
+///
+/// Polls are spread: each interval is drawn anew between 3/4 and 5/4 of
+/// the one set, so hosts started together do not poll together.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -40,36 +53,72 @@ const MACHINE_ID: &str = "/etc/machine-id";
 ///         .fetcher(fleet),
 /// );
 /// ```
-#[derive(Debug, Clone)]
+///
+/// From S3, writing a report after each probation:
+///
+/// ```no_run
+/// let bucket = overseer::fetcher::S3::new("acme-releases", "fleet/stable").region("eu-west-1");
+/// let fleet = overseer::fetcher::Fleet::over(bucket).reports(true);
+/// # let _ = fleet;
+/// ```
 pub struct Fleet {
-    dir: PathBuf,
-    interval: Duration,
+    store: Box<dyn Store>,
+    every: Duration,
+    /// This poll's interval, drawn around `every`.
+    next: Duration,
+    /// The state of the draw.
+    seed: u64,
     host_id: Option<String>,
     keys: Vec<String>,
     target: &'static str,
+    reports: bool,
     /// The highest serial seen.
     seen: Option<u64>,
+    /// The last manifest accepted, and its store tag.
+    current: Option<(Manifest, Option<String>)>,
     /// What the last poll said, so it is logged once.
     said: Option<String>,
 }
 
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("manifest", &self.store.locate(MANIFEST))
+            .field("interval", &self.every)
+            .field("host_id", &self.host_id)
+            .field("reports", &self.reports)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Fleet {
-    /// Polls the manifest in `dir` every minute by default.
-    pub fn new(dir: impl Into<PathBuf>) -> Fleet {
+    /// Polls the manifest in the directory `dir` every minute by default.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Fleet {
+        Fleet::over(Directory::new(dir))
+    }
+
+    /// Polls the manifest in `store` every minute by default.
+    pub fn over(store: impl Store) -> Fleet {
         Fleet {
-            dir: dir.into(),
-            interval: Duration::from_secs(60),
+            store: Box::new(store),
+            every: Duration::from_secs(60),
+            next: Duration::from_secs(60),
+            seed: 0,
             host_id: None,
             keys: Vec::new(),
             target: crate::binary_id::TARGET,
+            reports: false,
             seen: None,
+            current: None,
             said: None,
         }
     }
 
-    /// How often to read the manifest (default 1 min).
+    /// How often to read the manifest, on average (default 1 min).
     pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
+        self.every = interval;
+        self.next = interval;
         self
     }
 
@@ -80,6 +129,15 @@ impl Fleet {
         self
     }
 
+    /// After each probation, write a report (`reports/VERSION/HOST.json`:
+    /// host, version, kept or rolled back and why, time) to the store, for
+    /// `overseer rollout status` and `advance`. The store's credentials
+    /// need write access to `reports/` only. Off by default.
+    pub fn reports(mut self, on: bool) -> Self {
+        self.reports = on;
+        self
+    }
+
     /// Logs `what` unless the last poll said the same.
     fn say(&mut self, what: String) {
         if self.said.as_deref() != Some(&what) {
@@ -87,11 +145,117 @@ impl Fleet {
             self.said = Some(what);
         }
     }
+
+    /// The next interval: uniform in [3/4, 5/4] of the one set (xorshift).
+    fn draw(&mut self) -> Duration {
+        let mut x = self.seed.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+        self.every.mul_f64(0.75 + unit / 2.0)
+    }
+
+    /// The manifest to act on now: read again unless unchanged, verified
+    /// and checked either way. `None` when none is published yet.
+    fn manifest(&mut self, seen: Option<u64>, now: u64) -> Result<Option<Manifest>, FetchError> {
+        let tag = self.current.as_ref().and_then(|(_, t)| t.clone());
+        let manifest = match self
+            .store
+            .read(MANIFEST, MAX_MANIFEST_SIZE as u64, tag.as_deref())?
+        {
+            Object::Unchanged => match &self.current {
+                Some((m, _)) => m.clone(),
+                None => return Ok(None),
+            },
+            Object::Missing => {
+                self.current = None;
+                let what = format!("fleet: no manifest at {} yet", self.store.locate(MANIFEST));
+                self.say(what);
+                return Ok(None);
+            }
+            Object::Found { bytes, tag } => {
+                let signature = match self.store.read(SIGNATURE, MAX_SIGNATURE_SIZE, None)? {
+                    Object::Found { bytes, .. } => String::from_utf8(bytes).map_err(|_| {
+                        format!(
+                            "{}: not a signature (not text)",
+                            self.store.locate(SIGNATURE)
+                        )
+                    })?,
+                    _ => {
+                        return Err(format!(
+                            "{} is not signed: no {} beside it",
+                            self.store.locate(MANIFEST),
+                            self.store.locate(SIGNATURE)
+                        )
+                        .into())
+                    }
+                };
+                let manifest = Manifest::verify(&bytes, &signature, &self.keys)
+                    .map_err(|e| format!("{} refused: {e}", self.store.locate(MANIFEST)))?;
+                manifest
+                    .check(now, seen, self.target)
+                    .map_err(|e| format!("{} refused: {e}", self.store.locate(MANIFEST)))?;
+                self.current = Some((manifest.clone(), tag));
+                manifest
+            }
+        };
+        manifest
+            .check(now, seen, self.target)
+            .map_err(|e| format!("{} refused: {e}", self.store.locate(MANIFEST)))?;
+        Ok(Some(manifest))
+    }
+
+    /// Writes a report of a probation's end, when asked to.
+    fn report(&mut self, settled: &Settled) {
+        let Some(version) = settled
+            .tag
+            .as_deref()
+            .and_then(|t| t.strip_prefix("fleet:"))
+            .and_then(|t| t.split(':').next())
+        else {
+            return;
+        };
+        let Some((manifest, _)) = &self.current else {
+            return;
+        };
+        let report = Report {
+            host: self.host_id.clone().unwrap_or_default(),
+            channel: manifest.channel.clone(),
+            version: version.to_string(),
+            outcome: match settled.rolled_back {
+                None => Outcome::Kept,
+                Some(_) => Outcome::RolledBack,
+            },
+            why: settled.rolled_back.clone(),
+            time: unix_now().unwrap_or(0),
+        };
+        let name = report.name();
+        match self.store.write(&name, &report.to_bytes()) {
+            Ok(()) => log::info!("fleet: reported {version} to {}", self.store.locate(&name)),
+            Err(e) => log::warning!(
+                "fleet: cannot write the report {}: {e}",
+                self.store.locate(&name)
+            ),
+        }
+    }
+}
+
+fn unix_now() -> Result<u64, FetchError> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| format!("the clock is before 1970: {e}"))?
+        .as_secs())
 }
 
 impl Fetcher for Fleet {
     fn interval(&self) -> Duration {
-        self.interval
+        self.next
+    }
+
+    fn credential_env(&self) -> Vec<String> {
+        self.store.credential_env()
     }
 
     fn init(&mut self, context: &Context) -> Result<(), FetchError> {
@@ -113,28 +277,42 @@ impl Fetcher for Fleet {
             }
             self.host_id = Some(id.to_string());
         }
+        // Each master its own draw: the host, the process, the time.
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.seed = crate::fleet::bucket(
+            self.host_id.as_deref().unwrap_or_default(),
+            &std::process::id().to_string(),
+            &clock.to_string(),
+        )
+        .to_bits();
+        self.next = self.draw();
         Ok(())
     }
 
     fn fetch(&mut self) -> Result<Option<Release>, FetchError> {
-        self.fetch_installed(None)
+        self.poll(&mut Poll::default())
     }
 
-    fn fetch_installed(&mut self, installed: Option<&str>) -> Result<Option<Release>, FetchError> {
-        let bytes = read_small(&self.dir.join(MANIFEST))?;
-        let signature = String::from_utf8(read_small(&self.dir.join(SIGNATURE))?)
-            .map_err(|_| format!("{}: not text", self.dir.join(SIGNATURE).display()))?;
-        let manifest = Manifest::verify(&bytes, &signature, &self.keys)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|e| format!("the clock is before 1970: {e}"))?
-            .as_secs();
-        manifest.check(now, self.seen, self.target)?;
-        self.seen = Some(
-            self.seen
-                .map_or(manifest.serial, |s| s.max(manifest.serial)),
-        );
+    fn settled(&mut self, settled: &Settled) {
+        if self.reports {
+            self.report(settled);
+        }
+    }
+
+    fn poll(&mut self, poll: &mut Poll) -> Result<Option<Release>, FetchError> {
+        self.next = self.draw();
+        let now = unix_now()?;
+        let seen = self.seen.max(poll.serial);
+        let Some(manifest) = self.manifest(seen, now)? else {
+            poll.rollout = None;
+            return Ok(None);
+        };
+        self.seen = seen.max(Some(manifest.serial));
+        poll.serial = self.seen;
         let host = self.host_id.clone().unwrap_or_default();
+        let installed = poll.installed.as_deref();
         let (release, why, downgrade) = match choose(&manifest, installed, self.target, &host, now)
         {
             Choice::Take {
@@ -143,15 +321,27 @@ impl Fetcher for Fleet {
                 downgrade,
             } => (release, why, downgrade),
             Choice::Wait { release, why } => {
+                let (wave, waves) = release.wave_at(now);
+                poll.rollout = Some(format!(
+                    "serial {}: {} waits, {why} (wave {wave} of {waves})",
+                    manifest.serial, release.version
+                ));
                 self.say(format!(
                     "fleet manifest {} (serial {}): {} {why}",
-                    self.dir.display(),
+                    self.store.locate(MANIFEST),
                     manifest.serial,
                     release.version
                 ));
                 return Ok(None);
             }
-            Choice::UpToDate => return Ok(None),
+            Choice::UpToDate => {
+                poll.rollout = Some(format!(
+                    "serial {}: up to date ({})",
+                    manifest.serial,
+                    installed.unwrap_or("version unknown")
+                ));
+                return Ok(None);
+            }
         };
         let Some(artifact) = release.artifacts.get(self.target) else {
             return Ok(None);
@@ -159,21 +349,24 @@ impl Fetcher for Fleet {
         let version = release
             .semver()
             .ok_or_else(|| format!("version {:?} is not semantic", release.version))?;
-        let path = self.dir.join(&artifact.path);
-        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        poll.rollout = Some(format!(
+            "serial {}: taking {} ({why})",
+            manifest.serial, release.version
+        ));
+        let body = self.store.open(&artifact.path)?;
         self.say(format!(
             "fleet manifest {} (serial {}): taking {} ({why})",
-            self.dir.display(),
+            self.store.locate(MANIFEST),
             manifest.serial,
             release.version
         ));
-        let mut taken = Release::new(file, path.display().to_string())
+        let mut taken = Release::new(body, self.store.locate(&artifact.path))
             .tag(format!("fleet:{}:{}", release.version, artifact.sha256))
             .size(artifact.size)
             .sha256(artifact.sha256.clone())
             .version(release.version.clone());
-        if let Some(name) = Path::new(&artifact.path).file_name() {
-            taken = taken.name(name.to_string_lossy().into_owned());
+        if let Some(name) = artifact.path.rsplit('/').next() {
+            taken = taken.name(name.to_string());
         }
         taken.vouched = Some(Vouched {
             version,
@@ -183,24 +376,4 @@ impl Fetcher for Fleet {
         });
         Ok(Some(taken))
     }
-}
-
-/// Reads a small file whole (a manifest or its signature), refusing one
-/// larger than a manifest may be.
-fn read_small(path: &Path) -> Result<Vec<u8>, FetchError> {
-    use std::io::Read;
-    // Not a FIFO or a device, whose open or read would never end.
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", path.display()).into());
-    }
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_MANIFEST_SIZE as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() > MAX_MANIFEST_SIZE {
-        return Err(format!("{}: larger than {MAX_MANIFEST_SIZE} bytes", path.display()).into());
-    }
-    Ok(bytes)
 }

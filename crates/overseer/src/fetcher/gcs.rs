@@ -11,7 +11,7 @@ use object_store::ObjectStore;
 
 use super::object::{
     check_endpoint, env_vars, extra_roots, is_certificate_error, options_with_roots, retry_config,
-    Poller, Store, CLIENT_CONFIG, TLS_HINT,
+    Bucket, Poller, CLIENT_CONFIG, TLS_HINT,
 };
 use super::{Context, FetchError, Fetcher, Release};
 
@@ -235,7 +235,7 @@ impl GcsStore {
     }
 }
 
-impl Store for GcsStore {
+impl Bucket for GcsStore {
     fn location(&self) -> String {
         GcsStore::location(self)
     }
@@ -307,6 +307,8 @@ impl fmt::Debug for Gcs {
             .finish_non_exhaustive()
     }
 }
+
+super::object::bucket_store!(Gcs);
 
 impl Fetcher for Gcs {
     fn interval(&self) -> Duration {

@@ -45,14 +45,18 @@ use std::fmt;
 use std::io::Read;
 use std::time::Duration;
 
+// A place of named objects (a directory, a bucket under a prefix): what a
+// fleet's manifest, artifacts and reports live in.
+mod store;
+pub use store::{check_name, Directory, Object, Store};
 #[cfg(feature = "fetch-file")]
 mod file;
 #[cfg(feature = "fetch-file")]
 pub use file::File;
-#[cfg(all(feature = "fetch-file", feature = "signatures"))]
+#[cfg(feature = "signatures")]
 mod fleet;
-#[cfg(all(feature = "fetch-file", feature = "signatures"))]
-pub use fleet::Fleet;
+#[cfg(feature = "signatures")]
+pub use fleet::{Fleet, MANIFEST, SIGNATURE};
 #[cfg(feature = "fetch-azure")]
 mod azure;
 #[cfg(feature = "fetch-azure")]
@@ -297,13 +301,20 @@ pub trait Fetcher: Send + 'static {
     /// (it is recognised by its hash and skipped), but costs a download.
     fn fetch(&mut self) -> Result<Option<Release>, FetchError>;
 
-    /// Like [`Fetcher::fetch`], told the version installed now, as far as
-    /// the master knows (it changes as releases are installed). A source
-    /// that chooses among releases (a fleet's manifest) uses it; the
-    /// default calls `fetch`.
-    fn fetch_installed(&mut self, installed: Option<&str>) -> Result<Option<Release>, FetchError> {
-        let _ = installed;
+    /// Like [`Fetcher::fetch`], told what the master knows at this poll
+    /// ([`Poll`]) and able to tell it back what the source says of this
+    /// host. A source that chooses among releases (a fleet's manifest)
+    /// uses it; the default calls `fetch`.
+    fn poll(&mut self, poll: &mut Poll) -> Result<Option<Release>, FetchError> {
+        let _ = poll;
         self.fetch()
+    }
+
+    /// The release `fetch` returned last was installed and its probation is
+    /// over: kept, or rolled back and why. A fleet's source reports it to
+    /// the store when asked to. The default does nothing.
+    fn settled(&mut self, settled: &Settled) {
+        let _ = settled;
     }
 
     /// The release `fetch` returned last could not be installed for a
@@ -328,6 +339,46 @@ pub trait Fetcher: Send + 'static {
 impl fmt::Debug for dyn Fetcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fetcher(every {:?})", self.interval())
+    }
+}
+
+/// What the master knows at a poll ([`Fetcher::poll`]), and what a
+/// source tells it back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Poll {
+    /// The version installed now, as far as the master knows (it changes as
+    /// releases are installed).
+    pub installed: Option<String>,
+    /// The highest serial of signed metadata (a fleet's manifest) accepted
+    /// so far, kept in the ledger across restarts: a source refuses an
+    /// older one (a replay) and raises this when it accepts a newer one.
+    pub serial: Option<u64>,
+    /// What the source says of this host now, for `overseer status` (a
+    /// fleet: the wave, the host's bucket, what it waits for).
+    pub rollout: Option<String>,
+}
+
+/// The end of an installed release's probation ([`Fetcher::settled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settled {
+    /// The release's [`Release::tag`].
+    pub tag: Option<String>,
+    /// Its version, when known.
+    pub version: Option<String>,
+    /// `None` when it was kept; why it was rolled back otherwise.
+    pub rolled_back: Option<String>,
+}
+
+impl Settled {
+    /// A release's probation settled: kept until `rolled_back` is set.
+    pub(crate) fn default_for(tag: Option<String>, version: Option<String>) -> Settled {
+        Settled {
+            tag,
+            version,
+            rolled_back: None,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use object_store::{
 };
 use tokio::runtime::Runtime;
 
-use super::{FetchError, Release};
+use super::{FetchError, Object, Release};
 use crate::log;
 
 /// Sidecar objects (checksum, signature) are small text files; anything
@@ -33,7 +33,7 @@ const SIDECAR_LIMIT: u64 = 64 * 1024;
 const VERSION_METADATA: &str = "version";
 
 /// What differs from one store to another.
-pub(super) trait Store {
+pub(super) trait Bucket {
     /// `s3://BUCKET`, `az://ACCOUNT/CONTAINER` or `gs://BUCKET`: an object's name in
     /// messages is this, a slash and its key.
     fn location(&self) -> String;
@@ -132,7 +132,7 @@ impl Poller {
     /// Checks the settings and makes the client, so mistakes show at start.
     /// `installed` is the tag of the release the installed binary came from
     /// (`Context::installed_tag`): the first poll is then conditional on it.
-    pub fn init(&mut self, store: &dyn Store, installed: Option<&str>) -> Result<(), FetchError> {
+    pub fn init(&mut self, store: &dyn Bucket, installed: Option<&str>) -> Result<(), FetchError> {
         if let Some(tag) = installed {
             self.taken = Some(tag.to_string());
             // An identity without an ETag is `size@date`.
@@ -148,7 +148,7 @@ impl Poller {
     }
 
     /// The store and runtime, made on first use.
-    fn connect(&mut self, store: &dyn Store) -> Result<Conn, FetchError> {
+    fn connect(&mut self, store: &dyn Bucket) -> Result<Conn, FetchError> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
@@ -184,7 +184,7 @@ impl Poller {
     }
 
     /// One poll: a conditional `GET` of the object.
-    pub fn fetch(&mut self, store: &dyn Store) -> Result<Option<Release>, FetchError> {
+    pub fn fetch(&mut self, store: &dyn Bucket) -> Result<Option<Release>, FetchError> {
         let source = format!("{}/{}", store.location(), self.key);
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(format!(
@@ -284,7 +284,7 @@ impl Poller {
     /// Reads a small sidecar object as text; `None` when it is missing and
     /// was not asked for explicitly.
     fn sidecar(
-        store: &dyn Store,
+        store: &dyn Bucket,
         conn: &Conn,
         path: &Path,
         required: bool,
@@ -321,7 +321,7 @@ impl Poller {
     /// The checksum (hex) and signature read from the sidecar objects.
     fn sidecars_of(
         &self,
-        store: &dyn Store,
+        store: &dyn Bucket,
         conn: &Conn,
     ) -> Result<(Option<String>, Option<String>), FetchError> {
         let mut sha256 = None;
@@ -346,6 +346,185 @@ impl Poller {
         Ok((sha256, signature))
     }
 }
+
+/// The objects of a [`Store`](super::Store) made of a bucket: `name` is
+/// under the fetcher's key, taken as a prefix.
+impl Poller {
+    /// The key of `name` under the prefix.
+    pub fn store_key(&self, name: &str) -> Result<String, FetchError> {
+        super::store::check_name(name)?;
+        let prefix = self.key.trim_matches('/');
+        Ok(if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        })
+    }
+
+    /// The client and runtime, refusing to block inside another runtime.
+    fn blocking(&mut self, bucket: &dyn Bucket, what: &str) -> Result<Conn, FetchError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(format!(
+                "{what}: this store blocks, and was called inside an async runtime; call it from a plain thread"
+            )
+            .into());
+        }
+        self.connect(bucket)
+    }
+
+    pub fn store_read(
+        &mut self,
+        bucket: &dyn Bucket,
+        name: &str,
+        limit: u64,
+        tag: Option<&str>,
+    ) -> Result<Object, FetchError> {
+        let key = self.store_key(name)?;
+        let what = format!("{}/{key}", bucket.location());
+        let conn = self.blocking(bucket, &what)?;
+        let options = GetOptions {
+            if_none_match: tag.map(str::to_string),
+            ..GetOptions::default()
+        };
+        let result = match conn
+            .runtime
+            .block_on(conn.store.get_opts(&Path::from(key.as_str()), options))
+        {
+            Ok(r) => r,
+            Err(object_store::Error::NotModified { .. }) => return Ok(Object::Unchanged),
+            Err(e @ object_store::Error::NotFound { .. }) if !bucket.is_missing_container(&e) => {
+                return Ok(Object::Missing)
+            }
+            Err(e) => return Err(bucket.explain(&what, &e)),
+        };
+        let found = result.meta.e_tag.clone();
+        if found.is_some() && found.as_deref() == tag {
+            // The store ignored If-None-Match.
+            let _in_runtime = conn.runtime.enter();
+            drop(result);
+            return Ok(Object::Unchanged);
+        }
+        if result.meta.size > limit {
+            let _in_runtime = conn.runtime.enter();
+            drop(result);
+            return Err(format!("{what}: larger than {limit} bytes").into());
+        }
+        let bytes = conn
+            .runtime
+            .block_on(result.bytes())
+            .map_err(|e| bucket.explain(&what, &e))?;
+        if bytes.len() as u64 > limit {
+            return Err(format!("{what}: larger than {limit} bytes").into());
+        }
+        Ok(Object::Found {
+            bytes: bytes.to_vec(),
+            tag: found,
+        })
+    }
+
+    pub fn store_open(
+        &mut self,
+        bucket: &dyn Bucket,
+        name: &str,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        let key = self.store_key(name)?;
+        let what = format!("{}/{key}", bucket.location());
+        let conn = self.blocking(bucket, &what)?;
+        let result = conn
+            .runtime
+            .block_on(conn.store.get(&Path::from(key.as_str())))
+            .map_err(|e| bucket.explain(&what, &e))?;
+        Ok(Box::new(Body {
+            runtime: conn.runtime.clone(),
+            stream: Some(result.into_stream().map(|c| c.map(Vec::from)).boxed()),
+            chunk: Vec::new(),
+            pos: 0,
+            source: what,
+            failed: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    pub fn store_write(
+        &mut self,
+        bucket: &dyn Bucket,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), FetchError> {
+        let key = self.store_key(name)?;
+        let what = format!("{}/{key}", bucket.location());
+        let conn = self.blocking(bucket, &what)?;
+        // A PUT replaces an object whole: readers see the old one or the new.
+        conn.runtime
+            .block_on(conn.store.put(
+                &Path::from(key.as_str()),
+                object_store::PutPayload::from(bytes.to_vec()),
+            ))
+            .map(drop)
+            .map_err(|e| bucket.explain(&what, &e))
+    }
+
+    pub fn store_list(
+        &mut self,
+        bucket: &dyn Bucket,
+        prefix: &str,
+    ) -> Result<Vec<String>, FetchError> {
+        let key = self.store_key(prefix)?;
+        let what = format!("{}/{key}", bucket.location());
+        let conn = self.blocking(bucket, &what)?;
+        let base = self.store_key("x")?;
+        let base = &base[..base.len() - 1];
+        let listed: Vec<_> = conn.runtime.block_on(
+            conn.store
+                .list(Some(&Path::from(key.trim_end_matches('/'))))
+                .collect::<Vec<_>>(),
+        );
+        let mut names = Vec::new();
+        for meta in listed {
+            let meta = meta.map_err(|e| bucket.explain(&what, &e))?;
+            if let Some(name) = meta.location.as_ref().strip_prefix(base) {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Makes a bucket fetcher (`$fetcher { store: $bucket, poll: Poller }`) a
+/// [`Store`](super::Store) under its key.
+macro_rules! bucket_store {
+    ($fetcher:ty) => {
+        impl super::Store for $fetcher {
+            fn locate(&self, name: &str) -> String {
+                match self.poll.store_key(name) {
+                    Ok(key) => format!("{}/{key}", self.store.location()),
+                    Err(_) => format!("{}/{}/{name}", self.store.location(), self.poll.key),
+                }
+            }
+            fn read(
+                &mut self,
+                name: &str,
+                limit: u64,
+                tag: Option<&str>,
+            ) -> Result<super::Object, FetchError> {
+                self.poll.store_read(&self.store, name, limit, tag)
+            }
+            fn open(&mut self, name: &str) -> Result<Box<dyn std::io::Read + Send>, FetchError> {
+                self.poll.store_open(&self.store, name)
+            }
+            fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FetchError> {
+                self.poll.store_write(&self.store, name, bytes)
+            }
+            fn list(&mut self, prefix: &str) -> Result<Vec<String>, FetchError> {
+                self.poll.store_list(&self.store, prefix)
+            }
+            fn credential_env(&self) -> Vec<String> {
+                super::Fetcher::credential_env(self)
+            }
+        }
+    };
+}
+pub(super) use bucket_store;
 
 /// The object's bytes as a blocking reader: each `read` past the current
 /// chunk waits for the next one on the fetcher's runtime.
@@ -525,7 +704,7 @@ mod tests {
     /// A store in memory (which honours `If-None-Match`).
     struct Memory(Arc<InMemory>);
 
-    impl Store for Memory {
+    impl Bucket for Memory {
         fn location(&self) -> String {
             "memory://test".into()
         }

@@ -11,7 +11,7 @@ use object_store::ObjectStore;
 
 use super::object::{
     check_endpoint, env_vars, extra_roots, is_certificate_error, options_with_roots, retry_config,
-    Poller, Store, CLIENT_CONFIG, TLS_HINT,
+    Bucket, Poller, CLIENT_CONFIG, TLS_HINT,
 };
 use super::{Context, FetchError, Fetcher, Release};
 
@@ -258,7 +258,7 @@ impl S3Store {
     }
 }
 
-impl Store for S3Store {
+impl Bucket for S3Store {
     fn location(&self) -> String {
         S3Store::location(self)
     }
@@ -295,6 +295,8 @@ impl fmt::Debug for S3 {
             .finish_non_exhaustive()
     }
 }
+
+super::object::bucket_store!(S3);
 
 impl Fetcher for S3 {
     fn interval(&self) -> Duration {

@@ -360,7 +360,7 @@ pub(crate) fn parse_version(text: &str) -> Option<semver::Version> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const HASH: &str = "4f2b8c09a8d7e4a3f1c55cbbd0a69dcb5cbd2cf9e1ab0a9e1c4d63a2b9f2c1d0";

@@ -120,29 +120,11 @@ pub fn choose<'m>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::manifest::{Artifact, Wave, FORMAT};
+    use super::super::manifest::tests::release;
+    use super::super::manifest::{Wave, FORMAT};
     use super::*;
 
     const TARGET: &str = "x86_64-unknown-linux-gnu";
-
-    fn release(version: &str, rollout: Vec<Wave>) -> Release {
-        Release {
-            version: version.into(),
-            artifacts: [(
-                TARGET.to_string(),
-                Artifact {
-                    path: format!("app-{version}"),
-                    size: 100,
-                    sha256: "0".repeat(64),
-                },
-            )]
-            .into(),
-            rollout,
-            yanked: false,
-            critical: false,
-            halted: None,
-        }
-    }
 
     fn manifest(releases: Vec<Release>) -> Manifest {
         Manifest {

@@ -438,6 +438,9 @@ pub(crate) struct Outcomes {
     pub reexecs: u64,
     pub failed_reexecs: u64,
     pub last_reexec: Option<(std::time::Instant, String)>,
+    /// What the release source said of this host last (not carried: the
+    /// next image's first poll says it again).
+    pub rollout: Option<String>,
 }
 
 impl Outcomes {
@@ -477,6 +480,7 @@ impl Outcomes {
             reexecs: state.reexecs,
             failed_reexecs: state.failed_reexecs,
             last_reexec: at(&state.last_reexec),
+            rollout: None,
         }
     }
 
@@ -506,6 +510,7 @@ impl Outcomes {
             reexecs: 0,
             failed_reexecs: 0,
             last_reexec: None,
+            rollout: None,
         }
     }
 

@@ -367,6 +367,7 @@ impl Supervisor {
             Event::Notify { worker, message } => self.on_notify(worker, &message),
             Event::Upgrade(Report::Installed(installed)) => self.on_upgrade(installed),
             Event::Upgrade(Report::Rejected(what)) => live.outcomes.upgrade(what),
+            Event::Upgrade(Report::Rollout(what)) => live.outcomes.rollout = what,
             Event::Control(request, reply) => self.on_control(request, reply),
         }
     }
@@ -849,6 +850,7 @@ impl Supervisor {
             reexecs: live.outcomes.reexecs,
             failed_reexecs: live.outcomes.failed_reexecs,
             last_reexec: control::ago(&live.outcomes.last_reexec),
+            rollout: live.outcomes.rollout.clone(),
         }
     }
 }

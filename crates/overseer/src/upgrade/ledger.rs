@@ -10,6 +10,7 @@
 //! bad 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 //! installed 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae "g42-1234"
 //! floor-resets 1
+//! manifest-serial 42
 //! ```
 //!
 //! A ledger that exists but cannot be read or parsed is an error, never an
@@ -51,6 +52,9 @@ pub(crate) struct Entries {
     /// reset-floor`, `overseer::ledger::reset_floor`): a running master that
     /// sees it change lowers the installed version it remembers as well.
     pub floor_resets: u64,
+    /// The highest serial of a fleet manifest accepted (`fetcher::Fleet`):
+    /// an older manifest replayed after a restart is refused.
+    pub serial: Option<u64>,
 }
 
 impl Entries {
@@ -210,7 +214,7 @@ fn is_sha256(s: &str) -> bool {
 /// Parses a ledger; the error names the first line that is not right.
 fn parse(bytes: &[u8]) -> Result<Entries, String> {
     let mut entries = Entries::default();
-    let (mut highest, mut installed, mut resets) = (false, false, false);
+    let (mut highest, mut installed, mut resets, mut serial) = (false, false, false, false);
     let once = |seen: &mut bool, n: usize, key: &str| {
         if std::mem::replace(seen, true) {
             Err(format!("line {n}: a second {key} line"))
@@ -262,6 +266,12 @@ fn parse(bytes: &[u8]) -> Result<Entries, String> {
                     .parse()
                     .map_err(|_| format!("line {n}: floor-resets {value:?} is not a count"))?;
             }
+            "manifest-serial" => {
+                once(&mut serial, n, key)?;
+                entries.serial = Some(value.parse().map_err(|_| {
+                    format!("line {n}: manifest-serial {value:?} is not a serial number")
+                })?);
+            }
             _ => return Err(format!("line {n}: unknown entry {key:?}")),
         }
     }
@@ -284,6 +294,9 @@ fn render(entries: &Entries) -> String {
     }
     if entries.floor_resets > 0 {
         text.push_str(&format!("floor-resets {}\n", entries.floor_resets));
+    }
+    if let Some(serial) = entries.serial {
+        text.push_str(&format!("manifest-serial {serial}\n"));
     }
     text
 }
@@ -317,6 +330,7 @@ mod tests {
                 e.bad.insert(SHA_A.into());
                 e.installed = Some((SHA_B.into(), tag.clone()));
                 e.floor_resets = 2;
+                e.serial = Some(u64::MAX);
             })
             .unwrap();
 
@@ -326,6 +340,7 @@ mod tests {
         assert_eq!(again.bad.iter().collect::<Vec<_>>(), [SHA_A]);
         assert_eq!(again.installed, Some((SHA_B.to_string(), tag)));
         assert_eq!(again.floor_resets, 2);
+        assert_eq!(again.serial, Some(u64::MAX));
         let mode = fs::metadata(&ledger.path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o644);
         // Nothing but the ledger and its lock is left beside the binary.

@@ -187,6 +187,8 @@ pub(crate) fn start(
         last_failure: None,
         retry_wanted: false,
         withheld,
+        settled: None,
+        rollout: None,
         _lock: binary_lock,
     };
     if let Some(e) = unreadable {
@@ -218,6 +220,9 @@ pub(crate) fn start(
             if let Some(p) = pending {
                 if !upgrader.settle(p) {
                     return;
+                }
+                if let Some(settled) = upgrader.settled.take() {
+                    fetcher.settled(&settled);
                 }
             }
             let polled = panic::catch_unwind(AssertUnwindSafe(|| {

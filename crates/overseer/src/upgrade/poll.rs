@@ -16,7 +16,7 @@ use super::report::Pending;
 use super::report::Report;
 use super::upgrader::Upgrader;
 use super::verify;
-use crate::fetcher::Release;
+use crate::fetcher::{Poll, Release, Settled};
 use crate::log;
 
 /// The longest wait before retrying a release that failed for a passing
@@ -75,10 +75,13 @@ impl Upgrader {
             if std::mem::take(&mut self.offer_again) {
                 fetcher.retry();
             }
-            let installed = self.version.as_ref().map(|v| v.to_string());
-            let fetched = panic::catch_unwind(AssertUnwindSafe(|| {
-                fetcher.fetch_installed(installed.as_deref())
-            }));
+            let mut poll = Poll {
+                installed: self.version.as_ref().map(|v| v.to_string()),
+                serial: self.known.serial,
+                rollout: self.rollout.clone(),
+            };
+            let fetched = panic::catch_unwind(AssertUnwindSafe(|| fetcher.poll(&mut poll)));
+            self.polled(poll);
             let release = match fetched {
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) => {
@@ -98,6 +101,9 @@ impl Upgrader {
                 }
             };
             let carry_on = self.consider(release);
+            if let Some(settled) = self.settled.take() {
+                fetcher.settled(&settled);
+            }
             // A download and its checks leave freed buffers behind.
             crate::sys::release_free_memory();
             if !carry_on {
@@ -109,6 +115,22 @@ impl Upgrader {
             } else {
                 retries = 0;
             }
+        }
+    }
+
+    /// Takes what the source said at a poll: a higher manifest serial goes
+    /// to the ledger (so a replayed older manifest is refused after a
+    /// restart too), the rollout state to the master's status.
+    fn polled(&mut self, poll: Poll) {
+        if poll.serial > self.known.serial {
+            let serial = poll.serial;
+            if let Err(e) = self.update_ledger(|e| e.serial = e.serial.max(serial)) {
+                log::warning!("cannot record the fleet manifest's serial: {e}");
+            }
+        }
+        if poll.rollout != self.rollout {
+            self.rollout = poll.rollout.clone();
+            let _ = self.supervisor.send(Report::Rollout(poll.rollout));
         }
     }
 
@@ -170,6 +192,13 @@ impl Upgrader {
         let verdict = verdict.recv();
         let gate = self.gate.clone();
         let _busy = gate.enter();
+        if let Ok(v) = &verdict {
+            let mut settled = Settled::default_for(tag.clone(), version.clone());
+            if let Verdict::RolledBack(reason) = v {
+                settled.rolled_back = Some(reason.clone());
+            }
+            self.settled = Some(settled);
+        }
         match verdict {
             Ok(Verdict::Kept) => {
                 if let Some(v) = version.as_deref().and_then(verify::parse_version) {

@@ -15,6 +15,9 @@ pub(crate) enum Report {
     Installed(Installed),
     /// A release was turned down, or could not be considered (for the status).
     Rejected(String),
+    /// What the release source says of this host now (a fleet's wave),
+    /// for the status.
+    Rollout(Option<String>),
     /// A release kept after its probation (or without one) is recorded in
     /// the ledger: the upgrade thread is idle again.
     Kept,

@@ -49,6 +49,10 @@ pub(super) struct Upgrader {
     pub(super) retry_wanted: bool,
     /// The release source's credentials, kept from the sanity check.
     pub(super) withheld: Withheld,
+    /// The probation just over, for the fetcher ([`crate::fetcher::Fetcher::settled`]).
+    pub(super) settled: Option<crate::fetcher::Settled>,
+    /// What the source said of this host last (for the status).
+    pub(super) rollout: Option<String>,
     /// This master's hold on the binary path, for the thread's whole life.
     pub(super) _lock: BinaryLock,
 }
