@@ -269,10 +269,12 @@ fn current(store: &mut dyn Store, public_key: &str) -> Result<Option<Manifest>, 
         .map_err(|e| format!("cannot read the signature: {e}"))?
     {
         Object::Found { bytes, .. } => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "{path} has no signature {} (restore it, or move the manifest away to start a new one)",
             store.locate(SIGNATURE)
-        )),
+        ))
+        }
     };
     Manifest::verify(&bytes, &signature, &[public_key.to_string()])
         .map(Some)

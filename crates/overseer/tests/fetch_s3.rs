@@ -15,13 +15,15 @@
 //! Run with `cargo test -p overseer --features fetch-s3 --test fetch_s3`.
 #![cfg(unix)]
 
+#[path = "support/s3s.rs"]
+mod s3s;
 mod support;
+
+use s3s::{start_server, Server, ACCESS_KEY, BUCKET, SECRET_KEY};
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -29,122 +31,7 @@ use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
 use overseer::fetcher::{Fetcher, Release, S3};
 use sha2::{Digest, Sha256};
 
-const BUCKET: &str = "releases";
-const ACCESS_KEY: &str = "overseer-test";
-const SECRET_KEY: &str = "s3cr3t-for-sigv4-checks";
 const KEY: &str = "myapp/linux-x86_64/myapp";
-const INSTALL: &str = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
-
-/// The `s3s-fs` process and its data directory; killed and removed on drop.
-struct Server {
-    bin: PathBuf,
-    child: Child,
-    port: u16,
-    data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(bin: &std::path::Path, port: u16, data: &std::path::Path) -> Child {
-        Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
-    }
-
-    fn wait_listening(&mut self) -> bool {
-        support::wait_listening(
-            &mut self.child,
-            self.port,
-            "s3s-fs",
-            Duration::from_secs(20),
-        )
-    }
-
-    /// Kills the server (connections in flight break off).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port and data.
-    fn restart(&mut self) {
-        self.kill();
-        self.child = Self::launch(&self.bin, self.port, self.data.path());
-        assert!(self.wait_listening(), "s3s-fs did not restart");
-    }
-}
-
-fn server_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("OVERSEER_S3S_FS") {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME") {
-        dirs.push(PathBuf::from(home).join("bin"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("s3s-fs"))
-        .find(|p| p.is_file())
-}
-
-/// Starts `s3s-fs` with authentication on a free loopback port, with one
-/// bucket; `None` (skip) only when the binary is missing and
-/// `OVERSEER_SKIP_S3=1`.
-fn start_server() -> Option<Server> {
-    let Some(bin) = server_binary() else {
-        if std::env::var("OVERSEER_SKIP_S3").as_deref() == Ok("1") {
-            eprintln!("s3s-fs not found; skipped (OVERSEER_SKIP_S3=1)");
-            return None;
-        }
-        panic!(
-            "the S3 tests need the s3s-fs server binary, which was not found in \
-             OVERSEER_S3S_FS, PATH or $CARGO_HOME/bin. Install it with\n    {INSTALL}\n\
-             or set OVERSEER_SKIP_S3=1 to skip these tests."
-        );
-    };
-    // The port is free when asked; another process could take it before the
-    // server binds, so a server that exits at once is tried again.
-    for _attempt in 0..3 {
-        let data = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(data.path().join(BUCKET)).expect("bucket dir");
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Server::launch(&bin, port, data.path());
-        let mut server = Server {
-            bin: bin.clone(),
-            child,
-            port,
-            data,
-        };
-        if server.wait_listening() {
-            return Some(server);
-        }
-    }
-    panic!("s3s-fs would not start (see its output above)");
-}
 
 /// Uploads through the S3 protocol itself (signed with the right key).
 struct Uploader {
@@ -509,4 +396,63 @@ fn a_private_ca_is_trusted_when_added() {
         .expect_err("no certificate")
         .to_string();
     assert!(err.contains("no certificate"), "{err}");
+}
+
+/// The fetcher as a store of a fleet's objects under its key (the prefix):
+/// writes whole, conditional reads, listing, streaming, a missing object.
+#[test]
+fn a_bucket_prefix_is_a_store_of_named_objects() {
+    use overseer::fetcher::{Object, Store};
+    let Some(server) = start_server() else { return };
+    let mut store = fetcher(&server, "fleet/stable");
+    assert_eq!(
+        store.locate("manifest.json"),
+        format!("s3://{BUCKET}/fleet/stable/manifest.json")
+    );
+    assert_eq!(
+        store.read("manifest.json", 100, None).unwrap(),
+        Object::Missing
+    );
+    store.write("manifest.json", b"{\"serial\": 1}").unwrap();
+    let Object::Found { bytes, tag } = store.read("manifest.json", 100, None).unwrap() else {
+        panic!("the object written is not found");
+    };
+    assert_eq!(bytes, b"{\"serial\": 1}");
+    let tag = tag.expect("an ETag");
+    assert_eq!(
+        store.read("manifest.json", 100, Some(&tag)).unwrap(),
+        Object::Unchanged
+    );
+    let err = store.read("manifest.json", 5, None).unwrap_err();
+    assert!(err.to_string().contains("larger than 5 bytes"), "{err}");
+    store.write("manifest.json", b"{\"serial\": 2}").unwrap();
+    assert!(matches!(
+        store.read("manifest.json", 100, Some(&tag)).unwrap(),
+        Object::Found { .. }
+    ));
+    store.write("reports/1.0.0/host-a.json", b"{}").unwrap();
+    store.write("reports/1.0.0/host-b.json", b"{}").unwrap();
+    store.write("2.0.0/x/app", &[7u8; 100_000]).unwrap();
+    assert_eq!(
+        store.list("reports/").unwrap(),
+        ["reports/1.0.0/host-a.json", "reports/1.0.0/host-b.json"]
+    );
+    let mut body = Vec::new();
+    store
+        .open("2.0.0/x/app")
+        .unwrap()
+        .read_to_end(&mut body)
+        .unwrap();
+    assert_eq!(body, vec![7u8; 100_000]);
+    assert!(store.open("2.0.0/x/none").is_err());
+    for bad in ["../escape", "/abs", "a//b"] {
+        assert!(store.write(bad, b"x").is_err(), "{bad}");
+    }
+    // Nothing landed outside the prefix.
+    let root = server.data.path().join(BUCKET);
+    let top: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, ["fleet"], "{top:?}");
 }

@@ -1,0 +1,348 @@
+//! A fleet: 20 real masters with distinct host ids poll one store (a
+//! directory, and an S3 bucket served by `s3s-fs`) for the manifest
+//! `overseer publish` writes. Each wave moves exactly the hosts whose
+//! bucket is inside its share; a halt keeps `advance` from opening the
+//! next wave; `advance --max-rollbacks 0` opens it when every host of the
+//! wave kept the release and halts the rollout when one rolled it back
+//! (the reports are written to the store by the hosts); a yank moves every
+//! host back to the previous good version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use overseer::fleet::bucket;
+use overseer_harness::proc::Proc;
+
+#[path = "../../overseer/tests/support/s3s.rs"]
+mod s3s;
+
+const OVERSEER: &str = env!("CARGO_BIN_EXE_overseer");
+const HOSTS: usize = 20;
+/// Long enough for a wave, under load.
+const T: Duration = Duration::from_secs(60);
+
+/// Where the fleet's store is, and how every command reaches it.
+struct Store {
+    /// DEST for publish and rollout, and --fetch-fleet.
+    dest: String,
+    /// Extra arguments of publish and rollout.
+    publish_args: Vec<String>,
+    /// Extra arguments of `overseer run`.
+    run_args: Vec<String>,
+    /// Environment of every command.
+    env: Vec<(String, String)>,
+    /// The S3 server, kept running for the test.
+    _server: Option<s3s::Server>,
+}
+
+impl Store {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(OVERSEER);
+        cmd.args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// `overseer SUBCOMMAND ARGS… [store args] DEST`, which must succeed.
+    fn run(&self, args: &[&str]) -> String {
+        let out: Output = self
+            .command(args)
+            .args(&self.publish_args)
+            .arg(&self.dest)
+            .output()
+            .expect("overseer runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("$ overseer {}\n{text}", args.join(" "));
+        text
+    }
+}
+
+/// A worker of `version`: `--version` prints it; with `CRASH_VERSION` set
+/// to it, it exits at once (a build that fails on some hosts); otherwise it
+/// runs until told to stop.
+fn build(dir: &Path, version: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("build-{version}/app"));
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("build dir");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# fleet test worker {version}\n\
+             if [ \"$1\" = --version ]; then echo {version}; exit 0; fi\n\
+             if [ \"$CRASH_VERSION\" = {version} ]; then exit 3; fi\n\
+             exec sleep 600\n"
+        ),
+    )
+    .expect("write build");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+struct Host {
+    id: String,
+    control: PathBuf,
+    proc: Proc,
+}
+
+impl Host {
+    fn status(&self) -> Option<overseer::control::Status> {
+        overseer::control::status(&self.control, Duration::from_secs(5)).ok()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.status().and_then(|s| s.version)
+    }
+}
+
+/// Starts host `i`, running version 1.0.0 of `build` from its own directory.
+fn start_host(dir: &Path, store: &Store, i: usize, crash: Option<&str>, v1: &Path) -> Host {
+    let id = format!("host-{i:02}");
+    let home = dir.join(&id);
+    std::fs::create_dir_all(&home).expect("host dir");
+    let app = home.join("app");
+    std::fs::copy(v1, &app).expect("install 1.0.0");
+    let control = home.join("control.sock");
+    let mut cmd = store.command(&["run", "--listen", "127.0.0.1:0", "--control"]);
+    cmd.arg(&control)
+        .args(["--app-version", "1.0.0", "--fetch-interval", "200ms"])
+        .args(["--probation", "1s", "--terminate-timeout", "2s"])
+        .args(["--fetch-fleet", &store.dest, "--fleet-reports"])
+        .args(["--host-id", &id, "--public-key"])
+        .arg(dir.join("release.pub"))
+        .args(&store.run_args)
+        .arg("--")
+        .arg(&app);
+    if let Some(v) = crash {
+        cmd.env("CRASH_VERSION", v);
+    }
+    let proc = Proc::spawn_quiet(cmd);
+    Host { id, control, proc }
+}
+
+/// Waits until every host runs the version `want` says, or panics with
+/// what each runs.
+fn wait_versions(hosts: &[Host], want: impl Fn(&Host) -> &'static str, what: &str) {
+    let deadline = Instant::now() + T;
+    loop {
+        let now: Vec<Option<String>> = hosts.iter().map(Host::version).collect();
+        if hosts
+            .iter()
+            .zip(&now)
+            .all(|(h, v)| v.as_deref() == Some(want(h)))
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            let table: Vec<String> = hosts
+                .iter()
+                .zip(&now)
+                .map(|(h, v)| format!("{}: {v:?}, want {}", h.id, want(h)))
+                .collect();
+            for h in hosts {
+                eprintln!("--- {}\n{}", h.id, h.proc.output().join("\n"));
+            }
+            panic!("{what}: not reached in {T:?}:\n{}", table.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The hosts hold `want` for a few more poll intervals: nobody else moves.
+fn hold_versions(hosts: &[Host], want: impl Fn(&Host) -> &'static str + Copy, what: &str) {
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(150));
+        for h in hosts {
+            assert_eq!(h.version().as_deref(), Some(want(h)), "{what}: {}", h.id);
+        }
+    }
+}
+
+fn fleet(store: Store, dir: &Path) {
+    let out = Command::new(OVERSEER)
+        .args(["keygen", "--name", "release", "--out"])
+        .arg(dir)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    let key = dir.join("release.key");
+    let key = key.to_str().expect("utf-8 path");
+    let v1 = build(dir, "1.0.0");
+    let v2 = build(dir, "2.0.0");
+    let v3 = build(dir, "3.0.0");
+    let b = |id: &str, v: &str| bucket(id, "stable", v);
+
+    // 3.0.0 fails on the host of its first wave with the lowest bucket.
+    let ids: Vec<String> = (0..HOSTS).map(|i| format!("host-{i:02}")).collect();
+    let crasher = ids
+        .iter()
+        .min_by(|x, y| b(x, "3.0.0").total_cmp(&b(y, "3.0.0")))
+        .cloned()
+        .expect("hosts");
+    let hosts: Vec<Host> = (0..HOSTS)
+        .map(|i| {
+            let crash = (ids[i] == crasher).then_some("3.0.0");
+            start_host(dir, &store, i, crash, &v1)
+        })
+        .collect();
+    wait_versions(&hosts, |_| "1.0.0", "the fleet starting");
+
+    // 2.0.0 in three waves, the later ones opened by `advance` only.
+    let v2_arg = v2.to_str().expect("utf-8 path");
+    store.run(&[
+        "publish",
+        "--key",
+        key,
+        "--version",
+        "2.0.0",
+        "--waves",
+        "25%,50%@30d,100%@60d",
+        "--expires",
+        "90d",
+        v2_arg,
+    ]);
+    let in_wave = |share: f64| {
+        move |h: &Host| {
+            if b(&h.id, "2.0.0") < share {
+                "2.0.0"
+            } else {
+                "1.0.0"
+            }
+        }
+    };
+    let first = hosts.iter().filter(|h| b(&h.id, "2.0.0") < 0.25).count();
+    assert!(
+        first > 0 && first < HOSTS,
+        "{first} hosts in the first wave"
+    );
+    wait_versions(&hosts, in_wave(0.25), "wave 1 of 2.0.0");
+    hold_versions(&hosts, in_wave(0.25), "wave 1 of 2.0.0, held");
+    // A host outside the wave says why it waits.
+    let outside = hosts
+        .iter()
+        .find(|h| b(&h.id, "2.0.0") >= 0.25)
+        .expect("a host outside");
+    let rollout = outside.status().and_then(|s| s.rollout).unwrap_or_default();
+    assert!(
+        rollout.contains("2.0.0 waits") && rollout.contains("wave 1 of 3"),
+        "{rollout}"
+    );
+
+    // Halted, `advance` opens nothing.
+    store.run(&["rollout", "halt", "--key", key]);
+    let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+    assert!(said.contains("halted"), "{said}");
+    hold_versions(&hosts, in_wave(0.25), "2.0.0 halted");
+    store.run(&["rollout", "resume", "--key", key]);
+
+    // Every host of wave 1 kept it: wave 2 opens, then wave 3.
+    let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+    assert!(said.contains("wave 2 opened"), "{said}");
+    wait_versions(&hosts, in_wave(0.5), "wave 2 of 2.0.0");
+    hold_versions(&hosts, in_wave(0.5), "wave 2 of 2.0.0, held");
+    let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+    assert!(said.contains("wave 3 opened"), "{said}");
+    wait_versions(&hosts, |_| "2.0.0", "wave 3 of 2.0.0");
+    let status = store.run(&["rollout", "status"]);
+    assert!(
+        status.contains(&format!(
+            "{HOSTS} expected, {HOSTS} upgraded, 0 rolled back, 0 silent"
+        )),
+        "{status}"
+    );
+
+    // 3.0.0 fails on one host of its first wave: `advance` halts it.
+    let v3_arg = v3.to_str().expect("utf-8 path");
+    store.run(&[
+        "publish",
+        "--key",
+        key,
+        "--version",
+        "3.0.0",
+        "--waves",
+        "25%,50%@30d,100%@60d",
+        v3_arg,
+    ]);
+    let v3_wave = |h: &Host| {
+        if b(&h.id, "3.0.0") < 0.25 && h.id != crasher {
+            "3.0.0"
+        } else {
+            "2.0.0"
+        }
+    };
+    wait_versions(&hosts, v3_wave, "wave 1 of 3.0.0");
+    let deadline = Instant::now() + T;
+    let said = loop {
+        let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+        if !said.contains("not reported yet") || Instant::now() > deadline {
+            break said;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        said.contains("halted") && said.contains("1 rolled back"),
+        "{said}"
+    );
+    assert!(said.contains(&format!("{crasher} rolled back")), "{said}");
+    let status = store.run(&["rollout", "status"]);
+    assert!(status.contains("halted since"), "{status}");
+    hold_versions(&hosts, v3_wave, "3.0.0 halted");
+
+    // Withdrawn: every host on 3.0.0 goes back to 2.0.0.
+    store.run(&["rollout", "yank", "--version", "3.0.0", "--key", key]);
+    wait_versions(&hosts, |_| "2.0.0", "3.0.0 withdrawn");
+    for h in &hosts {
+        let pid = h.proc.pid;
+        assert!(
+            overseer_harness::proc::alive(pid),
+            "{} (pid {pid}) is gone",
+            h.id
+        );
+    }
+}
+
+#[test]
+fn a_fleet_of_masters_polling_a_directory_rolls_out_by_wave() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store {
+        dest: dir.path().join("fleet").display().to_string(),
+        publish_args: Vec::new(),
+        run_args: Vec::new(),
+        env: Vec::new(),
+        _server: None,
+    };
+    fleet(store, dir.path());
+}
+
+#[test]
+fn a_fleet_of_masters_polling_an_s3_bucket_rolls_out_by_wave() {
+    let Some(server) = s3s::start_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = server.url();
+    let store = Store {
+        dest: format!("s3://{}/fleet/stable", s3s::BUCKET),
+        publish_args: vec![
+            "--endpoint".into(),
+            endpoint.clone(),
+            "--region".into(),
+            "us-east-1".into(),
+        ],
+        run_args: vec![
+            "--s3-endpoint".into(),
+            endpoint,
+            "--s3-region".into(),
+            "us-east-1".into(),
+        ],
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), s3s::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), s3s::SECRET_KEY.into()),
+        ],
+        _server: Some(server),
+    };
+    fleet(store, dir.path());
+}
