@@ -401,6 +401,7 @@ fn a_private_ca_is_trusted_when_added() {
 /// The fetcher as a store of a fleet's objects under its key (the prefix):
 /// writes whole, conditional reads, listing, streaming, a missing object.
 #[test]
+#[allow(clippy::unwrap_used)]
 fn a_bucket_prefix_is_a_store_of_named_objects() {
     use overseer::fetcher::{Object, Store};
     let Some(server) = start_server() else { return };
