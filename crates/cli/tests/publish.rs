@@ -317,31 +317,34 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
     std::fs::create_dir_all(d.join("build")).expect("build");
     let app = d.join("bin/app");
     write_worker(&app, "1");
-    let mut cmd = Command::new(OVERSEER);
-    cmd.args([
-        "run",
-        "--no-control",
-        "--listen",
-        "127.0.0.1:0",
-        "--ready",
-        "notify",
-    ])
-    .args([
-        "--app-version",
-        "1.0.0",
-        "--fetch-interval",
-        "100ms",
-        "--probation",
-        "1s",
-    ])
-    .arg("--fetch-fleet")
-    .arg(&fleet)
-    .args(["--host-id", "host-1", "--public-key"])
-    .arg(d.join("release.pub"))
-    .args(["--sanity-check", "version", "--"])
-    .arg(&app)
-    .env("WORKER_READY", "notify");
-    let p = Proc::spawn(cmd);
+    let master = || {
+        let mut cmd = Command::new(OVERSEER);
+        cmd.args([
+            "run",
+            "--no-control",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+        ])
+        .args([
+            "--app-version",
+            "1.0.0",
+            "--fetch-interval",
+            "100ms",
+            "--probation",
+            "1s",
+        ])
+        .arg("--fetch-fleet")
+        .arg(&fleet)
+        .args(["--host-id", "host-1", "--public-key"])
+        .arg(d.join("release.pub"))
+        .args(["--sanity-check", "version", "--"])
+        .arg(&app)
+        .env("WORKER_READY", "notify");
+        Proc::spawn(cmd)
+    };
+    let p = master();
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);
     let keep_alive = load(addr, 2, true);
@@ -370,6 +373,37 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_no_failures("keep-alive", &keep_alive.stop());
+
+    // The highest serial seen outlives the master: a restarted one refuses
+    // the older manifest served again (a replay).
+    let old_manifest = std::fs::read(fleet.join("manifest.json")).expect("manifest");
+    let old_signature = std::fs::read(fleet.join("manifest.json.minisig")).expect("signature");
+    let out = rollout(&[
+        "halt",
+        "--key",
+        &key.to_string_lossy(),
+        &fleet.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ledger = d.join("bin/.app.overseer-state");
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(&ledger)
+        .unwrap_or_default()
+        .contains("manifest-serial 2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serial 2 never recorded in {}",
+            ledger.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(p);
+    std::fs::write(fleet.join("manifest.json.minisig"), old_signature).expect("replay");
+    std::fs::write(fleet.join("manifest.json"), old_manifest).expect("replay");
+    let again = master();
+    again.expect_line("worker 1 ready", T);
+    again.expect_line("serial 1 is lower than 2", T);
 }
 
 const T: std::time::Duration = std::time::Duration::from_secs(30);

@@ -1381,6 +1381,42 @@ fn a_fleet_manifest_upgrades_by_wave_refuses_tampering_and_moves_off_a_withdrawn
     )
     .expect("sig");
     rig.proc.expect_line("signed by an unknown key", T);
+    std::fs::remove_file(d.join("manifest.json.minisig")).expect("unsign");
+    rig.proc.expect_line("is not signed", T);
+    // Signed, but with nothing for this host's target.
+    let mut foreign = overseer::fleet::Manifest::parse(&bytes).expect("manifest");
+    foreign.expires = now + 3600;
+    for r in &mut foreign.releases {
+        r.artifacts = std::mem::take(&mut r.artifacts)
+            .into_values()
+            .map(|a| ("riscv64gc-unknown-none-elf".to_string(), a))
+            .collect();
+    }
+    let foreign = foreign.to_bytes();
+    std::fs::write(
+        d.join("manifest.json.minisig"),
+        rig.keys.sign_with_comment(&foreign, "serial:4"),
+    )
+    .expect("sig");
+    std::fs::write(d.join("manifest.json"), &foreign).expect("manifest");
+    rig.proc.expect_line("has an artifact for", T);
+    // Each refusal said once, however many polls saw it.
+    std::thread::sleep(Duration::from_millis(1_000));
+    for needle in [
+        "serial 2 is lower than 3",
+        "the manifest expired",
+        "signed by an unknown key",
+        "is not signed",
+        "has an artifact for",
+    ] {
+        let said = rig
+            .proc
+            .output()
+            .iter()
+            .filter(|l| l.contains(needle) && l.contains("fetching failed"))
+            .count();
+        assert_eq!(said, 1, "{needle}: {:?}", rig.proc.output());
+    }
     assert_eq!(rig.serving_version(), "2.0.0");
     assert_eq!(std::fs::read(rig.bin()).expect("binary"), v2);
 

@@ -457,3 +457,153 @@ fn a_bucket_prefix_is_a_store_of_named_objects() {
         .collect();
     assert_eq!(top, ["fleet"], "{top:?}");
 }
+
+/// A store that counts what it is asked, around a real one.
+struct Counting {
+    inner: S3,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bodies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl overseer::fetcher::Store for Counting {
+    fn locate(&self, name: &str) -> String {
+        self.inner.locate(name)
+    }
+    fn read(
+        &mut self,
+        name: &str,
+        limit: u64,
+        tag: Option<&str>,
+    ) -> Result<overseer::fetcher::Object, overseer::fetcher::FetchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reads.fetch_add(1, Relaxed);
+        let got = self.inner.read(name, limit, tag)?;
+        if matches!(got, overseer::fetcher::Object::Found { .. }) {
+            self.bodies.fetch_add(1, Relaxed);
+        }
+        Ok(got)
+    }
+    fn open(&mut self, name: &str) -> Result<Box<dyn Read + Send>, overseer::fetcher::FetchError> {
+        self.inner.open(name)
+    }
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), overseer::fetcher::FetchError> {
+        self.inner.write(name, bytes)
+    }
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, overseer::fetcher::FetchError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// An idle fleet: 20 hosts polling an unchanged manifest 100 times each
+/// cost the bucket one conditional read per host per poll, with no body
+/// after the first; and their polls are spread, never in lockstep (each
+/// interval is drawn anew around the one set).
+#[test]
+fn an_idle_fleet_costs_one_conditional_read_per_host_per_poll_and_never_polls_in_lockstep() {
+    use overseer::fetcher::{Context, Fleet, Poll, Store};
+    use overseer::fleet::{Manifest, Wave, FORMAT};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    let Some(server) = start_server() else { return };
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().expect("keys");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // One release, not yet rolling out: every poll only reads the manifest.
+    let manifest = Manifest {
+        format: FORMAT,
+        channel: "stable".into(),
+        serial: 1,
+        expires: now + 3600,
+        releases: vec![overseer::fleet::Release {
+            version: "2.0.0".into(),
+            artifacts: [(
+                overseer::fetcher::Context::new("/x").target.to_string(),
+                overseer::fleet::Artifact {
+                    path: "2.0.0/app".into(),
+                    size: 10,
+                    sha256: "0".repeat(64),
+                },
+            )]
+            .into(),
+            rollout: vec![Wave {
+                start: now + 3600,
+                fraction: 1.0,
+            }],
+            yanked: false,
+            critical: false,
+            halted: None,
+        }],
+    };
+    let bytes = manifest.to_bytes();
+    let sig = minisign::sign(Some(&keys.pk), &keys.sk, &bytes[..], None, None).expect("sign");
+    let mut publisher = fetcher(&server, "fleet");
+    publisher
+        .write("manifest.json.minisig", sig.to_string().as_bytes())
+        .expect("signature");
+    publisher.write("manifest.json", &bytes).expect("manifest");
+
+    const HOSTS: usize = 20;
+    const POLLS: usize = 100;
+    let every = std::time::Duration::from_secs(60);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(AtomicUsize::new(0));
+    let mut times: Vec<Vec<f64>> = Vec::new();
+    for h in 0..HOSTS {
+        let store = Counting {
+            inner: fetcher(&server, "fleet"),
+            reads: reads.clone(),
+            bodies: bodies.clone(),
+        };
+        let mut fleet = Fleet::over(store)
+            .host_id(format!("host-{h}"))
+            .interval(every);
+        let mut context = Context::new("/srv/app/bin");
+        context.public_keys = vec![keys.pk.to_base64()];
+        fleet.init(&context).expect("init");
+        let mut at = 0.0;
+        let mut polls = Vec::new();
+        for _ in 0..POLLS {
+            let wait = Fetcher::interval(&fleet);
+            assert!(
+                wait >= every.mul_f64(0.75) && wait <= every.mul_f64(1.25),
+                "{wait:?}"
+            );
+            at += wait.as_secs_f64();
+            polls.push(at);
+            let mut poll = Poll::default();
+            poll.installed = Some("1.0.0".into());
+            assert!(fleet.poll(&mut poll).expect("poll").is_none());
+            assert!(poll
+                .rollout
+                .as_deref()
+                .is_some_and(|r| r.contains("2.0.0 waits")));
+        }
+        times.push(polls);
+    }
+    // One read a poll; bodies only on each host's first (manifest and signature).
+    assert_eq!(reads.load(Relaxed), HOSTS * POLLS + HOSTS);
+    assert_eq!(bodies.load(Relaxed), 2 * HOSTS);
+    // No two hosts poll within a second of each other at most of their polls.
+    for a in 0..HOSTS {
+        for b in a + 1..HOSTS {
+            let close = times[a]
+                .iter()
+                .zip(&times[b])
+                .filter(|(x, y)| (*x - *y).abs() < 1.0)
+                .count();
+            assert!(
+                close < POLLS / 4,
+                "hosts {a} and {b}: {close} of {POLLS} polls together"
+            );
+        }
+    }
+    // The intervals average the one set.
+    let mean = times
+        .iter()
+        .map(|t| t[POLLS - 1] / POLLS as f64)
+        .sum::<f64>()
+        / HOSTS as f64;
+    assert!((mean - 60.0).abs() < 3.0, "mean interval {mean} s");
+}
