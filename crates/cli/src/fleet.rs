@@ -63,6 +63,12 @@ impl StoreArgs {
             )),
             None => None,
         };
+        if self.dest.starts_with("http://") || self.dest.starts_with("https://") {
+            return Err(format!(
+                "{}: a web server is read-only here: publish to the directory or bucket it serves",
+                self.dest
+            ));
+        }
         if let Some(url) = self
             .endpoint
             .as_deref()

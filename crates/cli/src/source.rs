@@ -26,7 +26,8 @@ pub(crate) struct SourceArgs {
     /// publish`) in a directory, or in a bucket under a prefix:
     /// s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or
     /// az://ACCOUNT/CONTAINER[/PREFIX], with the --s3-*, --gcs-*,
-    /// --azure-* options. The release this host is due by its wave,
+    /// --azure-* options; or read through a web server or CDN in front of
+    /// one: https://HOST/PATH (no reports then). The release this host is due by its wave,
     /// verified with --public-key (required). Example: --fetch-fleet
     /// s3://acme-releases/fleet/stable
     #[arg(long, value_name = "DIR|URL", help_heading = "Upgrades")]
@@ -255,6 +256,7 @@ impl SourceArgs {
         // request could be sent.
         for (flag, url) in [
             ("--fetch-url", &self.fetch_url),
+            ("--fetch-fleet", &self.fetch_fleet),
             ("--github-api-url", &self.github_api_url),
             ("--s3-endpoint", &self.s3_endpoint),
             ("--azure-endpoint", &self.azure_endpoint),
@@ -514,9 +516,17 @@ impl Net {
                 azure = azure.endpoint(e);
             }
             Ok(Box::new(azure))
+        } else if dest.starts_with("http://") || dest.starts_with("https://") {
+            // Read-only: a web server or CDN in front of the store.
+            let mut http =
+                fetcher::Http::new(dest.trim_end_matches('/')).allow_http(self.allow_http);
+            if let Some((_, pem)) = &self.ca {
+                http = http.root_certificates(pem).map_err(ca)?;
+            }
+            Ok(Box::new(http))
         } else if dest.contains("://") {
             Err(format!(
-                "{dest}: not a store overseer writes to or polls a fleet from: a directory, s3://, gs:// or az://"
+                "{dest}: not a store a fleet polls: a directory, s3://, gs://, az://, or http(s):// to read one"
             ))
         } else {
             Ok(Box::new(fetcher::Directory::new(dest)))

@@ -1,6 +1,7 @@
 //! A release published at an HTTP(S) URL, polled with conditional requests.
 
 use std::fmt;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
@@ -412,6 +413,117 @@ impl Fetcher for Http {
         )?;
         self.returned = (!validators.is_empty()).then_some(validators);
         Ok(Some(release))
+    }
+}
+
+/// A web server or CDN as a read-only [`Store`](super::Store): the URL
+/// given to [`Http::new`] is the base, and `name` is fetched at
+/// `URL/name` (with the same headers, certificates and plain-http rule).
+/// Reads are conditional: `If-None-Match` with the ETag, else
+/// `If-Modified-Since` with the `Last-Modified` date (one-second
+/// granularity: a server without ETags may answer "unchanged" for an object
+/// replaced within the same second as the one read). Writing and listing
+/// are refused: publish to the directory or bucket the server serves.
+impl super::Store for Http {
+    fn locate(&self, name: &str) -> String {
+        format!("{}/{name}", self.url.trim_end_matches('/'))
+    }
+
+    fn read(
+        &mut self,
+        name: &str,
+        limit: u64,
+        tag: Option<&str>,
+    ) -> Result<super::Object, FetchError> {
+        super::store::check_name(name)?;
+        let url = self.locate(name);
+        let mut conditional = Vec::new();
+        match tag {
+            Some(t) if super::is_entity_tag(t) => {
+                conditional.push(("If-None-Match", t.to_string()))
+            }
+            Some(t) => conditional.push(("If-Modified-Since", t.to_string())),
+            None => {}
+        }
+        let fetched = self.store_get(&url, &conditional)?;
+        let status = fetched.status();
+        if status == StatusCode::NOT_MODIFIED && tag.is_some() {
+            return Ok(super::Object::Unchanged);
+        }
+        if matches!(status.as_u16(), 404 | 410) {
+            return Ok(super::Object::Missing);
+        }
+        if !status.is_success() || matches!(status.as_u16(), 204..=206) {
+            return Err(status_error("GET", &fetched.shown_url(), status));
+        }
+        let validators = Validators::of(&fetched);
+        let found = validators.etag.clone().or(validators.last_modified.clone());
+        if found.is_some() && found.as_deref() == tag {
+            return Ok(super::Object::Unchanged);
+        }
+        let shown_url = fetched.shown_url();
+        let mut bytes = Vec::new();
+        fetched
+            .response
+            .into_body()
+            .into_reader()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("reading {shown_url}: {e}"))?;
+        if bytes.len() as u64 > limit {
+            return Err(format!("{shown_url}: larger than {limit} bytes").into());
+        }
+        Ok(super::Object::Found { bytes, tag: found })
+    }
+
+    fn open(&mut self, name: &str) -> Result<Box<dyn std::io::Read + Send>, FetchError> {
+        super::store::check_name(name)?;
+        let url = self.locate(name);
+        let fetched = self.store_get(&url, &[])?;
+        let status = fetched.status();
+        if !status.is_success() || matches!(status.as_u16(), 204..=206) {
+            return Err(status_error("GET", &fetched.shown_url(), status));
+        }
+        Ok(Box::new(fetched.response.into_body().into_reader()))
+    }
+
+    fn write(&mut self, name: &str, _bytes: &[u8]) -> Result<(), FetchError> {
+        Err(format!(
+            "{}: a web server is read-only here: write to the directory or bucket it serves",
+            self.locate(name)
+        )
+        .into())
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, FetchError> {
+        Err(format!(
+            "{}: a web server cannot be listed: read the directory or bucket it serves",
+            self.locate(prefix)
+        )
+        .into())
+    }
+}
+
+impl Http {
+    /// One GET of `url` for the store, with the fetcher's settings.
+    fn store_get(
+        &mut self,
+        url: &str,
+        conditional: &[(&str, String)],
+    ) -> Result<Fetched, FetchError> {
+        let deadline = Instant::now() + self.timeout;
+        let (timeout, roots) = (self.connect_timeout, &self.roots);
+        let client = &*self
+            .client
+            .get_or_insert_with(|| Client::with_roots(timeout, roots));
+        client.get(&Get {
+            url,
+            public: conditional,
+            private: &self.headers,
+            trusted: url,
+            deadline,
+            allow_http: self.allow_http,
+        })
     }
 }
 
