@@ -74,7 +74,7 @@ fn build(dir: &Path, version: &str) -> PathBuf {
         &path,
         format!(
             "#!/bin/sh\n# fleet test worker {version}\n\
-             if [ \"$1\" = --version ]; then echo {version}; exit 0; fi\n\
+             if [ \"$1\" = --version ]; then sleep ${{SLOW_CHECK:-0}}; echo {version}; exit 0; fi\n\
              if [ \"$CRASH_VERSION\" = {version} ]; then exit 3; fi\n\
              exec sleep 600\n"
         ),
@@ -100,8 +100,16 @@ impl Host {
     }
 }
 
-/// Starts host `i`, running version 1.0.0 of `build` from its own directory.
-fn start_host(dir: &Path, store: &Store, i: usize, crash: Option<&str>, v1: &Path) -> Host {
+/// Starts host `i`, running version 1.0.0 of `build` from its own
+/// directory, with `env` and `args` besides the usual.
+fn start_host(
+    dir: &Path,
+    store: &Store,
+    i: usize,
+    env: &[(&str, &str)],
+    args: &[&str],
+    v1: &Path,
+) -> Host {
     let id = format!("host-{i:02}");
     let home = dir.join(&id);
     std::fs::create_dir_all(&home).expect("host dir");
@@ -116,11 +124,10 @@ fn start_host(dir: &Path, store: &Store, i: usize, crash: Option<&str>, v1: &Pat
         .args(["--host-id", &id, "--public-key"])
         .arg(dir.join("release.pub"))
         .args(&store.run_args)
+        .args(args)
         .arg("--")
-        .arg(&app);
-    if let Some(v) = crash {
-        cmd.env("CRASH_VERSION", v);
-    }
+        .arg(&app)
+        .envs(env.iter().copied());
     let proc = Proc::spawn_quiet(cmd);
     Host { id, control, proc }
 }
@@ -186,8 +193,12 @@ fn fleet(store: Store, dir: &Path) {
         .expect("hosts");
     let hosts: Vec<Host> = (0..HOSTS)
         .map(|i| {
-            let crash = (ids[i] == crasher).then_some("3.0.0");
-            start_host(dir, &store, i, crash, &v1)
+            let crash: &[(&str, &str)] = if ids[i] == crasher {
+                &[("CRASH_VERSION", "3.0.0")]
+            } else {
+                &[]
+            };
+            start_host(dir, &store, i, crash, &[], &v1)
         })
         .collect();
     wait_versions(&hosts, |_| "1.0.0", "the fleet starting");
@@ -424,7 +435,7 @@ fn hosts_reading_the_fleet_through_a_web_server_follow_publish_and_yank() {
     };
     let v1 = build(d, "1.0.0");
     let hosts: Vec<Host> = (0..3)
-        .map(|i| start_host(d, &reader, i, None, &v1))
+        .map(|i| start_host(d, &reader, i, &[], &[], &v1))
         .collect();
     wait_versions(&hosts, |_| "1.0.0", "the hosts starting");
     for (version, want) in [("2.0.0", "2.0.0"), ("3.0.0", "3.0.0")] {
@@ -449,4 +460,61 @@ fn hosts_reading_the_fleet_through_a_web_server_follow_publish_and_yank() {
     // Reports cannot be written to a web server: said, nothing else lost.
     let said = hosts[0].proc.output().join("\n");
     assert!(said.contains("read-only"), "{said}");
+}
+
+/// A release withdrawn while a host downloads and checks it is dropped
+/// before it replaces anything (here the check is slow: 3 s).
+#[test]
+fn a_release_withdrawn_while_it_is_checked_is_not_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = Command::new(OVERSEER)
+        .args(["keygen", "--name", "release", "--out"])
+        .arg(d)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    let key = d.join("release.key");
+    let key = key.to_str().expect("utf-8 path");
+    let store = Store {
+        dest: d.join("fleet").display().to_string(),
+        publish_args: Vec::new(),
+        run_args: Vec::new(),
+        env: Vec::new(),
+        _server: None,
+    };
+    let v1 = build(d, "1.0.0");
+    let host = start_host(
+        d,
+        &store,
+        0,
+        &[("SLOW_CHECK", "3")],
+        &["--sanity-check", "version"],
+        &v1,
+    );
+    wait_versions(
+        std::slice::from_ref(&host),
+        |_| "1.0.0",
+        "the host starting",
+    );
+    let v2 = build(d, "2.0.0");
+    store.run(&[
+        "publish",
+        "--key",
+        key,
+        "--version",
+        "2.0.0",
+        v2.to_str().expect("utf-8 path"),
+    ]);
+    host.proc.expect_line("taking 2.0.0", T);
+    store.run(&["rollout", "yank", "--version", "2.0.0", "--key", key]);
+    host.proc
+        .expect_line("2.0.0 was withdrawn meanwhile; not installed", T);
+    hold_versions(std::slice::from_ref(&host), |_| "1.0.0", "2.0.0 withdrawn");
+    let app = d.join("host-00/app");
+    assert_eq!(
+        std::fs::read(&app).expect("the binary"),
+        std::fs::read(&v1).expect("1.0.0")
+    );
+    assert_eq!(host.proc.count("installed version 2.0.0"), 0);
 }

@@ -78,6 +78,9 @@ pub struct Fleet {
     current: Option<(Manifest, Option<String>)>,
     /// What the last poll said, so it is logged once.
     said: Option<String>,
+    /// The tag of the release handed to the pipeline last: not offered
+    /// again (the master remembers how it went) until it asks ([`Fetcher::retry`]).
+    offered: Option<String>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -112,6 +115,7 @@ impl Fleet {
             seen: None,
             current: None,
             said: None,
+            offered: None,
         }
     }
 
@@ -295,6 +299,36 @@ impl Fetcher for Fleet {
         self.poll(&mut Poll::default())
     }
 
+    fn retry(&mut self) {
+        self.offered = None;
+    }
+
+    fn still_offered(&mut self, tag: &str) -> Result<bool, FetchError> {
+        let Some(version) = tag.strip_prefix("fleet:").and_then(|t| t.split(':').next()) else {
+            return Ok(true);
+        };
+        let now = unix_now()?;
+        let Some(manifest) = self.manifest(self.seen, now)? else {
+            return Ok(false);
+        };
+        self.seen = self.seen.max(Some(manifest.serial));
+        let offered = manifest.releases.iter().any(|r| {
+            r.version == version
+                && !r.yanked
+                && r.artifacts
+                    .get(self.target)
+                    .is_some_and(|a| tag.ends_with(&format!(":{}", a.sha256)))
+        });
+        if !offered {
+            log::info!(
+                "fleet manifest {} (serial {}): {version} was withdrawn meanwhile; not installed",
+                self.store.locate(MANIFEST),
+                manifest.serial
+            );
+        }
+        Ok(offered)
+    }
+
     fn settled(&mut self, settled: &Settled) {
         if self.reports {
             self.report(settled);
@@ -349,6 +383,15 @@ impl Fetcher for Fleet {
         let version = release
             .semver()
             .ok_or_else(|| format!("version {:?} is not semantic", release.version))?;
+        let tag = format!("fleet:{}:{}", release.version, artifact.sha256);
+        if self.offered.as_deref() == Some(tag.as_str()) {
+            // Handed over already: installed and rolled back, or refused.
+            poll.rollout = Some(format!(
+                "serial {}: {} was tried here and not kept",
+                manifest.serial, release.version
+            ));
+            return Ok(None);
+        }
         poll.rollout = Some(format!(
             "serial {}: taking {} ({why})",
             manifest.serial, release.version
@@ -361,13 +404,14 @@ impl Fetcher for Fleet {
             release.version
         ));
         let mut taken = Release::new(body, self.store.locate(&artifact.path))
-            .tag(format!("fleet:{}:{}", release.version, artifact.sha256))
+            .tag(tag.clone())
             .size(artifact.size)
             .sha256(artifact.sha256.clone())
             .version(release.version.clone());
         if let Some(name) = artifact.path.rsplit('/').next() {
             taken = taken.name(name.to_string());
         }
+        self.offered = Some(tag);
         taken.vouched = Some(Vouched {
             version,
             size: artifact.size,

@@ -317,6 +317,16 @@ pub trait Fetcher: Send + 'static {
         let _ = settled;
     }
 
+    /// Asked right before the release with this [`Release::tag`] replaces
+    /// the binary, once it is downloaded and checked: whether the source
+    /// still offers it. A fleet's source says no for a release withdrawn
+    /// meanwhile, which is then dropped. An error lets the offer stand. The
+    /// default says yes.
+    fn still_offered(&mut self, tag: &str) -> Result<bool, FetchError> {
+        let _ = tag;
+        Ok(true)
+    }
+
     /// The release `fetch` returned last could not be installed for a
     /// passing reason (a full disk, a download that broke off, a swap that
     /// failed): the next `fetch` should offer it again even though it has

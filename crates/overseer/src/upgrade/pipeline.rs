@@ -15,7 +15,12 @@ use crate::fetcher::Release;
 use crate::log;
 
 impl Upgrader {
-    pub(super) fn pipeline(&mut self, release: Release, named: &str) -> Result<Step, Rejection> {
+    pub(super) fn pipeline(
+        &mut self,
+        release: Release,
+        named: &str,
+        fetcher: &mut dyn crate::fetcher::Fetcher,
+    ) -> Result<Step, Rejection> {
         // 0. The release the installed binary came from: its body is not read.
         if release.tag.is_some() && release.tag == self.installed_tag() {
             log::debug!("release {named} is the one installed; not downloaded");
@@ -195,7 +200,20 @@ impl Upgrader {
             hook(&staged_path)
                 .map_err(|e| Rejection::release(format!("vetoed by pre_upgrade: {e}")))?;
         }
-        // 9. Swap.
+        // 9. Still offered? A fleet's release withdrawn while it downloaded
+        // is dropped. The source unreachable now: the offer stands.
+        if let Some(t) = &tag {
+            match fetcher.still_offered(t) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Rejection::new(
+                        "withdrawn at its source while it was downloaded and checked; dropped",
+                    ))
+                }
+                Err(e) => log::debug!("cannot ask whether {t} is still offered: {e}"),
+            }
+        }
+        // 10. Swap.
         swap::install(t, temp_path).map_err(|e| {
             Rejection::io(
                 &format!("swapping the new binary in at {}", t.path.display()),

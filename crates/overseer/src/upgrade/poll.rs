@@ -100,7 +100,7 @@ impl Upgrader {
                     continue;
                 }
             };
-            let carry_on = self.consider(release);
+            let carry_on = self.consider(release, fetcher);
             if let Some(settled) = self.settled.take() {
                 fetcher.settled(&settled);
             }
@@ -217,7 +217,7 @@ impl Upgrader {
     }
 
     /// Runs the pipeline on one release; false once the master is gone.
-    fn consider(&mut self, release: Release) -> bool {
+    fn consider(&mut self, release: Release, fetcher: &mut dyn crate::fetcher::Fetcher) -> bool {
         let source = release.source.clone();
         let tag = release.tag.clone();
         if let Some(t) = &tag {
@@ -232,14 +232,15 @@ impl Upgrader {
         let busy = gate.enter();
         // A panic is a rejection of the release: unwinding has dropped (and
         // so removed) its staging files, and what is left of any is removed.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named)))
-            .unwrap_or_else(|p| {
-                self.target.remove_stale_staging();
-                Err(Rejection::release(format!(
-                    "the upgrade pipeline panicked: {}",
-                    panic_message(&*p)
-                )))
-            });
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| self.pipeline(release, &named, fetcher)))
+                .unwrap_or_else(|p| {
+                    self.target.remove_stale_staging();
+                    Err(Rejection::release(format!(
+                        "the upgrade pipeline panicked: {}",
+                        panic_message(&*p)
+                    )))
+                });
         match outcome {
             Ok(Step::Same) => {
                 self.last_failure = None;
