@@ -39,6 +39,17 @@ struct Store {
 }
 
 impl Store {
+    /// A directory store.
+    fn directory(path: &Path) -> Store {
+        Store {
+            dest: path.display().to_string(),
+            publish_args: Vec::new(),
+            run_args: Vec::new(),
+            env: Vec::new(),
+            _server: None,
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(OVERSEER);
         cmd.args(args);
@@ -61,6 +72,18 @@ impl Store {
         eprintln!("$ overseer {}\n{text}", args.join(" "));
         text
     }
+}
+
+/// Makes the publisher's keys in `dir` (`release.key`, `release.pub`);
+/// the secret key's path.
+fn keygen(dir: &Path) -> String {
+    let out = Command::new(OVERSEER)
+        .args(["keygen", "--name", "release", "--out"])
+        .arg(dir)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    dir.join("release.key").display().to_string()
 }
 
 /// A worker of `version`: `--version` prints it; with `CRASH_VERSION` set
@@ -171,14 +194,8 @@ fn hold_versions(hosts: &[Host], want: impl Fn(&Host) -> &'static str + Copy, wh
 }
 
 fn fleet(store: Store, dir: &Path) {
-    let out = Command::new(OVERSEER)
-        .args(["keygen", "--name", "release", "--out"])
-        .arg(dir)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
-    let key = dir.join("release.key");
-    let key = key.to_str().expect("utf-8 path");
+    let key = keygen(dir);
+    let key = key.as_str();
     let v1 = build(dir, "1.0.0");
     let v2 = build(dir, "2.0.0");
     let v3 = build(dir, "3.0.0");
@@ -320,13 +337,7 @@ fn fleet(store: Store, dir: &Path) {
 #[test]
 fn a_fleet_of_masters_polling_a_directory_rolls_out_by_wave() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store {
-        dest: dir.path().join("fleet").display().to_string(),
-        publish_args: Vec::new(),
-        run_args: Vec::new(),
-        env: Vec::new(),
-        _server: None,
-    };
+    let store = Store::directory(&dir.path().join("fleet"));
     fleet(store, dir.path());
 }
 
@@ -411,27 +422,12 @@ fn hosts_reading_the_fleet_through_a_web_server_follow_publish_and_yank() {
     let fleet_dir = d.join("fleet");
     std::fs::create_dir_all(&fleet_dir).expect("fleet dir");
     let server = web_server(&fleet_dir);
-    let out = Command::new(OVERSEER)
-        .args(["keygen", "--name", "release", "--out"])
-        .arg(d)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
-    let key = d.join("release.key");
-    let key = key.to_str().expect("utf-8 path");
-    let publisher = Store {
-        dest: fleet_dir.display().to_string(),
-        publish_args: Vec::new(),
-        run_args: Vec::new(),
-        env: Vec::new(),
-        _server: None,
-    };
+    let key = keygen(d);
+    let key = key.as_str();
+    let publisher = Store::directory(&fleet_dir);
     let reader = Store {
         dest: format!("http://127.0.0.1:{}/", server.port),
-        publish_args: Vec::new(),
-        run_args: Vec::new(),
-        env: Vec::new(),
-        _server: None,
+        ..Store::directory(&fleet_dir)
     };
     let v1 = build(d, "1.0.0");
     let hosts: Vec<Host> = (0..3)
@@ -468,21 +464,9 @@ fn hosts_reading_the_fleet_through_a_web_server_follow_publish_and_yank() {
 fn a_release_withdrawn_while_it_is_checked_is_not_installed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let out = Command::new(OVERSEER)
-        .args(["keygen", "--name", "release", "--out"])
-        .arg(d)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
-    let key = d.join("release.key");
-    let key = key.to_str().expect("utf-8 path");
-    let store = Store {
-        dest: d.join("fleet").display().to_string(),
-        publish_args: Vec::new(),
-        run_args: Vec::new(),
-        env: Vec::new(),
-        _server: None,
-    };
+    let key = keygen(d);
+    let key = key.as_str();
+    let store = Store::directory(&d.join("fleet"));
     let v1 = build(d, "1.0.0");
     let host = start_host(
         d,
