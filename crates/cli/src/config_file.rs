@@ -323,6 +323,19 @@ mod tests {
         assert_eq!(u.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(u.public_key, ["/etc/app/keys/a.pub", key]);
 
+        // A fleet's store: a directory is a path, a bucket's URL is not.
+        for (given, resolved) in [
+            ("fleet", "/etc/app/fleet"),
+            ("/srv/fleet", "/srv/fleet"),
+            ("s3://acme/fleet/stable", "s3://acme/fleet/stable"),
+        ] {
+            let text = format!("[upgrade]\nfetch-fleet = \"{given}\"\nfleet-reports = true\n");
+            let mut c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            c.resolve_paths(Path::new("/etc/app"));
+            assert_eq!(c.upgrade.fetch_fleet.as_deref(), Some(resolved));
+            assert!(c.upgrade.fleet_reports);
+        }
+
         // A bare program name is looked up in PATH.
         let mut c = parse("program = \"python3\"\n").unwrap_or_else(|e| panic!("{e}"));
         c.resolve_paths(Path::new("/etc/app"));

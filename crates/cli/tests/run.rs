@@ -451,6 +451,36 @@ fn bad_input_is_refused_before_anything_starts() {
             &["--allow-http applies to a release source over the network"],
         ),
         (vec!["--pass-env", "AWS_*"], &["bad --pass-env \"AWS_*\""]),
+        // A fleet's manifest is trusted only when signed.
+        (
+            vec!["--fetch-fleet", "/srv/fleet"],
+            &["--fetch-fleet needs --public-key"],
+        ),
+        (
+            vec!["--fleet-reports", "--fetch-file", "/srv/app"],
+            &["--fleet-reports applies to --fetch-fleet"],
+        ),
+        (
+            vec![
+                "--fetch-fleet",
+                "ftp://host/fleet",
+                "--public-key",
+                "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3",
+            ],
+            &[
+                "--fetch-fleet ftp://host/fleet",
+                "not a store a fleet polls",
+            ],
+        ),
+        (
+            vec![
+                "--fetch-fleet",
+                "http://0.0.0.0:1/fleet",
+                "--public-key",
+                "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3",
+            ],
+            &["--fetch-fleet", "plain http", "--allow-http"],
+        ),
     ];
     for (args, needles) in cases {
         let mut cmd = overseer(&["--listen", &listen]);
