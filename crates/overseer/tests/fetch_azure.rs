@@ -357,3 +357,17 @@ fn a_private_ca_is_trusted_when_added() {
         "{err}"
     );
 }
+
+/// The fetcher as a store of a fleet's objects under its blob name (the
+/// prefix), against Azurite.
+#[test]
+fn a_container_prefix_is_a_store_of_named_objects() {
+    let Some(server) = start_server() else { return };
+    let mut store = fetcher(&server, "fleet/stable");
+    // Azurite keeps blobs in its own database: nothing to look at on disk.
+    support::store_round_trip(
+        &mut store,
+        &format!("az://{ACCOUNT}/{CONTAINER}/fleet/stable"),
+        std::path::Path::new("/nonexistent"),
+    );
+}

@@ -208,3 +208,68 @@ pub fn wait_listening(child: &mut Child, port: u16, name: &str, within: Duration
     }
     panic!("{name} did not listen on port {port} within {within:?}");
 }
+
+/// A store of a fleet's objects under the prefix `fleet/stable`, located
+/// as `location`, whose bucket's files are in `root` (its server's data):
+/// writes whole, conditional reads, listing, streaming, a missing object,
+/// names that would leave the prefix refused, and nothing written outside it.
+#[allow(dead_code, clippy::unwrap_used)]
+pub fn store_round_trip(
+    store: &mut dyn overseer::fetcher::Store,
+    location: &str,
+    root: &std::path::Path,
+) {
+    use overseer::fetcher::Object;
+    use std::io::Read;
+    assert_eq!(
+        store.locate("manifest.json"),
+        format!("{location}/manifest.json")
+    );
+    assert_eq!(
+        store.read("manifest.json", 100, None).unwrap(),
+        Object::Missing
+    );
+    store.write("manifest.json", b"{\"serial\": 1}").unwrap();
+    let Object::Found { bytes, tag } = store.read("manifest.json", 100, None).unwrap() else {
+        panic!("the object written is not found");
+    };
+    assert_eq!(bytes, b"{\"serial\": 1}");
+    let tag = tag.expect("an ETag");
+    assert_eq!(
+        store.read("manifest.json", 100, Some(&tag)).unwrap(),
+        Object::Unchanged
+    );
+    let err = store.read("manifest.json", 5, None).unwrap_err();
+    assert!(err.to_string().contains("larger than 5 bytes"), "{err}");
+    store.write("manifest.json", b"{\"serial\": 2}").unwrap();
+    assert!(matches!(
+        store.read("manifest.json", 100, Some(&tag)).unwrap(),
+        Object::Found { .. }
+    ));
+    store.write("reports/1.0.0/host-a.json", b"{}").unwrap();
+    store.write("reports/1.0.0/host-b.json", b"{}").unwrap();
+    store.write("2.0.0/x/app", &[7u8; 100_000]).unwrap();
+    assert_eq!(
+        store.list("reports/").unwrap(),
+        ["reports/1.0.0/host-a.json", "reports/1.0.0/host-b.json"]
+    );
+    let mut body = Vec::new();
+    store
+        .open("2.0.0/x/app")
+        .unwrap()
+        .read_to_end(&mut body)
+        .unwrap();
+    assert_eq!(body, vec![7u8; 100_000]);
+    assert!(store.open("2.0.0/x/none").is_err());
+    for bad in ["../escape", "/abs", "a//b"] {
+        assert!(store.write(bad, b"x").is_err(), "{bad}");
+    }
+    // Nothing landed outside the prefix.
+    if root.is_dir() {
+        let top: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(top, ["fleet"], "{top:?}");
+    }
+}
