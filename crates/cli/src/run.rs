@@ -386,8 +386,10 @@ fn build(a: RunArgs, f: FileConfig) -> Result<Config, Failure> {
             .or(from_file)
             .add_to(config, interval, !keys.is_empty())?;
     if let Some(i) = interval {
-        // The user's interval counts, even below the library's 1 s floor.
-        config = config.min_fetch_interval(i);
+        // The user's interval counts, even below the library's 1 s floor;
+        // a fleet's polls are drawn from 3/4 to 5/4 of it, so the floor is
+        // 3/4 of it (the other sources poll at exactly the interval).
+        config = config.min_fetch_interval(i.mul_f64(0.75));
     }
     config = config
         .allow_downgrade(a.allow_downgrade || u.allow_downgrade)
