@@ -144,6 +144,8 @@ mod binary_id;
 mod config;
 #[cfg(unix)]
 pub mod control;
+#[cfg(feature = "delta")]
+pub mod delta;
 mod error;
 pub mod fetcher;
 pub mod fleet;
@@ -159,6 +161,8 @@ mod shutdown;
 #[cfg(unix)]
 mod sockets;
 mod state;
+#[cfg(any(feature = "zstd", feature = "delta"))]
+mod zstd_window;
 
 #[cfg(unix)]
 mod child_registry;

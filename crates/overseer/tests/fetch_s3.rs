@@ -476,6 +476,7 @@ fn an_idle_fleet_costs_one_conditional_read_per_host_per_poll_and_never_polls_in
                     path: "2.0.0/app".into(),
                     size: 10,
                     sha256: "0".repeat(64),
+                    patches: Vec::new(),
                 },
             )]
             .into(),

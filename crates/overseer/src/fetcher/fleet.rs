@@ -81,6 +81,10 @@ pub struct Fleet {
     /// The tag of the release handed to the pipeline last: not offered
     /// again (the master remembers how it went) until it asks ([`Fetcher::retry`]).
     offered: Option<String>,
+    /// The binary upgraded (its hash picks a patch).
+    binary: Option<std::path::PathBuf>,
+    /// Take a release as a patch when one applies to the binary.
+    deltas: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -116,6 +120,8 @@ impl Fleet {
             current: None,
             said: None,
             offered: None,
+            binary: None,
+            deltas: true,
         }
     }
 
@@ -139,6 +145,16 @@ impl Fleet {
     /// need write access to `reports/` only. Off by default.
     pub fn reports(mut self, on: bool) -> Self {
         self.reports = on;
+        self
+    }
+
+    /// Whether to take a release as a patch from the binary installed, when
+    /// the manifest lists one for its hash (default: yes, with the `delta`
+    /// feature). The patch is applied and its result checked against the
+    /// manifest's size and SHA-256 before anything else sees it; any
+    /// failure falls back to the whole artifact.
+    pub fn deltas(mut self, on: bool) -> Self {
+        self.deltas = on;
         self
     }
 
@@ -246,6 +262,102 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// The release rebuilt from the installed binary and a patch the
+    /// manifest lists for its hash, checked against the artifact's size and
+    /// SHA-256: the file, the patch's name, and what it saved. `None` (said
+    /// once when something failed) to download the whole artifact.
+    #[cfg(feature = "delta")]
+    fn rebuild(
+        &mut self,
+        version: &str,
+        artifact: &crate::fleet::Artifact,
+    ) -> Option<(std::fs::File, String, String)> {
+        if !self.deltas || artifact.patches.is_empty() {
+            return None;
+        }
+        let binary = self.binary.clone()?;
+        let base = match crate::binary_id::sha256_file(&binary) {
+            Ok(hash) => hash,
+            Err(e) => {
+                self.say(format!(
+                    "fleet: no delta to {version}: cannot hash {}: {e}; downloading the whole artifact",
+                    binary.display()
+                ));
+                return None;
+            }
+        };
+        let Some(patch) = artifact.patches.iter().find(|p| p.base == base) else {
+            self.say(format!(
+                "fleet: no patch to {version} from this binary ({}); downloading the whole artifact",
+                base.get(..12).unwrap_or(&base)
+            ));
+            return None;
+        };
+        match rebuild_from(&mut *self.store, &binary, patch, artifact) {
+            Ok(file) => {
+                let saved = artifact.size.saturating_sub(patch.size);
+                let note = format!(
+                    "as a delta: {} bytes of patch instead of {} ({saved} saved, {:.0} %)",
+                    patch.size,
+                    artifact.size,
+                    saved as f64 * 100.0 / artifact.size.max(1) as f64
+                );
+                Some((file, patch.path.clone(), note))
+            }
+            Err(why) => {
+                self.say(format!(
+                    "fleet: the delta to {version} from {} failed: {why}; downloading the whole artifact",
+                    base.get(..12).unwrap_or(&base)
+                ));
+                None
+            }
+        }
+    }
+
+    #[cfg(not(feature = "delta"))]
+    fn rebuild(
+        &mut self,
+        _version: &str,
+        _artifact: &crate::fleet::Artifact,
+    ) -> Option<(std::fs::File, String, String)> {
+        None
+    }
+}
+
+/// Applies `patch` to `binary` into an unnamed temporary file and checks the
+/// patch and the result against the manifest.
+#[cfg(feature = "delta")]
+fn rebuild_from(
+    store: &mut dyn Store,
+    binary: &std::path::Path,
+    patch: &crate::fleet::Patch,
+    artifact: &crate::fleet::Artifact,
+) -> Result<std::fs::File, String> {
+    use std::io::{Seek, SeekFrom};
+    let mut body = store
+        .open(&patch.path)
+        .map_err(|e| format!("cannot open the patch: {e}"))?;
+    let base = std::fs::File::open(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let mut out = tempfile::tempfile().map_err(|e| format!("cannot make a temporary file: {e}"))?;
+    let rebuilt = crate::delta::apply(&mut body, base, &mut out, patch.size, artifact.size)?;
+    if rebuilt.patch_size != patch.size || rebuilt.patch_sha256 != patch.sha256 {
+        return Err(format!(
+            "the patch is not the one the manifest lists ({} bytes, sha256 {})",
+            rebuilt.patch_size, rebuilt.patch_sha256
+        ));
+    }
+    if rebuilt.size != artifact.size || rebuilt.sha256 != artifact.sha256 {
+        return Err(format!(
+            "it rebuilt {} bytes with sha256 {}, not the release the manifest signs (did the binary change on disk?)",
+            rebuilt.size, rebuilt.sha256
+        ));
+    }
+    out.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("rewinding the rebuilt binary: {e}"))?;
+    Ok(out)
+}
+
 fn unix_now() -> Result<u64, FetchError> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,6 +380,7 @@ impl Fetcher for Fleet {
         }
         self.keys = context.public_keys.clone();
         self.target = context.target;
+        self.binary = Some(context.bin_path.clone());
         if self.host_id.is_none() {
             let id = std::fs::read_to_string(MACHINE_ID).map_err(|e| {
                 format!("no host id for the fleet's waves: {MACHINE_ID}: {e} (set Fleet::host_id)")
@@ -396,14 +509,33 @@ impl Fetcher for Fleet {
             "serial {}: taking {} ({why})",
             manifest.serial, release.version
         ));
-        let body = self.store.open(&artifact.path)?;
+        let (body, source, delta): (Box<dyn std::io::Read + Send>, String, String) =
+            match self.rebuild(&release.version, artifact) {
+                Some((file, patch, note)) => (Box::new(file), self.store.locate(&patch), note),
+                None => (
+                    self.store.open(&artifact.path)?,
+                    self.store.locate(&artifact.path),
+                    String::new(),
+                ),
+            };
+        if !delta.is_empty() {
+            poll.rollout = Some(format!(
+                "serial {}: taking {} ({why}) {delta}",
+                manifest.serial, release.version
+            ));
+        }
         self.say(format!(
-            "fleet manifest {} (serial {}): taking {} ({why})",
+            "fleet manifest {} (serial {}): taking {} ({why}){}",
             self.store.locate(MANIFEST),
             manifest.serial,
-            release.version
+            release.version,
+            if delta.is_empty() {
+                String::new()
+            } else {
+                format!(" {delta}")
+            }
         ));
-        let mut taken = Release::new(body, self.store.locate(&artifact.path))
+        let mut taken = Release::new(body, source)
             .tag(tag.clone())
             .size(artifact.size)
             .sha256(artifact.sha256.clone())

@@ -355,9 +355,11 @@ fn explain(what: &str, e: &object_store::Error) -> FetchError {
         match e {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => {
-                "access denied: check the credentials, and that the bucket policy (or IAM policy) allows s3:GetObject on this key"
+                "access denied: check the credentials, and that the bucket policy (or IAM policy) allows this request (s3:GetObject to poll; s3:PutObject and s3:ListBucket to publish or report)"
             }
-            _ if has("credential") || has("Credential") => {
+            // No credentials anywhere: object_store asked the instance
+            // metadata service last.
+            _ if has("credential") || has("Credential") || has("169.254.169.254") => {
                 "no usable credentials: pass .credentials(..), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or task role"
             }
             _ if has("error sending request") || has("onnect") => {

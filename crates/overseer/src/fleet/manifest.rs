@@ -65,6 +65,24 @@ pub struct Artifact {
     pub size: u64,
     /// Lower-case hex.
     pub sha256: String,
+    /// Patches that rebuild this file from earlier binaries, so a host
+    /// running one of them downloads the difference (`overseer::delta`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<Patch>,
+}
+
+/// A patch that rebuilds an artifact from an earlier binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    /// The SHA-256 (lower-case hex) of the binary it applies to: the
+    /// executable a host runs.
+    pub base: String,
+    /// Relative to the manifest's location, as an artifact's.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
 }
 
 /// One wave of a rollout.
@@ -321,36 +339,52 @@ impl Release {
 
 impl Artifact {
     fn validate(&self) -> Result<(), String> {
-        let bad_path = self.path.is_empty()
-            || self.path.starts_with('/')
-            || self.path.contains('\\')
-            || self.path.contains('\0')
-            || self
-                .path
-                .split('/')
-                .any(|part| part == ".." || part.is_empty());
-        if bad_path {
-            return Err(format!(
-                "path {:?} must be relative to the manifest, without `..` or empty parts",
-                self.path
-            ));
+        check_file(&self.path, self.size, &self.sha256)?;
+        for p in &self.patches {
+            check_file(&p.path, p.size, &p.sha256).map_err(|e| format!("a patch's {e}"))?;
+            if !is_sha256(&p.base) {
+                return Err(format!(
+                    "a patch's base {:?} is not 64 lower-case hex digits",
+                    p.base
+                ));
+            }
         }
-        let hex = self.sha256.len() == 64
-            && self
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
-            return Err(format!(
-                "sha256 {:?} is not 64 lower-case hex digits",
-                self.sha256
-            ));
-        }
-        if self.size == 0 {
-            return Err("size 0".into());
+        let mut bases: Vec<&str> = self.patches.iter().map(|p| p.base.as_str()).collect();
+        bases.sort_unstable();
+        if bases.windows(2).any(|w| w[0] == w[1]) {
+            return Err("two patches from the same base".into());
         }
         Ok(())
     }
+}
+
+/// Whether `text` is a SHA-256 as manifests write it: 64 lower-case hex digits.
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A file the manifest names: a relative path, a size, a SHA-256.
+fn check_file(path: &str, size: u64, sha256: &str) -> Result<(), String> {
+    let bad_path = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path.contains('\0')
+        || path.split('/').any(|part| part == ".." || part.is_empty());
+    if bad_path {
+        return Err(format!(
+            "path {path:?} must be relative to the manifest, without `..` or empty parts"
+        ));
+    }
+    if !is_sha256(sha256) {
+        return Err(format!("sha256 {sha256:?} is not 64 lower-case hex digits"));
+    }
+    if size == 0 {
+        return Err("size 0".into());
+    }
+    Ok(())
 }
 
 /// A semantic version, with an optional leading `v`.
@@ -375,6 +409,7 @@ pub(crate) mod tests {
                     path: format!("app-{version}"),
                     size: 100,
                     sha256: HASH.into(),
+                    patches: Vec::new(),
                 },
             )]
             .into(),
@@ -435,10 +470,27 @@ pub(crate) mod tests {
     #[test]
     fn hostile_manifests_are_refused_with_a_reason() {
         type Edit = Box<dyn Fn(&mut Manifest)>;
+        let patch = |base: &str, path: &str| Patch {
+            base: base.into(),
+            path: path.into(),
+            size: 10,
+            sha256: HASH.into(),
+        };
+        let with = |patches: Vec<Patch>| -> Edit {
+            Box::new(move |m: &mut Manifest| {
+                m.releases[0].artifacts.get_mut(TARGET).unwrap().patches = patches.clone()
+            })
+        };
         let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|m| m.releases[0].version = "latest".into()),
                 "not a semantic version",
+            ),
+            (with(vec![patch("nothex", "p")]), "a patch's base"),
+            (with(vec![patch(HASH, "../../p")]), "a patch's path"),
+            (
+                with(vec![patch(HASH, "p1"), patch(HASH, "p2")]),
+                "two patches from the same base",
             ),
             (
                 Box::new(|m| m.releases.push(m.releases[0].clone())),

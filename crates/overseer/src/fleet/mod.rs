@@ -35,6 +35,8 @@ mod manifest;
 mod report;
 mod wave;
 
-pub use manifest::{Artifact, Manifest, ManifestError, Release, Wave, FORMAT, MAX_MANIFEST_SIZE};
+pub use manifest::{
+    Artifact, Manifest, ManifestError, Patch, Release, Wave, FORMAT, MAX_MANIFEST_SIZE,
+};
 pub use report::{advance, tally, Advance, Outcome, Report, Tally, MAX_REPORT_SIZE, REPORTS};
 pub use wave::{bucket, choose, Choice};

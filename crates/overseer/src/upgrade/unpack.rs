@@ -126,32 +126,6 @@ fn window_note(max_size: u64) -> String {
     )
 }
 
-/// The window a zstd frame declares (RFC 8878, 3.1.1.1), from its first
-/// bytes: the window descriptor, or the content size of a single-segment
-/// frame (whose window is its whole content).
-#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
-fn zstd_window(head: &[u8]) -> Result<u64, String> {
-    let short = || "the zstd frame header is truncated".to_string();
-    let descriptor = *head.get(4).ok_or_else(short)?;
-    if descriptor & 0x20 == 0 {
-        let window = *head.get(5).ok_or_else(short)?;
-        let base = 1u64 << (10 + (window >> 3));
-        return Ok(base + (base / 8) * u64::from(window & 7));
-    }
-    let dictionary_id_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
-    let content_size_len = [1, 2, 4, 8][usize::from(descriptor >> 6)];
-    let at = 5 + dictionary_id_len;
-    let bytes = head.get(at..at + content_size_len).ok_or_else(short)?;
-    let mut le = [0u8; 8];
-    le[..content_size_len].copy_from_slice(bytes);
-    let size = u64::from_le_bytes(le);
-    Ok(if content_size_len == 2 {
-        size + 256
-    } else {
-        size
-    })
-}
-
 /// Reads up to `buf.len()` bytes from the start of `input`, then rewinds it.
 #[cfg_attr(not(feature = "zstd"), allow(dead_code))]
 fn peek<R: Read + Seek>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -292,7 +266,7 @@ fn unpack_one<R: Read + Seek>(
             // one frame only).
             let mut head = [0u8; 18];
             let n = peek(&mut input, &mut head)?;
-            let window = zstd_window(&head[..n]).map_err(io::Error::other)?;
+            let window = crate::zstd_window::zstd_window(&head[..n]).map_err(io::Error::other)?;
             if window > window_limit(how.max_size) {
                 return Err(io::Error::other(format!(
                     "the frame declares a {} window, over the {}: compress with a smaller window",
