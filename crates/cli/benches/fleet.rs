@@ -121,6 +121,7 @@ fn manifest(releases: usize) -> Manifest {
                         "{:064x}",
                         (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835
                     ),
+                    patches: Vec::new(),
                 };
                 Release {
                     version,

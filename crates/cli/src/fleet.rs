@@ -122,6 +122,12 @@ pub(crate) struct PublishArgs {
     /// Every host takes this release at once, whatever the waves.
     #[arg(long)]
     critical: bool,
+    /// An earlier build of the program (repeatable): a patch from it to
+    /// BINARY is published beside the artifact, and a host running it
+    /// downloads the patch instead of the whole binary (falling back to
+    /// the whole binary if anything about the patch fails).
+    #[arg(long, value_name = "OLD_BINARY")]
+    delta_from: Vec<PathBuf>,
     /// The executable to publish.
     binary: PathBuf,
     #[command(flatten)]
@@ -176,10 +182,24 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
     store
         .write(&path, &bytes)
         .map_err(|e| format!("cannot write the artifact: {e}"))?;
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let mut patches = Vec::new();
+    for old in &a.delta_from {
+        if let Some(patch) = delta(
+            &mut *store,
+            old,
+            &bytes,
+            &sha256,
+            &format!("{version}/{target}"),
+        )? {
+            patches.push(patch);
+        }
+    }
     let artifact = Artifact {
         path: path.clone(),
         size: bytes.len() as u64,
-        sha256: format!("{:x}", Sha256::digest(&bytes)),
+        sha256,
+        patches,
     };
     match manifest.releases.iter_mut().find(|r| r.version == version) {
         Some(release) => {
@@ -200,6 +220,91 @@ pub(crate) fn publish(a: PublishArgs) -> Result<(), String> {
     }
     let what = format!("published {version} for {target}: {path}");
     sign_and_write(&mut *store, &mut manifest, &sk, &pk, now, a.expires, &what)
+}
+
+/// The patch from the build at `old` to `new` (whose SHA-256 is
+/// `new_sha256`), written to the store under `dir/patches/`: bidiff's
+/// format, compressed with zstd at level 19 in an 8 MiB window (the most a
+/// host decodes), and applied here first as hosts will, so a patch that
+/// would not rebuild `new` exactly is never published. `None`, said, when
+/// the patch saves nothing.
+fn delta(
+    store: &mut dyn Store,
+    old: &std::path::Path,
+    new: &[u8],
+    new_sha256: &str,
+    dir: &str,
+) -> Result<Option<overseer::fleet::Patch>, String> {
+    use std::io::Write;
+    let base_bytes =
+        std::fs::read(old).map_err(|e| format!("--delta-from {}: {e}", old.display()))?;
+    let base = format!("{:x}", Sha256::digest(&base_bytes));
+    if base == new_sha256 {
+        println!("--delta-from {}: the same binary; no patch", old.display());
+        return Ok(None);
+    }
+    let mut raw = Vec::new();
+    bidiff::simple_diff(&base_bytes, new, &mut raw)
+        .map_err(|e| format!("--delta-from {}: cannot make the patch: {e}", old.display()))?;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 19)
+        .and_then(|mut e| {
+            e.set_parameter(zstd::stream::raw::CParameter::WindowLog(23))?;
+            Ok(e)
+        })
+        .map_err(|e| format!("cannot compress the patch: {e}"))?;
+    encoder
+        .write_all(&raw)
+        .map_err(|e| format!("cannot compress the patch: {e}"))?;
+    let patch = encoder
+        .finish()
+        .map_err(|e| format!("cannot compress the patch: {e}"))?;
+    drop(raw);
+    // Applied as a host will, before anything is written.
+    let rebuilt = overseer::delta::apply(
+        &mut &patch[..],
+        std::io::Cursor::new(&base_bytes),
+        &mut std::io::sink(),
+        patch.len() as u64,
+        new.len() as u64,
+    )
+    .map_err(|e| {
+        format!(
+            "--delta-from {}: the patch does not apply: {e}",
+            old.display()
+        )
+    })?;
+    if rebuilt.sha256 != new_sha256 {
+        return Err(format!(
+            "--delta-from {}: the patch does not rebuild the binary",
+            old.display()
+        ));
+    }
+    if patch.len() >= new.len() {
+        println!(
+            "--delta-from {}: a patch of {} bytes saves nothing on {}; none published",
+            old.display(),
+            patch.len(),
+            new.len()
+        );
+        return Ok(None);
+    }
+    let path = format!("{dir}/patches/{base}.bidiff.zst");
+    store
+        .write(&path, &patch)
+        .map_err(|e| format!("cannot write the patch: {e}"))?;
+    println!(
+        "patch from {} ({}): {} bytes, {:.1} % of the binary",
+        old.display(),
+        base.get(..12).unwrap_or(&base),
+        patch.len(),
+        patch.len() as f64 * 100.0 / new.len() as f64
+    );
+    Ok(Some(overseer::fleet::Patch {
+        base,
+        size: patch.len() as u64,
+        sha256: format!("{:x}", Sha256::digest(&patch)),
+        path,
+    }))
 }
 
 /// Raises the serial, sets the expiry, checks the result as hosts will,

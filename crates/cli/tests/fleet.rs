@@ -59,6 +59,41 @@ impl Store {
         cmd
     }
 
+    /// Puts `bytes` at `name` in the store, behind the publisher's back (a
+    /// damaged or swapped object).
+    fn put(&self, name: &str, bytes: &[u8]) {
+        use overseer::fetcher::Store as _;
+        self.library().write(name, bytes).expect("put");
+    }
+
+    /// The object at `name`.
+    fn get(&self, name: &str) -> Vec<u8> {
+        use overseer::fetcher::{Object, Store as _};
+        match self.library().read(name, 1 << 30, None).expect("read") {
+            Object::Found { bytes, .. } => bytes,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// The same store, through the library.
+    fn library(&self) -> Box<dyn overseer::fetcher::Store> {
+        match &self._server {
+            Some(server) => {
+                let prefix = self
+                    .dest
+                    .strip_prefix(&format!("s3://{}/", s3s::BUCKET))
+                    .expect("an s3:// store");
+                Box::new(
+                    overseer::fetcher::S3::new(s3s::BUCKET, prefix)
+                        .endpoint(server.url())
+                        .region("us-east-1")
+                        .credentials(s3s::ACCESS_KEY, s3s::SECRET_KEY),
+                )
+            }
+            None => Box::new(overseer::fetcher::Directory::new(&self.dest)),
+        }
+    }
+
     /// `overseer SUBCOMMAND ARGS… [store args] DEST`, which must succeed.
     fn run(&self, args: &[&str]) -> String {
         let out: Output = self
@@ -88,7 +123,8 @@ fn keygen(dir: &Path) -> String {
 
 /// A worker of `version`: `--version` prints it; with `CRASH_VERSION` set
 /// to it, it exits at once (a build that fails on some hosts); otherwise it
-/// runs until told to stop.
+/// runs until told to stop. 256 KiB of comments the same in every version
+/// follow, so that builds differ as little as real ones do.
 fn build(dir: &Path, version: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(format!("build-{version}/app"));
@@ -99,12 +135,26 @@ fn build(dir: &Path, version: &str) -> PathBuf {
             "#!/bin/sh\n# fleet test worker {version}\n\
              if [ \"$1\" = --version ]; then sleep ${{SLOW_CHECK:-0}}; echo {version}; exit 0; fi\n\
              if [ \"$CRASH_VERSION\" = {version} ]; then exit 3; fi\n\
-             exec sleep 600\n"
+             exec sleep 600\n{}",
+            padding()
         ),
     )
     .expect("write build");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
+}
+
+/// 256 KiB of comment lines, the same at every call.
+fn padding() -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut text = String::new();
+    while text.len() < 256 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("# {x:016x} {:016x}\n", x.rotate_left(29)));
+    }
+    text
 }
 
 struct Host {
@@ -347,8 +397,13 @@ fn a_fleet_of_masters_polling_an_s3_bucket_rolls_out_by_wave() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
+    fleet(s3_store(server), dir.path());
+}
+
+/// The store under `fleet/stable` in the bucket `server` serves.
+fn s3_store(server: s3s::Server) -> Store {
     let endpoint = server.url();
-    let store = Store {
+    Store {
         dest: format!("s3://{}/fleet/stable", s3s::BUCKET),
         publish_args: vec![
             "--endpoint".into(),
@@ -367,8 +422,7 @@ fn a_fleet_of_masters_polling_an_s3_bucket_rolls_out_by_wave() {
             ("AWS_SECRET_ACCESS_KEY".into(), s3s::SECRET_KEY.into()),
         ],
         _server: Some(server),
-    };
-    fleet(store, dir.path());
+    }
 }
 
 /// Python's static web server over `dir` on a free loopback port; killed
@@ -501,4 +555,151 @@ fn a_release_withdrawn_while_it_is_checked_is_not_installed() {
         std::fs::read(&v1).expect("1.0.0")
     );
     assert_eq!(host.proc.count("installed version 2.0.0"), 0);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Deltas: a host running a build a patch was made from downloads the
+/// patch, another host the whole binary; a damaged patch, a truncated one
+/// and one swapped for another base's each fall back to the whole binary,
+/// said once, and the release is installed all the same.
+fn deltas(store: Store, dir: &Path) {
+    let key = keygen(dir);
+    let key = key.as_str();
+    let target = "x86_64-unknown-linux-gnu";
+    let builds: Vec<PathBuf> = ["1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"]
+        .iter()
+        .map(|v| build(dir, v))
+        .collect();
+    let other = build(dir, "1.0.1");
+    let hosts = vec![
+        start_host(dir, &store, 0, &[], &[], &builds[0]),
+        start_host(dir, &store, 1, &[], &[], &other),
+    ];
+    wait_versions(&hosts, |_| "1.0.0", "the hosts starting");
+    // Published for later (`--waves 100%@1h`) when the test damages the
+    // patch before `rollout advance` opens it to the hosts.
+    let publish = |version: &str, from: &[&Path], to: &Path, later: bool| {
+        let waves: &[&str] = if later { &["--waves", "100%@1h"] } else { &[] };
+        let from: Vec<&str> = from
+            .iter()
+            .flat_map(|f| ["--delta-from", f.to_str().expect("utf-8 path")])
+            .collect();
+        let said = store.run(
+            &[
+                &[
+                    "publish",
+                    "--key",
+                    key,
+                    "--version",
+                    version,
+                    "--target",
+                    target,
+                ][..],
+                &from,
+                waves,
+                &[to.to_str().expect("utf-8 path")],
+            ]
+            .concat(),
+        );
+        assert!(said.contains("patch from"), "{said}");
+    };
+    let patch_of = |version: &str, from: &Path| {
+        let base = sha256_hex(&std::fs::read(from).expect("base"));
+        format!("{version}/{target}/patches/{base}.bidiff.zst")
+    };
+
+    // 2.0.0: host 0 runs the base of its patch, host 1 another build.
+    publish("2.0.0", &[&builds[0]], &builds[1], false);
+    wait_versions(&hosts, |_| "2.0.0", "2.0.0");
+    let delta_lines = |h: &Host, v: &str| {
+        h.proc
+            .output()
+            .iter()
+            .filter(|l| l.contains(&format!("taking {v}")) && l.contains("as a delta"))
+            .count()
+    };
+    assert_eq!(
+        delta_lines(&hosts[0], "2.0.0"),
+        1,
+        "{:?}",
+        hosts[0].proc.output()
+    );
+    assert_eq!(
+        delta_lines(&hosts[1], "2.0.0"),
+        0,
+        "{:?}",
+        hosts[1].proc.output()
+    );
+
+    // Damaged, truncated, swapped: the whole binary instead, said once.
+    let damage = |version: &str, mut p: Vec<u8>| {
+        match version {
+            "3.0.0" => {
+                let mid = p.len() / 2;
+                p[mid] ^= 0x55;
+            }
+            _ => p.truncate(p.len() / 3),
+        }
+        p
+    };
+    // 5.0.0: another base's patch in its place.
+    for (i, version) in ["3.0.0", "4.0.0", "5.0.0"].into_iter().enumerate() {
+        let (from, to) = (&builds[i + 1], &builds[i + 2]);
+        let name = patch_of(version, from);
+        let damaged = if version == "5.0.0" {
+            // The patch from 1.0.0 (another shape: four versions apart) in
+            // the place of the one from 4.0.0.
+            publish(version, &[from, &builds[0]], to, true);
+            store.get(&patch_of(version, &builds[0]))
+        } else {
+            publish(version, &[from], to, true);
+            damage(version, store.get(&name))
+        };
+        store.put(&name, &damaged);
+        let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+        assert!(said.contains("wave 1 opened"), "{said}");
+        wait_versions(&hosts, |_| version, version);
+        let said = hosts[0]
+            .proc
+            .output()
+            .iter()
+            .filter(|l| l.contains(&format!("the delta to {version}")))
+            .cloned()
+            .collect::<Vec<_>>();
+        assert!(
+            said.len() == 1
+                && said[0].contains("failed")
+                && said[0].contains("downloading the whole artifact"),
+            "{version}: {said:?}"
+        );
+        assert_eq!(delta_lines(&hosts[0], version), 0);
+    }
+    for h in &hosts {
+        let app = dir.join(format!("{}/app", h.id));
+        assert_eq!(
+            std::fs::read(&app).expect("the binary"),
+            std::fs::read(&builds[4]).expect("5.0.0"),
+            "{}",
+            h.id
+        );
+    }
+}
+
+#[test]
+fn deltas_from_a_directory_and_their_fallbacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deltas(Store::directory(&dir.path().join("fleet")), dir.path());
+}
+
+#[test]
+fn deltas_from_an_s3_bucket_and_their_fallbacks() {
+    let Some(server) = s3s::start_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    deltas(s3_store(server), dir.path());
 }

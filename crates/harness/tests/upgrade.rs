@@ -1262,6 +1262,7 @@ fn publish_fleet(rig: &Rig, dir: &Path, serial: u64, expires: u64, releases: &[F
                     path,
                     size: r.bytes.len() as u64,
                     sha256: format!("{:x}", Sha256::digest(r.bytes)),
+                    patches: Vec::new(),
                 },
             )]
             .into(),
