@@ -622,6 +622,15 @@ fn deltas(store: Store, dir: &Path) {
             .filter(|l| l.contains(&format!("taking {v}")) && l.contains("as a delta"))
             .count()
     };
+    assert!(
+        hosts[0]
+            .proc
+            .output()
+            .iter()
+            .any(|l| l.contains("installed version 2.0.0 as a delta")),
+        "{:?}",
+        hosts[0].proc.output()
+    );
     assert_eq!(
         delta_lines(&hosts[0], "2.0.0"),
         1,

@@ -549,6 +549,7 @@ impl Fetcher for Fleet {
             size: artifact.size,
             sha256: artifact.sha256.clone(),
             downgrade,
+            via: (!delta.is_empty()).then(|| delta.clone()),
         });
         Ok(Some(taken))
     }

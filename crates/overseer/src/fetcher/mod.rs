@@ -163,6 +163,9 @@ pub(crate) struct Vouched {
     pub size: u64,
     pub sha256: String,
     pub downgrade: bool,
+    /// How the bytes came, when not downloaded whole (`as a delta: …`),
+    /// for the log and the status.
+    pub via: Option<String>,
 }
 
 impl Release {

@@ -230,6 +230,7 @@ fn build(
                 sha256: p.sha256.clone(),
                 version: p.version.clone(),
                 tag: p.tag.clone(),
+                via: None,
                 reply,
             };
             let pending = Pending {

@@ -414,9 +414,14 @@ impl Supervisor {
             }
             return;
         }
+        let via = installed
+            .via
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default();
         self.live
             .outcomes
-            .upgrade(format!("{what} installed, on probation"));
+            .upgrade(format!("{what} installed{via}, on probation"));
         let number = self.handover.next_number();
         self.handover
             .begin_probation(installed.on_probation(number, self.probation));

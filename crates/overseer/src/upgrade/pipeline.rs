@@ -47,6 +47,7 @@ impl Upgrader {
             vouched,
             ..
         } = release;
+        let via = vouched.as_ref().and_then(|v| v.via.clone());
         // A fleet manifest's release: exactly the bytes it names.
         let size = match &vouched {
             Some(v) => Some(v.size),
@@ -222,11 +223,12 @@ impl Upgrader {
         })?;
         let version = signed_version.or(version);
         log::info!(
-            "installed {} at {} (sha256 {}); the previous binary is kept as {}",
+            "installed {}{} at {} (sha256 {}); the previous binary is kept as {}",
             version
                 .as_deref()
                 .map(|v| format!("version {v}"))
                 .unwrap_or_else(|| "a new release".into()),
+            via.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
             t.path.display(),
             bin.sha256.get(..12).unwrap_or(&bin.sha256),
             t.rollback_path().display()
@@ -236,6 +238,7 @@ impl Upgrader {
             sha256: bin.sha256,
             version,
             tag,
+            via,
             reply: mpsc::channel().0,
         }))
     }

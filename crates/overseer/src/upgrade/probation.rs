@@ -24,6 +24,9 @@ pub(crate) struct Installed {
     pub version: Option<String>,
     /// The release's tag at its source, if it has one.
     pub tag: Option<String>,
+    /// How its bytes came, when not downloaded whole (`as a delta: …`);
+    /// not carried across a re-exec.
+    pub via: Option<String>,
     pub reply: Sender<Verdict>,
 }
 
@@ -197,6 +200,7 @@ mod tests {
             sha256: "0123456789abcdef".repeat(4),
             version: version.map(str::to_string),
             tag: None,
+            via: None,
             reply,
         };
         (installed, verdict)

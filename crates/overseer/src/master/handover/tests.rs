@@ -142,6 +142,7 @@ fn release() -> (Installed, mpsc::Receiver<Verdict>) {
         sha256: "ab".repeat(32),
         version: Some("2.0.0".into()),
         tag: None,
+        via: None,
         reply,
     };
     (installed, verdict)
