@@ -144,7 +144,7 @@ pub fn apply(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -184,13 +184,13 @@ mod tests {
         ruzstd::encoding::compress_to_vec(raw, ruzstd::encoding::CompressionLevel::Fastest)
     }
 
-    fn sha(bytes: &[u8]) -> String {
+    pub(crate) fn sha(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))
     }
 
     /// A base of 100 KB, and a release made of it: its first half changed
     /// here and there, 8 bytes inserted, its second half as it was.
-    fn fixture() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    pub(crate) fn fixture() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let base: Vec<u8> = (0..100_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();

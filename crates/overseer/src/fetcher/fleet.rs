@@ -554,3 +554,74 @@ impl Fetcher for Fleet {
         Ok(Some(taken))
     }
 }
+
+#[cfg(all(test, feature = "delta"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::delta::tests::{fixture, sha};
+    use crate::fleet::{Artifact, Patch};
+    use proptest::prelude::*;
+
+    /// A store holding `patch`, the base binary on disk, and the manifest's
+    /// entries for both.
+    fn setup(patch: &[u8]) -> (tempfile::TempDir, Directory, std::path::PathBuf, Artifact) {
+        let (base, new, good) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Directory::new(dir.path().join("store"));
+        store.write("p.zst", patch).unwrap();
+        let binary = dir.path().join("app");
+        std::fs::write(&binary, &base).unwrap();
+        let artifact = Artifact {
+            path: "app".into(),
+            size: new.len() as u64,
+            sha256: sha(&new),
+            patches: vec![Patch {
+                base: sha(&base),
+                path: "p.zst".into(),
+                size: good.len() as u64,
+                sha256: sha(&good),
+            }],
+        };
+        (dir, store, binary, artifact)
+    }
+
+    #[test]
+    fn the_listed_patch_rebuilds_the_release_and_a_changed_base_does_not() {
+        let (_, new, good) = fixture();
+        let (_dir, mut store, binary, artifact) = setup(&good);
+        let mut file = rebuild_from(&mut store, &binary, &artifact.patches[0], &artifact).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        assert_eq!(bytes, new);
+        // The binary changed on disk after it was hashed.
+        let mut changed = std::fs::read(&binary).unwrap();
+        changed[70_000] ^= 0xff;
+        std::fs::write(&binary, &changed).unwrap();
+        let err = rebuild_from(&mut store, &binary, &artifact.patches[0], &artifact).unwrap_err();
+        assert!(err.contains("not the release the manifest signs"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+        /// No damage to a patch yields a release: every damaged patch is
+        /// refused before the pipeline would see a byte.
+        #[test]
+        fn a_damaged_patch_never_yields_a_release(
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+            how in 0u8..3,
+        ) {
+            let (_, _, good) = fixture();
+            let mut bad = good.clone();
+            let i = at.index(bad.len());
+            match how {
+                0 => bad[i] ^= flip,
+                1 => bad.truncate(i),
+                _ => bad.insert(i, flip),
+            }
+            let (_dir, mut store, binary, artifact) = setup(&bad);
+            prop_assert!(rebuild_from(&mut store, &binary, &artifact.patches[0], &artifact).is_err());
+        }
+    }
+}
