@@ -339,7 +339,14 @@ fn rebuild_from(
         .open(&patch.path)
         .map_err(|e| format!("cannot open the patch: {e}"))?;
     let base = std::fs::File::open(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    let mut out = tempfile::tempfile().map_err(|e| format!("cannot make a temporary file: {e}"))?;
+    // Beside the binary, where the pipeline stages releases anyway: not in
+    // a /tmp that may be memory.
+    let dir = binary
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut out = tempfile::tempfile_in(dir)
+        .map_err(|e| format!("cannot make a temporary file in {}: {e}", dir.display()))?;
     let rebuilt = crate::delta::apply(&mut body, base, &mut out, patch.size, artifact.size)?;
     if rebuilt.patch_size != patch.size || rebuilt.patch_sha256 != patch.sha256 {
         return Err(format!(
