@@ -407,3 +407,72 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
 }
 
 const T: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `publish --delta-from` between real binaries (the system's `ls` and
+/// `dir`, `true` and `false`: builds of one source that differ a little):
+/// the patch listed in the manifest, applied as hosts apply it, rebuilds
+/// the new binary byte for byte, and is a small part of it.
+#[test]
+fn publish_makes_patches_between_real_binaries_that_rebuild_them_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, public) = keygen(d, "release");
+    let dest = d.join("fleet");
+    for (i, (old, new)) in [("/bin/ls", "/bin/dir"), ("/bin/true", "/bin/false")]
+        .into_iter()
+        .enumerate()
+    {
+        let (old, new) = (Path::new(old), Path::new(new));
+        if !old.is_file() || !new.is_file() {
+            eprintln!(
+                "{} or {} missing; pair skipped",
+                old.display(),
+                new.display()
+            );
+            continue;
+        }
+        let version = format!("{}.0.0", i + 1);
+        let out = publish(
+            &key,
+            &version,
+            TARGET,
+            &["--delta-from", old.to_str().expect("utf-8")],
+            new,
+            &dest,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let m = manifest(&dest, &public);
+        let release = m
+            .releases
+            .iter()
+            .find(|r| r.version == version)
+            .expect("the release");
+        let artifact = &release.artifacts[TARGET];
+        let old_bytes = std::fs::read(old).expect("old");
+        let new_bytes = std::fs::read(new).expect("new");
+        let patch = &artifact.patches[0];
+        assert_eq!(patch.base, sha256_hex(&old_bytes));
+        assert!(
+            patch.size * 4 < new_bytes.len() as u64,
+            "{}: a patch of {} bytes for {}",
+            new.display(),
+            patch.size,
+            new_bytes.len()
+        );
+        let mut file = std::fs::File::open(dest.join(&patch.path)).expect("the patch");
+        let mut rebuilt = Vec::new();
+        let r = overseer::delta::apply(
+            &mut file,
+            std::io::Cursor::new(&old_bytes),
+            &mut rebuilt,
+            patch.size,
+            artifact.size,
+        )
+        .expect("the patch applies");
+        assert_eq!(rebuilt, new_bytes, "{}", new.display());
+        assert_eq!(
+            (r.sha256.as_str(), r.patch_sha256.as_str()),
+            (artifact.sha256.as_str(), patch.sha256.as_str())
+        );
+    }
+}
