@@ -28,6 +28,11 @@ enum LedgerCommand {
     /// Failed releases stay remembered.
     #[command(after_help = RESET_EXAMPLE)]
     ResetFloor(ResetArgs),
+    /// Forgets the highest fleet manifest serial seen, after the fleet's
+    /// manifest was started over (its serial back at 1), which hosts refuse
+    /// as a replay otherwise. A master running on that binary accepts the
+    /// manifest at its next poll.
+    ResetSerial(ShowArgs),
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +68,19 @@ pub(crate) fn run(args: LedgerArgs) -> Result<(), Failure> {
     match args.command {
         LedgerCommand::Show(a) => show(&a.bin),
         LedgerCommand::ResetFloor(a) => reset(&a.bin, a.to.as_deref()),
+        LedgerCommand::ResetSerial(a) => {
+            check_binary(&a.bin)?;
+            let before = overseer::ledger::show(&a.bin).map_err(failure)?;
+            overseer::ledger::reset_serial(&a.bin).map_err(failure)?;
+            println!(
+                "the fleet manifest serial seen by {} is forgotten (was {}); a master running it accepts the manifest at its next poll",
+                a.bin.display(),
+                before
+                    .manifest_serial
+                    .map_or("none".to_string(), |s| s.to_string())
+            );
+            Ok(())
+        }
     }
 }
 
@@ -130,5 +148,8 @@ fn describe(ledger: &overseer::ledger::Ledger) -> String {
         text.push_str(&format!("  {sha}\n"));
     }
     text.push_str(&format!("floor resets: {}\n", ledger.floor_resets));
+    if let Some(serial) = ledger.manifest_serial {
+        text.push_str(&format!("highest fleet manifest serial seen: {serial}\n"));
+    }
     text
 }

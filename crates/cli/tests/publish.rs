@@ -404,6 +404,26 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
     let again = master();
     again.expect_line("worker 1 ready", T);
     again.expect_line("serial 1 is lower than 2", T);
+
+    // The manifest started over on purpose: forgotten by hand, the running
+    // master takes it at its next poll and records its serial.
+    let out = run(Command::new(OVERSEER)
+        .args(["ledger", "reset-serial", "--bin"])
+        .arg(&app));
+    assert!(out.status.success(), "{out:?}");
+    again.expect_line("reset by hand", T);
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(&ledger)
+        .unwrap_or_default()
+        .contains("manifest-serial 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serial 1 never recorded: {:?}",
+            again.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 const T: std::time::Duration = std::time::Duration::from_secs(30);

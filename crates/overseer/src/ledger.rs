@@ -13,7 +13,10 @@
 //! every host that sees it, and every correctly versioned release after it
 //! is refused. [`reset_floor`] (the command `overseer ledger reset-floor
 //! --bin PATH --to VERSION`) sets the floor back; [`show`] (`overseer
-//! ledger show --bin PATH`) prints the ledger.
+//! ledger show --bin PATH`) prints the ledger. The ledger also keeps the
+//! highest serial of a fleet's manifest accepted; [`reset_serial`]
+//! (`overseer ledger reset-serial --bin PATH`) forgets it after a manifest
+//! was started over.
 //!
 //! ```no_run
 //! // The release signed 99.0.0 by mistake was really 1.0.1: the floor goes
@@ -66,6 +69,9 @@ pub struct Ledger {
     pub installed: Option<InstalledRelease>,
     /// How many times the floor was reset by hand.
     pub floor_resets: u64,
+    /// The highest serial of a fleet's manifest accepted (`fetcher::Fleet`):
+    /// an older manifest is refused as a replay.
+    pub manifest_serial: Option<u64>,
 }
 
 /// The release at the source the installed binary came from.
@@ -113,6 +119,16 @@ pub fn reset_floor(binary: impl AsRef<Path>, to: Option<&str>) -> Result<Ledger>
     Ok(snapshot(&file, entries))
 }
 
+/// Forgets the highest fleet manifest serial seen by the binary at
+/// `binary`, after a fleet's manifest was started over (its serial back at
+/// 1): a master running it accepts the manifest at its next poll. Returns
+/// the ledger as written; errors as [`reset_floor`]'s.
+pub fn reset_serial(binary: impl AsRef<Path>) -> Result<Ledger> {
+    let file = ledger_of(binary.as_ref())?;
+    let entries = file.update(|e| e.serial = None).map_err(ledger_error)?;
+    Ok(snapshot(&file, entries))
+}
+
 fn ledger_of(binary: &Path) -> Result<LedgerFile> {
     let target = Target::resolve(binary)
         .map_err(|e| Error::io(format!("finding the binary {}", binary.display()), e))?;
@@ -142,6 +158,7 @@ fn snapshot(file: &LedgerFile, entries: Entries) -> Ledger {
             .installed
             .map(|(sha256, tag)| InstalledRelease { sha256, tag }),
         floor_resets: entries.floor_resets,
+        manifest_serial: entries.serial,
     }
 }
 
@@ -180,6 +197,17 @@ mod tests {
             Err(Error::InvalidVersion(v)) if v == "one"
         ));
         assert!(reset_floor(dir.path().join("missing"), None).is_err());
+
+        // The manifest serial is reset on its own, and kept by the floor's.
+        let path = dir.path().join(".app.overseer-state");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("manifest-serial 40\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(show(&bin).unwrap().manifest_serial, Some(40));
+        assert_eq!(reset_floor(&bin, None).unwrap().manifest_serial, Some(40));
+        let cleared = reset_serial(&bin).unwrap();
+        assert_eq!(cleared.manifest_serial, None);
+        assert_eq!(cleared.floor_resets, 3);
     }
 
     #[test]

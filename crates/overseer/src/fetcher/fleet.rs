@@ -74,6 +74,9 @@ pub struct Fleet {
     reports: bool,
     /// The highest serial seen.
     seen: Option<u64>,
+    /// The serial the master's ledger gave at the last poll: one lower now
+    /// was reset by hand (`overseer ledger reset-serial`).
+    ledger_serial: Option<u64>,
     /// The last manifest accepted, and its store tag.
     current: Option<(Manifest, Option<String>)>,
     /// What the last poll said, so it is logged once.
@@ -117,6 +120,7 @@ impl Fleet {
             target: crate::binary_id::TARGET,
             reports: false,
             seen: None,
+            ledger_serial: None,
             current: None,
             said: None,
             offered: None,
@@ -458,6 +462,14 @@ impl Fetcher for Fleet {
     fn poll(&mut self, poll: &mut Poll) -> Result<Option<Release>, FetchError> {
         self.next = self.draw();
         let now = unix_now()?;
+        if poll.serial < self.ledger_serial {
+            log::info!(
+                "fleet: the manifest serial seen was reset by hand (now {}); an older manifest is accepted",
+                poll.serial.map_or("none".to_string(), |s| s.to_string())
+            );
+            self.seen = poll.serial;
+        }
+        self.ledger_serial = poll.serial;
         let seen = self.seen.max(poll.serial);
         let Some(manifest) = self.manifest(seen, now)? else {
             poll.rollout = None;
