@@ -9,7 +9,10 @@
 //!        ─► unpack ─► same hash? ─► checksum ─► signature (version, target)
 //!           (memory    (skip)
 //!            bounded)
-//!        ─► native executable ─► sanity check ─► pre_upgrade ─► swap
+//!        ─► native executable ─► sanity check ─► pre_upgrade ─► still offered? ─► swap
+//!                                                                (a fleet's release
+//!                                                                 withdrawn meanwhile
+//!                                                                 is dropped)
 //!        ─► Report::Installed to the supervisor: restart + probation
 //!             └─ failure: restore the previous binary, remember the release
 //! ```
