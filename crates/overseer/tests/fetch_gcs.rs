@@ -8,6 +8,7 @@
 
 #[path = "support/gcs.rs"]
 mod gcs;
+mod support;
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
@@ -184,4 +185,18 @@ fn mistakes_are_clear_errors() {
     // No request reached the server without a valid token but the stranger's.
     let refused = server.hits().iter().filter(|h| h.status == 401).count();
     assert!(refused >= 1);
+}
+
+/// The fetcher as a store of a fleet's objects under its object name (the
+/// prefix): what `overseer publish gs://…` and the hosts' reports use.
+#[test]
+fn a_bucket_prefix_is_a_store_of_named_objects() {
+    let (server, key) = start();
+    let mut store = fetcher(&server, &key, "fleet/stable");
+    // The server keeps its objects in memory: nothing to look at on disk.
+    support::store_round_trip(
+        &mut store,
+        &format!("gs://{BUCKET}/fleet/stable"),
+        std::path::Path::new("/nonexistent"),
+    );
 }

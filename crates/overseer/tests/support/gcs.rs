@@ -1,6 +1,7 @@
 //! A server on loopback that speaks the part of Google Cloud Storage's XML
 //! API a download uses, for the GCS fetcher's tests (the library's and
-//! `overseer run`'s): `GET` and `HEAD` of an object, with its ETag,
+//! `overseer run`'s), and the little a fleet's store adds (`PUT` of an
+//! object, a listing under a prefix): `GET` and `HEAD` of an object, with its ETag,
 //! `Last-Modified`, `x-goog-generation` and custom metadata
 //! (`x-goog-meta-*`), `304 Not Modified` for a matching `If-None-Match`, and
 //! GCS's error codes (`NoSuchBucket`, `NoSuchKey`, 401 for a refused token).
@@ -14,7 +15,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -254,7 +255,20 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let (status, extra, body, object) = answer(state, &method, &target, &headers);
+        // A PUT's body (bounded: a test's objects are small).
+        let length: u64 = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut upload = Vec::new();
+        (&mut reader)
+            .take(length.min(256 << 20))
+            .read_to_end(&mut upload)?;
+        let (status, extra, body, object) = if method == "PUT" {
+            store(state, &target, &headers, upload)
+        } else {
+            answer(state, &method, &target, &headers)
+        };
         lock(&state.hits).push(Hit {
             method: method.clone(),
             object,
@@ -285,8 +299,104 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
 
 type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>, String);
 
-fn answer(state: &State, method: &str, target: &str, headers: &HashMap<String, String>) -> Answer {
+/// Why a request's token is refused, as GCS answers it.
+fn refused(state: &State, headers: &HashMap<String, String>, object: &str) -> Option<Answer> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let why = match token {
+        Some(token) => state.account.refuse(token)?,
+        None => "no bearer token".into(),
+    };
+    let body = error(
+        "AuthenticationRequired",
+        &format!("Invalid Credentials: {why}"),
+    );
+    Some((401, Vec::new(), body, object.to_string()))
+}
+
+/// `PUT /BUCKET/OBJECT`: stores the object (a new generation and ETag).
+fn store(state: &State, target: &str, headers: &HashMap<String, String>, bytes: Vec<u8>) -> Answer {
     let path = target.split('?').next().unwrap_or(target);
+    let Some((bucket, object)) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .and_then(|(b, o)| Some((percent_decode(b)?, percent_decode(o)?)))
+    else {
+        return (
+            400,
+            Vec::new(),
+            error("InvalidURI", "no object"),
+            path.into(),
+        );
+    };
+    if let Some(refused) = refused(state, headers, &object) {
+        return refused;
+    }
+    if bucket != state.bucket {
+        let body = error("NoSuchBucket", "The specified bucket does not exist.");
+        return (404, Vec::new(), body, object);
+    }
+    let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let etag = format!("\"{generation:x}{:x}\"", bytes.len());
+    let entry = Object {
+        bytes,
+        etag: etag.clone(),
+        generation,
+        version: None,
+    };
+    lock(&state.objects).insert(object.clone(), entry);
+    let extra = vec![
+        ("ETag", etag),
+        ("x-goog-generation", generation.to_string()),
+    ];
+    (200, extra, Vec::new(), object)
+}
+
+/// `GET /BUCKET?list-type=2&prefix=P`: the objects under a prefix, in the
+/// XML API's `ListBucketResult` (one page).
+fn list(state: &State, bucket: &str, query: &str) -> Answer {
+    if bucket != state.bucket {
+        let body = error("NoSuchBucket", "The specified bucket does not exist.");
+        return (404, Vec::new(), body, String::new());
+    }
+    let prefix = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("prefix="))
+        .and_then(percent_decode)
+        .unwrap_or_default();
+    let objects = lock(&state.objects);
+    let mut names: Vec<&String> = objects.keys().filter(|k| k.starts_with(&prefix)).collect();
+    names.sort();
+    let mut xml = format!(
+        "<?xml version='1.0' encoding='UTF-8'?><ListBucketResult xmlns=\"http://doc.s3.amazonaws.com/2006-03-01\"><Name>{bucket}</Name><Prefix>{prefix}</Prefix><KeyCount>{}</KeyCount>",
+        names.len()
+    );
+    for name in names {
+        let o = &objects[name];
+        xml.push_str(&format!(
+            "<Contents><Key>{name}</Key><LastModified>2026-11-22T05:00:00.000Z</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
+            o.etag.replace('"', "&quot;"),
+            o.bytes.len()
+        ));
+    }
+    xml.push_str("</ListBucketResult>");
+    let extra = vec![("Content-Type", "application/xml".to_string())];
+    (200, extra, xml.into_bytes(), prefix)
+}
+
+fn answer(state: &State, method: &str, target: &str, headers: &HashMap<String, String>) -> Answer {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if method == "GET"
+        && query.contains("list-type=2")
+        && !path.trim_start_matches('/').contains('/')
+    {
+        if let Some(refused) = refused(state, headers, "") {
+            return refused;
+        }
+        let bucket = percent_decode(path.trim_start_matches('/')).unwrap_or_default();
+        return list(state, &bucket, query);
+    }
     let Some((bucket, object)) = path.trim_start_matches('/').split_once('/') else {
         return (
             400,
@@ -306,19 +416,8 @@ fn answer(state: &State, method: &str, target: &str, headers: &HashMap<String, S
     if method != "GET" && method != "HEAD" {
         return (400, Vec::new(), error("NotImplemented", method), object);
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let refused = match token {
-        Some(token) => state.account.refuse(token),
-        None => Some("no bearer token".into()),
-    };
-    if let Some(why) = refused {
-        let body = error(
-            "AuthenticationRequired",
-            &format!("Invalid Credentials: {why}"),
-        );
-        return (401, Vec::new(), body, object);
+    if let Some(refused) = refused(state, headers, &object) {
+        return refused;
     }
     if bucket != state.bucket {
         let body = error("NoSuchBucket", "The specified bucket does not exist.");
