@@ -386,18 +386,7 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let ledger = d.join("bin/.app.overseer-state");
-    let deadline = std::time::Instant::now() + T;
-    while !std::fs::read_to_string(&ledger)
-        .unwrap_or_default()
-        .contains("manifest-serial 2")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serial 2 never recorded in {}",
-            ledger.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_line(&ledger, "manifest-serial 2");
     drop(p);
     std::fs::write(fleet.join("manifest.json.minisig"), old_signature).expect("replay");
     std::fs::write(fleet.join("manifest.json"), old_manifest).expect("replay");
@@ -412,21 +401,26 @@ fn a_master_polling_the_fleet_directory_takes_what_publish_puts_there() {
         .arg(&app));
     assert!(out.status.success(), "{out:?}");
     again.expect_line("reset by hand", T);
+    wait_for_line(&ledger, "manifest-serial 1");
+}
+
+const T: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (at most [`T`]) until the file at `path` holds `line`.
+fn wait_for_line(path: &Path, line: &str) {
     let deadline = std::time::Instant::now() + T;
-    while !std::fs::read_to_string(&ledger)
+    while !std::fs::read_to_string(path)
         .unwrap_or_default()
-        .contains("manifest-serial 1")
+        .contains(line)
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "serial 1 never recorded: {:?}",
-            again.output()
+            "{line:?} never written to {}",
+            path.display()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
-
-const T: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `publish --delta-from` between real binaries (the system's `ls` and
 /// `dir`, `true` and `false`: builds of one source that differ a little):

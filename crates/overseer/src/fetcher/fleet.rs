@@ -233,12 +233,7 @@ impl Fleet {
 
     /// Writes a report of a probation's end, when asked to.
     fn report(&mut self, settled: &Settled) {
-        let Some(version) = settled
-            .tag
-            .as_deref()
-            .and_then(|t| t.strip_prefix("fleet:"))
-            .and_then(|t| t.split(':').next())
-        else {
+        let Some(version) = settled.tag.as_deref().and_then(tagged_version) else {
             return;
         };
         let Some((manifest, _)) = &self.current else {
@@ -369,6 +364,16 @@ fn rebuild_from(
     Ok(out)
 }
 
+/// The tag of a release handed to the pipeline: `fleet:VERSION:SHA256`.
+fn release_tag(version: &str, sha256: &str) -> String {
+    format!("fleet:{version}:{sha256}")
+}
+
+/// The version in a tag [`release_tag`] made; `None` for another source's.
+fn tagged_version(tag: &str) -> Option<&str> {
+    tag.strip_prefix("fleet:")?.split(':').next()
+}
+
 fn unix_now() -> Result<u64, FetchError> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -428,7 +433,7 @@ impl Fetcher for Fleet {
     }
 
     fn still_offered(&mut self, tag: &str) -> Result<bool, FetchError> {
-        let Some(version) = tag.strip_prefix("fleet:").and_then(|t| t.split(':').next()) else {
+        let Some(version) = tagged_version(tag) else {
             return Ok(true);
         };
         let now = unix_now()?;
@@ -515,7 +520,7 @@ impl Fetcher for Fleet {
         let version = release
             .semver()
             .ok_or_else(|| format!("version {:?} is not semantic", release.version))?;
-        let tag = format!("fleet:{}:{}", release.version, artifact.sha256);
+        let tag = release_tag(&release.version, &artifact.sha256);
         if self.offered.as_deref() == Some(tag.as_str()) {
             // Handed over already: installed and rolled back, or refused.
             poll.rollout = Some(format!(
