@@ -196,13 +196,19 @@ fn connections_left_by_a_stuck_worker_are_served_by_a_worker_started_on_its_sock
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);
-    // Worker 1 stops accepting; requests sent now wait in its queue.
+    // Worker 1 stops accepting; connections opened now wait in its queue.
     std::fs::write(&stall, "1").expect("stall worker 1");
-    std::thread::sleep(Duration::from_millis(200));
+    let stalled = format!("worker.py 1 (pid {}): stalled", p.worker_pid(1, T));
+    p.expect_line(&stalled, T);
     let waiting: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || Client::new(addr, false).timeout(T).get("/")))
+        .map(|i| {
+            let mut client = Client::new(addr, false).timeout(T);
+            client
+                .connect()
+                .unwrap_or_else(|f| panic!("connect {i}: {f}"));
+            std::thread::spawn(move || client.get("/"))
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     p.signal(nix::libc::SIGUSR2);
     p.expect_line("worker 2 ready", T);
     p.expect_line(

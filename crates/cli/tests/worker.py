@@ -8,7 +8,8 @@ sd_notify, for the `overseer run` tests.
 - WORKER_DELAY=SECONDS: wait that long before accepting (a slow start).
 - WORKER_MARKER_DIR=DIR: create DIR/PID.ready once it accepts (for probes).
 - WORKER_STALL_FILE=FILE: while FILE holds this worker's number, it accepts
-  nothing (a server whose accept loop is stuck), but still hears SIGTERM.
+  nothing (a server whose accept loop is stuck), but still hears SIGTERM;
+  it logs "stalled" once it has stopped accepting.
 - Each response's body: "worker=N pid=PID version=V".
 - SIGTERM: stop accepting, answer each open connection's next request with
   "Connection: close", close connections idle for a grace period, exit 0.
@@ -145,10 +146,15 @@ def main():
     log("serving version %s" % VERSION)
     threads = []
     stall = os.environ.get("WORKER_STALL_FILE")
+    said_stalled = False
     while not draining.is_set():
         if stall and stalled(stall):
+            if not said_stalled:
+                log("stalled")
+                said_stalled = True
             time.sleep(0.05)
             continue
+        said_stalled = False
         try:
             conn, _ = sock.accept()
         except socket.timeout:

@@ -123,7 +123,9 @@ impl Client {
         result
     }
 
-    fn try_get(&mut self, path: &str) -> Result<Response, Failure> {
+    /// Opens the connection now, if none is open, without sending anything:
+    /// once this returns, the connection is in the server's accept queue.
+    pub fn connect(&mut self) -> Result<(), Failure> {
         if self.conn.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, self.timeout)
                 .map_err(|e| Failure::from_io(&e))?;
@@ -134,6 +136,11 @@ impl Client {
                 .map_err(|e| Failure::from_io(&e))?;
             self.conn = Some(BufReader::new(stream));
         }
+        Ok(())
+    }
+
+    fn try_get(&mut self, path: &str) -> Result<Response, Failure> {
+        self.connect()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Other("no connection".into()));
         };
