@@ -569,23 +569,40 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
     let port = free_port();
     let s = signing_service(&["releases"]);
     let d = s.dir.path();
+    // Nothing here depends on time: worker 1 drains, and release 2
+    // crashes, when the test says, both well inside these bounds.
     s.write_config(&upgrading(
         &s,
         port,
         "releases",
-        "terminate-timeout = \"5s\"",
-        "5s",
+        "terminate-timeout = \"60s\"",
+        "60s",
     ));
-    let p = s.start(&[("WORKER_READY", "notify")]);
+    let hold = d.join("hold");
+    let crash = d.join("crash");
+    let p = s.start(&[
+        ("WORKER_READY", "notify"),
+        ("WORKER_HOLD_FILE", hold.to_str().expect("utf-8 path")),
+        ("WORKER_EXIT_FILE", crash.to_str().expect("utf-8 path")),
+    ]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    // An idle keep-alive connection keeps worker 1 draining a while.
+    // An idle keep-alive connection keeps worker 1 draining until `hold`.
     let mut idle = TcpStream::connect(addr).expect("connect");
     std::io::Write::write_all(&mut idle, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
-    // Release 2, signed, crashes 2 s after it started: within its probation.
+    // Release 2, signed, crashes once `crash` exists: within its probation.
     publish(&s, "releases", "2", "2.0.0", |text| {
         text.replace(
             "\nmain()\n",
-            "\nthreading.Timer(2.0, lambda: os._exit(3)).start()\nmain()\n",
+            "
+def exit_when_told():
+    while not os.path.exists(os.environ[\"WORKER_EXIT_FILE\"]):
+        time.sleep(0.05)
+    os._exit(3)
+
+
+threading.Thread(target=exit_when_told, daemon=True).start()
+main()
+",
         )
     });
     p.expect_line("worker 1 draining", T);
@@ -604,6 +621,8 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
             .unwrap_or_else(|| panic!("no {needle:?}"))
     };
     let reexec = line("master re-executed");
+    std::fs::write(&hold, "").expect("end worker 1's drain");
+    std::fs::write(&crash, "").expect("crash release 2");
     // The new image reaps the draining worker and judges the probation
     // (failed: rolled back), and its upgrade thread records the verdict.
     p.expect_line("worker 1 drained", T);

@@ -10,6 +10,8 @@ sd_notify, for the `overseer run` tests.
 - WORKER_STALL_FILE=FILE: while FILE holds this worker's number, it accepts
   nothing (a server whose accept loop is stuck), but still hears SIGTERM;
   it logs "stalled" once it has stopped accepting.
+- WORKER_HOLD_FILE=FILE: while draining, idle connections are kept open
+  until FILE exists (a drain that lasts until the test says).
 - Each response's body: "worker=N pid=PID version=V".
 - SIGTERM: stop accepting, answer each open connection's next request with
   "Connection: close", close connections idle for a grace period, exit 0.
@@ -108,7 +110,7 @@ def serve(conn):
             try:
                 data = conn.recv(65536)
             except socket.timeout:
-                if draining.is_set() and not buf and time.monotonic() - idle_since > GRACE:
+                if draining.is_set() and not buf and time.monotonic() - idle_since > GRACE and released():
                     return
                 continue
             if not data:
@@ -122,6 +124,11 @@ def serve(conn):
         except OSError:
             pass
         conn.close()
+
+
+def released():
+    hold = os.environ.get("WORKER_HOLD_FILE")
+    return not hold or os.path.exists(hold)
 
 
 def stalled(path):
