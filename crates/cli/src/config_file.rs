@@ -125,16 +125,21 @@ pub(crate) struct UpgradeFile {
     pub executable_name: Option<String>,
 }
 
-/// Reads and checks a config file; errors name the file (and the line).
-/// Relative paths in it are made relative to its directory.
-pub(crate) fn load(path: &Path) -> Result<FileConfig, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// The config file's text.
+pub(crate) fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
         Failure::Usage(format!(
             "cannot read the config file {}: {e}",
             path.display()
         ))
-    })?;
-    let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
+    })
+}
+
+/// Checks the config file at `path`, whose text is `text`; errors name the
+/// file (and the line). Relative paths in it are made relative to its
+/// directory.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<FileConfig, Failure> {
+    let mut file: FileConfig = toml::from_str(text).map_err(|e| {
         Failure::Usage(format!(
             "bad config file {}: {}",
             path.display(),

@@ -229,11 +229,23 @@ pub(crate) struct RunArgs {
 
 /// Runs `overseer run`: returns only on an error.
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    let file = match &args.config {
-        Some(path) => config_file::load(path)?,
-        None => FileConfig::default(),
+    let (file, text) = match &args.config {
+        Some(path) => {
+            // The previous image, run again because the new one could not
+            // take over, goes on with the text it had: the file may hold
+            // what only the new build understands.
+            let text = match overseer::fallback_config_text() {
+                Some(text) => text,
+                None => config_file::read(path)?,
+            };
+            (config_file::parse(path, &text)?, Some(text))
+        }
+        None => (FileConfig::default(), None),
     };
-    let config = build(args, file)?;
+    let mut config = build(args, file)?;
+    if let Some(text) = text {
+        config = config.config_text(text);
+    }
     match overseer::run_err(config) {
         Ok(()) => Ok(()),
         Err(e) => Err(match e {

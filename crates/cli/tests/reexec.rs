@@ -3,7 +3,8 @@
 //! request; the config file's changes applied (an address added, then
 //! removed; the readiness mode; the release source); a binary or config
 //! that fails the check, and a new image that cannot take over, leaving the
-//! old code in charge; a draining worker and a release on probation handled
+//! old code in charge (with the configuration it had, when the file gained
+//! a key only the new build knows); a draining worker and a release on probation handled
 //! by the new image; systemd's datagrams around a re-exec; and SIGKILL at
 //! varied points of a re-exec leaving no worker behind.
 //!
@@ -396,6 +397,63 @@ fn a_reload_that_fails_its_check_or_cannot_take_over_changes_nothing() {
     s.write_config(&worker_py(port));
     expect_reloaded(&s);
     assert_eq!(s.status_field("reexecs"), "1");
+}
+
+/// The double failure: the config file gains a key only the new build
+/// knows, and the new image then cannot take over. The previous image, run
+/// again, goes on with the configuration text it carried instead of
+/// reading a file it does not understand, and the service does not stop.
+#[test]
+fn a_config_only_the_new_build_reads_does_not_stop_the_service_when_the_take_over_fails() {
+    let port = free_port();
+    let s = Service::new(&worker_py(port));
+    let p = s.start(&[("WORKER_READY", "notify")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let worker = p.worker_pid(1, T).to_string();
+    let keep_alive = support::load(addr, 2, true);
+    let per_request = support::load(addr, 2, false);
+    let good = s.path("bin/overseer.good");
+    std::fs::copy(OVERSEER, &good).expect("keep a good copy");
+
+    // A newer build, as far as this master can tell: its check is the real
+    // check of everything but the key it added, and it passes; run, it is
+    // the real overseer, which refuses the file and gives way.
+    let config = s.path("overseer.toml");
+    let checked = s.path("checked.toml");
+    s.install_script(&format!(
+        "if [ -n \"$OVERSEER_MASTER_CHECK\" ]; then\n  grep -v '^added-later' '{config}' > '{checked}'\n  exec '{good}' run --config '{checked}'\nfi\nexec '{good}' \"$@\"",
+        config = config.display(),
+        checked = checked.display(),
+        good = good.display(),
+    ));
+    s.write_config(&format!("{}added-later = true\n", worker_py(port)));
+    let out = s.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("could not take over") && text(&out).contains("added-later"),
+        "{}",
+        text(&out)
+    );
+    // The previous image is in charge, with the configuration it had.
+    assert_eq!(s.status_field("master_pid"), p.pid.to_string());
+    assert_eq!(s.status_field("reexecs"), "0");
+    assert_eq!(s.status_field("failed_reexecs"), "1");
+    assert_eq!(p.count("the service stops"), 0, "{:?}", p.output());
+    assert_eq!(answering_pid(addr), worker);
+    // It goes on working: a restart, then a re-exec once the input is right.
+    let out = Command::new(OVERSEER)
+        .args(["restart", "--control"])
+        .arg(s.path("control.sock"))
+        .output()
+        .expect("run overseer restart");
+    assert!(out.status.success(), "restart: {}", text(&out));
+    s.install(&good, b"");
+    s.write_config(&worker_py(port));
+    expect_reloaded(&s);
+    assert_eq!(s.status_field("reexecs"), "1");
+    let (keep_alive, per_request) = (keep_alive.stop(), per_request.stop());
+    assert_no_failures("keep-alive", &keep_alive);
+    assert_no_failures("per-request", &per_request);
 }
 
 #[test]

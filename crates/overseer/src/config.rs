@@ -196,6 +196,8 @@ pub struct Config {
     pub(crate) control_socket: Option<PathBuf>,
     pub(crate) pass_env: Vec<String>,
     pub(crate) upgrade: UpgradeConfig,
+    /// What this configuration was built from, carried across a re-exec.
+    pub(crate) config_text: Option<String>,
 }
 
 /// The self-upgrade settings (`docs/design.md`, "Self-upgrade"), filled by
@@ -306,6 +308,7 @@ impl Config {
             version: None,
             control_socket: None,
             pass_env: Vec::new(),
+            config_text: None,
         }
     }
 
@@ -398,6 +401,17 @@ impl Config {
     /// to the workers.
     pub fn reload_signal(mut self, signal: i32) -> Self {
         self.reload_signal = Some(signal);
+        self
+    }
+
+    /// The text this configuration was built from (a config file's
+    /// contents), kept by the master across a re-exec. When the new image
+    /// cannot take over, the previous one runs again: it finds the text in
+    /// [`crate::fallback_config_text`] and should build its configuration
+    /// from that, not from the file, which may by then hold what only the
+    /// new build understands. `overseer run --config` does this.
+    pub fn config_text(mut self, text: impl Into<String>) -> Self {
+        self.config_text = Some(text.into());
         self
     }
 

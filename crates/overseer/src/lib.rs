@@ -285,6 +285,19 @@ pub fn reexec_failed(reason: &str) {
     let _ = reason;
 }
 
+/// In the previous image of a master run again because the new image could
+/// not take over (see [`reload`]): the text this image gave
+/// [`Config::config_text`] before the re-exec. Build the configuration from
+/// it rather than from the file, which may by then hold keys only the new
+/// build knows; the service then goes on as it was. `None` in any other
+/// process.
+pub fn fallback_config_text() -> Option<String> {
+    #[cfg(unix)]
+    return master::fallback_config_text();
+    #[cfg(not(unix))]
+    None
+}
+
 /// Triggers a graceful restart, from the master or from a worker.
 ///
 /// In a worker it asks the master over the notify socket; in the master it

@@ -274,6 +274,7 @@ fn build(
         plan: Some(Plan {
             exe: state.master_exe.clone().into(),
             argv: state.argv.clone(),
+            config_text: config.config_text.clone(),
         }),
     };
     Ok(Prepared {

@@ -69,6 +69,12 @@ pub(crate) struct Carried {
     /// (format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steering: Option<SteeringState>,
+    /// What the old image's configuration was built from
+    /// ([`Config::config_text`](crate::Config::config_text)), for that
+    /// image run again after a failed take-over. Builds that do not know
+    /// the field ignore it: it needs no new format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_text: Option<String>,
 }
 
 /// Connection steering: per steered address, its group's sockets of slot 1
@@ -404,6 +410,7 @@ mod tests {
             client_fd: Some(11),
             source: "the control socket".into(),
             steering: None,
+            config_text: Some("listen = [\"127.0.0.1:8080\"]\n".into()),
         }
     }
 
@@ -413,6 +420,25 @@ mod tests {
         let mut file = state.to_file().unwrap();
         assert_eq!(Carried::from_file(&mut file).unwrap(), state);
         assert_eq!(state.descriptors(), vec![5, 6, 7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn the_configuration_text_is_optional_and_unknown_fields_are_ignored() {
+        // A state written by a build without the text reads as none; one
+        // with fields this build does not know (a later build's additions
+        // that need no new format) reads as the fields it knows.
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("config_text");
+        value["added_later"] = serde_json::json!({"anything": [1, 2]});
+        let state = Carried::parse(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(state.config_text, None);
+        assert_eq!(
+            Carried {
+                config_text: sample().config_text,
+                ..state
+            },
+            sample()
+        );
     }
 
     #[test]

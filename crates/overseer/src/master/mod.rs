@@ -74,6 +74,11 @@ pub(crate) fn give_way(reason: &str) {
     }
 }
 
+/// See [`crate::fallback_config_text`].
+pub(crate) fn fallback_config_text() -> Option<String> {
+    reexec::Incoming::fallback_config_text()
+}
+
 /// Whether this process is running a master.
 pub(crate) fn is_master() -> bool {
     MASTER.get().is_some()
@@ -93,7 +98,7 @@ pub(crate) fn run(config: &Config) -> std::result::Result<Infallible, Failed> {
     }
     let addresses = config.validate()?;
     let (program, arg0, args) = program_of(config)?;
-    let plan = match reexec::Plan::first() {
+    let plan = match reexec::Plan::first(config) {
         Ok(plan) => Some(plan),
         Err(e) => {
             log::warning!(

@@ -36,19 +36,26 @@ use crate::withheld::Withheld;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to execute the master again: the executable at the path it was
-/// first started from, with its first command line.
+/// first started from, with its first command line; and what this image's
+/// configuration was built from, for this image run again as a fallback.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
+    /// [`Config::config_text`](crate::Config::config_text).
+    pub config_text: Option<String>,
 }
 
 impl Plan {
     /// The plan of a master started now: this executable and command line.
-    pub fn first() -> std::io::Result<Plan> {
+    pub fn first(config: &Config) -> std::io::Result<Plan> {
         let exe = std::env::current_exe()?;
         let argv: Vec<OsString> = std::env::args_os().collect();
-        Ok(Plan { exe, argv })
+        Ok(Plan {
+            exe,
+            argv,
+            config_text: config.config_text.clone(),
+        })
     }
 
     /// The master's environment for its next image: its own, less the
@@ -242,6 +249,21 @@ impl Incoming {
             previous_fd: fd(OVERSEER_MASTER_PREVIOUS),
             fallback: std::env::var(OVERSEER_MASTER_FALLBACK).ok(),
         })
+    }
+
+    /// In the previous image run again after a failed take-over: the
+    /// configuration text it carried. `None` in any other process, or when
+    /// it carried none.
+    pub fn fallback_config_text() -> Option<String> {
+        let incoming = Incoming::from_env()?;
+        incoming.fallback.as_ref()?;
+        match incoming.read() {
+            Ok(state) => state.config_text,
+            Err(e) => {
+                log::debug!("no carried configuration: {e}");
+                None
+            }
+        }
     }
 
     /// Reads the state, through a copy of its descriptor (the original

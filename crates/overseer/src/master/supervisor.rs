@@ -740,6 +740,7 @@ impl Supervisor {
             client_fd: r.client.as_ref().map(|c| c.as_raw_fd()),
             source: r.source.clone(),
             steering: live.steering.as_ref().map(|s| s.carry(&self.held.sockets)),
+            config_text: plan.config_text.clone(),
         };
         state.version = state.format();
         state
