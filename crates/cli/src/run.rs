@@ -211,7 +211,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "MODE", value_parser = Sanity::parse, help_heading = "Upgrades", verbatim_doc_comment)]
     sanity_check: Option<Sanity>,
 
-    /// How long the sanity check may take [default: 10s].
+    /// How long the sanity check may take [default: 10s]; the time it waits
+    /// for a CPU on a busy host does not count (up to 6 times this in all).
     #[arg(long, value_name = "DUR", value_parser = parse::positive_duration, help_heading = "Upgrades")]
     sanity_timeout: Option<Duration>,
 

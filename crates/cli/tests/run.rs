@@ -587,11 +587,22 @@ fn publish(d: &Path, version: &str, semver: &str, tamper: bool) {
 /// version 1, installed as 1.0.0), upgrading from the signed file release
 /// at `release`; returns it once worker 1 is ready, with its address.
 fn start_file_upgrades(d: &Path, release: &Path) -> (Proc, SocketAddr) {
+    start_file_upgrades_on(d, release, None, &[])
+}
+
+/// [`start_file_upgrades`] with `extra` options, on the CPUs `cpus` alone
+/// (the master, its workers and its checks) when given.
+fn start_file_upgrades_on(
+    d: &Path,
+    release: &Path,
+    cpus: Option<&str>,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let app = d.join("bin/app");
     write_worker(&app, "1");
     let release = release.to_string_lossy().into_owned();
     let key = d.join("keys/overseer.pub").to_string_lossy().into_owned();
-    let mut cmd = overseer(&[
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--ready",
@@ -608,13 +619,76 @@ fn start_file_upgrades(d: &Path, release: &Path) -> (Proc, SocketAddr) {
         "version",
         "--probation",
         "1s",
-        "--",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args.push("--");
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["--cpu-list", cpus, OVERSEER, "run", "--no-control"])
+                .args(&args);
+            cmd
+        }
+        None => overseer(&args),
+    };
     cmd.arg(&app).env("WORKER_READY", "notify");
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);
     (p, addr)
+}
+
+/// Programs that keep one CPU busy each, at normal priority, until dropped
+/// (killed by pid and reaped).
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn on(cpu: &str, count: usize) -> Busy {
+        Busy(
+            (0..count)
+                .map(|_| {
+                    Command::new("taskset")
+                        .args(["--cpu-list", cpu, "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a busy loop (taskset, from util-linux)")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A host so busy that the sanity check (at the lowest priority) gets well
+/// under 1 % of a CPU: the time it waits for one does not count against
+/// its timeout, so a good release is installed, not refused as too slow.
+#[test]
+fn a_sanity_check_starved_by_a_busy_host_does_not_refuse_a_good_release() {
+    let dir = signing_workspace(&["bin", "releases"]);
+    let d = dir.path();
+    let (p, addr) = start_file_upgrades_on(
+        d,
+        &d.join("releases/app"),
+        Some("0"),
+        &["--sanity-timeout", "1s"],
+    );
+    let busy = Busy::on("0", 6);
+    publish(d, "2", "2.0.0", false);
+    // The check (python3 app --version: tens of ms of CPU) waits for
+    // seconds; the master says that this time is not counted.
+    p.expect_line("for a CPU so far", T);
+    drop(busy);
+    p.expect_line("installed version 2.0.0", T);
+    expect_field(addr, "version", "2");
+    assert_eq!(p.count("rejected"), 0, "{:?}", p.output());
+    stop(p);
 }
 
 #[test]

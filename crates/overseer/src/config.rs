@@ -587,7 +587,12 @@ impl Config {
         self
     }
 
-    /// How long the sanity check may take (default 10 s).
+    /// How long the sanity check may take (default 10 s): its own time,
+    /// running or sleeping. The time it waits for a CPU on a busy host
+    /// (it runs at the lowest priority) does not count, up to six times
+    /// this in all; a check starved beyond that is tried again at the next
+    /// poll rather than held against the release (Linux; elsewhere the
+    /// timeout is wall-clock time).
     pub fn sanity_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade.sanity_timeout = timeout;
         self

@@ -134,7 +134,8 @@ fn check(cmd: Command, exe: &std::path::Path, format: u32) -> Result<(), Refusal
         bad_input: false,
     };
     let what = format!("the new master binary {}", exe.display());
-    let ran = crate::upgrade::run_bounded(cmd, CHECK_TIMEOUT, &what).map_err(failed)?;
+    let ran =
+        crate::upgrade::run_bounded(cmd, CHECK_TIMEOUT, &what).map_err(|e| failed(e.reason))?;
     if ran.status == Some(0) && carried::check_accepts(&ran.out, format) {
         return Ok(());
     }

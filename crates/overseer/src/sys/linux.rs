@@ -323,3 +323,47 @@ pub(crate) fn accept_queue(fd: RawFd) -> io::Result<u32> {
     }
     Ok(info.tcpi_unacked)
 }
+
+/// The longest time a thread of process group `pgid` has spent ready to
+/// run but waiting for a CPU (`run_delay` in each
+/// `/proc/PID/task/TID/schedstat`), or `None` where the kernel does not
+/// keep it. Reads `/proc` whole: for occasional use.
+pub(crate) fn waited_for_cpu(pgid: u32) -> Option<std::time::Duration> {
+    let mut longest: Option<u64> = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != pgid && process_group(pid) != Some(pgid) {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let delay = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+            if let Some(delay) = delay {
+                longest = Some(longest.map_or(delay, |l| l.max(delay)));
+            }
+        }
+    }
+    longest.map(std::time::Duration::from_nanos)
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`: the third field after
+/// the command name (which may hold spaces and parentheses).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}

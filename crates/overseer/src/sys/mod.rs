@@ -21,7 +21,7 @@ mod platform;
 
 pub(crate) use platform::{
     accept_queue, die_with_parent, on_main_thread, release_free_memory, steer_group,
-    tune_malloc_for_master,
+    tune_malloc_for_master, waited_for_cpu,
 };
 
 use std::ffi::{CString, OsString};
@@ -424,6 +424,15 @@ pub(crate) fn disable_core_dumps() {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_wait_for_a_cpu_is_read_for_this_process_group() {
+        let pgid = nix::unistd::getpgrp().as_raw() as u32;
+        assert!(super::waited_for_cpu(pgid).is_some());
+        // A group with no process: nothing read.
+        assert_eq!(super::waited_for_cpu(u32::MAX), None);
+    }
+
     #[test]
     fn decimal() {
         let mut buf = [0xffu8; 24];

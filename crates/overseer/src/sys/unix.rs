@@ -126,3 +126,8 @@ pub(crate) fn accept_queue(_fd: std::os::fd::RawFd) -> io::Result<u32> {
         "reading an accept queue is supported on Linux only",
     ))
 }
+
+/// The time spent waiting for a CPU is read from `/proc` on Linux only.
+pub(crate) fn waited_for_cpu(_pgid: u32) -> Option<std::time::Duration> {
+    None
+}

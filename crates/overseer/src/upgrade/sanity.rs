@@ -58,8 +58,15 @@ pub(crate) fn check(
         cmd.env_remove(var);
     }
     withheld.remove_from(&mut cmd);
-    let Ran { status, out, err } = run_bounded(cmd, timeout, "the new binary")
-        .map_err(|e| Rejection::release(format!("sanity check: {e}")))?;
+    let Ran { status, out, err } = run_bounded(cmd, timeout, "the new binary").map_err(|e| {
+        let reason = format!("sanity check: {}", e.reason);
+        if e.starved {
+            // Not the release's doing: the next poll tries again.
+            Rejection::new(format!("{reason}; tried again at the next poll"))
+        } else {
+            Rejection::release(reason)
+        }
+    })?;
     let printed = out.lines().any(|l| l.trim_end_matches('\r') == token);
     if status == Some(0) && (printed || args.is_some()) {
         return Ok(());
@@ -103,11 +110,72 @@ pub(crate) struct Ran {
     pub err: String,
 }
 
+/// Why a bounded run has no outcome.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    pub reason: String,
+    /// It ran out of time waiting for a CPU, not in its own work: no fault
+    /// of the binary's (it runs at the lowest priority, so a busy host
+    /// starves it).
+    pub starved: bool,
+}
+
+impl Unfinished {
+    fn of_binary(reason: String) -> Unfinished {
+        Unfinished {
+            reason,
+            starved: false,
+        }
+    }
+}
+
+/// How many times its timeout a bounded run may last in all, however long
+/// it waited for a CPU.
+const STARVED_LIMIT: u32 = 6;
+
+/// Where a bounded run still going stands.
+#[derive(Debug, PartialEq)]
+enum Clock {
+    /// Within its time: judged again at `until` after its start.
+    Running { until: Duration },
+    /// Its own time (running or sleeping, not waiting for a CPU) is spent.
+    TooLong,
+    /// Within its own time, but [`STARVED_LIMIT`] times its timeout has gone
+    /// by, most of it waiting for a CPU.
+    Starved,
+}
+
+/// Judges a run going on for `elapsed`, of which it `waited` for a CPU: the
+/// timeout counts the binary's own time only, so a check starved by the
+/// serving workers (it runs at nice 19) is not blamed for their load.
+fn judge(elapsed: Duration, waited: Duration, timeout: Duration) -> Clock {
+    if elapsed.saturating_sub(waited) >= timeout {
+        return Clock::TooLong;
+    }
+    let limit = timeout * STARVED_LIMIT;
+    if elapsed >= limit {
+        return Clock::Starved;
+    }
+    Clock::Running {
+        until: (timeout + waited).min(limit),
+    }
+}
+
+/// How often, at least, a run past its timeout is judged again.
+const REJUDGE: Duration = Duration::from_millis(50);
+
 /// Runs `cmd` (`what`, for messages) with its output collected, at the
 /// lowest CPU priority, in a process group of its own killed at `timeout`
-/// and once it has exited, and dying with the master (parent-death signal). An error when it cannot be
-/// started, does not finish in time, or leaves a process holding its output.
-pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Result<Ran, String> {
+/// of its own time (the time it waited for a CPU does not count, up to
+/// [`STARVED_LIMIT`] times `timeout` in all) and once it has exited, and
+/// dying with the master (parent-death signal). An error when it cannot be
+/// started, does not finish in time, or leaves a process holding its
+/// output.
+pub(crate) fn run_bounded(
+    mut cmd: Command,
+    timeout: Duration,
+    what: &str,
+) -> Result<Ran, Unfinished> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,7 +193,11 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(25));
             }
-            Err(e) => return Err(format!("{what} cannot be started: {e}")),
+            Err(e) => {
+                return Err(Unfinished::of_binary(format!(
+                    "{what} cannot be started: {e}"
+                )))
+            }
         }
     };
     // Executed (spawn returns once it has): beside the serving workers, it
@@ -138,15 +210,31 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
         child.stdout.take().map(|s| collect(s, out.clone())),
         child.stderr.take().map(|s| collect(s, err.clone())),
     ];
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let mut deadline = started + timeout;
+    let mut said_waiting = false;
     let status = loop {
         if let Some(status) = child_registry::try_wait(&mut child, pid) {
-            break Some(status);
+            break Ok(status);
         }
-        if Instant::now() >= deadline {
-            kill_group(pid);
-            let _ = child_registry::wait(&mut child, pid);
-            break None;
+        let now = Instant::now();
+        if now >= deadline {
+            let elapsed = now - started;
+            let waited = crate::sys::waited_for_cpu(pid as u32).unwrap_or_default();
+            let clock = judge(elapsed, waited, timeout);
+            if let Clock::Running { until } = clock {
+                if !said_waiting && waited >= REJUDGE {
+                    said_waiting = true;
+                    log::info!(
+                        "{what} has waited {waited:.1?} for a CPU so far (the host is busy, and checks run at the lowest priority): that time does not count against its {timeout:?}"
+                    );
+                }
+                deadline = (started + until).max(now + REJUDGE);
+            } else {
+                kill_group(pid);
+                let _ = child_registry::wait(&mut child, pid);
+                break Err((clock, elapsed, waited));
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -156,22 +244,40 @@ pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Re
     // check started outlives it. Every wait here is bounded, and readers
     // still blocked at the end (a process that left the group holds the
     // pipes) are left behind with what they read so far.
-    let held_open = status.is_some() && !finished(&readers, Instant::now() + OUTPUT_GRACE);
+    let held_open = status.is_ok() && !finished(&readers, Instant::now() + OUTPUT_GRACE);
     kill_group(pid);
     let closed = finished(&readers, Instant::now() + OUTPUT_GRACE);
     let (out, err) = (out.text(), err.text());
-    let Some(status) = status else {
-        return Err(format!("{what} did not finish within {timeout:?}"));
+    let status = match status {
+        Ok(status) => status,
+        Err((Clock::Starved, elapsed, waited)) => {
+            return Err(Unfinished {
+                reason: format!(
+                    "{what} did not finish in {elapsed:.1?}, {waited:.1?} of which it waited for a CPU: the host is too busy (checks run at the lowest priority, beside the serving workers)"
+                ),
+                starved: true,
+            })
+        }
+        Err((_, _, waited)) => {
+            let besides = if waited >= REJUDGE {
+                format!(" (besides {waited:.1?} waiting for a CPU)")
+            } else {
+                String::new()
+            };
+            return Err(Unfinished::of_binary(format!(
+                "{what} did not finish within {timeout:?}{besides}"
+            )));
+        }
     };
     if held_open {
-        return Err(format!(
+        return Err(Unfinished::of_binary(format!(
             "{what} exited but a process it started kept its output open{}",
             if closed {
                 " (its process group was killed)"
             } else {
                 " (and left its process group)"
             }
-        ));
+        )));
     }
     Ok(Ran { status, out, err })
 }
@@ -250,4 +356,32 @@ fn token() -> String {
         bytes = (t ^ u128::from(std::process::id())).to_le_bytes();
     }
     format!("overseer-check-{:032x}", u128::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_timeout_counts_the_binarys_own_time_only() {
+        // No wait for a CPU: the timeout as set.
+        assert_eq!(judge(S(10), S(0), S(10)), Clock::TooLong);
+        assert_eq!(judge(S(3), S(0), S(10)), Clock::Running { until: S(10) });
+        // 7 s of 12 spent waiting: 5 s of its own, judged again at 17 s.
+        assert_eq!(judge(S(12), S(7), S(10)), Clock::Running { until: S(17) });
+        // A binary that hangs (sleeping, not waiting) is blamed at 10 s of
+        // its own however long it waited before.
+        assert_eq!(judge(S(30), S(20), S(10)), Clock::TooLong);
+    }
+
+    #[test]
+    fn a_starved_run_ends_at_the_limit_without_blame() {
+        let limit = S(10) * STARVED_LIMIT;
+        assert_eq!(judge(S(55), S(52), S(10)), Clock::Running { until: limit });
+        assert_eq!(judge(limit, limit - S(1), S(10)), Clock::Starved);
+        // Past the limit with its own time spent too: the binary's fault.
+        assert_eq!(judge(limit, S(0), S(10)), Clock::TooLong);
+    }
 }
