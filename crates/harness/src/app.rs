@@ -42,7 +42,8 @@
 //! | `UA_PANIC=W` | the `pre_upgrade` hook panics on builds whose stamp has the word `W` (a bug in user code) |
 //! | `UA_DEBUG=1` | debug lines |
 //!
-//! `/` and `/slow?ms=N` answer `version=V worker=N pid=P id=…`.
+//! `/` and `/slow?ms=N` answer `version=V worker=N pid=P id=…`; a slow
+//! request says `version=V worker=N … slow request started` first.
 
 #[path = "../../overseer/examples/http_std.rs"]
 mod http_std;
@@ -236,6 +237,7 @@ fn program(state: State) {
     let handler: http_std::Handler = Arc::new(move |path: &str| {
         if let Some(ms) = path.strip_prefix("/slow?ms=") {
             let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
+            say(&format!("{tag} slow request started"));
             std::thread::sleep(Duration::from_millis(ms));
         }
         (200, format!("{tag}\n"))

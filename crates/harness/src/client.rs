@@ -139,7 +139,38 @@ impl Client {
         Ok(())
     }
 
+    /// Sends `GET path` without waiting for the answer: [`Client::receive`]
+    /// reads it. `get` is the two in one.
+    pub fn send(&mut self, path: &str) -> Result<(), Failure> {
+        let result = self.try_send(path);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Reads the answer to the request [`Client::send`] sent.
+    pub fn receive(&mut self) -> Result<Response, Failure> {
+        let result = match self.conn.as_mut() {
+            Some(conn) => read_response(conn),
+            None => Err(Failure::Other("no connection".into())),
+        };
+        match &result {
+            Ok(r) if self.keep_alive && !r.close => {}
+            _ => self.conn = None,
+        }
+        result
+    }
+
     fn try_get(&mut self, path: &str) -> Result<Response, Failure> {
+        self.try_send(path)?;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::Other("no connection".into()));
+        };
+        read_response(conn)
+    }
+
+    fn try_send(&mut self, path: &str) -> Result<(), Failure> {
         self.connect()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Other("no connection".into()));
@@ -155,8 +186,7 @@ impl Client {
         );
         conn.get_mut()
             .write_all(request.as_bytes())
-            .map_err(|e| Failure::from_io(&e))?;
-        read_response(conn)
+            .map_err(|e| Failure::from_io(&e))
     }
 }
 

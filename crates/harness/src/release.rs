@@ -170,7 +170,8 @@ pub enum Mode {
     Truncate,
     /// Sends bytes forever (no length).
     Endless,
-    /// Sends one byte every 50 ms.
+    /// Sends one byte every 50 ms; a download under way ends (the
+    /// connection closed short) once the mode changes.
     Trickle,
 }
 
@@ -395,9 +396,13 @@ fn serve(
                     "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\n\r\n",
                     bytes.len()
                 )?;
-                // Bounded: at most 10 minutes, or until the client goes away.
+                // Bounded: at most 10 minutes, until the client goes away,
+                // or until the mode changes.
                 for b in bytes.iter().take(12_000) {
-                    if stop.load(Ordering::Relaxed) || out.write_all(&[*b]).is_err() {
+                    if stop.load(Ordering::Relaxed)
+                        || *mode.lock().expect("lock") != Mode::Trickle
+                        || out.write_all(&[*b]).is_err()
+                    {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(50));

@@ -23,8 +23,18 @@ fn example_survives_handovers(binary: &str, http2: bool) {
     let keep_alive = load(addr, 3, true);
     let per_request = load(addr, 3, false);
     let h2 = http2.then(|| H2Load::start(addr, 4, Duration::from_secs(120)));
-    let slow = std::thread::spawn(move || Client::new(addr, false).get("/slow?ms=2000"));
-    std::thread::sleep(Duration::from_millis(300));
+    // The slow request is sent before anything else on a fresh connection,
+    // and a request on a later connection answered by worker 1 shows that
+    // worker 1 took it (the accept queue is first in, first out).
+    let mut slow = Client::new(addr, false).timeout(T);
+    slow.send("/slow?ms=2000")
+        .unwrap_or_else(|f| panic!("send the slow request: {f}"));
+    let slow = std::thread::spawn(move || slow.receive());
+    let after = Client::new(addr, false)
+        .timeout(T)
+        .get("/")
+        .unwrap_or_else(|f| panic!("a request after the slow one: {f}"));
+    assert_eq!(after.field("worker"), Some("1"), "{}", after.body);
     for n in 2..=4u64 {
         p.signal(overseer::SIGUSR2);
         p.expect_line(&format!("worker {n} ready"), T);

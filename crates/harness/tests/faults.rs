@@ -662,8 +662,14 @@ fn a_stream_and_a_slow_client_finish_across_a_handover_within_terminate_timeout(
     ]);
     let streams = stream_addr(&p);
     let load = load(addr, 3, true);
-    let streaming = std::thread::spawn(move || stream(streams, STREAM_MS));
+    let (started, streaming_now) = std::sync::mpsc::channel();
+    let streaming = std::thread::spawn(move || stream(streams, STREAM_MS, started));
+    streaming_now
+        .recv_timeout(T)
+        .expect("worker 1 streams before the handover");
     let slow = std::thread::spawn(move || slow_get(addr, Duration::from_millis(25)));
+    // The slow client sends a byte every 25 ms; whichever worker it reached
+    // must answer it (checked below).
     std::thread::sleep(Duration::from_millis(250));
     p.signal(SIGUSR2);
     p.expect_line("worker 2 ready", T);
@@ -714,8 +720,11 @@ fn a_stream_longer_than_terminate_timeout_is_cut_at_the_deadline_and_the_new_wor
     let old = worker_pid(&p, 1);
     let keep_alive = load(addr, 2, true);
     let per_request = load(addr, 2, false);
-    let streaming = std::thread::spawn(move || stream(streams, STREAM_MS));
-    std::thread::sleep(Duration::from_millis(250));
+    let (started, streaming_now) = std::sync::mpsc::channel();
+    let streaming = std::thread::spawn(move || stream(streams, STREAM_MS, started));
+    streaming_now
+        .recv_timeout(T)
+        .expect("worker 1 streams before the handover");
     p.signal(SIGUSR2);
     p.expect_line("worker 2 ready", T);
 

@@ -49,20 +49,27 @@ fn twenty_handovers_under_keepalive_and_per_request_load_lose_nothing() {
 #[test]
 fn slow_request_finishes_on_old_worker_while_new_requests_reach_new_one() {
     let (p, addr) = start_ready(&[]);
+    // The request is answered once `release` exists.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let release = dir.path().join("release");
+    let path = format!("/hold?file={}", release.display());
     let slow = std::thread::spawn(move || {
         Client::new(addr, false)
-            .get("/slow?ms=3000")
+            .timeout(T)
+            .get(&path)
             .map(|r| r.field("worker").map(str::to_string))
     });
-    std::thread::sleep(Duration::from_millis(300));
+    p.expect_line("worker=1 holding a request", T);
     p.signal(SIGUSR2);
     p.expect_line("worker 2 ready", T);
     p.expect_line("worker 1 draining", T);
     expect_answering(addr, 2);
     assert!(
         !slow.is_finished(),
-        "the slow request is still in flight on worker 1"
+        "the held request is still in flight on worker 1"
     );
+    assert_eq!(p.count("worker 1 drained"), 0, "worker 1 left a request");
+    std::fs::write(&release, "").expect("release the request");
     let served_by = slow.join().expect("slow client");
     assert_eq!(
         served_by,

@@ -30,7 +30,7 @@ fn sigterm_drains_the_worker_and_exits_with_its_status() {
     let slow = std::thread::spawn(move || {
         overseer_harness::client::Client::new(addr, false).get("/slow?ms=1500")
     });
-    std::thread::sleep(Duration::from_millis(300));
+    p.expect_line("worker=1 slow request started", T);
     p.signal(SIGTERM);
     let status = p.expect_exit(T);
     assert_eq!(status.code(), Some(0), "{}", describe(status));
@@ -38,7 +38,8 @@ fn sigterm_drains_the_worker_and_exits_with_its_status() {
         slow.join().expect("client").is_ok(),
         "in-flight request completed"
     );
-    assert!(p.count("worker=1 drained") == 1);
+    p.expect_line("worker=1 drained", T);
+    assert_eq!(p.count("worker=1 drained"), 1);
 }
 
 fn dies_by(signal: i32) {
@@ -56,9 +57,15 @@ fn dies_by(signal: i32) {
     if signal == SIGSEGV {
         // Rust's runtime catches the first SIGSEGV (stack-overflow detection),
         // restores the default action and returns when it was not a fault:
-        // the second one kills, as a real crash would.
-        std::thread::sleep(Duration::from_millis(200));
-        send_signal(worker, signal);
+        // the second one kills, as a real crash would. Two sent before the
+        // worker ran would merge into one, so it is sent again until the
+        // master ends.
+        for _ in 0..300 {
+            if p.wait_exit(Duration::from_millis(100)).is_some() {
+                break;
+            }
+            send_signal(worker, signal);
+        }
     }
     let status = p.expect_exit(T);
     assert_eq!(status.signal(), Some(signal), "{}", describe(status));

@@ -206,7 +206,7 @@ fn upgrades_under_load_with_zero_failures_and_a_slow_request_finishing() {
     // A slow request on version 2 spans the upgrade to version 3.
     let addr = rig.addr;
     let slow = std::thread::spawn(move || get(addr, "/slow?ms=1500"));
-    std::thread::sleep(Duration::from_millis(300));
+    rig.proc.expect_line("slow request started", T);
     rig.publish_version("3.0.0", "");
     rig.expect_version("3.0.0");
     let slow = slow.join().expect("slow request");
@@ -1127,9 +1127,9 @@ fn start_another_master(rig: &Rig) -> Proc {
 
 #[test]
 fn two_masters_on_one_binary_path_leave_each_other_alone() {
-    // The first master is downloading a release (a trickle), so it has a
-    // staging file beside the binary.
-    let mut rig = Rig::start(&[("UA_DOWNLOAD_TIMEOUT_MS", "3000")]);
+    // The first master is downloading a release (a trickle, until the
+    // server's mode changes), so it has a staging file beside the binary.
+    let mut rig = Rig::start(&[("UA_DOWNLOAD_TIMEOUT_MS", "60000")]);
     rig.server.set_mode(Mode::Trickle);
     rig.publish_version("2.0.0", "");
     let deadline = Instant::now() + T;

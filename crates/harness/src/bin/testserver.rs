@@ -25,7 +25,10 @@
 //! | `TS_CONTROL=PATH` | the master's control socket |
 //! | `TS_NOTIFY_FLOOD=N` | worker N floods its notify socket from four threads with 4000-byte `STATUS=` datagrams for `TS_NOTIFY_FLOOD_MS` (default 3000) ms; it becomes ready 300 ms into the flood and asks for a restart 2 s later |
 //!
-//! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …`; `/restart`
+//! Requests: `/` and `/slow?ms=N` answer `worker=N pid=P …` (a slow one
+//! says `worker=N slow request started` first); `/hold?file=PATH` answers
+//! once PATH exists (at most 60 s), having said `worker=N holding a
+//! request`; `/restart`
 //! calls `overseer::restart()` from the worker, `/reload`
 //! `overseer::reload()`. On `TS_STREAM_ADDR`,
 //! `GET /stream?ms=N` answers with a chunked body, one line
@@ -163,7 +166,17 @@ fn program(state: State) {
     let handler: http_std::Handler = Arc::new(move |path: &str| {
         if let Some(ms) = path.strip_prefix("/slow?ms=") {
             let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
+            say!("worker={n} slow request started");
             std::thread::sleep(Duration::from_millis(ms));
+        } else if let Some(file) = path.strip_prefix("/hold?file=") {
+            say!("worker={n} holding a request");
+            let file = std::path::Path::new(file);
+            for _ in 0..6_000 {
+                if file.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         } else if path == "/restart" {
             if let Err(e) = overseer::restart() {
                 return (500, format!("restart failed: {e}\n"));

@@ -319,8 +319,10 @@ pub struct Streamed {
     pub end: String,
 }
 
-/// Requests `/stream?ms=N` and reads the chunked answer to its end.
-pub fn stream(addr: SocketAddr, ms: u64) -> Streamed {
+/// Requests `/stream?ms=N` and reads the chunked answer to its end; says
+/// on `started` once the answer's head has arrived (a worker took the
+/// connection and streams).
+pub fn stream(addr: SocketAddr, ms: u64, started: std::sync::mpsc::Sender<()>) -> Streamed {
     let conn = TcpStream::connect(addr).expect("connect to the stream address");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -354,6 +356,7 @@ pub fn stream(addr: SocketAddr, ms: u64) -> Streamed {
             }
         }
     }
+    let _ = started.send(());
     // Chunks (each of our chunks is one line).
     for _ in 0..100_000 {
         line.clear();
