@@ -645,8 +645,11 @@ fn a_draining_worker_and_a_release_on_probation_are_handled_by_the_new_master() 
     ]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     // An idle keep-alive connection keeps worker 1 draining until `hold`.
-    let mut idle = TcpStream::connect(addr).expect("connect");
-    std::io::Write::write_all(&mut idle, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut idle = Client::new(addr, true).timeout(T);
+    let first = idle
+        .get("/")
+        .unwrap_or_else(|f| panic!("a request on the idle connection: {f}"));
+    assert_eq!(first.field("worker"), Some("1"), "{}", first.body);
     // Release 2, signed, crashes once `crash` exists: within its probation.
     publish(&s, "releases", "2", "2.0.0", |text| {
         text.replace(
