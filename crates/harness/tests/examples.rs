@@ -41,6 +41,7 @@ fn example_survives_handovers(binary: &str, http2: bool) {
         let deadline = Instant::now() + T;
         let reached = |latest: u64| latest >= n || Instant::now() >= deadline;
         while !(reached(keep_alive.latest_worker())
+            && reached(per_request.latest_worker())
             && reached(h2.as_ref().map_or(n, H2Load::latest_worker)))
         {
             std::thread::sleep(Duration::from_millis(5));
