@@ -245,6 +245,19 @@ fn hold_versions(hosts: &[Host], want: impl Fn(&Host) -> &'static str + Copy, wh
     }
 }
 
+/// `rollout advance --max-rollbacks 0`, asked again while hosts of the
+/// wave have not reported yet (a report follows a probation's end).
+fn advance_once_reported(store: &Store, key: &str) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+        if !said.contains("not reported yet") || Instant::now() > deadline {
+            return said;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn fleet(store: Store, dir: &Path) {
     let key = keygen(dir);
     let key = key.as_str();
@@ -320,12 +333,14 @@ fn fleet(store: Store, dir: &Path) {
     hold_versions(&hosts, in_wave(0.25), "2.0.0 halted");
     store.run(&["rollout", "resume", "--key", key]);
 
-    // Every host of wave 1 kept it: wave 2 opens, then wave 3.
-    let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+    // Every host of wave 1 kept it: wave 2 opens, then wave 3. Every host
+    // is known (it said what it serves at its first manifest), so each
+    // wave waits for all of its hosts' reports.
+    let said = advance_once_reported(&store, key);
     assert!(said.contains("wave 2 opened"), "{said}");
     wait_versions(&hosts, in_wave(0.5), "wave 2 of 2.0.0");
     hold_versions(&hosts, in_wave(0.5), "wave 2 of 2.0.0, held");
-    let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
+    let said = advance_once_reported(&store, key);
     assert!(said.contains("wave 3 opened"), "{said}");
     wait_versions(&hosts, |_| "2.0.0", "wave 3 of 2.0.0");
     let status = store.run(&["rollout", "status"]);
@@ -335,6 +350,16 @@ fn fleet(store: Store, dir: &Path) {
         )),
         "{status}"
     );
+    // Each host said once what it served when its master started.
+    for h in &hosts {
+        assert_eq!(
+            h.proc.count("fleet: reported 1.0.0"),
+            1,
+            "{}: {:?}",
+            h.id,
+            h.proc.output()
+        );
+    }
 
     // 3.0.0 fails on one host of its first wave: `advance` halts it.
     let v3_arg = v3.to_str().expect("utf-8 path");
@@ -356,14 +381,7 @@ fn fleet(store: Store, dir: &Path) {
         }
     };
     wait_versions(&hosts, v3_wave, "wave 1 of 3.0.0");
-    let deadline = Instant::now() + T;
-    let said = loop {
-        let said = store.run(&["rollout", "advance", "--max-rollbacks", "0", "--key", key]);
-        if !said.contains("not reported yet") || Instant::now() > deadline {
-            break said;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let said = advance_once_reported(&store, key);
     assert!(
         said.contains("halted") && said.contains("1 rolled back"),
         "{said}"

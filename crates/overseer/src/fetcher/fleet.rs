@@ -88,6 +88,8 @@ pub struct Fleet {
     binary: Option<std::path::PathBuf>,
     /// Take a release as a patch when one applies to the binary.
     deltas: bool,
+    /// This master said what the host serves ([`Fleet::announce`]).
+    announced: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -126,6 +128,7 @@ impl Fleet {
             offered: None,
             binary: None,
             deltas: true,
+            announced: false,
         }
     }
 
@@ -145,8 +148,10 @@ impl Fleet {
 
     /// After each probation, write a report (`reports/VERSION/HOST.json`:
     /// host, version, kept or rolled back and why, time) to the store, for
-    /// `overseer rollout status` and `advance`. The store's credentials
-    /// need write access to `reports/` only. Off by default.
+    /// `overseer rollout status` and `advance`; and once when the master
+    /// starts, at its first manifest, what the host serves (`serving`), so
+    /// that every host is known before its first probation. The store's
+    /// credentials need write access to `reports/` only. Off by default.
     pub fn reports(mut self, on: bool) -> Self {
         self.reports = on;
         self
@@ -250,6 +255,29 @@ impl Fleet {
             why: settled.rolled_back.clone(),
             time: unix_now().unwrap_or(0),
         };
+        self.write_report(&report);
+    }
+
+    /// Says once, at the first manifest this master accepts, what this host
+    /// serves, so that a publisher knows it before any probation.
+    fn announce(&mut self, manifest: &Manifest, installed: Option<&str>) {
+        if !self.reports || self.announced {
+            return;
+        }
+        self.announced = true;
+        let report = Report {
+            host: self.host_id.clone().unwrap_or_default(),
+            channel: manifest.channel.clone(),
+            version: installed.unwrap_or("unknown").to_string(),
+            outcome: Outcome::Serving,
+            why: None,
+            time: unix_now().unwrap_or(0),
+        };
+        self.write_report(&report);
+    }
+
+    fn write_report(&mut self, report: &Report) {
+        let version = &report.version;
         let name = report.name();
         match self.store.write(&name, &report.to_bytes()) {
             Ok(()) => log::info!("fleet: reported {version} to {}", self.store.locate(&name)),
@@ -482,6 +510,7 @@ impl Fetcher for Fleet {
         };
         self.seen = seen.max(Some(manifest.serial));
         poll.serial = self.seen;
+        self.announce(&manifest, poll.installed.as_deref());
         let host = self.host_id.clone().unwrap_or_default();
         let installed = poll.installed.as_deref();
         let (release, why, downgrade) = match choose(&manifest, installed, self.target, &host, now)

@@ -1,7 +1,7 @@
-//! Host reports: the small object a host writes beside the manifest after
-//! each probation, and what a publisher makes of them: per wave, the hosts
-//! expected, upgraded, rolled back and silent, and whether the next wave
-//! may open.
+//! Host reports: the small object a host writes beside the manifest when
+//! its master starts (what it serves) and after each probation, and what a
+//! publisher makes of them: per wave, the hosts expected, upgraded, rolled
+//! back and silent, and whether the next wave may open.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +24,9 @@ pub enum Outcome {
     Kept,
     /// It failed probation and the previous binary serves again.
     RolledBack,
+    /// The host serves the release: said when its master starts, so that a
+    /// publisher knows every host before any probation.
+    Serving,
 }
 
 /// What one host says of one release.
@@ -92,10 +95,11 @@ pub struct Tally {
     pub wave: (usize, usize),
     /// The share of hosts the wave gives the release.
     pub fraction: f64,
-    /// The hosts known (any report of the channel) whose bucket is inside
-    /// the fraction.
+    /// How many hosts are known: any report of the channel.
+    pub known: usize,
+    /// The hosts known whose bucket is inside the fraction.
     pub expected: BTreeSet<String>,
-    /// Hosts that kept the release.
+    /// Hosts that kept the release, or serve it since they started.
     pub kept: BTreeSet<String>,
     /// Hosts that rolled it back, and why.
     pub rolled_back: BTreeMap<String, String>,
@@ -116,6 +120,7 @@ pub fn tally(manifest: &Manifest, release: &Release, reports: &[Report], now: u6
         .filter(|r| r.channel == manifest.channel)
         .map(|r| r.host.as_str())
         .collect();
+    let known_count = known.len();
     let expected: BTreeSet<String> = known
         .into_iter()
         .filter(|h| release.critical || bucket(h, &manifest.channel, &version) < fraction)
@@ -134,11 +139,12 @@ pub fn tally(manifest: &Manifest, release: &Release, reports: &[Report], now: u6
     let mut tally = Tally {
         wave: release.wave_at(now),
         fraction,
+        known: known_count,
         ..Tally::default()
     };
     for (host, r) in last {
         match r.outcome {
-            Outcome::Kept => {
+            Outcome::Kept | Outcome::Serving => {
                 tally.kept.insert(host.to_string());
             }
             Outcome::RolledBack => {
@@ -179,7 +185,8 @@ pub enum Advance {
 /// Decides on `release` from its `tally` at `now`, and applies it: halts the
 /// rollout when more than `max_rollbacks` hosts rolled back; otherwise, once
 /// every expected host of the current wave has reported, opens the next
-/// wave now (the later waves keep their spacing).
+/// wave now (the later waves keep their spacing). With no host known at all
+/// nothing opens: no report is not good news.
 pub fn advance(release: &mut Release, tally: &Tally, max_rollbacks: usize, now: u64) -> Advance {
     if release.yanked {
         return Advance::Stay(format!("{} is withdrawn", release.version));
@@ -195,6 +202,11 @@ pub fn advance(release: &mut Release, tally: &Tally, max_rollbacks: usize, now: 
         return Advance::Halted {
             rolled_back: tally.rolled_back.len(),
         };
+    }
+    if tally.known == 0 {
+        return Advance::Stay(
+            "no host has reported in this channel: hosts say what they serve when their master starts with reports on (overseer run --fleet-reports)".into(),
+        );
     }
     if !tally.silent.is_empty() {
         return Advance::Stay(format!(
@@ -248,6 +260,70 @@ mod tests {
         assert_eq!(name.matches('/').count(), 2, "{name}");
         assert!(Report::parse(&vec![b' '; 5000]).is_err());
         assert!(Report::parse(b"{\"host\": 1}").is_err());
+    }
+
+    #[test]
+    fn hosts_are_known_from_their_start_and_an_unknown_fleet_opens_nothing() {
+        let hosts: Vec<String> = (0..40).map(|i| format!("host-{i}")).collect();
+        let mut rel = release(
+            "2.0.0",
+            vec![
+                Wave {
+                    start: 100,
+                    fraction: 0.25,
+                },
+                Wave {
+                    start: 1000,
+                    fraction: 1.0,
+                },
+            ],
+        );
+        let manifest = Manifest {
+            format: FORMAT,
+            channel: "stable".into(),
+            serial: 1,
+            expires: u64::MAX,
+            releases: vec![rel.clone()],
+        };
+        // No report at all: nothing is known, and no report is no news.
+        let t = tally(&manifest, &rel, &[], 200);
+        assert_eq!((t.known, t.expected.len()), (0, 0));
+        match advance(&mut rel.clone(), &t, 0, 200) {
+            Advance::Stay(why) => assert!(why.contains("no host has reported"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Every host said it serves 1.0.0 when it started: the first wave's
+        // hosts are expected, and silent until they report on 2.0.0. A host
+        // that started on 2.0.0 counts as upgraded.
+        let mut reports: Vec<Report> = hosts
+            .iter()
+            .map(|h| report(h, "1.0.0", Outcome::Serving, 1))
+            .collect();
+        let inside: Vec<&String> = hosts
+            .iter()
+            .filter(|h| bucket(h, "stable", "2.0.0") < 0.25)
+            .collect();
+        let t = tally(&manifest, &rel, &reports, 200);
+        assert_eq!(t.known, hosts.len());
+        assert_eq!(t.silent.len(), inside.len());
+        assert!(matches!(
+            advance(&mut rel.clone(), &t, 0, 200),
+            Advance::Stay(_)
+        ));
+        reports.extend(
+            inside
+                .iter()
+                .map(|h| report(h, "2.0.0", Outcome::Serving, 150)),
+        );
+        let t = tally(&manifest, &rel, &reports, 200);
+        assert_eq!(t.kept.len(), inside.len());
+        assert!(matches!(
+            advance(&mut rel, &t, 0, 200),
+            Advance::Opened { wave: 2, .. }
+        ));
+        let serving = report("host-1", "2.0.0", Outcome::Serving, 3);
+        assert_eq!(Report::parse(&serving.to_bytes()).unwrap(), serving);
+        assert!(String::from_utf8_lossy(&serving.to_bytes()).contains("\"serving\""));
     }
 
     #[test]
