@@ -677,7 +677,7 @@ fn a_sanity_check_starved_by_a_busy_host_does_not_refuse_a_good_release() {
         d,
         &d.join("releases/app"),
         Some("0"),
-        &["--sanity-timeout", "1s"],
+        &["--sanity-timeout", "2s"],
     );
     let busy = Busy::on("0", 6);
     publish(d, "2", "2.0.0", false);

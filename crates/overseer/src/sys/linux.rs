@@ -324,12 +324,11 @@ pub(crate) fn accept_queue(fd: RawFd) -> io::Result<u32> {
     Ok(info.tcpi_unacked)
 }
 
-/// The longest time a thread of process group `pgid` has spent ready to
-/// run but waiting for a CPU (`run_delay` in each
-/// `/proc/PID/task/TID/schedstat`), or `None` where the kernel does not
-/// keep it. Reads `/proc` whole: for occasional use.
-pub(crate) fn waited_for_cpu(pgid: u32) -> Option<std::time::Duration> {
-    let mut longest: Option<u64> = None;
+/// How the threads of process group `pgid` have used the CPUs so far
+/// (`/proc/PID/task/TID/schedstat` and `stat`), or `None` where the kernel
+/// does not keep it. Reads `/proc` whole: for occasional use.
+pub(crate) fn cpu_use(pgid: u32) -> Option<super::CpuUse> {
+    let mut found: Option<super::CpuUse> = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -338,32 +337,42 @@ pub(crate) fn waited_for_cpu(pgid: u32) -> Option<std::time::Duration> {
         else {
             continue;
         };
-        if pid != pgid && process_group(pid) != Some(pgid) {
+        if pid != pgid && stat_field(&format!("/proc/{pid}/stat"), 2) != Some(pgid.to_string()) {
             continue;
         }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for task in tasks.flatten() {
-            let delay = std::fs::read_to_string(task.path().join("schedstat"))
+            let Some((ran, waited)) = std::fs::read_to_string(task.path().join("schedstat"))
                 .ok()
-                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
-            if let Some(delay) = delay {
-                longest = Some(longest.map_or(delay, |l| l.max(delay)));
-            }
+                .and_then(|s| {
+                    let mut fields = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+                    Some((fields.next()??, fields.next()??))
+                })
+            else {
+                continue;
+            };
+            let runnable = stat_field(&task.path().join("stat").to_string_lossy(), 0)
+                .is_some_and(|state| state == "R");
+            let u = found.get_or_insert_with(super::CpuUse::default);
+            u.ran = u.ran.max(std::time::Duration::from_nanos(ran));
+            u.waited = u.waited.max(std::time::Duration::from_nanos(waited));
+            u.runnable |= runnable;
         }
     }
-    longest.map(std::time::Duration::from_nanos)
+    found
 }
 
-/// The process group of `pid`, from `/proc/PID/stat`: the third field after
-/// the command name (which may hold spaces and parentheses).
-fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+/// Field `n` after the command name of a `/proc/…/stat` file (0: the
+/// state, 2: the process group); the name may hold spaces and parentheses.
+fn stat_field(path: &str, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(n)?
+            .to_string(),
+    )
 }

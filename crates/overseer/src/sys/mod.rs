@@ -20,9 +20,20 @@ mod platform;
 mod platform;
 
 pub(crate) use platform::{
-    accept_queue, die_with_parent, on_main_thread, release_free_memory, steer_group,
-    tune_malloc_for_master, waited_for_cpu,
+    accept_queue, cpu_use, die_with_parent, on_main_thread, release_free_memory, steer_group,
+    tune_malloc_for_master,
 };
+
+/// How a process group has used the CPUs ([`cpu_use`]), per thread: the
+/// longest any ran and waited, ready to run, for a CPU (`run_delay`, which
+/// counts a wait once it is over: not the one going on now), and whether
+/// one is ready to run (or running) now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CpuUse {
+    pub ran: std::time::Duration,
+    pub waited: std::time::Duration,
+    pub runnable: bool,
+}
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -426,11 +437,18 @@ pub(crate) fn disable_core_dumps() {
 mod tests {
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_wait_for_a_cpu_is_read_for_this_process_group() {
+    fn the_cpu_use_of_this_process_group_is_read() {
         let pgid = nix::unistd::getpgrp().as_raw() as u32;
-        assert!(super::waited_for_cpu(pgid).is_some());
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let used = super::cpu_use(pgid).unwrap();
+        // This thread has run, and is running now.
+        assert!(used.ran > std::time::Duration::ZERO, "{used:?}");
+        assert!(used.runnable, "{used:?}");
         // A group with no process: nothing read.
-        assert_eq!(super::waited_for_cpu(u32::MAX), None);
+        assert_eq!(super::cpu_use(u32::MAX), None);
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub(crate) fn accept_queue(_fd: std::os::fd::RawFd) -> io::Result<u32> {
     ))
 }
 
-/// The time spent waiting for a CPU is read from `/proc` on Linux only.
-pub(crate) fn waited_for_cpu(_pgid: u32) -> Option<std::time::Duration> {
+/// How a process group used the CPUs is read from `/proc` on Linux only.
+pub(crate) fn cpu_use(_pgid: u32) -> Option<super::CpuUse> {
     None
 }

@@ -30,6 +30,7 @@ use super::rejection::Rejection;
 use crate::child_registry;
 use crate::log;
 use crate::protocol::OVERSEER_BIN_CHECK;
+use crate::sys::CpuUse;
 use crate::withheld::Withheld;
 
 /// Output kept from the check, at most.
@@ -145,19 +146,40 @@ enum Clock {
     Starved,
 }
 
-/// Judges a run going on for `elapsed`, of which it `waited` for a CPU: the
-/// timeout counts the binary's own time only, so a check starved by the
-/// serving workers (it runs at nice 19) is not blamed for their load.
-fn judge(elapsed: Duration, waited: Duration, timeout: Duration) -> Clock {
-    if elapsed.saturating_sub(waited) >= timeout {
+/// Judges a run going on for `elapsed`, which has used the CPUs as `cpu`
+/// says (`None` where that is not known: the timeout is then wall-clock
+/// time). The timeout counts the binary's own time only, so a check starved
+/// by the serving workers (it runs at nice 19) is not blamed for their load:
+/// - it is too long once a thread of it ran for a whole timeout (a busy
+///   binary), or once its time neither running nor waiting for a CPU
+///   reaches the timeout while it is not ready to run (asleep or blocked:
+///   a hanging binary);
+/// - a run ready to run now may be waiting for a CPU since a while that
+///   the kernel has not counted yet: it is looked at again shortly;
+/// - past [`STARVED_LIMIT`] times the timeout, it was starved.
+fn judge(elapsed: Duration, cpu: Option<CpuUse>, timeout: Duration) -> Clock {
+    let Some(cpu) = cpu else {
+        return if elapsed >= timeout {
+            Clock::TooLong
+        } else {
+            Clock::Running { until: timeout }
+        };
+    };
+    let own = elapsed.saturating_sub(cpu.waited);
+    if cpu.ran >= timeout || (own >= timeout && !cpu.runnable) {
         return Clock::TooLong;
     }
     let limit = timeout * STARVED_LIMIT;
     if elapsed >= limit {
         return Clock::Starved;
     }
+    let until = if own >= timeout {
+        elapsed + REJUDGE
+    } else {
+        timeout + cpu.waited
+    };
     Clock::Running {
-        until: (timeout + waited).min(limit),
+        until: until.min(limit),
     }
 }
 
@@ -220,8 +242,9 @@ pub(crate) fn run_bounded(
         let now = Instant::now();
         if now >= deadline {
             let elapsed = now - started;
-            let waited = crate::sys::waited_for_cpu(pid as u32).unwrap_or_default();
-            let clock = judge(elapsed, waited, timeout);
+            let cpu = crate::sys::cpu_use(pid as u32);
+            let waited = cpu.map(|c| c.waited).unwrap_or_default();
+            let clock = judge(elapsed, cpu, timeout);
             if let Clock::Running { until } = clock {
                 if !said_waiting && waited >= REJUDGE {
                     said_waiting = true;
@@ -364,24 +387,60 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    /// A run that ran `ran` and waited `waited`, ready to run or not.
+    fn used(ran: u64, waited: u64, runnable: bool) -> Option<CpuUse> {
+        Some(CpuUse {
+            ran: S(ran),
+            waited: S(waited),
+            runnable,
+        })
+    }
+
     #[test]
     fn the_timeout_counts_the_binarys_own_time_only() {
         // No wait for a CPU: the timeout as set.
-        assert_eq!(judge(S(10), S(0), S(10)), Clock::TooLong);
-        assert_eq!(judge(S(3), S(0), S(10)), Clock::Running { until: S(10) });
+        assert_eq!(judge(S(10), used(0, 0, false), S(10)), Clock::TooLong);
+        assert_eq!(
+            judge(S(3), used(0, 0, false), S(10)),
+            Clock::Running { until: S(10) }
+        );
         // 7 s of 12 spent waiting: 5 s of its own, judged again at 17 s.
-        assert_eq!(judge(S(12), S(7), S(10)), Clock::Running { until: S(17) });
-        // A binary that hangs (sleeping, not waiting) is blamed at 10 s of
+        assert_eq!(
+            judge(S(12), used(1, 7, true), S(10)),
+            Clock::Running { until: S(17) }
+        );
+        // A binary that hangs (asleep, not waiting) is blamed at 10 s of
         // its own however long it waited before.
-        assert_eq!(judge(S(30), S(20), S(10)), Clock::TooLong);
+        assert_eq!(judge(S(30), used(1, 20, false), S(10)), Clock::TooLong);
+        // A busy one, once a thread of it ran for a whole timeout.
+        assert_eq!(judge(S(25), used(10, 15, true), S(10)), Clock::TooLong);
+        // Where the kernel does not say, the timeout is wall-clock time.
+        assert_eq!(judge(S(10), None, S(10)), Clock::TooLong);
+    }
+
+    #[test]
+    fn a_run_ready_to_run_is_not_blamed_for_a_wait_not_counted_yet() {
+        // 12 s gone, 1 s counted as waiting, but ready to run now (waiting
+        // since long ago, perhaps): looked at again shortly.
+        assert_eq!(
+            judge(S(12), used(1, 1, true), S(10)),
+            Clock::Running {
+                until: S(12) + REJUDGE
+            }
+        );
+        // The same, asleep: its own time is up.
+        assert_eq!(judge(S(12), used(1, 1, false), S(10)), Clock::TooLong);
     }
 
     #[test]
     fn a_starved_run_ends_at_the_limit_without_blame() {
         let limit = S(10) * STARVED_LIMIT;
-        assert_eq!(judge(S(55), S(52), S(10)), Clock::Running { until: limit });
-        assert_eq!(judge(limit, limit - S(1), S(10)), Clock::Starved);
-        // Past the limit with its own time spent too: the binary's fault.
-        assert_eq!(judge(limit, S(0), S(10)), Clock::TooLong);
+        assert_eq!(
+            judge(S(55), used(1, 52, true), S(10)),
+            Clock::Running { until: limit }
+        );
+        assert_eq!(judge(limit, used(1, 20, true), S(10)), Clock::Starved);
+        // Past the limit with its own time spent asleep: the binary's fault.
+        assert_eq!(judge(limit, used(1, 0, false), S(10)), Clock::TooLong);
     }
 }
