@@ -17,6 +17,7 @@
 //! | `sanity_child=exit` | the same child, then the check answers and exits 0 |
 //! | `pubkeys=K1,K2` | the build trusts these minisign public keys (instead of `UA_PUBKEYS`) |
 //! | `master_says=W` | the build, when it runs a master (started, or re-executed into), says `master says W` |
+//! | `reexec_check_hold=PATH` | the master's re-exec check of this build waits while PATH exists (at most 60 s) |
 //!
 //! The master's settings come from the environment:
 //!
@@ -73,6 +74,17 @@ pub fn main_from_env() {
         .and_then(|m| m.parse().ok())
     {
         std::thread::sleep(Duration::from_millis(ms));
+    }
+    if let Some(hold) = own_stamp().get("reexec_check_hold") {
+        if std::env::var_os("OVERSEER_MASTER_CHECK").is_some() {
+            let hold = std::path::Path::new(hold);
+            for _ in 0..6_000 {
+                if !hold.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
     if let Some(how) = own_stamp().get("sanity_child") {
         if std::env::var_os("OVERSEER_BIN_CHECK").is_some() {

@@ -1125,6 +1125,48 @@ fn start_another_master(rig: &Rig) -> Proc {
     other
 }
 
+/// A release installed while the master re-executes itself into the one
+/// before: the re-exec waits, the new release starts and is judged, and the
+/// binary the master executes is the one it checked. Here 3.0.0 is
+/// installed while 2.0.0's re-exec check is held, and its own sanity check
+/// (1.5 s) holds the upgrade thread when the master goes to execute.
+#[test]
+fn a_release_installed_during_a_re_exec_is_started_and_the_binary_checked_again() {
+    let rig = Rig::start(&[]);
+    let l1 = load(rig.addr, 2, true);
+    let hold = rig.dir.path().join("hold-check");
+    std::fs::write(&hold, "").expect("hold the re-exec check");
+    rig.publish_version("2.0.0", &format!("reexec_check_hold={}", hold.display()));
+    rig.proc.expect_line("version 2.0.0 passed probation", T);
+    rig.proc.expect_line(
+        "re-exec asked for by version 2.0.0, which passed probation",
+        T,
+    );
+    rig.publish_version("3.0.0", "start_delay_ms=1500");
+    // 3.0.0's download (2.0.0's was the first): its pipeline holds the
+    // upgrade thread's gate from here to the swap.
+    rig.proc.expect_nth("downloading release", 1, T);
+    std::fs::remove_file(&hold).expect("end the re-exec check");
+    rig.expect_version("3.0.0");
+    rig.proc.expect_line("version 3.0.0 passed probation", T);
+    rig.proc.expect_line(
+        "re-exec asked for by version 2.0.0, which passed probation waits",
+        T,
+    );
+    rig.proc.expect_line("master re-executed", T);
+    assert_eq!(
+        rig.proc
+            .count("restart requested by the upgrade to version 3.0.0"),
+        1
+    );
+    let s = l1.stop();
+    assert!(
+        s.failures.is_empty(),
+        "failed requests: {:?}",
+        s.failure_kinds()
+    );
+}
+
 #[test]
 fn two_masters_on_one_binary_path_leave_each_other_alone() {
     // The first master is downloading a release (a trickle, until the

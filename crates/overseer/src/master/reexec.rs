@@ -83,6 +83,30 @@ impl Plan {
     }
 }
 
+/// Which file a path names, and its version: a file replaced (renamed
+/// over), or written in place, has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    /// The file at `path` now (following symbolic links), if it can be read.
+    pub fn of(path: &std::path::Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
 /// In check mode (`OVERSEER_MASTER_CHECK` set) answers with the state
 /// formats this build reads and exits 0, or exits 2 with the reason when
 /// `config` is not valid; otherwise returns.

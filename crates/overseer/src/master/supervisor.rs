@@ -147,10 +147,10 @@ enum Stage {
     /// Waits for a handover in progress (or a release on probation, in
     /// library mode) to end.
     Waiting(ReexecRequest),
-    /// The new binary's check runs.
-    Checking(ReexecRequest),
+    /// The new binary's check runs, on the file found then.
+    Checking(ReexecRequest, Option<reexec::FileId>),
     /// The check passed; executes as soon as nothing is in the way.
-    Checked(ReexecRequest),
+    Checked(ReexecRequest, Option<reexec::FileId>),
 }
 
 /// What this image took over, said once the loop starts.
@@ -365,7 +365,10 @@ impl Supervisor {
                 from_terminal,
             } => self.handover.signal(signal, from_terminal, now, live),
             Event::Notify { worker, message } => self.on_notify(worker, &message),
-            Event::Upgrade(Report::Installed(installed)) => self.on_upgrade(installed),
+            Event::Upgrade(Report::Installed(installed)) => {
+                self.gate.install_taken();
+                self.on_upgrade(installed)
+            }
             Event::Upgrade(Report::Rejected(what)) => live.outcomes.upgrade(what),
             Event::Upgrade(Report::Rollout(what)) => live.outcomes.rollout = what,
             Event::Control(request, reply) => self.on_control(request, reply),
@@ -577,7 +580,7 @@ impl Supervisor {
             return;
         }
         if self.handover.is_stopping() {
-            if let Stage::Waiting(r) | Stage::Checking(r) | Stage::Checked(r) =
+            if let Stage::Waiting(r) | Stage::Checking(r, _) | Stage::Checked(r, _) =
                 std::mem::replace(&mut self.reexec, Stage::Idle)
             {
                 self.reexec_failed(r, "the master is stopping");
@@ -612,24 +615,26 @@ impl Supervisor {
         self.replacing = false;
         match std::mem::replace(&mut self.reexec, Stage::Idle) {
             Stage::Waiting(r) => {
+                let mut file = None;
                 if let Some(plan) = &self.held.plan {
                     let format = if self.live.steering.is_some() { 2 } else { 1 };
+                    file = reexec::FileId::of(&plan.exe);
                     reexec::spawn_check(plan, format, &self.live.withheld, self.live.tx.clone());
                 }
-                self.reexec = Stage::Checking(r);
+                self.reexec = Stage::Checking(r, file);
             }
-            Stage::Checked(r) => self.exec(r),
+            Stage::Checked(r, file) => self.exec(r, file),
             other => self.reexec = other,
         }
     }
 
     /// The new binary's check ended.
     fn checked(&mut self, result: Result<(), Refusal>) {
-        let Stage::Checking(r) = std::mem::replace(&mut self.reexec, Stage::Idle) else {
+        let Stage::Checking(r, file) = std::mem::replace(&mut self.reexec, Stage::Idle) else {
             return;
         };
         match result {
-            Ok(()) => self.reexec = Stage::Checked(r),
+            Ok(()) => self.reexec = Stage::Checked(r, file),
             Err(refusal) if refusal.bad_input => {
                 log::error!(
                     "re-exec asked for by {} not made: {}",
@@ -658,8 +663,9 @@ impl Supervisor {
     }
 
     /// Executes the new image with the master's state; returns only when
-    /// that failed, the master going on as it was.
-    fn exec(&mut self, r: ReexecRequest) {
+    /// that failed, the master going on as it was. `checked` is the file
+    /// the check ran, when it could be told.
+    fn exec(&mut self, r: ReexecRequest, checked: Option<reexec::FileId>) {
         let Some(plan) = self.held.plan.clone() else {
             return self.reexec_failed(r, "the master's executable is not known");
         };
@@ -671,6 +677,25 @@ impl Supervisor {
                 "a release is being installed; try again once it is (overseer status)",
             );
         };
+        // A release installed meanwhile: its report, still in the loop's
+        // queue, would be lost with this image, and a release swapped in
+        // over the master's own file is not the binary checked. The loop
+        // takes the report first (a restart, a probation), then the new
+        // binary is checked.
+        let changed = checked.is_some_and(|c| reexec::FileId::of(&plan.exe) != Some(c));
+        if gate.install_in_flight() || changed {
+            log::info!(
+                "re-exec asked for by {} waits: {}",
+                r.source,
+                if changed {
+                    "the master's binary changed since its check; it is checked again"
+                } else {
+                    "a release was installed meanwhile; it starts first"
+                }
+            );
+            self.reexec = Stage::Waiting(r);
+            return;
+        }
         log::info!(
             "re-executing the master: {} (asked for by {})",
             plan.exe.display(),

@@ -267,6 +267,7 @@ impl Upgrader {
                     reply: reply_tx,
                     ..installed
                 });
+                self.gate.install_reported();
                 if !self.supervisor.send(report) {
                     return false;
                 }

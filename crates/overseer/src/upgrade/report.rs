@@ -1,6 +1,7 @@
 //! What the upgrade thread tells the master's loop, and the line it tells it
 //! through.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -37,13 +38,37 @@ pub(crate) struct Pending {
 /// swap and ledger entries), and taken by the master before it re-executes
 /// itself, so that a new image never finds a step half done. The upgrade
 /// thread lets go while it waits (between polls, and for a verdict).
+///
+/// It also counts the installs reported to the loop and not yet taken by
+/// it: a re-exec made with one still in the loop's queue would lose it (the
+/// release swapped in, never started nor judged).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Gate(Arc<Mutex<()>>);
+pub(crate) struct Gate {
+    lock: Arc<Mutex<()>>,
+    installs: Arc<AtomicUsize>,
+}
 
 impl Gate {
     /// Waits for the gate, for as long as the step in progress takes.
     pub(super) fn enter(&self) -> MutexGuard<'_, ()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An install is about to be reported to the loop.
+    pub(super) fn install_reported(&self) {
+        self.installs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The loop took a reported install.
+    pub(crate) fn install_taken(&self) {
+        let _ = self
+            .installs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Whether an install was reported that the loop has not taken yet.
+    pub(crate) fn install_in_flight(&self) -> bool {
+        self.installs.load(Ordering::SeqCst) > 0
     }
 
     /// Takes the gate if it is free within `within` (checked every 10 ms);
@@ -51,7 +76,7 @@ impl Gate {
     pub(crate) fn close(&self, within: Duration) -> Option<MutexGuard<'_, ()>> {
         let deadline = Instant::now() + within;
         loop {
-            match self.0.try_lock() {
+            match self.lock.try_lock() {
                 Ok(guard) => return Some(guard),
                 Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
                 Err(TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
