@@ -1121,6 +1121,10 @@ fn the_release_sources_credentials_reach_neither_workers_probes_nor_the_sanity_c
     let p = Proc::spawn(cmd);
     let addr = p.listen_addr();
     p.expect_line("worker 1 ready", T);
+    // Ready by a probe that passes at once: the worker may not have
+    // executed its program yet (its environment is the master's until then,
+    // and empty during the exec). Once it answers, it has.
+    expect_field(addr, "version", "1");
     let worker = env_names(p.worker_pid(1, T));
     assert!(
         worker.contains(&"AWS_SECRET_ACCESS_KEY".to_string()),
