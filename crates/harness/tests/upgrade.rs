@@ -227,12 +227,22 @@ fn upgrades_under_load_with_zero_failures_and_a_slow_request_finishing() {
     assert!(rig.proc.count("rolled back") == 0 && rig.proc.count("rejected") == 0);
     // The fetch, staging and sanity-check threads (and the HTTP client's)
     // leave the master's signals to its signal thread too: looked at once
-    // the re-exec that 3.0.0's probation brings has been asked for and
-    // every re-exec started is over, not while a new image is still
-    // setting up its threads.
-    rig.proc.expect_line("re-executing the master: ", T);
+    // the master re-executed after 3.0.0 passed its probation (asked for by
+    // 3.0.0, or by 2.0.0 when that request was still waiting, 3.0.0 having
+    // been installed during its check) and every re-exec started is over,
+    // not while a new image is still setting up its threads.
     let deadline = Instant::now() + T;
-    while rig.proc.count("re-exec asked for by version 3.0.0") == 0
+    let reexec_after_3 = || {
+        let out = rig.proc.output();
+        let passed = out
+            .iter()
+            .position(|l| l.contains("version 3.0.0 passed probation"));
+        let last = out
+            .iter()
+            .rposition(|l| l.contains("re-executing the master: "));
+        passed.zip(last).is_some_and(|(p, r)| r > p)
+    };
+    while !reexec_after_3()
         || rig.proc.count("master re-executed in") < rig.proc.count("re-executing the master: ")
     {
         assert!(Instant::now() < deadline, "{:?}", rig.proc.output());
